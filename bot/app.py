@@ -1,0 +1,117 @@
+"""The composition root: the only place that names concrete adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import tzinfo
+from zoneinfo import ZoneInfo
+
+from bot.config import ConfigError, Settings
+from bot.storage.database import Database
+from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
+from bot.transports.router import OutboxRouter
+from handlers.catalog import build_registry
+from handlers.core.access import AccessPolicy
+from handlers.core.context import Deps
+from handlers.core.engine import Engine, EngineSettings
+from handlers.core.spec import Role
+from providers.catalogue import CatalogueError, ServiceCatalogue
+from providers.demo import DemoServer
+from providers.host import HostProbe, PsutilHost
+from providers.systemd import ServiceManager, SystemctlServiceManager
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 15.0
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Database
+    engine: Engine
+    router: OutboxRouter
+    kv: SqlKeyValue
+    demo: DemoServer | None
+
+    async def start(self) -> None:
+        """Re-attach to jobs a previous run left behind, then keep confirmations tidy."""
+        count = await self.engine.jobs.reattach()
+        if count:
+            log.info("re-attached to %d unfinished jobs", count)
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.engine.expire_confirmations()
+            except Exception:
+                log.exception("expiring confirmations failed")
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = False) -> App:
+    demo = demo or settings.demo
+    db = Database(settings.database)
+    db.ensure_schema()
+    registry = build_registry()
+    unknown = sorted(settings.two_person - {entry.spec.name for entry in registry})
+    if unknown:
+        raise ConfigError(f"STEWARD_TWO_PERSON: unknown commands: {', '.join(unknown)}")
+    server = DemoServer.create() if demo else None
+    host: HostProbe = server.host if server else PsutilHost()
+    services: ServiceManager = server.services if server else SystemctlServiceManager()
+    catalogue = server.catalogue if server else _catalogue(settings)
+    deps = Deps(
+        host=host,
+        services=services,
+        catalogue=catalogue,
+        audit=SqlAuditLog(db),
+        registry=registry,
+        timezone=_timezone(settings),
+    )
+    access = AccessPolicy.from_lists(
+        settings.admins,
+        settings.operators,
+        settings.viewers,
+        console_role=Role.ADMIN if console_admin else None,
+    )
+    router = OutboxRouter()
+    engine = Engine(
+        deps=deps,
+        access=access,
+        confirmations=SqlConfirmationStore(db),
+        jobs=SqlJobStore(db),
+        outbox=router,
+        settings=EngineSettings(
+            confirm_ttl=settings.confirm_ttl, two_person=settings.two_person
+        ),
+    )
+    return App(settings, db, engine, router, SqlKeyValue(db), server)
+
+
+def _catalogue(settings: Settings) -> ServiceCatalogue:
+    if settings.catalogue is None:
+        log.warning("STEWARD_CATALOGUE is not set: no services are known")
+        return ServiceCatalogue([])
+    try:
+        return ServiceCatalogue.load(settings.catalogue)
+    except CatalogueError as exc:
+        raise ConfigError(f"STEWARD_CATALOGUE: {exc}") from None
+
+
+def _timezone(settings: Settings) -> tzinfo:
+    if settings.timezone:
+        return ZoneInfo(settings.timezone)
+    local = contextlib.suppress(Exception)
+    with local:
+        from datetime import datetime  # noqa: PLC0415
+
+        zone = datetime.now().astimezone().tzinfo  # noqa: DTZ005 - the system's zone is asked for
+        if zone is not None:
+            return zone
+    return ZoneInfo("UTC")

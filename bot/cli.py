@@ -1,0 +1,86 @@
+"""``steward``: run the bot, try it on the console, or migrate its database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.storage.database import Database, DatabaseError
+
+log = logging.getLogger("steward")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        _logging(settings, quiet=args.command == "console")
+        if args.command == "db":
+            return _db(settings, args.action)
+        if args.command == "console":
+            return asyncio.run(_console(settings, demo=args.demo))
+        return _run(settings)
+    except (ConfigError, DatabaseError) as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steward", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the bot on the configured transports")
+    console = sub.add_parser("console", help="talk to the bot on this terminal or a pipe")
+    console.add_argument("--demo", action="store_true", help="use the in-memory demo server")
+    db = sub.add_parser("db", help="database maintenance")
+    db.add_argument("action", choices=["upgrade", "current"])
+    return parser
+
+
+def _logging(settings: Settings, *, quiet: bool) -> None:
+    level = "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _db(settings: Settings, action: str) -> int:
+    db = Database(settings.database)
+    try:
+        if action == "upgrade":
+            db.upgrade()
+        print(db.revision() or "empty")
+    finally:
+        db.dispose()
+    return 0
+
+
+async def _console(settings: Settings, *, demo: bool) -> int:
+    from bot.app import build_app  # noqa: PLC0415
+    from bot.transports.console import TRANSPORT, ConsoleTransport  # noqa: PLC0415
+
+    app = build_app(settings, demo=demo, console_admin=True)
+    console = ConsoleTransport()
+    app.router.add(TRANSPORT, console)
+    sweeper = asyncio.create_task(app.sweep_forever())
+    try:
+        await app.start()
+        return await console.run(app.engine)
+    finally:
+        sweeper.cancel()
+        app.close()
+
+
+def _run(settings: Settings) -> int:
+    if settings.has_transport:
+        raise ConfigError(
+            "STEWARD_TELEGRAM_TOKEN/STEWARD_MATRIX_HOMESERVER: the Telegram and Matrix "
+            "transports are not in this version yet; use `steward console`"
+        )
+    print("No transport is configured: starting the console on the demo server.", file=sys.stderr)
+    return asyncio.run(_console(settings, demo=True))

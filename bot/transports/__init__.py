@@ -1,0 +1,1 @@
+"""Transports turn chat updates into Commands and Presses, and render Replies."""

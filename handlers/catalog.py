@@ -1,0 +1,14 @@
+"""Every command Steward knows, gathered from the handler modules."""
+
+from __future__ import annotations
+
+from handlers import admin, audit, services, status
+from handlers.core.registry import Registry
+
+
+def build_registry() -> Registry:
+    registry = Registry()
+    for module in (admin, audit, services, status):
+        registry.include(module.commands)
+    registry.check()
+    return registry

@@ -1,0 +1,1 @@
+"""The command core every transport feeds: contracts, registry, access, confirmations, jobs."""

@@ -1,0 +1,335 @@
+"""The one path every message takes: gate, parse, freshness, confirmation, run, audit.
+
+Transports turn their updates into ``Command`` and ``Press`` values and hand them here; all
+answers go back through the transport's ``Outbox``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from handlers.core.access import AccessPolicy, StrangerLimiter
+from handlers.core.context import CommandError, Context, Deps
+from handlers.core.jobs import JobRunner
+from handlers.core.messages import Actor, Button, ChatRef, Command, MessageRef, Press, Reply, esc
+from handlers.core.progress import NoProgress, Outbox
+from handlers.core.records import (
+    AuditEntry,
+    AuditEvent,
+    Confirmation,
+    ConfirmationState,
+    ConfirmationStore,
+    JobStore,
+)
+from handlers.core.registry import Entry
+from handlers.core.spec import Role, UsageError
+
+log = logging.getLogger(__name__)
+
+STRANGER_REPLY = "Sorry, this is a private bot."
+CONFIRM, CANCEL = "cf", "cx"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    confirm_ttl: timedelta = timedelta(minutes=5)
+    two_person: frozenset[str] = field(default_factory=frozenset)
+    progress_interval: float = 2.0
+
+
+Incident = Callable[[str, str], Awaitable[None]]
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        deps: Deps,
+        access: AccessPolicy,
+        confirmations: ConfirmationStore,
+        jobs: JobStore,
+        outbox: Outbox,
+        settings: EngineSettings | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        limiter: StrangerLimiter | None = None,
+        on_incident: Incident | None = None,
+    ) -> None:
+        self.deps = deps
+        self.access = access
+        self.confirmations = confirmations
+        self.outbox = outbox
+        self.settings = settings or EngineSettings()
+        self.clock = clock
+        self.limiter = limiter or StrangerLimiter()
+        self.on_incident = on_incident
+        self.jobs = JobRunner(self, jobs)
+        deps.registry.check()
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def handle_command(self, cmd: Command) -> None:
+        role = self.access.role_of(cmd.actor)
+        if role is None:
+            await self._stranger(cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id)
+            return
+        entry = self.deps.registry.get(cmd.name)
+        if entry is None:
+            await self.refuse(cmd, f"Unknown command /{esc(cmd.name)}, see /help.")
+            return
+        spec = entry.spec
+        if role < spec.role:
+            await self.refuse(
+                cmd, f"/{spec.name} needs the {spec.role.label} role; you are {role.label}."
+            )
+            return
+        try:
+            values = spec.parse(cmd.args)
+        except UsageError as exc:
+            await self.refuse(cmd, f"Usage: <code>{esc(spec.usage)}</code>\n{esc(exc)}")
+            return
+        if spec.changes:
+            await self._ask_confirmation(cmd, entry, role, values)
+            return
+        await self._run_read_only(cmd, entry, role, values)
+
+    async def _run_read_only(
+        self, cmd: Command, entry: Entry, role: Role, values: Mapping[str, object]
+    ) -> None:
+        started = time.monotonic()
+        ctx = Context(cmd, role, self.deps, NoProgress(), self.clock())
+        reply, event, result = await self.invoke(entry, ctx, values)
+        await self.outbox.send(cmd.chat, reply, cmd.message_id)
+        await self.audit(
+            event, cmd.actor, cmd.chat, cmd.name, cmd.args, result=result, started=started
+        )
+
+    async def invoke(
+        self, entry: Entry, ctx: Context, values: Mapping[str, object]
+    ) -> tuple[Reply, AuditEvent, str]:
+        """Run a handler; domain errors become replies here and nowhere else."""
+        try:
+            reply = await entry.run(ctx, **values)
+        except CommandError as exc:
+            return Reply(f"❌ {exc}"), AuditEvent.OUTCOME, f"failed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into incidents
+            return await self.incident(ctx.command, exc), AuditEvent.ERROR, type(exc).__name__
+        return reply, AuditEvent.OUTCOME, "ok"
+
+    async def incident(self, cmd: Command, exc: BaseException) -> Reply:
+        incident = secrets.token_hex(4)
+        log.error("incident %s in /%s", incident, cmd.name, exc_info=exc)
+        if self.on_incident is not None:
+            await self.on_incident(incident, f"/{cmd.name} failed: {type(exc).__name__}")
+        return Reply(f"Something went wrong (incident <code>{incident}</code>). It is logged.")
+
+    async def refuse(self, cmd: Command, text: str) -> None:
+        await self.outbox.send(cmd.chat, Reply(text), cmd.message_id)
+        await self.audit(
+            AuditEvent.REFUSED, cmd.actor, cmd.chat, cmd.name, cmd.args, result=_plain(text)
+        )
+
+    async def _stranger(
+        self,
+        actor: Actor,
+        chat: ChatRef,
+        name: str,
+        args: tuple[str, ...],
+        message_id: str | None,
+    ) -> bool:
+        answered = self.limiter.should_answer(actor)
+        if answered:
+            await self.outbox.send(chat, Reply(STRANGER_REPLY), message_id)
+        result = "stranger" if answered else "stranger (not answered: rate limit)"
+        await self.audit(AuditEvent.REFUSED, actor, chat, name, args, result=result)
+        return answered
+
+    # -- confirmations --------------------------------------------------------------------
+
+    async def _ask_confirmation(
+        self, cmd: Command, entry: Entry, role: Role, values: Mapping[str, object]
+    ) -> None:
+        spec = entry.spec
+        now = self.clock()
+        age = now - cmd.received_at
+        if age > spec.freshness:
+            await self.refuse(
+                cmd,
+                f"/{spec.name} was sent {_ago(age)} ago, before I could read it. Commands that "
+                f"change the server expire after {_ago(spec.freshness)}; send it again if you "
+                "still want it.",
+            )
+            return
+        assert entry.preview_fn is not None  # noqa: S101 - Registry.check guarantees it
+        ctx = Context(cmd, role, self.deps, NoProgress(), now)
+        try:
+            preview = await entry.preview_fn(ctx, **values)
+        except CommandError as exc:
+            await self.refuse(cmd, f"❌ {exc}")
+            return
+        two_person = spec.two_person or spec.name in self.settings.two_person
+        nonce = secrets.token_urlsafe(16)  # 128 random bits; "cf:" + 22 chars < 64 bytes
+        conf = await self.confirmations.create(
+            nonce=nonce,
+            command=spec.name,
+            args=cmd.args,
+            requester=cmd.actor,
+            chat=cmd.chat,
+            created_at=now,
+            expires_at=now + self.settings.confirm_ttl,
+            two_person=two_person,
+            preview=preview,
+        )
+        prompt = Reply(
+            _prompt_text(conf),
+            buttons=(Button("Confirm", f"{CONFIRM}:{nonce}"), Button("Cancel", f"{CANCEL}:{nonce}")),
+        )
+        ref = await self.outbox.send(cmd.chat, prompt, cmd.message_id)
+        await self.confirmations.set_prompt_message(conf.id, ref.message_id)
+        await self.audit(
+            AuditEvent.CONFIRM_REQUESTED, cmd.actor, cmd.chat, spec.name, cmd.args,
+            result="two-person" if two_person else "",
+        )  # fmt: skip
+
+    async def handle_press(self, press: Press) -> str:
+        """Handle a button press; the return value is the short toast for the presser."""
+        kind, _, nonce = press.action.partition(":")
+        role = self.access.role_of(press.actor)
+        if role is None:
+            await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press", (),
+                             result="stranger")  # fmt: skip
+            return STRANGER_REPLY
+        conf = await self.confirmations.find(nonce) if kind in (CONFIRM, CANCEL) else None
+        if conf is None or conf.chat != press.chat:
+            await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press", (),
+                             result="unknown button")  # fmt: skip
+            return "This button is not valid (anymore)."
+        problem = self._may_decide(conf, kind, press.actor, role)
+        if problem:
+            await self.audit(AuditEvent.REFUSED, press.actor, press.chat, conf.command,
+                             conf.args, result=problem)  # fmt: skip
+            return problem
+        state = ConfirmationState.CONFIRMED if kind == CONFIRM else ConfirmationState.CANCELLED
+        if not await self.confirmations.decide(nonce, state=state, by=press.actor, now=self.clock()):
+            return await self._lost_race(nonce, press)
+        return await self._decided(conf, state, press)
+
+    def _may_decide(self, conf: Confirmation, kind: str, actor: Actor, role: Role) -> str:
+        entry = self.deps.registry.get(conf.command)
+        needed = entry.spec.role if entry else Role.ADMIN
+        is_requester = actor.key == conf.requester.key
+        if kind == CANCEL:
+            ok = is_requester or role is Role.ADMIN
+            return "" if ok else "Only the requester or an admin can cancel this."
+        if conf.two_person:
+            if is_requester:
+                return "This needs a second admin to confirm."
+            return "" if role is Role.ADMIN else "Only an admin can approve this."
+        if not is_requester:
+            return f"Only {conf.requester.label} can confirm this."
+        return "" if role >= needed else "Your role no longer allows this."
+
+    async def _lost_race(self, nonce: str, press: Press) -> str:
+        current = await self.confirmations.find(nonce)
+        if current is None:
+            return "This button is not valid (anymore)."
+        if current.state is ConfirmationState.PENDING:
+            # Still pending but the update matched nothing: it has expired just now.
+            await self.expire_confirmations()
+            current = await self.confirmations.find(nonce) or current
+        if current.state is ConfirmationState.EXPIRED:
+            await self._close_prompt(current, "⌛ Expired; nothing was done.")
+            await self.audit(AuditEvent.REFUSED, press.actor, press.chat, current.command,
+                             current.args, result="expired")  # fmt: skip
+            return "This confirmation has expired. Send the command again."
+        await self.audit(AuditEvent.REFUSED, press.actor, press.chat, current.command,
+                         current.args, result=f"already {current.state.value}")  # fmt: skip
+        return f"Already {current.state.value}."
+
+    async def _decided(self, conf: Confirmation, state: ConfirmationState, press: Press) -> str:
+        by = esc(press.actor.label)
+        if state is ConfirmationState.CANCELLED:
+            await self._close_prompt(conf, f"✖ Cancelled by {by}; nothing was done.")
+            await self.audit(AuditEvent.CANCELLED, conf.requester, conf.chat, conf.command,
+                             conf.args, approver=press.actor)  # fmt: skip
+            return "Cancelled."
+        await self._close_prompt(conf, f"✅ Confirmed by {by}.")
+        await self.audit(AuditEvent.CONFIRMED, conf.requester, conf.chat, conf.command,
+                         conf.args, approver=press.actor)  # fmt: skip
+        await self.jobs.run_confirmed(conf, approver=press.actor)
+        return "Confirmed."
+
+    async def _close_prompt(self, conf: Confirmation, outcome: str) -> None:
+        if conf.prompt_message_id is None:
+            return
+        ref = MessageRef(conf.chat, conf.prompt_message_id)
+        await self.outbox.edit(ref, Reply(f"{_prompt_head(conf)}\n\n{outcome}"))
+
+    async def expire_confirmations(self) -> int:
+        """Close the prompts of confirmations nobody answered in time."""
+        expired = await self.confirmations.expire_due(self.clock())
+        for conf in expired:
+            await self._close_prompt(conf, "⌛ Expired; nothing was done.")
+            await self.audit(AuditEvent.EXPIRED, conf.requester, conf.chat, conf.command,
+                             conf.args)  # fmt: skip
+        return len(expired)
+
+    # -- audit ----------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        event: AuditEvent,
+        actor: Actor,
+        chat: ChatRef | None,
+        command: str = "",
+        args: tuple[str, ...] = (),
+        *,
+        result: str = "",
+        approver: Actor | None = None,
+        started: float | None = None,
+    ) -> None:
+        duration = None if started is None else int((time.monotonic() - started) * 1000)
+        entry = AuditEntry(self.clock(), event, actor, chat, command, args[:20], approver,
+                           result[:500], duration)  # fmt: skip
+        try:
+            await self.deps.audit.record(entry)
+        except Exception:
+            # Losing an audit row is bad; losing the answer to the user as well is worse.
+            log.exception("could not write the audit row for /%s", command)
+
+    async def wait_for_jobs(self, timeout: float) -> bool:
+        return await self.jobs.wait(timeout)
+
+
+def _prompt_head(conf: Confirmation) -> str:
+    line = " ".join([f"/{conf.command}", *conf.args])
+    return f"<b>Confirm <code>{esc(line)}</code></b>\n{conf.preview}"
+
+
+def _prompt_text(conf: Confirmation) -> str:
+    minutes = max(1, round((conf.expires_at - conf.created_at).total_seconds() / 60))
+    who = "a second admin" if conf.two_person else esc(conf.requester.label)
+    return f"{_prompt_head(conf)}\n\n<i>Waiting for {who} to confirm; expires in {minutes} min.</i>"
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"<[^>]+>", "", text)
+

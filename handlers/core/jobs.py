@@ -1,0 +1,125 @@
+"""Confirmed actions run as persisted jobs, so a restart of the bot never loses an outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from handlers.core.context import CommandError, Context
+from handlers.core.messages import Actor, Command, MessageRef, Reply, esc
+from handlers.core.progress import ThrottledMessage
+from handlers.core.records import AuditEvent, Confirmation, Job, JobState, JobStore
+from handlers.core.spec import UsageError
+
+if TYPE_CHECKING:
+    from handlers.core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class JobProgress:
+    """Progress of one job: kept in its row, and shown by editing one message."""
+
+    def __init__(self, store: JobStore, job_id: int, message: ThrottledMessage) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._message = message
+
+    async def update(self, text: str) -> None:
+        await self._store.update(self._job_id, progress=text[:2000])
+        await self._message.update(text)
+
+
+class JobRunner:
+    def __init__(self, engine: Engine, store: JobStore) -> None:
+        self._engine = engine
+        self.store = store
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run_confirmed(self, conf: Confirmation, approver: Actor) -> None:
+        job = await self.store.start(
+            kind=conf.command,
+            args=conf.args,
+            requester=conf.requester,
+            chat=conf.chat,
+            started_at=self._engine.clock(),
+        )
+        entry = self._engine.deps.registry.get(conf.command)
+        if entry is not None and entry.spec.background:
+            self._spawn(self._execute(job, conf.prompt_message_id, resume=False))
+        else:
+            await self._execute(job, conf.prompt_message_id, resume=False)
+        del approver  # recorded in the audit row by the caller
+
+    async def reattach(self) -> int:
+        """Report the outcome of every job that was running when the bot last stopped."""
+        unfinished = await self.store.unfinished()
+        for job in unfinished:
+            self._spawn(self._execute(job, None, resume=True))
+        return len(unfinished)
+
+    async def wait(self, timeout: float) -> bool:
+        pending = {task for task in self._tasks if not task.done()}
+        if not pending:
+            return True
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        return not still
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, job: Job, reply_to: str | None, *, resume: bool) -> None:
+        engine = self._engine
+        started = time.monotonic()
+
+        async def remember(ref: MessageRef) -> None:
+            await self.store.update(job.id, message_id=ref.message_id)
+
+        message = ThrottledMessage(
+            engine.outbox,
+            job.chat,
+            interval=engine.settings.progress_interval,
+            reply_to=reply_to,
+            on_sent=remember,
+        )
+        if job.message_id is not None:
+            message.adopt(MessageRef(job.chat, job.message_id))
+        cmd = Command(job.kind, job.args, job.requester, job.chat, job.started_at)
+        reply, state, result = await self._outcome(job, cmd, message, resume=resume)
+        await message.finish(reply)
+        await self.store.finish(job.id, state=state, result=result, finished_at=engine.clock())
+        event = AuditEvent.ERROR if state is JobState.FAILED and result == "error" else None
+        await engine.audit(
+            event or AuditEvent.OUTCOME, job.requester, job.chat, job.kind, job.args,
+            result=f"{state.value}: {result}" if result else state.value,
+            started=started,
+        )  # fmt: skip
+
+    async def _outcome(
+        self, job: Job, cmd: Command, message: ThrottledMessage, *, resume: bool
+    ) -> tuple[Reply, JobState, str]:
+        engine = self._engine
+        entry = engine.deps.registry.get(job.kind)
+        role = engine.access.role_of(job.requester)
+        run = None if entry is None else (entry.resume_fn if resume else entry.run)
+        line = esc(" ".join([f"/{job.kind}", *job.args]))
+        if entry is None or run is None or role is None:
+            text = f"The bot restarted while <code>{line}</code> ran; its outcome is unknown."
+            return Reply(text), JobState.INTERRUPTED, "outcome unknown after a restart"
+        try:
+            values = entry.spec.parse(job.args)
+        except UsageError:
+            return Reply(f"Cannot resume <code>{line}</code>."), JobState.FAILED, "bad args"
+        progress = JobProgress(self.store, job.id, message)
+        ctx = Context(cmd, role, engine.deps, progress, engine.clock())
+        try:
+            reply = await run(ctx, **values)
+        except CommandError as exc:
+            return Reply(f"❌ {exc}"), JobState.FAILED, str(exc)
+        except Exception as exc:  # noqa: BLE001 - turned into an incident, never lost
+            return await engine.incident(cmd, exc), JobState.FAILED, "error"
+        return reply, JobState.SUCCEEDED, ""

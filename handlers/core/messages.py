@@ -1,0 +1,98 @@
+"""The transport-neutral contracts: who said what, where, and what we answer."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """A person on one transport. ``user_id`` is the numeric Telegram id or the Matrix id."""
+
+    transport: str
+    user_id: str
+    display_name: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.transport}:{self.user_id}"
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRef:
+    transport: str
+    chat_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    chat: ChatRef
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One chat message that asks for a command: ``/restart nextcloud``."""
+
+    name: str
+    args: tuple[str, ...]
+    actor: Actor
+    chat: ChatRef
+    received_at: datetime
+    message_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.received_at.tzinfo is None:
+            raise ValueError("Command.received_at must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True)
+class Press:
+    """A press of an inline button (or a reaction or ``!confirm CODE`` on Matrix)."""
+
+    action: str
+    actor: Actor
+    chat: ChatRef
+    received_at: datetime
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    """``action`` is opaque to transports: ``cf:<nonce>`` confirms, ``cx:<nonce>`` cancels."""
+
+    label: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    name: str
+    data: bytes
+    mime: str = "text/plain"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer in a small HTML subset (b, i, code, pre, a) that every transport renders.
+
+    ``silent`` sends without a notification. ``sensitive`` asks the transport to protect the
+    content from forwarding; secrets are never sent at all, sensitive or not.
+    """
+
+    text: str
+    buttons: tuple[Button, ...] = ()
+    attachments: tuple[Attachment, ...] = field(default=())
+    silent: bool = False
+    sensitive: bool = False
+
+
+def esc(value: object) -> str:
+    """Escape anything that came from the server or a user before it goes into a Reply."""
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,151 @@
+"""Persisted records the core works with, and the store Protocols that ``bot`` implements."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from handlers.core.messages import Actor, ChatRef
+
+
+class ConfirmationState(enum.StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    id: int
+    command: str
+    args: tuple[str, ...]
+    requester: Actor
+    chat: ChatRef
+    created_at: datetime
+    expires_at: datetime
+    state: ConfirmationState
+    two_person: bool
+    preview: str
+    approver: Actor | None = None
+    decided_at: datetime | None = None
+    prompt_message_id: str | None = None
+
+
+class ConfirmationStore(Protocol):
+    """Confirmations are looked up by nonce; the store keeps only a hash of it."""
+
+    async def create(
+        self,
+        *,
+        nonce: str,
+        command: str,
+        args: tuple[str, ...],
+        requester: Actor,
+        chat: ChatRef,
+        created_at: datetime,
+        expires_at: datetime,
+        two_person: bool,
+        preview: str,
+    ) -> Confirmation: ...
+
+    async def find(self, nonce: str) -> Confirmation | None: ...
+
+    async def decide(
+        self, nonce: str, *, state: ConfirmationState, by: Actor, now: datetime
+    ) -> bool:
+        """Move a pending, unexpired confirmation to ``state`` in one atomic UPDATE.
+
+        Returns False when another press won, or it was already decided or expired."""
+        ...
+
+    async def set_prompt_message(self, confirmation_id: int, message_id: str) -> None: ...
+
+    async def expire_due(self, now: datetime) -> list[Confirmation]:
+        """Mark every pending confirmation past its expiry as expired, and return them."""
+        ...
+
+
+class JobState(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    kind: str
+    args: tuple[str, ...]
+    requester: Actor
+    chat: ChatRef
+    state: JobState
+    started_at: datetime
+    progress: str = ""
+    log_tail: str = ""
+    message_id: str | None = None
+    finished_at: datetime | None = None
+    result: str = ""
+
+
+class JobStore(Protocol):
+    async def start(
+        self,
+        *,
+        kind: str,
+        args: tuple[str, ...],
+        requester: Actor,
+        chat: ChatRef,
+        started_at: datetime,
+    ) -> Job: ...
+
+    async def update(
+        self,
+        job_id: int,
+        *,
+        progress: str | None = None,
+        log_tail: str | None = None,
+        message_id: str | None = None,
+    ) -> None: ...
+
+    async def finish(
+        self, job_id: int, *, state: JobState, result: str, finished_at: datetime
+    ) -> None: ...
+
+    async def get(self, job_id: int) -> Job | None: ...
+
+    async def unfinished(self) -> list[Job]: ...
+
+
+class AuditEvent(enum.StrEnum):
+    COMMAND = "command"
+    REFUSED = "refused"
+    CONFIRM_REQUESTED = "confirm_requested"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    OUTCOME = "outcome"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: datetime
+    event: AuditEvent
+    actor: Actor
+    chat: ChatRef | None
+    command: str = ""
+    args: tuple[str, ...] = ()
+    approver: Actor | None = None
+    result: str = ""
+    duration_ms: int | None = None
+    id: int | None = None
+
+
+class AuditLog(Protocol):
+    async def record(self, entry: AuditEntry) -> None: ...
+
+    async def recent(self, limit: int) -> list[AuditEntry]: ...

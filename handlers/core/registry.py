@@ -1,0 +1,92 @@
+"""The command registry, filled by decorators; help and menus are generated from it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from handlers.core.spec import DEFAULT_FRESHNESS, Arg, CommandSpec, Role
+
+if TYPE_CHECKING:
+    from handlers.core.context import Context
+    from handlers.core.messages import Reply
+
+Run = Callable[..., Awaitable["Reply"]]
+Preview = Callable[..., Awaitable[str]]
+
+
+@dataclass(slots=True)
+class Entry:
+    """A registered command. ``preview`` says what a changing command will do before it runs;
+    ``resume`` reports the outcome of a run that the bot lost track of when it restarted."""
+
+    spec: CommandSpec
+    run: Run
+    preview_fn: Preview | None = None
+    resume_fn: Run | None = None
+
+    def preview(self, fn: Preview) -> Preview:
+        self.preview_fn = fn
+        return fn
+
+    def resume(self, fn: Run) -> Run:
+        self.resume_fn = fn
+        return fn
+
+    async def __call__(self, ctx: Context, **values: Any) -> Reply:
+        return await self.run(ctx, **values)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+
+    def command(
+        self,
+        name: str,
+        summary: str,
+        *,
+        args: tuple[Arg, ...] = (),
+        role: Role = Role.VIEWER,
+        changes: bool = False,
+        freshness: timedelta = DEFAULT_FRESHNESS,
+        two_person: bool = False,
+        background: bool = False,
+    ) -> Callable[[Run], Entry]:
+        spec = CommandSpec(name, summary, args, role, changes, freshness, two_person, background)
+
+        def register(fn: Run) -> Entry:
+            if name in self._entries:
+                raise ValueError(f"/{name} is registered twice")
+            entry = Entry(spec, fn)
+            self._entries[name] = entry
+            return entry
+
+        return register
+
+    def include(self, other: Registry) -> None:
+        for entry in other:
+            if entry.spec.name in self._entries:
+                raise ValueError(f"/{entry.spec.name} is registered twice")
+            self._entries[entry.spec.name] = entry
+
+    def get(self, name: str) -> Entry | None:
+        return self._entries.get(name)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.spec.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def visible_to(self, role: Role) -> list[CommandSpec]:
+        """What ``role`` may run, in name order: help and the Telegram menu show only this."""
+        return [entry.spec for entry in self if entry.spec.role <= role]
+
+    def check(self) -> None:
+        """Every changing command must say what it will change before it asks to run."""
+        for entry in self:
+            if entry.spec.changes and entry.preview_fn is None:
+                raise ValueError(f"/{entry.spec.name} changes the server but has no preview")

@@ -1,0 +1,166 @@
+"""Command specifications and typed argument parsing.
+
+A spec knows its arguments, so it can parse them and print its own usage. Parsing never raises
+anything but ``UsageError``: a bad argument always gets the usage as the answer.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+DEFAULT_FRESHNESS = timedelta(minutes=5)
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class Role(enum.IntEnum):
+    """Each role may do everything the roles below it may do."""
+
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class UsageError(Exception):
+    """The arguments do not fit the command; the message says which one and why."""
+
+
+class ArgType(Protocol):
+    """Turns one token into a typed value, or raises ``ValueError`` with a short reason."""
+
+    @property
+    def metavar(self) -> str: ...
+
+    def convert(self, token: str) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A name-like token: letters, digits, ``-``, ``_`` and ``.``; never free text."""
+
+    metavar: str = "name"
+    pattern: str = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
+
+    def convert(self, token: str) -> object:
+        if not re.fullmatch(self.pattern, token):
+            raise ValueError(f"{token!r} is not a valid {self.metavar}")
+        return token
+
+
+@dataclass(frozen=True, slots=True)
+class Integer:
+    metavar: str = "N"
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def convert(self, token: str) -> object:
+        if not re.fullmatch(r"[+-]?\d{1,12}", token):
+            raise ValueError(f"{token!r} is not a whole number")
+        value = int(token)
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{self.metavar} must be at least {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{self.metavar} must be at most {self.maximum}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    options: tuple[str, ...]
+
+    @property
+    def metavar(self) -> str:
+        return "|".join(self.options)
+
+    def convert(self, token: str) -> object:
+        if token.lower() not in self.options:
+            raise ValueError(f"{token!r} is not one of {', '.join(self.options)}")
+        return token.lower()
+
+
+SERVICE = Word(metavar="service", pattern=r"[a-z0-9][a-z0-9_\-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    name: str
+    type: ArgType = field(default_factory=Word)
+    required: bool = True
+    help: str = ""
+
+    def render(self) -> str:
+        shown = self.type.metavar if self.type.metavar != "name" else self.name
+        return f"<{shown}>" if self.required else f"[{shown}]"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """What a command is, who may run it, and whether it changes the server.
+
+    A command that ``changes`` the server needs a confirmation and is refused when it is older
+    than ``freshness`` (a backlog delivered after downtime). A ``background`` command runs as a
+    job the chat does not wait for (a rebuild); the others finish before the next message.
+    """
+
+    name: str
+    summary: str
+    args: tuple[Arg, ...] = ()
+    role: Role = Role.VIEWER
+    changes: bool = False
+    freshness: timedelta = DEFAULT_FRESHNESS
+    two_person: bool = False
+    background: bool = False
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ValueError(f"bad command name {self.name!r}")
+        seen_optional = False
+        for arg in self.args:
+            if seen_optional and arg.required:
+                raise ValueError(f"/{self.name}: a required argument follows an optional one")
+            seen_optional = seen_optional or not arg.required
+
+    @property
+    def usage(self) -> str:
+        return " ".join([f"/{self.name}", *(arg.render() for arg in self.args)])
+
+    def parse(self, tokens: Sequence[str]) -> Mapping[str, object]:
+        if len(tokens) > len(self.args):
+            raise UsageError(f"too many arguments; usage: {self.usage}")
+        values: dict[str, object] = {}
+        for index, arg in enumerate(self.args):
+            if index >= len(tokens):
+                if arg.required:
+                    raise UsageError(f"missing {arg.render()}; usage: {self.usage}")
+                values[arg.name] = None
+                continue
+            try:
+                values[arg.name] = arg.type.convert(tokens[index])
+            except ValueError as exc:
+                raise UsageError(f"{exc}; usage: {self.usage}") from None
+        return values
+
+
+def split_command_line(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """``"/restart@steward_bot nextcloud"`` → ``("restart", ("nextcloud",))``.
+
+    Returns None when the text is not a command. ``!`` works like ``/`` (Matrix clients eat
+    unknown ``/`` commands). The bot suffix of Telegram groups is dropped here; the transport
+    checks that it names this bot.
+    """
+    stripped = text.strip()
+    if len(stripped) < 2 or stripped[0] not in "/!" or stripped[1].isspace():
+        return None
+    head, *rest = stripped[1:].split()
+    name = head.split("@", 1)[0].lower()
+    if not name:
+        return None
+    return name, tuple(rest)

@@ -1,0 +1,59 @@
+"""/status: the host at a glance."""
+
+from __future__ import annotations
+
+import asyncio
+
+from handlers.core.context import CommandError, Context
+from handlers.core.messages import Reply, esc
+from handlers.core.registry import Registry
+from providers.systemd import UnitError
+
+commands = Registry()
+GiB = 1024**3
+
+
+@commands.command("status", "Uptime, load, memory, disks and failed units")
+async def status(ctx: Context) -> Reply:
+    metrics_task = asyncio.create_task(ctx.deps.host.metrics())
+    try:
+        failed: list[str] | None = await ctx.deps.services.failed_units()
+    except UnitError:
+        failed = None
+    try:
+        m = await metrics_task
+    except OSError as exc:
+        raise CommandError(f"Cannot read the host metrics: {esc(exc)}") from None
+    load_ratio = m.load[0] / m.cores
+    lines = [
+        f"<b>{esc(m.hostname)}</b> up {_duration(m.uptime_seconds)}",
+        f"{_mark(load_ratio < 1.0)} load {m.load[0]:.2f} / {m.load[1]:.2f} / {m.load[2]:.2f} "
+        f"on {m.cores} cores",
+        f"{_mark(m.memory_used_percent < 90)} memory {m.memory_used_percent:.0f}% of "
+        f"{m.memory_total_bytes / GiB:.1f} GiB used",
+    ]
+    for disk in m.disks:
+        lines.append(
+            f"{_mark(disk.percent < 90)} disk <code>{esc(disk.mount)}</code> {disk.percent:.0f}% "
+            f"of {disk.total_bytes / GiB:.0f} GiB"
+        )
+    if failed is None:
+        lines.append("⚠️ failed units: unknown (systemd did not answer)")
+    elif failed:
+        lines.append(f"❌ failed units: {esc(', '.join(failed))}")
+    else:
+        lines.append("✅ no failed units")
+    return Reply("\n".join(lines))
+
+
+def _mark(ok: bool) -> str:
+    return "✅" if ok else "⚠️"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

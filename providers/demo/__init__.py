@@ -1,0 +1,8 @@
+"""The demo server: in-memory fakes of the NixOS host, with failure injection.
+
+Used by ``STEWARD_DEMO=1``, ``steward console --demo`` and the tests.
+"""
+
+from providers.demo.server import DemoHost, DemoServer, DemoServiceManager, demo_catalogue
+
+__all__ = ["DemoHost", "DemoServer", "DemoServiceManager", "demo_catalogue"]

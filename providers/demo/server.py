@@ -1,0 +1,127 @@
+"""A believable small server: eight services, some with several units, one unit failed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from providers.catalogue import ServiceCatalogue, ServiceInfo
+from providers.host import DiskUsage, HostMetrics
+from providers.systemd import UnitError, UnitStatus, missing
+
+GiB = 1024**3
+MiB = 1024**2
+
+_SERVICES = (
+    ("nextcloud", "Nextcloud", "Files, calendar and contacts",
+     ("phpfpm-nextcloud.service", "nginx.service", "redis-nextcloud.service"),
+     ("/var/lib/nextcloud",), ("nextcloud",), ("cloud",)),
+    ("forgejo", "Forgejo", "Git hosting",
+     ("forgejo.service",), ("/var/lib/forgejo",), ("forgejo",), ("git",)),
+    ("vaultwarden", "Vaultwarden", "Password manager",
+     ("vaultwarden.service",), ("/var/lib/bitwarden_rs",), (), ("password",)),
+    ("mailserver", "Mail", "Mail server (Postfix, Dovecot, Rspamd)",
+     ("postfix.service", "dovecot2.service", "rspamd.service", "opendkim.service"),
+     ("/var/vmail", "/var/sieve"), (), ("mail",)),
+    ("jitsi", "Jitsi Meet", "Video calls",
+     ("jitsi-videobridge2.service", "jicofo.service", "prosody.service"),
+     ("/var/lib/jitsi-meet",), (), ("meet",)),
+    ("pleroma", "Pleroma", "Fediverse social network",
+     ("pleroma.service",), ("/var/lib/pleroma",), ("pleroma",), ("social",)),
+    ("matrix", "Matrix (Synapse)", "Chat homeserver",
+     ("matrix-synapse.service",), ("/var/lib/matrix-synapse",), ("matrix-synapse",),
+     ("matrix",)),
+    ("ocserv", "OpenConnect VPN", "VPN server",
+     ("ocserv.service",), (), (), ("vpn",)),
+)  # fmt: skip
+
+
+def demo_catalogue() -> ServiceCatalogue:
+    return ServiceCatalogue(
+        [
+            ServiceInfo(sid, name, desc, units, folders, dbs, subs, movable=bool(folders))
+            for sid, name, desc, units, folders, dbs, subs in _SERVICES
+        ]
+    )
+
+
+@dataclass
+class DemoServiceManager:
+    """Units in memory. ``fail_restart`` names units whose restart fails; ``down`` makes every
+    call fail as if systemd did not answer."""
+
+    units: dict[str, UnitStatus]
+    step_seconds: float = 0.3
+    fail_restart: set[str] = field(default_factory=set)
+    down: bool = False
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def status(self, units: Sequence[str]) -> dict[str, UnitStatus]:
+        self._check("show", *units)
+        return {unit: self.units.get(unit, missing(unit)) for unit in units}
+
+    async def failed_units(self) -> list[str]:
+        self._check("list-units", "--state=failed")
+        return sorted(name for name, st in self.units.items() if st.active_state == "failed")
+
+    async def restart(self, unit: str) -> None:
+        self._check("restart", unit)
+        if unit not in self.units:
+            raise UnitError(f"Unit {unit} not found.")
+        self.units[unit] = _unit(unit, "activating", "start")
+        await asyncio.sleep(self.step_seconds)
+        if unit in self.fail_restart:
+            self.units[unit] = _unit(unit, "failed", "failed")
+            raise UnitError(f"Job for {unit} failed because the control process exited.")
+        self.units[unit] = _unit(unit, "active", "running", memory=64 * MiB)
+
+    def _check(self, *call: str) -> None:
+        self.calls.append(call)
+        if self.down:
+            raise UnitError("Failed to connect to bus: No such file or directory")
+
+
+def _unit(name: str, active: str, sub: str, memory: int | None = None) -> UnitStatus:
+    return UnitStatus(name, "loaded", active, sub, datetime.now(UTC), memory)
+
+
+@dataclass
+class DemoHost:
+    metrics_value: HostMetrics
+    down: bool = False
+
+    async def metrics(self) -> HostMetrics:
+        if self.down:
+            raise OSError("host metrics are unavailable")
+        return self.metrics_value
+
+
+@dataclass
+class DemoServer:
+    catalogue: ServiceCatalogue
+    services: DemoServiceManager
+    host: DemoHost
+
+    @classmethod
+    def create(cls, step_seconds: float = 0.3) -> DemoServer:
+        catalogue = demo_catalogue()
+        started = datetime.now(UTC) - timedelta(days=12, hours=3)
+        units = {
+            unit: UnitStatus(unit, "loaded", "active", "running", started, 150 * MiB)
+            for unit in catalogue.all_units
+        }
+        units["jicofo.service"] = UnitStatus(
+            "jicofo.service", "loaded", "failed", "failed", started + timedelta(days=11)
+        )
+        host = HostMetrics(
+            hostname="demo",
+            uptime_seconds=timedelta(days=12, hours=3).total_seconds(),
+            load=(0.42, 0.61, 0.55),
+            cores=2,
+            memory_total_bytes=4 * GiB,
+            memory_available_bytes=int(1.6 * GiB),
+            disks=(DiskUsage("/", 38 * GiB, 24 * GiB), DiskUsage("/data", 100 * GiB, 71 * GiB)),
+        )
+        return cls(catalogue, DemoServiceManager(units, step_seconds), DemoHost(host))
