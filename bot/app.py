@@ -87,9 +87,7 @@ def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = F
         confirmations=SqlConfirmationStore(db),
         jobs=SqlJobStore(db),
         outbox=router,
-        settings=EngineSettings(
-            confirm_ttl=settings.confirm_ttl, two_person=settings.two_person
-        ),
+        settings=EngineSettings(confirm_ttl=settings.confirm_ttl, two_person=settings.two_person),
     )
     return App(settings, db, engine, router, SqlKeyValue(db), server)
 
@@ -111,7 +109,7 @@ def _timezone(settings: Settings) -> tzinfo:
     with local:
         from datetime import datetime  # noqa: PLC0415
 
-        zone = datetime.now().astimezone().tzinfo  # noqa: DTZ005 - the system's zone is asked for
+        zone = datetime.now().astimezone().tzinfo
         if zone is not None:
             return zone
     return ZoneInfo("UTC")

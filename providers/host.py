@@ -57,7 +57,7 @@ class PsutilHost:
         import psutil  # noqa: PLC0415 - only the real adapter pays for it
 
         memory = psutil.virtual_memory()
-        disks = []
+        disks: list[DiskUsage] = []
         for part in psutil.disk_partitions(all=False):
             if part.fstype in _SKIP_FSTYPES or any(d.mount == part.mountpoint for d in disks):
                 continue

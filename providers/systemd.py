@@ -105,7 +105,7 @@ class SystemctlServiceManager:
         await _systemctl(["restart", "--", unit], self._restart_timeout)
 
 
-async def _systemctl(args: list[str], timeout: float) -> str:
+async def _systemctl(args: list[str], limit: float) -> str:
     env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -118,11 +118,11 @@ async def _systemctl(args: list[str], timeout: float) -> str:
     except OSError as exc:
         raise UnitError(f"cannot run systemctl: {exc.strerror}") from None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(), limit)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise UnitError(f"systemctl {args[0]} timed out after {timeout:.0f} s") from None
+        raise UnitError(f"systemctl {args[0]} timed out after {limit:.0f} s") from None
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
         raise UnitError(message[-1] if message else f"systemctl exited {proc.returncode}")

@@ -11,9 +11,9 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Executable, Result, delete, select, update
 
 from bot.storage.database import Database
 from bot.storage.models import AuditRow, ConfirmationRow, JobRow, KeyValueRow
@@ -114,7 +114,7 @@ class SqlConfirmationStore(_Store):
 
         def apply() -> bool:
             with self.db.session() as session:
-                return session.execute(statement).rowcount == 1  # type: ignore[attr-defined]
+                return _rowcount(session.execute(statement)) == 1
 
         return await self._run(apply)
 
@@ -124,7 +124,7 @@ class SqlConfirmationStore(_Store):
             .where(ConfirmationRow.id == confirmation_id)
             .values(prompt_message_id=message_id)
         )
-        await self._run(lambda: self._execute(statement))
+        await self._run(lambda: _execute(self.db, statement))
 
     async def expire_due(self, now: datetime) -> list[Confirmation]:
         def expire() -> list[Confirmation]:
@@ -144,16 +144,12 @@ class SqlConfirmationStore(_Store):
                         )
                         .values(state=ConfirmationState.EXPIRED.value, decided_at=now)
                     )
-                    if changed.rowcount == 1:  # type: ignore[attr-defined]
+                    if _rowcount(changed) == 1:
                         row = session.get_one(ConfirmationRow, row_id)
                         expired.append(_confirmation(row))
             return expired
 
         return await self._run(expire)
-
-    def _execute(self, statement: object) -> None:
-        with self.db.session() as session:
-            session.execute(statement)  # type: ignore[call-overload]
 
 
 def _confirmation(row: ConfirmationRow) -> Confirmation:
@@ -254,18 +250,21 @@ class SqlJobStore(_Store):
         def load() -> list[Job]:
             with self.db.session() as session:
                 query = (
-                    select(JobRow)
-                    .where(JobRow.state == JobState.RUNNING.value)
-                    .order_by(JobRow.id)
+                    select(JobRow).where(JobRow.state == JobState.RUNNING.value).order_by(JobRow.id)
                 )
                 return [_job(row) for row in session.scalars(query)]
 
         return await self._run(load)
 
 
-def _execute(db: Database, statement: object) -> None:
+def _execute(db: Database, statement: Executable) -> None:
     with db.session() as session:
-        session.execute(statement)  # type: ignore[call-overload]
+        session.execute(statement)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    # UPDATE results are CursorResults; the rowcount is what makes a decision single-use.
+    return int(getattr(result, "rowcount", 0))
 
 
 def _job(row: JobRow) -> Job:

@@ -191,7 +191,10 @@ class Engine:
         )
         prompt = Reply(
             _prompt_text(conf),
-            buttons=(Button("Confirm", f"{CONFIRM}:{nonce}"), Button("Cancel", f"{CANCEL}:{nonce}")),
+            buttons=(
+                Button("Confirm", f"{CONFIRM}:{nonce}"),
+                Button("Cancel", f"{CANCEL}:{nonce}"),
+            ),
         )
         ref = await self.outbox.send(cmd.chat, prompt, cmd.message_id)
         await self.confirmations.set_prompt_message(conf.id, ref.message_id)
@@ -219,7 +222,9 @@ class Engine:
                              conf.args, result=problem)  # fmt: skip
             return problem
         state = ConfirmationState.CONFIRMED if kind == CONFIRM else ConfirmationState.CANCELLED
-        if not await self.confirmations.decide(nonce, state=state, by=press.actor, now=self.clock()):
+        if not await self.confirmations.decide(
+            nonce, state=state, by=press.actor, now=self.clock()
+        ):
             return await self._lost_race(nonce, press)
         return await self._decided(conf, state, press)
 
@@ -306,8 +311,8 @@ class Engine:
             # Losing an audit row is bad; losing the answer to the user as well is worse.
             log.exception("could not write the audit row for /%s", command)
 
-    async def wait_for_jobs(self, timeout: float) -> bool:
-        return await self.jobs.wait(timeout)
+    async def wait_for_jobs(self, seconds: float) -> bool:
+        return await self.jobs.wait(seconds)
 
 
 def _prompt_head(conf: Confirmation) -> str:
@@ -332,4 +337,3 @@ def _ago(delta: timedelta) -> str:
 
 def _plain(text: str) -> str:
     return re.sub(r"<[^>]+>", "", text)
-

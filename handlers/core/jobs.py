@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Actor, Command, MessageRef, Reply, esc
@@ -60,15 +61,16 @@ class JobRunner:
             self._spawn(self._execute(job, None, resume=True))
         return len(unfinished)
 
-    async def wait(self, timeout: float) -> bool:
+    async def wait(self, seconds: float) -> bool:
+        """Wait for background jobs; False when some still run after ``seconds``."""
         pending = {task for task in self._tasks if not task.done()}
         if not pending:
             return True
-        _, still = await asyncio.wait(pending, timeout=timeout)
+        _, still = await asyncio.wait(pending, timeout=seconds)
         return not still
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -14,8 +14,9 @@ from handlers.core.messages import ChatRef, MessageRef, Reply
 class Outbox(Protocol):
     """What a transport offers the core. ``edit`` treats "not modified" as success."""
 
-    async def send(self, chat: ChatRef, reply: Reply, reply_to: str | None = None) -> MessageRef:
-        ...
+    async def send(
+        self, chat: ChatRef, reply: Reply, reply_to: str | None = None
+    ) -> MessageRef: ...
 
     async def edit(self, ref: MessageRef, reply: Reply) -> None: ...
 
