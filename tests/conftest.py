@@ -19,7 +19,7 @@ from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import Actor, ChatRef, Command, Press
 from handlers.core.spec import Role
 from providers.demo import DemoServer
-from tests.support.chat import RecordingOutbox
+from tests.support.chat import RecordingOutbox, Sent
 from tests.support.postgres import create_database, postgres_server
 
 _counter = itertools.count()
@@ -106,7 +106,7 @@ class Harness:
             Press(action, actor, prompt.chat, self.clock(), prompt.message_id)
         )
 
-    def last_prompt(self):  # type: ignore[no-untyped-def]
+    def last_prompt(self) -> Sent:
         return next(s for s in reversed(self.outbox.messages) if s.reply.buttons)
 
 
