@@ -10,6 +10,7 @@ from datetime import tzinfo
 from zoneinfo import ZoneInfo
 
 from bot.config import ConfigError, Settings
+from bot.notifier import Notifier
 from bot.storage.database import Database
 from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
 from bot.transports.router import OutboxRouter
@@ -17,6 +18,7 @@ from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
 from handlers.core.context import Deps
 from handlers.core.engine import Engine, EngineSettings
+from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from providers.catalogue import CatalogueError, ServiceCatalogue
 from providers.demo import DemoServer
@@ -35,6 +37,7 @@ class App:
     router: OutboxRouter
     kv: SqlKeyValue
     demo: DemoServer | None
+    notifier: Notifier
 
     async def start(self) -> None:
         """Re-attach to jobs a previous run left behind, then keep confirmations tidy."""
@@ -62,7 +65,7 @@ def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = F
     unknown = sorted(settings.two_person - {entry.spec.name for entry in registry})
     if unknown:
         raise ConfigError(f"STEWARD_TWO_PERSON: unknown commands: {', '.join(unknown)}")
-    server = DemoServer.create() if demo else None
+    server = DemoServer.create(step_seconds=settings.demo_delay) if demo else None
     host: HostProbe = server.host if server else PsutilHost()
     services: ServiceManager = server.services if server else SystemctlServiceManager()
     catalogue = server.catalogue if server else _catalogue(settings)
@@ -89,7 +92,24 @@ def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = F
         outbox=router,
         settings=EngineSettings(confirm_ttl=settings.confirm_ttl, two_person=settings.two_person),
     )
-    return App(settings, db, engine, router, SqlKeyValue(db), server)
+    notifier = Notifier(router, admin_chats(access))
+
+    async def tell_admins(incident: str, summary: str) -> None:
+        text = f"⚠️ Incident <code>{esc(incident)}</code>: {esc(summary)}. Details are in the log."
+        await notifier.notify(Reply(text))
+
+    engine.on_incident = tell_admins
+    return App(settings, db, engine, router, SqlKeyValue(db), server, notifier)
+
+
+def admin_chats(access: AccessPolicy) -> list[ChatRef]:
+    """An admin's private chat: on Telegram its id is the user's id."""
+    chats = []
+    for key in access.admins():
+        transport, _, user_id = key.partition(":")
+        if transport == "telegram":
+            chats.append(ChatRef(transport, user_id))
+    return chats
 
 
 def _catalogue(settings: Settings) -> ServiceCatalogue:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -77,10 +78,44 @@ async def _console(settings: Settings, *, demo: bool) -> int:
 
 
 def _run(settings: Settings) -> int:
-    if settings.has_transport:
+    if settings.telegram_token is None and settings.matrix_homeserver is not None:
         raise ConfigError(
-            "STEWARD_TELEGRAM_TOKEN/STEWARD_MATRIX_HOMESERVER: the Telegram and Matrix "
-            "transports are not in this version yet; use `steward console`"
+            "STEWARD_MATRIX_HOMESERVER: the Matrix transport is not in this version yet; "
+            "use Telegram or `steward console`"
         )
-    print("No transport is configured: starting the console on the demo server.", file=sys.stderr)
-    return asyncio.run(_console(settings, demo=True))
+    if not settings.has_transport:
+        print("No transport is configured: starting the console on the demo server.",
+              file=sys.stderr)  # fmt: skip
+        return asyncio.run(_console(settings, demo=True))
+    return asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    from bot.app import build_app  # noqa: PLC0415
+    from bot.transports.telegram import TelegramTransport  # noqa: PLC0415
+
+    assert settings.telegram_token is not None  # noqa: S101 - _run checked it
+    app = build_app(settings)
+    telegram = TelegramTransport(
+        app.engine,
+        settings.telegram_token.get_secret_value(),
+        settings.telegram_api_url,
+        rate_limit=settings.telegram_rate_limit,
+    )
+    app.router.add("telegram", telegram.outbox)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sweeper = asyncio.create_task(app.sweep_forever())
+    try:
+        await telegram.start()
+        log.info("Telegram transport is polling")
+        await app.start()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        sweeper.cancel()
+        await telegram.stop()
+        app.close()
+    return 0

@@ -43,10 +43,12 @@ class Settings(BaseSettings):
     state_dir: Path = Path("state")
     database_url: str | None = None
     demo: bool = False
+    demo_delay: float = Field(default=0.3, ge=0, le=60)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     telegram_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org/bot"
+    telegram_rate_limit: bool = True
     matrix_homeserver: str | None = None
     matrix_user: str | None = None
     matrix_password: SecretStr | None = None

@@ -59,6 +59,11 @@ async def whoami(ctx: Context) -> Reply:
 async def ping(ctx: Context) -> Reply:
     lag = (ctx.now - ctx.command.received_at).total_seconds()
     started = time.perf_counter()
-    await ctx.deps.host.metrics()
+    try:
+        await ctx.deps.host.metrics()
+    except OSError as exc:
+        return Reply(
+            f"pong — message lag {max(lag, 0):.1f} s, but the host probe failed: {esc(exc)}"
+        )
     probe_ms = (time.perf_counter() - started) * 1000
     return Reply(f"pong — message lag {max(lag, 0):.1f} s, host probe {probe_ms:.0f} ms")

@@ -25,6 +25,8 @@ def find_service(ctx: Context, service_id: str) -> ServiceInfo:
 @commands.command("services", "List the services and their state")
 async def services(ctx: Context) -> Reply:
     catalogue = ctx.deps.catalogue
+    if not catalogue:
+        return Reply("No services are known: the service catalogue is empty or not configured.")
     try:
         units = await ctx.deps.services.status(catalogue.all_units)
     except UnitError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class Database:
             yield session
 
     def revision(self) -> str | None:
-        with self.engine.connect() as conn:
+        with _reported(), self.engine.connect() as conn:
             if not inspect(conn).has_table("alembic_version"):
                 return None
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -50,14 +51,26 @@ class Database:
         return True
 
     def upgrade(self, target: str = "head") -> None:
-        from alembic import command  # noqa: PLC0415 - only when the schema is behind
+        # Connect before importing Alembic, so an unreachable database fails in one line.
+        with _reported(), self.engine.begin() as conn:
+            from alembic import command  # noqa: PLC0415 - only when the schema is behind
 
-        with self.engine.begin() as conn:
             command.upgrade(alembic_config(conn), target)
         log.info("database schema is at %s", self.revision())
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Driver errors (refused, no permission, disk full) become one line."""
+    try:
+        yield
+    except DBAPIError as exc:
+        lines = str(exc.orig).strip().splitlines()
+        reason = lines[0] if lines else type(exc.orig).__name__
+        raise DatabaseError(f"cannot use the database: {reason}") from None
 
 
 def alembic_config(connection: Any = None) -> Any:
@@ -84,7 +97,11 @@ def _sqlite_engine(url: str) -> Engine:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         folder = Path(path).parent
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise DatabaseError(f"cannot create the state folder {folder}: {reason}") from None
         if not os.access(folder, os.W_OK):
             raise DatabaseError(f"the state folder {folder} is not writable")
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})

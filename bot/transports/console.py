@@ -92,8 +92,11 @@ class ConsoleTransport:
             self.say(f"There is no button {which}; choose 1 to {len(buttons)}.")
             return
         press = Press(buttons[int(which) - 1].action, self.actor, CHAT, now, message_id)
-        toast = await engine.handle_press(press)
-        self.say(f"» {toast}")
+
+        async def answer(toast: str) -> None:
+            self.say(f"» {toast}")
+
+        await engine.handle_press(press, answer)
 
     async def run(self, engine: Engine, stdin: TextIO | None = None, wait: float = 60.0) -> int:
         queue: asyncio.Queue[str | None] = asyncio.Queue()

@@ -48,6 +48,7 @@ class EngineSettings:
 
 
 Incident = Callable[[str, str], Awaitable[None]]
+Toast = Callable[[str], Awaitable[None]]
 
 
 class Engine:
@@ -80,7 +81,7 @@ class Engine:
     async def handle_command(self, cmd: Command) -> None:
         role = self.access.role_of(cmd.actor)
         if role is None:
-            await self._stranger(cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id)
+            await self.refuse_stranger(cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id)
             return
         entry = self.deps.registry.get(cmd.name)
         if entry is None:
@@ -128,9 +129,17 @@ class Engine:
     async def incident(self, cmd: Command, exc: BaseException) -> Reply:
         incident = secrets.token_hex(4)
         log.error("incident %s in /%s", incident, cmd.name, exc_info=exc)
-        if self.on_incident is not None:
-            await self.on_incident(incident, f"/{cmd.name} failed: {type(exc).__name__}")
+        await self.report_incident(incident, f"/{cmd.name} failed: {type(exc).__name__}")
         return Reply(f"Something went wrong (incident <code>{incident}</code>). It is logged.")
+
+    async def report_incident(self, incident: str, summary: str) -> None:
+        """Tell the admins, briefly; the traceback stays in the log."""
+        if self.on_incident is None:
+            return
+        try:
+            await self.on_incident(incident, summary)
+        except Exception:
+            log.exception("could not report incident %s", incident)
 
     async def refuse(self, cmd: Command, text: str) -> None:
         await self.outbox.send(cmd.chat, Reply(text), cmd.message_id)
@@ -138,7 +147,7 @@ class Engine:
             AuditEvent.REFUSED, cmd.actor, cmd.chat, cmd.name, cmd.args, result=_plain(text)
         )
 
-    async def _stranger(
+    async def refuse_stranger(
         self,
         actor: Actor,
         chat: ChatRef,
@@ -203,29 +212,40 @@ class Engine:
             result="two-person" if two_person else "",
         )  # fmt: skip
 
-    async def handle_press(self, press: Press) -> str:
-        """Handle a button press; the return value is the short toast for the presser."""
+    async def handle_press(self, press: Press, answer: Toast | None = None) -> str:
+        """Handle a button press and return the short toast for the presser.
+
+        ``answer`` gets the toast as soon as the press is decided, before a confirmed action
+        runs: Telegram wants every callback query answered within seconds."""
+        toast, confirmed = await self._decide_press(press)
+        if answer is not None:
+            await answer(toast)
+        if confirmed is not None:
+            await self.jobs.run_confirmed(confirmed, approver=press.actor)
+        return toast
+
+    async def _decide_press(self, press: Press) -> tuple[str, Confirmation | None]:
         kind, _, nonce = press.action.partition(":")
         role = self.access.role_of(press.actor)
         if role is None:
             await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press", (),
                              result="stranger")  # fmt: skip
-            return STRANGER_REPLY
+            return STRANGER_REPLY, None
         conf = await self.confirmations.find(nonce) if kind in (CONFIRM, CANCEL) else None
         if conf is None or conf.chat != press.chat:
             await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press", (),
                              result="unknown button")  # fmt: skip
-            return "This button is not valid (anymore)."
+            return "This button is not valid (anymore).", None
         problem = self._may_decide(conf, kind, press.actor, role)
         if problem:
             await self.audit(AuditEvent.REFUSED, press.actor, press.chat, conf.command,
                              conf.args, result=problem)  # fmt: skip
-            return problem
+            return problem, None
         state = ConfirmationState.CONFIRMED if kind == CONFIRM else ConfirmationState.CANCELLED
         if not await self.confirmations.decide(
             nonce, state=state, by=press.actor, now=self.clock()
         ):
-            return await self._lost_race(nonce, press)
+            return await self._lost_race(nonce, press), None
         return await self._decided(conf, state, press)
 
     def _may_decide(self, conf: Confirmation, kind: str, actor: Actor, role: Role) -> str:
@@ -260,18 +280,19 @@ class Engine:
                          current.args, result=f"already {current.state.value}")  # fmt: skip
         return f"Already {current.state.value}."
 
-    async def _decided(self, conf: Confirmation, state: ConfirmationState, press: Press) -> str:
+    async def _decided(
+        self, conf: Confirmation, state: ConfirmationState, press: Press
+    ) -> tuple[str, Confirmation | None]:
         by = esc(press.actor.label)
         if state is ConfirmationState.CANCELLED:
             await self._close_prompt(conf, f"✖ Cancelled by {by}; nothing was done.")
             await self.audit(AuditEvent.CANCELLED, conf.requester, conf.chat, conf.command,
                              conf.args, approver=press.actor)  # fmt: skip
-            return "Cancelled."
+            return "Cancelled.", None
         await self._close_prompt(conf, f"✅ Confirmed by {by}.")
         await self.audit(AuditEvent.CONFIRMED, conf.requester, conf.chat, conf.command,
                          conf.args, approver=press.actor)  # fmt: skip
-        await self.jobs.run_confirmed(conf, approver=press.actor)
-        return "Confirmed."
+        return "Confirmed.", conf
 
     async def _close_prompt(self, conf: Confirmation, outcome: str) -> None:
         if conf.prompt_message_id is None:

@@ -1,0 +1,267 @@
+"""The Telegram transport on python-telegram-bot, driven by hand inside Steward's event loop.
+
+A gate in handler group -1 stops strangers before any other handler runs. Updates from one
+chat are handled in order; different chats are handled concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from telegram import BotCommand, BotCommandScopeChat, Message, Update, User
+from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationHandlerStop,
+    BaseUpdateProcessor,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.config import ConfigError
+from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
+from handlers.core.engine import Engine
+from handlers.core.messages import Actor, ChatRef, Command, Press, Reply, esc
+from handlers.core.spec import split_command_line
+
+log = logging.getLogger(__name__)
+Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+
+
+class PerChatUpdateProcessor(BaseUpdateProcessor):
+    """Concurrent across chats, in order within a chat: a reply never overtakes its question."""
+
+    def __init__(self, max_concurrent_updates: int = 256) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int | None, asyncio.Lock] = {}
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        chat = update.effective_chat if isinstance(update, Update) else None
+        key = chat.id if chat is not None else None
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+def actor_of(user: User) -> Actor:
+    return Actor(TRANSPORT, str(user.id), user.full_name)
+
+
+class TelegramTransport:
+    def __init__(
+        self,
+        engine: Engine,
+        token: str,
+        api_url: str,
+        *,
+        rate_limit: bool = True,
+        poll_timeout: int = 10,
+    ) -> None:
+        builder = (
+            Application.builder()
+            .token(token)
+            .base_url(api_url)
+            .concurrent_updates(PerChatUpdateProcessor())
+        )
+        # The limiter keeps to Telegram's flood limits; a loopback test server has none.
+        self.application: Application[Any, Any, Any, Any, Any, Any] = (
+            builder.rate_limiter(AIORateLimiter(max_retries=3)).build()
+            if rate_limit
+            else builder.build()
+        )
+        self.engine = engine
+        self.outbox = TelegramOutbox(self.application.bot)
+        self._poll_timeout = poll_timeout
+        self._background: set[asyncio.Task[None]] = set()
+        app = self.application
+        app.add_handler(TypeHandler(Update, self._gate), group=-1)
+        app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._command))
+        app.add_handler(CallbackQueryHandler(self._press))
+        app.add_error_handler(self._error)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._initialize()
+        await self.application.start()
+        assert self.application.updater is not None  # noqa: S101 - built with an updater
+        await self.application.updater.start_polling(
+            timeout=self._poll_timeout,
+            bootstrap_retries=-1,
+            allowed_updates=["message", "callback_query"],
+            error_callback=_polling_error,
+        )
+        task = asyncio.create_task(self.publish_commands())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _initialize(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.application.initialize()
+            except InvalidToken:
+                raise ConfigError("STEWARD_TELEGRAM_TOKEN: Telegram refused the token") from None
+            except NetworkError as exc:
+                log.warning("cannot reach the Bot API (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+            else:
+                return
+
+    async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        updater = self.application.updater
+        with contextlib.suppress(TelegramError, RuntimeError):
+            if updater is not None and updater.running:
+                await updater.stop()
+            if self.application.running:
+                await self.application.stop()
+            await self.application.shutdown()
+
+    async def publish_commands(self) -> None:
+        """Each person's menu shows only what they may run; strangers see no menu at all."""
+        bot = self.application.bot
+        registry = self.engine.deps.registry
+        try:
+            await self.outbox.call("deleteMyCommands", bot.delete_my_commands)
+            for key, role in sorted(self.engine.access.roles.items()):
+                transport, _, user_id = key.partition(":")
+                if transport != TRANSPORT:
+                    continue
+                menu = [BotCommand(s.name, s.summary[:256]) for s in registry.visible_to(role)]
+                await self._set_menu(menu, BotCommandScopeChat(int(user_id)))
+        except TelegramError as exc:
+            log.warning("could not publish the command menus: %s", exc)
+
+    async def _set_menu(self, menu: list[BotCommand], scope: BotCommandScopeChat) -> None:
+        bot = self.application.bot
+        await self.outbox.call("setMyCommands", lambda: bot.set_my_commands(menu, scope=scope))
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def _gate(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or chat is None or user.is_bot:
+            raise ApplicationHandlerStop
+        actor = actor_of(user)
+        if self.engine.access.role_of(actor) is not None:
+            return
+        where = ChatRef(TRANSPORT, str(chat.id))
+        query = update.callback_query
+        if query is not None:
+            await self.outbox.call("answerCallbackQuery", lambda: query.answer("Not allowed."))
+            await self.engine.refuse_stranger(actor, where, "press", (), None)
+        elif self._addressed_to_us(update.message, private=chat.type == chat.PRIVATE):
+            message = update.message
+            assert message is not None  # noqa: S101 - _addressed_to_us checked it
+            parsed = split_command_line(message.text or "")
+            name, args = parsed or ("", ())
+            await self.engine.refuse_stranger(actor, where, name, args, str(message.message_id))
+        raise ApplicationHandlerStop
+
+    def _addressed_to_us(self, message: Message | None, *, private: bool) -> bool:
+        """In a private chat everything is for us; in a group only commands naming no other
+        bot are."""
+        if message is None or message.text is None:
+            return False
+        if private:
+            return True
+        mention = _command_mention(message)
+        return mention is not None and mention.lower() in {"", self._username()}
+
+    def _username(self) -> str:
+        return (self.application.bot.username or "").lower()
+
+    async def _command(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user, chat = update.message, update.effective_user, update.effective_chat
+        if message is None or user is None or chat is None or message.text is None:
+            return
+        mention = _command_mention(message)
+        if mention and mention.lower() != self._username():
+            return  # /cmd@otherbot in a group
+        parsed = split_command_line(message.text)
+        if parsed is None:
+            return
+        name, args = parsed
+        await self.engine.handle_command(
+            Command(
+                name,
+                args,
+                actor_of(user),
+                ChatRef(TRANSPORT, str(chat.id)),
+                _aware(message.date),
+                str(message.message_id),
+            )
+        )
+
+    async def _press(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        query, user = update.callback_query, update.effective_user
+        if query is None or user is None:
+            return
+        message = query.message
+        if message is None or not isinstance(query.data, str):
+            await self.outbox.call("answerCallbackQuery", lambda: query.answer("Not valid."))
+            return
+        press = Press(
+            query.data,
+            actor_of(user),
+            ChatRef(TRANSPORT, str(message.chat.id)),
+            datetime.now(UTC),
+            str(message.message_id),
+        )
+
+        async def answer(toast: str) -> None:
+            await self.outbox.call("answerCallbackQuery", lambda: query.answer(toast[:200]))
+
+        await self.engine.handle_press(press, answer)
+
+    async def _error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        incident = secrets.token_hex(4)
+        log.error("incident %s while handling an update", incident, exc_info=context.error)
+        if isinstance(update, Update) and update.effective_chat is not None:
+            chat = ChatRef(TRANSPORT, str(update.effective_chat.id))
+            text = f"Something went wrong (incident <code>{incident}</code>). It is logged."
+            with contextlib.suppress(TelegramError):
+                await self.outbox.send(chat, Reply(text))
+        summary = type(context.error).__name__ if context.error else "unknown error"
+        await self.engine.report_incident(incident, f"Telegram update failed: {esc(summary)}")
+
+
+def _command_mention(message: Message) -> str | None:
+    """The ``bot`` of ``/cmd@bot`` ("" when absent), or None when this is no command."""
+    for entity in message.entities:
+        if entity.type == "bot_command" and entity.offset == 0:
+            command = (message.text or "")[: entity.length]
+            return command.partition("@")[2]
+    return None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _polling_error(error: TelegramError) -> None:
+    # The polling loop retries by itself; this only keeps the log short and readable.
+    log.warning("polling: %s", error)

@@ -1,0 +1,288 @@
+"""Settings from STEWARD_* variables and .env; a bad value is one line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+SECRET = "7001:AAE-very-secret-token"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No STEWARD_* variable and no .env from the machine running the tests."""
+    for name in list(os.environ):
+        if name.startswith("STEWARD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def _error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    return str(caught.value)
+
+
+# -- defaults ---------------------------------------------------------------------------------
+
+
+def test_without_any_variable_the_defaults_apply() -> None:
+    settings = load_settings()
+    assert settings.state_dir == Path("state")
+    assert settings.database == f"sqlite:///{Path('state') / 'steward.db'}"
+    assert settings.demo is False
+    assert settings.admins == ()
+    assert settings.operators == ()
+    assert settings.viewers == ()
+    assert settings.two_person == frozenset()
+    assert settings.timezone is None
+    assert settings.telegram_token is None
+    assert settings.telegram_api_url == "https://api.telegram.org/bot"
+    assert settings.server_provider == "none"
+    assert settings.dns_provider == "none"
+    assert settings.confirm_ttl == timedelta(minutes=5)
+    assert settings.has_transport is False
+
+
+def test_the_database_url_defaults_to_sqlite_in_the_state_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STEWARD_STATE_DIR", str(tmp_path / "st"))
+    assert load_settings().database == f"sqlite:///{tmp_path / 'st' / 'steward.db'}"
+    monkeypatch.setenv("STEWARD_DATABASE_URL", "postgresql+psycopg://steward@/steward")
+    assert load_settings().database == "postgresql+psycopg://steward@/steward"
+
+
+def test_demo_is_switched_on_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEWARD_DEMO", "1")
+    assert load_settings().demo is True
+
+
+# -- id lists ---------------------------------------------------------------------------------
+
+
+def test_admins_take_telegram_ids_and_matrix_ids_separated_by_commas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STEWARD_ADMINS", "123, @alice:example.org")
+    monkeypatch.setenv("STEWARD_OPERATORS", "-1001234,@bob:matrix.example.org:8448,")
+    settings = load_settings()
+    assert settings.admins == ("123", "@alice:example.org")
+    assert settings.operators == ("-1001234", "@bob:matrix.example.org:8448")
+
+
+def test_an_empty_id_list_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEWARD_VIEWERS", "")
+    assert load_settings().viewers == ()
+
+
+@pytest.mark.parametrize("value", ["123, alice", "@alice", "12 34", "alice@example.org", "1.5"])
+def test_a_bad_id_list_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = _error(monkeypatch, "STEWARD_ADMINS", value)
+    assert message.startswith("STEWARD_ADMINS: ")
+    assert "neither a Telegram numeric id nor a Matrix id" in message
+    assert "\n" not in message
+
+
+def test_a_bad_viewer_list_names_its_own_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _error(monkeypatch, "STEWARD_VIEWERS", "@nobody").startswith("STEWARD_VIEWERS: ")
+
+
+# -- secrets and their *_FILE twins -----------------------------------------------------------
+
+
+def test_a_secret_file_becomes_the_secret(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {SECRET}\n", encoding="utf-8")
+    monkeypatch.setenv("STEWARD_TELEGRAM_TOKEN_FILE", str(token_file))
+    settings = load_settings()
+    assert settings.telegram_token is not None
+    assert settings.telegram_token.get_secret_value() == SECRET
+    assert settings.has_transport is True
+
+
+def test_the_secret_from_a_file_is_not_shown_in_the_settings_repr(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "b2").write_text(SECRET, encoding="utf-8")
+    monkeypatch.setenv("STEWARD_B2_KEY_FILE", str(tmp_path / "b2"))
+    monkeypatch.setenv("STEWARD_HCLOUD_TOKEN", "hcloud-direct-secret")
+    settings = load_settings()
+    assert settings.b2_key is not None
+    assert settings.b2_key.get_secret_value() == SECRET
+    for shown in (repr(settings), str(settings)):
+        assert SECRET not in shown
+        assert "hcloud-direct-secret" not in shown
+
+
+def test_the_file_twin_wins_over_the_plain_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "password").write_text("from-the-file\n", encoding="utf-8")
+    monkeypatch.setenv("STEWARD_MATRIX_PASSWORD", "from-the-variable")
+    monkeypatch.setenv("STEWARD_MATRIX_PASSWORD_FILE", str(tmp_path / "password"))
+    password = load_settings().matrix_password
+    assert password is not None
+    assert password.get_secret_value() == "from-the-file"
+
+
+def test_a_missing_secret_file_is_refused_naming_the_file_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-token"
+    message = _error(monkeypatch, "STEWARD_TELEGRAM_TOKEN_FILE", str(missing))
+    assert message.startswith("STEWARD_TELEGRAM_TOKEN_FILE: ")
+    assert "cannot read" in message
+    assert "No such file or directory" in message
+
+
+def test_an_unreadable_secret_file_does_not_leak_its_content(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xff\xfe" + SECRET.encode())
+    message = _error(monkeypatch, "STEWARD_TELEGRAM_TOKEN_FILE", str(token_file))
+    assert message.startswith("STEWARD_TELEGRAM_TOKEN_FILE: ")
+    assert "not UTF-8 text" in message
+    assert SECRET not in message
+    assert "AAE" not in message
+
+
+def test_a_secret_file_that_is_a_folder_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    message = _error(monkeypatch, "STEWARD_CLOUDFLARE_TOKEN_FILE", str(tmp_path))
+    assert message.startswith("STEWARD_CLOUDFLARE_TOKEN_FILE: cannot read ")
+
+
+def test_an_empty_secret_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n", encoding="utf-8")
+    message = _error(monkeypatch, "STEWARD_HCLOUD_TOKEN_FILE", str(tmp_path / "empty"))
+    assert message.startswith("STEWARD_HCLOUD_TOKEN_FILE: ")
+    assert "is empty" in message
+
+
+# -- time zone and two-person commands --------------------------------------------------------
+
+
+def test_a_known_time_zone_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEWARD_TIMEZONE", "Europe/Berlin")
+    assert load_settings().timezone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize("value", ["Mars/Olympus_Mons", "Europe", "../etc/passwd", "/etc/passwd"])
+def test_an_unknown_time_zone_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = _error(monkeypatch, "STEWARD_TIMEZONE", value)
+    assert message.startswith("STEWARD_TIMEZONE: unknown time zone")
+
+
+def test_two_person_takes_command_names_with_or_without_a_slash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STEWARD_TWO_PERSON", "restore, /reboot,restart")
+    assert load_settings().two_person == frozenset({"restore", "reboot", "restart"})
+
+
+@pytest.mark.parametrize("value", ["Restore", "re store", "!reboot", "rm -rf"])
+def test_two_person_refuses_what_is_not_a_command_name(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = _error(monkeypatch, "STEWARD_TWO_PERSON", value)
+    assert message.startswith("STEWARD_TWO_PERSON: ")
+    assert "is not a command name" in message
+
+
+def test_a_bad_number_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _error(monkeypatch, "STEWARD_CONFIRM_TTL_SECONDS", "5").startswith(
+        "STEWARD_CONFIRM_TTL_SECONDS: "
+    )
+
+
+def test_a_provider_outside_the_known_ones_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _error(monkeypatch, "STEWARD_DNS_PROVIDER", "route53").startswith(
+        "STEWARD_DNS_PROVIDER: "
+    )
+
+
+# -- .env -------------------------------------------------------------------------------------
+
+
+def test_variables_are_read_from_dot_env_in_the_working_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# local settings\nSTEWARD_ADMINS=42,@root:example.org\nSTEWARD_DOMAIN=example.org\n",
+        encoding="utf-8",
+    )
+    settings = load_settings()
+    assert settings.admins == ("42", "@root:example.org")
+    assert settings.domain == "example.org"
+
+
+def test_the_environment_wins_over_dot_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("STEWARD_DOMAIN=from-dotenv.org\n", encoding="utf-8")
+    monkeypatch.setenv("STEWARD_DOMAIN", "from-env.org")
+    assert load_settings().domain == "from-env.org"
+
+
+def test_a_bad_value_in_dot_env_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("STEWARD_ADMINS=alice\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^STEWARD_ADMINS: "):
+        load_settings()
+
+
+# -- the program ------------------------------------------------------------------------------
+
+
+def _steward(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("STEWARD_")}
+    env["STEWARD_STATE_DIR"] = str(tmp_path / "state")
+    env.update(variables)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "console", "--demo"],
+        input="/status\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_program_stops_with_status_2_and_one_line_on_a_bad_admin_list(tmp_path: Path) -> None:
+    done = _steward(tmp_path, STEWARD_ADMINS="123, bob")
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("steward: STEWARD_ADMINS: ")
+    assert "'bob'" in lines[0]
+    assert done.stdout == ""
+
+
+def test_the_program_stops_with_status_2_on_an_unknown_two_person_command(
+    tmp_path: Path,
+) -> None:
+    done = _steward(tmp_path, STEWARD_TWO_PERSON="nosuchcommand")
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("steward: STEWARD_TWO_PERSON: ")
+    assert "nosuchcommand" in lines[0]
+    assert done.stdout == ""

@@ -1,0 +1,235 @@
+"""The console transport: `steward console --demo` on a pipe or a file, and plain rendering."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC
+from pathlib import Path
+
+from bot.storage.database import Database
+from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore
+from bot.transports.console import ConsoleTransport
+from bot.transports.render import to_plain
+from handlers.catalog import build_registry
+from handlers.core.access import AccessPolicy
+from handlers.core.context import Context, Deps
+from handlers.core.engine import Engine, EngineSettings
+from handlers.core.messages import Reply
+from handlers.core.registry import Registry
+from handlers.core.spec import Role
+from providers.demo import DemoServer
+
+DONE_WHEN = "/help\n/status\n/restart nextcloud\npress 1\n/audit\n"
+BUTTONS = "[1] Confirm  [2] Cancel"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("STEWARD_")}
+    env["STEWARD_STATE_DIR"] = str(tmp_path / "state")
+    return env
+
+
+def _console(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "console", "--demo"],
+        input=script,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        timeout=30,
+        check=False,
+    )
+
+
+def _at(pattern: str, text: str) -> int:
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found is not None, f"{pattern!r} not in:\n{text}"
+    return found.start()
+
+
+# -- the "Done when" script -------------------------------------------------------------------
+
+
+def test_the_done_when_script_shows_help_status_confirmation_outcome_and_audit_in_order(
+    tmp_path: Path,
+) -> None:
+    done = _console(tmp_path, DONE_WHEN)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+
+    help_at = _at(r"^/restart <service> — ", out)
+    load_at = _at(r"^\S+ load \d+\.\d+ ", out)
+    failed_at = _at(r"^\S+ failed units", out)
+    prompt_at = _at(r"^Confirm /restart nextcloud$", out)
+    buttons_at = _at(rf"^{re.escape(BUTTONS)}$", out)
+    outcome_at = _at(r"Nextcloud restarted and active\.$", out)
+    toast_at = _at(r"^» Confirmed\.$", out)
+    audit_at = _at(r"^Audit log", out)
+    assert help_at < load_at < failed_at < prompt_at < buttons_at < outcome_at < audit_at
+    assert toast_at < audit_at
+
+    audit = out[audit_at:]
+    assert re.search(r"^.* confirmed console:\S+ /restart nextcloud by ", audit, re.MULTILINE)
+    assert re.search(r"^.* outcome console:\S+ /restart nextcloud → succeeded", audit, re.M)
+    assert "<b>" not in out
+    assert "Traceback" not in done.stderr
+
+
+def test_the_console_works_when_stdin_is_a_file(tmp_path: Path) -> None:
+    script = tmp_path / "script.txt"
+    script.write_text(DONE_WHEN, encoding="utf-8")
+    with script.open(encoding="utf-8") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "console", "--demo"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert BUTTONS in done.stdout.splitlines()
+    assert "Nextcloud restarted and active." in done.stdout
+    assert "Audit log" in done.stdout
+
+
+# -- the console's own answers ----------------------------------------------------------------
+
+
+def test_the_console_explains_presses_hints_and_unknown_commands(tmp_path: Path) -> None:
+    script = "press 1\nhello there\n/nosuch\n/restart nosuch\n/restart nextcloud\npress 9\n"
+    done = _console(tmp_path, script)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    blocks = [block for block in out.split("\n\n") if block.strip()]
+    assert blocks[0] == "There is no button to press."
+    assert blocks[1] == "Commands start with / (see /help); press N presses a button."
+    assert blocks[2] == "Unknown command /nosuch, see /help."
+    assert blocks[3].startswith("❌ Unknown service nosuch. Known services: ")
+    known = blocks[3].split("Known services: ", 1)[1].rstrip(".").split(", ")
+    assert {"nextcloud", "vaultwarden", "forgejo"} <= set(known)
+    assert blocks[-1] == "There is no button 9; choose 1 to 2."
+    assert "restarted" not in out, "an invalid press must not confirm anything"
+
+
+def test_a_press_that_is_not_a_number_names_the_valid_range(tmp_path: Path) -> None:
+    done = _console(tmp_path, "/restart nextcloud\npress two\npress 2\n")
+    assert done.returncode == 0, done.stderr
+    assert "There is no button two; choose 1 to 2." in done.stdout
+    assert "Cancelled by" in done.stdout
+    assert "» Cancelled." in done.stdout
+
+
+def test_end_of_input_after_a_confirmation_reports_the_outcome_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    done = _console(tmp_path, "/restart vaultwarden\npress 1\n")
+    assert done.returncode == 0, done.stderr
+    assert "Vaultwarden restarted and active." in done.stdout
+    assert done.stdout.rstrip().endswith("» Confirmed.")
+
+
+def test_empty_input_exits_0_without_output(tmp_path: Path) -> None:
+    done = _console(tmp_path, "")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+
+
+# -- waiting for jobs at end of input (in process, with a background command) -----------------
+
+
+def _engine_with_slow_job(db: Database, out: io.StringIO, release: asyncio.Event) -> Engine:
+    extra = Registry()
+
+    @extra.command("slow", "A long job", role=Role.OPERATOR, changes=True, background=True)
+    async def slow(ctx: Context) -> Reply:
+        await ctx.progress.update("working on it")
+        await release.wait()
+        return Reply("<b>slow job done</b>")
+
+    @slow.preview
+    async def _preview(ctx: Context) -> str:
+        return "Takes a while."
+
+    registry = build_registry()
+    registry.include(extra)
+    server = DemoServer.create(step_seconds=0.0)
+    deps = Deps(
+        host=server.host,
+        services=server.services,
+        catalogue=server.catalogue,
+        audit=SqlAuditLog(db),
+        registry=registry,
+        timezone=UTC,
+    )
+    console = ConsoleTransport(out=out, user="tester")
+    return Engine(
+        deps=deps,
+        access=AccessPolicy.from_lists([], [], [], console_role=Role.ADMIN),
+        confirmations=SqlConfirmationStore(db),
+        jobs=SqlJobStore(db),
+        outbox=console,
+        settings=EngineSettings(progress_interval=0.0),
+    )
+
+
+async def test_end_of_input_waits_for_a_running_job_before_exiting(sqlite_db: Database) -> None:
+    out = io.StringIO()
+    release = asyncio.Event()
+    engine = _engine_with_slow_job(sqlite_db, out, release)
+    console = engine.outbox
+    assert isinstance(console, ConsoleTransport)
+    asyncio.get_running_loop().call_later(0.3, release.set)
+    status = await console.run(engine, stdin=io.StringIO("/slow\npress 1\n"), wait=10)
+    assert status == 0
+    text = out.getvalue()
+    assert text.index("» Confirmed.") < text.index("slow job done")
+    assert "still running" not in text
+
+
+async def test_end_of_input_gives_up_waiting_after_the_limit_and_still_exits_0(
+    sqlite_db: Database,
+) -> None:
+    out = io.StringIO()
+    release = asyncio.Event()
+    engine = _engine_with_slow_job(sqlite_db, out, release)
+    console = engine.outbox
+    assert isinstance(console, ConsoleTransport)
+    try:
+        status = await console.run(engine, stdin=io.StringIO("/slow\npress 1\n"), wait=0.2)
+        assert status == 0
+        assert "Some jobs are still running after 0 s; they go on next start." in out.getvalue()
+        assert "slow job done" not in out.getvalue()
+    finally:
+        release.set()
+        assert await engine.wait_for_jobs(5)
+    assert "slow job done" in out.getvalue()
+
+
+# -- render.to_plain --------------------------------------------------------------------------
+
+
+def test_to_plain_strips_the_reply_tags() -> None:
+    text = "<b>Status</b> <i>ok</i> <code>nginx.service</code>\n<pre>line 1\nline 2</pre>"
+    assert to_plain(text) == "Status ok nginx.service\nline 1\nline 2"
+
+
+def test_to_plain_unescapes_entities_after_stripping_tags() -> None:
+    assert to_plain("a &lt;b&gt; c &amp; &quot;d&quot; &#39;e&#39;") == "a <b> c & \"d\" 'e'"
+
+
+def test_to_plain_shows_a_link_with_its_url() -> None:
+    text = 'See <a href="https://example.org/x?a=1&amp;b=2">the <b>docs</b></a>.'
+    assert to_plain(text) == "See the docs (https://example.org/x?a=1&b=2)."
+
+
+def test_to_plain_keeps_angle_brackets_that_are_not_reply_tags() -> None:
+    assert to_plain("usage: /restart <service> [N]") == "usage: /restart <service> [N]"

@@ -1,0 +1,69 @@
+"""Read-only looks into a wired engine: its audit rows, confirmations and the demo's calls."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from bot.storage.models import ConfirmationRow
+from handlers.core.engine import Engine, Incident
+from handlers.core.records import AuditEntry, AuditEvent, Confirmation
+from handlers.core.registry import Registry
+
+if TYPE_CHECKING:
+    from tests.conftest import Harness
+    from tests.support.chat import Sent
+
+
+async def audit_rows(harness: Harness) -> list[AuditEntry]:
+    """Every audit row, oldest first."""
+    return list(reversed(await harness.engine.deps.audit.recent(10_000)))
+
+
+async def audit_events(harness: Harness) -> list[AuditEvent]:
+    return [row.event for row in await audit_rows(harness)]
+
+
+def confirmation_count(harness: Harness) -> int:
+    with harness.db.session() as session:
+        return session.scalar(select(func.count()).select_from(ConfirmationRow)) or 0
+
+
+def nonce_of(prompt: Sent) -> str:
+    """The nonce behind a prompt's buttons (``cf:<nonce>``)."""
+    return prompt.reply.buttons[0].action.partition(":")[2]
+
+
+async def confirmation_of(harness: Harness, prompt: Sent) -> Confirmation:
+    found = await harness.engine.confirmations.find(nonce_of(prompt))
+    assert found is not None
+    return found
+
+
+def restarts(harness: Harness) -> Counter[str]:
+    """How often the demo's systemd restarted each unit."""
+    return Counter(call[1] for call in harness.server.services.calls if call[0] == "restart")
+
+
+def prompts(harness: Harness) -> list[Sent]:
+    return [sent for sent in harness.outbox.messages if sent.reply.buttons]
+
+
+def engine_with(
+    harness: Harness, registry: Registry, on_incident: Incident | None = None
+) -> Engine:
+    """A second engine on the harness's stores, chat and clock, but with other commands."""
+    old = harness.engine
+    return Engine(
+        deps=dataclasses.replace(old.deps, registry=registry),
+        access=old.access,
+        confirmations=old.confirmations,
+        jobs=old.jobs.store,
+        outbox=harness.outbox,
+        settings=old.settings,
+        clock=harness.clock,
+        on_incident=on_incident,
+    )
