@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
 
 from bot.config import ConfigError, Settings
@@ -59,8 +58,7 @@ class App:
 
 def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = False) -> App:
     demo = demo or settings.demo
-    db = Database(settings.database)
-    db.ensure_schema()
+    # Check everything in the config before touching the database.
     registry = build_registry()
     unknown = sorted(settings.two_person - {entry.spec.name for entry in registry})
     if unknown:
@@ -69,6 +67,8 @@ def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = F
     host: HostProbe = server.host if server else PsutilHost()
     services: ServiceManager = server.services if server else SystemctlServiceManager()
     catalogue = server.catalogue if server else _catalogue(settings)
+    db = Database(settings.database)
+    db.ensure_schema()
     deps = Deps(
         host=host,
         services=services,
@@ -125,11 +125,5 @@ def _catalogue(settings: Settings) -> ServiceCatalogue:
 def _timezone(settings: Settings) -> tzinfo:
     if settings.timezone:
         return ZoneInfo(settings.timezone)
-    local = contextlib.suppress(Exception)
-    with local:
-        from datetime import datetime  # noqa: PLC0415
-
-        zone = datetime.now().astimezone().tzinfo
-        if zone is not None:
-            return zone
-    return ZoneInfo("UTC")
+    zone = datetime.now().astimezone().tzinfo
+    return zone if zone is not None else ZoneInfo("UTC")

@@ -48,6 +48,10 @@ def _logging(settings: Settings, *, quiet: bool) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Chatty libraries: their INFO lines say nothing an owner needs (and httpx's name URLs,
+    # which for Telegram contain the bot token).
+    for name in ("alembic", "httpx", "httpcore", "apscheduler"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _db(settings: Settings, action: str) -> int:
@@ -83,6 +87,8 @@ def _run(settings: Settings) -> int:
             "STEWARD_MATRIX_HOMESERVER: the Matrix transport is not in this version yet; "
             "use Telegram or `steward console`"
         )
+    if settings.telegram_token is not None and settings.matrix_homeserver is not None:
+        log.warning("STEWARD_MATRIX_HOMESERVER is set, but Matrix is not in this version yet")
     if not settings.has_transport:
         print("No transport is configured: starting the console on the demo server.",
               file=sys.stderr)  # fmt: skip

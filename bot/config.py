@@ -23,7 +23,8 @@ SECRETS = (
     "b2_key_id",
     "b2_key",
 )
-_TELEGRAM_ID = re.compile(r"^-?\d{1,20}$")
+# Users only: negative ids are groups and channels, which must never hold a role.
+_TELEGRAM_ID = re.compile(r"^[1-9]\d{0,19}$")
 _MATRIX_ID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 _COMMAND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -37,7 +38,11 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="STEWARD_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="STEWARD_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
     )
 
     state_dir: Path = Path("state")
@@ -112,6 +117,11 @@ class Settings(BaseSettings):
             if not _COMMAND.fullmatch(item):
                 raise ValueError(f"{item!r} is not a command name")
         return frozenset(items)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("timezone")
     @classmethod

@@ -22,7 +22,9 @@ async def start(ctx: Context) -> Reply:
 
 
 @commands.command(
-    "help", "List the commands you may run", args=(Arg("command", Word("command"), False),)
+    "help",
+    "List the commands you may run",
+    args=(Arg("command", Word("command", r"[/!]?[A-Za-z][A-Za-z0-9_-]{0,31}"), False),),
 )
 async def help_(ctx: Context, command: str | None) -> Reply:
     if command is None:

@@ -122,7 +122,7 @@ async def _systemctl(args: list[str], limit: float) -> str:
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise UnitError(f"systemctl {args[0]} timed out after {limit:.0f} s") from None
+        raise UnitError(f"systemctl {args[0]} timed out after {limit:g} s") from None
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
         raise UnitError(message[-1] if message else f"systemctl exited {proc.returncode}")

@@ -113,5 +113,5 @@ class ConsoleTransport:
         while (line := await queue.get()) is not None:
             await self.handle_line(engine, line)
         if not await engine.wait_for_jobs(wait):
-            self.say(f"Some jobs are still running after {wait:.0f} s; they go on next start.")
+            self.say(f"Some jobs are still running after {wait:g} s; they go on next start.")
         return 0

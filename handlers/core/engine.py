@@ -96,7 +96,7 @@ class Engine:
         try:
             values = spec.parse(cmd.args)
         except UsageError as exc:
-            await self.refuse(cmd, f"Usage: <code>{esc(spec.usage)}</code>\n{esc(exc)}")
+            await self.refuse(cmd, f"{esc(exc.reason)}.\nUsage: <code>{esc(exc.usage)}</code>")
             return
         if spec.changes:
             await self._ask_confirmation(cmd, entry, role, values)

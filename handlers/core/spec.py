@@ -30,7 +30,12 @@ class Role(enum.IntEnum):
 
 
 class UsageError(Exception):
-    """The arguments do not fit the command; the message says which one and why."""
+    """The arguments do not fit the command: ``reason`` says which one and why."""
+
+    def __init__(self, reason: str, usage: str) -> None:
+        super().__init__(f"{reason}; usage: {usage}")
+        self.reason = reason
+        self.usage = usage
 
 
 class ArgType(Protocol):
@@ -134,18 +139,18 @@ class CommandSpec:
 
     def parse(self, tokens: Sequence[str]) -> Mapping[str, object]:
         if len(tokens) > len(self.args):
-            raise UsageError(f"too many arguments; usage: {self.usage}")
+            raise UsageError("too many arguments", self.usage)
         values: dict[str, object] = {}
         for index, arg in enumerate(self.args):
             if index >= len(tokens):
                 if arg.required:
-                    raise UsageError(f"missing {arg.render()}; usage: {self.usage}")
+                    raise UsageError(f"missing {arg.render()}", self.usage)
                 values[arg.name] = None
                 continue
             try:
                 values[arg.name] = arg.type.convert(tokens[index])
             except ValueError as exc:
-                raise UsageError(f"{exc}; usage: {self.usage}") from None
+                raise UsageError(str(exc), self.usage) from None
         return values
 
 

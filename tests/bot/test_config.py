@@ -73,10 +73,10 @@ def test_admins_take_telegram_ids_and_matrix_ids_separated_by_commas(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("STEWARD_ADMINS", "123, @alice:example.org")
-    monkeypatch.setenv("STEWARD_OPERATORS", "-1001234,@bob:matrix.example.org:8448,")
+    monkeypatch.setenv("STEWARD_OPERATORS", "1001234,@bob:matrix.example.org:8448,")
     settings = load_settings()
     assert settings.admins == ("123", "@alice:example.org")
-    assert settings.operators == ("-1001234", "@bob:matrix.example.org:8448")
+    assert settings.operators == ("1001234", "@bob:matrix.example.org:8448")
 
 
 def test_an_empty_id_list_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,7 +84,9 @@ def test_an_empty_id_list_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().viewers == ()
 
 
-@pytest.mark.parametrize("value", ["123, alice", "@alice", "12 34", "alice@example.org", "1.5"])
+@pytest.mark.parametrize(
+    "value", ["123, alice", "@alice", "12 34", "alice@example.org", "1.5", "-1001234"]
+)
 def test_a_bad_id_list_is_refused_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
@@ -233,9 +235,7 @@ def test_variables_are_read_from_dot_env_in_the_working_folder(
     assert settings.domain == "example.org"
 
 
-def test_the_environment_wins_over_dot_env(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_the_environment_wins_over_dot_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("STEWARD_DOMAIN=from-dotenv.org\n", encoding="utf-8")
     monkeypatch.setenv("STEWARD_DOMAIN", "from-env.org")
     assert load_settings().domain == "from-env.org"

@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,25 +179,27 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+STATE, URL = "STEWARD_STATE_DIR", "STEWARD_DATABASE_URL"
+NOTHING_LISTENING = "postgresql://steward@127.0.0.1:{port}/steward"
+
+
 @pytest.mark.parametrize(
-    ("action", "variable", "value", "reason"),
+    ("variable", "value", "reason"),
     [
-        ("upgrade", "STEWARD_STATE_DIR", "{tmp}/a-file/state", "cannot create the state folder"),
-        ("upgrade", "STEWARD_DATABASE_URL", "nosuchdriver://db/x", "cannot use STEWARD_DATABASE_URL"),
-        ("upgrade", "STEWARD_DATABASE_URL", "this is not a url", "cannot use STEWARD_DATABASE_URL"),
-        ("upgrade", "STEWARD_DATABASE_URL", "postgresql://u@127.0.0.1:{port}/x", "cannot use the database"),
-        ("current", "STEWARD_DATABASE_URL", "postgresql://u@127.0.0.1:{port}/x", "cannot use the database"),
+        (STATE, "{tmp}/a-file/state", "cannot create the state folder"),
+        (URL, "nosuchdriver://db/steward", "cannot use STEWARD_DATABASE_URL"),
+        (URL, "this is not a url", "cannot use STEWARD_DATABASE_URL"),
+        (URL, NOTHING_LISTENING, "cannot use the database"),
     ],
-    ids=["state-folder-under-a-file", "bogus-driver", "not-a-url", "nothing-listening",
-         "current-nothing-listening"],
-)  # fmt: skip
-def test_an_unusable_database_stops_with_one_line(
-    tmp_path: Path, action: str, variable: str, value: str, reason: str
+    ids=["state-folder-under-a-file", "bogus-driver", "not-a-url", "nothing-listening"],
+)
+def test_steward_db_upgrade_on_an_unusable_database_stops_with_one_line(
+    tmp_path: Path, variable: str, value: str, reason: str
 ) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     value = value.format(tmp=tmp_path, port=_closed_port())
 
-    result = _steward("db", action, cwd=tmp_path, **{variable: value})
+    result = _steward("db", "upgrade", cwd=tmp_path, **{variable: value})
 
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
@@ -206,13 +208,17 @@ def test_an_unusable_database_stops_with_one_line(
     assert lines[0].startswith(f"steward: {reason}"), lines[0]
 
 
-def test_an_unreachable_database_raises_a_database_error_in_process() -> None:
-    db = Database(f"postgresql://steward@127.0.0.1:{_closed_port()}/steward")
+@pytest.mark.parametrize("call", [Database.revision, Database.ensure_schema, Database.upgrade])
+def test_an_unreachable_database_raises_a_one_line_database_error(
+    call: Callable[[Database], object],
+) -> None:
+    db = Database(NOTHING_LISTENING.format(port=_closed_port()))
     try:
-        with pytest.raises(DatabaseError, match=r"^cannot use the database: .*refused"):
-            db.ensure_schema()
+        with pytest.raises(DatabaseError, match=r"^cannot use the database: .*refused") as caught:
+            call(db)
     finally:
         db.dispose()
+    assert "\n" not in str(caught.value)
 
 
 def test_a_state_folder_that_cannot_be_created_raises_a_database_error(tmp_path: Path) -> None:

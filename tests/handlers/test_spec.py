@@ -127,7 +127,7 @@ def test_too_many_arguments_get_the_usage() -> None:
 
 
 def test_arguments_to_a_command_that_takes_none_are_too_many() -> None:
-    with pytest.raises(UsageError, match="too many arguments; usage: /status$"):
+    with pytest.raises(UsageError, match=r"too many arguments; usage: /status$"):
         CommandSpec("status", "Status").parse(["now"])
 
 
@@ -135,6 +135,8 @@ def test_a_missing_required_argument_is_named_with_the_usage() -> None:
     with pytest.raises(UsageError) as caught:
         RESTART.parse([])
     assert str(caught.value) == "missing <service>; usage: /restart <service>"
+    assert caught.value.reason == "missing <service>"
+    assert caught.value.usage == "/restart <service>"
 
 
 def test_the_second_missing_argument_is_the_one_named() -> None:
