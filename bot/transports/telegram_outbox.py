@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -30,6 +31,9 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TimedOut
 from bot.transports.render import to_plain
 from handlers.core.messages import Attachment, Button, ChatRef, MessageRef, Reply, esc
 
+# PTB 22 warns on every read of RetryAfter.retry_after unless the timedelta form (its next
+# major version's default) is chosen; ``_seconds`` reads both forms.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRANSPORT = "telegram"

@@ -29,7 +29,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -585,7 +585,8 @@ def _merge_detected(text: str, entities: list[JSON]) -> list[JSON]:
 
 class Call(NamedTuple):
     """One request that reached the fake. ``time`` is ``time.monotonic()`` at arrival;
-    ``status`` is the HTTP status, 0 for a dropped connection. Form values are the strings
+    ``status`` is the HTTP status, 0 for a connection the fake dropped, 499 when the client
+    had gone before the answer (an abandoned long poll, for one). Form values are the strings
     that were sent; the nested JSON parameters (reply_markup, commands, scope, ...) are
     decoded; an uploaded file appears as {"filename", "size", "content_type"}."""
 
@@ -793,6 +794,11 @@ def _unix(date: datetime | float | None) -> int:
     return int(date)
 
 
+def _connected(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
 def _chat_type_of(chat_id: int) -> str:
     if chat_id > 0:
         return "private"
@@ -880,7 +886,11 @@ class FakeBotAPI:
         self._loop = loop
         self._thread = threading.Thread(target=self._run_loop, name="fake-telegram", daemon=True)
         self._thread.start()
-        self._on_loop(self._async_start())
+        try:
+            self._on_loop(self._async_start())
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -925,14 +935,17 @@ class FakeBotAPI:
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 
-    def _on_loop(self, coro: Any, timeout: float = 20.0) -> Any:
+    def _on_loop(self, coro: Coroutine[Any, Any, None], timeout: float = 20.0) -> None:
         loop = self._loop
         if loop is None:
             coro.close()
             raise RuntimeError("the fake Bot API is not started")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     async def _async_start(self) -> None:
+        with self._lock:
+            self._closing = False
+            self._is_down = False
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
@@ -1316,10 +1329,12 @@ class FakeBotAPI:
         try:
             result = await self._dispatch(method, _Params(values))
         except _ApiError as error:
-            return self._refuse(method, values, arrived, error)
+            status = error.status if _connected(request) else 499
+            self._record(method, values, arrived, status)
+            return self._error_response(error)
         if self._is_down:
             return self._cut(request)
-        self._record(method, values, arrived, 200)
+        self._record(method, values, arrived, 200 if _connected(request) else 499)
         return web.json_response({"ok": True, "result": result})
 
     def _refuse(self, method: str, values: JSON, arrived: float, error: _ApiError) -> web.Response:
@@ -1743,21 +1758,20 @@ class FakeBotAPI:
             if what == "caption":
                 return "", []
             raise _bad("message text is empty")
-        if parse_mode is not None:
+        if explicit is not None and explicit != []:
+            # explicit entities win over parse_mode, as on the server
+            if not isinstance(explicit, list) or not all(
+                isinstance(e, dict) and {"type", "offset", "length"} <= e.keys() for e in explicit
+            ):
+                raise _bad("can't parse entities JSON object")
+            text, entities = source, copy.deepcopy(explicit)
+        elif parse_mode is not None:
             try:
                 text, entities = parse_html(source, strict_ampersand=self.strict_ampersand)
             except EntityParseError as error:
                 raise _bad(f"can't parse entities: {error}") from None
         else:
-            text = source
-            entities = []
-            if explicit is not None:
-                if not isinstance(explicit, list) or not all(
-                    isinstance(e, dict) and {"type", "offset", "length"} <= e.keys()
-                    for e in explicit
-                ):
-                    raise _bad("can't parse entities JSON object")
-                entities = copy.deepcopy(explicit)
+            text, entities = source, []
         text, entities = _trim(text, entities)
         if not text:
             raise _bad("message text is empty")

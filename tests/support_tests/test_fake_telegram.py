@@ -19,7 +19,7 @@ from telegram import (
     ReplyParameters,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter
+from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter
 
 from tests.support.fake_telegram import FakeBotAPI, parse_html
 
@@ -366,3 +366,22 @@ def test_the_html_parser_follows_the_server() -> None:
         [{"type": "strikethrough", "offset": 3, "length": 1}],
     )
     assert parse_html("R&D", strict_ampersand=False) == ("R&D", [])
+
+
+async def test_strict_chats_and_a_second_poller() -> None:
+    with FakeBotAPI(strict_chats=True) as strict:
+        async with Bot(strict.token, base_url=strict.base_url) as client:
+            with pytest.raises(BadRequest, match="Chat not found"):
+                await client.send_message(ALICE_ID, "hello")
+            strict.add_chat(ALICE_ID)
+            assert (await client.send_message(ALICE_ID, "hello")).chat.type == "private"
+
+            first = asyncio.create_task(client.get_updates(timeout=5))
+            await strict.wait_for_async(lambda f: f.getupdates_count >= 1, timeout=2)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{strict.api_url}/getUpdates", data={"timeout": "0"}) as answer,
+            ):
+                assert (await answer.json())["result"] == []
+            with pytest.raises(Conflict, match="terminated by other getUpdates request"):
+                await first
