@@ -9,7 +9,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from bot.config import ConfigError, Settings, load_settings
+from pydantic import SecretStr
+
+from bot.config import SECRETS, ConfigError, Settings, load_settings
 from bot.storage.database import Database, DatabaseError
 
 log = logging.getLogger("steward")
@@ -45,13 +47,33 @@ def _parser() -> argparse.ArgumentParser:
 
 def _logging(settings: Settings, *, quiet: bool) -> None:
     level = "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    secrets = [
+        value.get_secret_value()
+        for name in SECRETS
+        if isinstance(value := getattr(settings, name), SecretStr)
+    ]
+    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
+    logging.basicConfig(level=level, handlers=[handler])
     # Chatty libraries: their INFO lines say nothing an owner needs (and httpx's name URLs,
     # which for Telegram contain the bot token).
     for name in ("alembic", "httpx", "httpcore", "apscheduler"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+class _Redacting(logging.Formatter):
+    """No secret reaches the log: python-telegram-bot logs its API URLs, which contain the
+    bot token, at DEBUG."""
+
+    def __init__(self, fmt: str, secrets: Sequence[str]) -> None:
+        super().__init__(fmt)
+        self._secrets = [secret for secret in secrets if secret]
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, "[secret]")
+        return text
 
 
 def _db(settings: Settings, action: str) -> int:

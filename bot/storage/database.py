@@ -5,18 +5,21 @@ Alembic costs memory, so it is imported only when the schema is behind ``SCHEMA_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA_HEAD = "0001"
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -27,10 +30,19 @@ class DatabaseError(Exception):
 
 
 class Database:
+    """The engine, plus the worker threads every query runs in, so the event loop never waits
+    on the database. SQLite gets one worker: it has one writer anyway, and fewer threads mean
+    less memory and no lock contention; PostgreSQL gets a few."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        workers = 1 if self.engine.dialect.name == "sqlite" else 4
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="steward-db")
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -59,6 +71,7 @@ class Database:
         log.info("database schema is at %s", self.revision())
 
     def dispose(self) -> None:
+        self._executor.shutdown(wait=True)
         self.engine.dispose()
 
 

@@ -7,13 +7,14 @@ on the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Result, delete, select, update
+from sqlalchemy import Executable, Result, delete, insert, select, update
 
 from bot.storage.database import Database
 from bot.storage.models import AuditRow, ConfirmationRow, JobRow, KeyValueRow
@@ -40,7 +41,7 @@ class _Store:
         self.db = db
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.to_thread(fn)
+        return await self.db.run(fn)
 
 
 class SqlConfirmationStore(_Store):
@@ -285,29 +286,37 @@ def _job(row: JobRow) -> Job:
 
 
 class SqlAuditLog(_Store):
+    """Audit rows are written with group commit: a row is recorded once its transaction has
+    committed, and rows that arrive while one commits share the next transaction. Under a
+    burst that is one INSERT of many rows instead of a transaction per command."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._queue: list[tuple[dict[str, object], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
     async def record(self, entry: AuditEntry) -> None:
-        approver = entry.approver
-        row = AuditRow(
-            at=entry.at,
-            event=entry.event.value,
-            transport=entry.actor.transport,
-            actor_id=entry.actor.user_id,
-            actor_name=entry.actor.display_name,
-            chat_id=None if entry.chat is None else entry.chat.chat_id,
-            command=entry.command[:64],
-            args=json.dumps(list(entry.args)),
-            approver_transport=None if approver is None else approver.transport,
-            approver_id=None if approver is None else approver.user_id,
-            approver_name=None if approver is None else approver.display_name,
-            result=entry.result,
-            duration_ms=entry.duration_ms,
-        )
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((_audit_values(entry), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await done
 
-        def insert() -> None:
-            with self.db.session() as session:
-                session.add(row)
-
-        await self._run(insert)
+    async def _write(self) -> None:
+        table = AuditRow.__table__
+        while self._queue:
+            batch, self._queue = self._queue, []
+            rows = [values for values, _ in batch]
+            try:
+                await self._run(functools.partial(_insert_many, self.db, table, rows))
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     async def recent(self, limit: int) -> list[AuditEntry]:
         def load() -> list[AuditEntry]:
@@ -316,6 +325,30 @@ class SqlAuditLog(_Store):
                 return [_audit(row) for row in session.scalars(query)]
 
         return await self._run(load)
+
+
+def _audit_values(entry: AuditEntry) -> dict[str, object]:
+    approver = entry.approver
+    return {
+        "at": entry.at,
+        "event": entry.event.value,
+        "transport": entry.actor.transport,
+        "actor_id": entry.actor.user_id,
+        "actor_name": entry.actor.display_name,
+        "chat_id": None if entry.chat is None else entry.chat.chat_id,
+        "command": entry.command[:64],
+        "args": json.dumps(list(entry.args)),
+        "approver_transport": None if approver is None else approver.transport,
+        "approver_id": None if approver is None else approver.user_id,
+        "approver_name": None if approver is None else approver.display_name,
+        "result": entry.result,
+        "duration_ms": entry.duration_ms,
+    }
+
+
+def _insert_many(db: Database, table: Any, rows: list[dict[str, object]]) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(insert(table), rows)
 
 
 def _audit(row: AuditRow) -> AuditEntry:

@@ -32,6 +32,7 @@ from bot.config import ConfigError
 from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
 from handlers.core.engine import Engine
 from handlers.core.messages import Actor, ChatRef, Command, Press, Reply, esc
+from handlers.core.records import AuditEvent
 from handlers.core.spec import split_command_line
 
 log = logging.getLogger(__name__)
@@ -39,21 +40,26 @@ Callback = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
-    """Concurrent across chats, in order within a chat: a reply never overtakes its question."""
+    """Concurrent across chats, in order within a chat: a reply never overtakes its question.
+
+    Each chat has a FIFO lock (asyncio.Lock wakes waiters in order and lets no newcomer barge
+    in), dropped when no update of that chat is queued or running."""
 
     def __init__(self, max_concurrent_updates: int = 256) -> None:
         super().__init__(max_concurrent_updates)
-        self._locks: dict[int | None, asyncio.Lock] = {}
+        self._locks: dict[int | None, tuple[asyncio.Lock, list[int]]] = {}
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         chat = update.effective_chat if isinstance(update, Update) else None
         key = chat.id if chat is not None else None
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
             async with lock:
                 await coroutine
         finally:
-            if not lock.locked() and self._locks.get(key) is lock:
+            users[0] -= 1
+            if users[0] == 0:
                 del self._locks[key]
 
     async def initialize(self) -> None:
@@ -81,7 +87,8 @@ class TelegramTransport:
             Application.builder()
             .token(token)
             .base_url(api_url)
-            .concurrent_updates(PerChatUpdateProcessor())
+            .concurrent_updates(PerChatUpdateProcessor(8))
+            .connection_pool_size(4)
         )
         # The limiter keeps to Telegram's flood limits; a loopback test server has none.
         self.application: Application[Any, Any, Any, Any, Any, Any] = (
@@ -172,7 +179,8 @@ class TelegramTransport:
         query = update.callback_query
         if query is not None:
             await self.outbox.call("answerCallbackQuery", lambda: query.answer("Not allowed."))
-            await self.engine.refuse_stranger(actor, where, "press", (), None)
+            # The toast is the refusal: no message in the chat (often a group) as well.
+            await self.engine.audit(AuditEvent.REFUSED, actor, where, "press", result="stranger")
         elif self._addressed_to_us(update.message, private=chat.type == chat.PRIVATE):
             message = update.message
             assert message is not None  # noqa: S101 - _addressed_to_us checked it
@@ -233,7 +241,12 @@ class TelegramTransport:
         )
 
         async def answer(toast: str) -> None:
-            await self.outbox.call("answerCallbackQuery", lambda: query.answer(toast[:200]))
+            # Best effort: the press is decided already (the prompt says so), and a query that
+            # Telegram no longer takes (too old after a busy spell) must not stop the action.
+            try:
+                await self.outbox.call("answerCallbackQuery", lambda: query.answer(toast[:200]))
+            except TelegramError as exc:
+                log.warning("could not answer a button press: %s", exc)
 
         await self.engine.handle_press(press, answer)
 
