@@ -57,7 +57,7 @@ async def restart(ctx: Context, service: str) -> Reply:
             await ctx.deps.services.restart(unit)
         except UnitError as exc:
             raise CommandError(f"Restarting <code>{esc(unit)}</code> failed: {esc(exc)}") from None
-    return await _report(ctx, info, "restarted")
+    return await _report(ctx, info, "restarted and active", "restarted but it is {state}")
 
 
 @restart.preview
@@ -70,15 +70,20 @@ async def _restart_preview(ctx: Context, service: str) -> str:
 @restart.resume
 async def _restart_resume(ctx: Context, service: str) -> Reply:
     info = find_service(ctx, service)
-    return await _report(ctx, info, "checked after the bot restarted:")
+    return await _report(
+        ctx,
+        info,
+        "is active (checked after the bot restarted)",
+        "is {state} (checked after the bot restarted)",
+    )
 
 
-async def _report(ctx: Context, info: ServiceInfo, verb: str) -> Reply:
+async def _report(ctx: Context, info: ServiceInfo, good: str, bad: str) -> Reply:
     try:
         units = await ctx.deps.services.status(info.units)
     except UnitError as exc:
         raise CommandError(f"systemd did not answer: {esc(exc)}") from None
     health = worst(list(units.values()))
     if health is Health.ACTIVE:
-        return Reply(f"{_ICON[health]} {esc(info.name)} {verb} and active.")
-    raise CommandError(f"{esc(info.name)} {verb} but it is {health.label}.")
+        return Reply(f"{_ICON[health]} {esc(info.name)} {good}.")
+    raise CommandError(f"{esc(info.name)} {bad.format(state=health.label)}.")

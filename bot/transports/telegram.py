@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from telegram import BotCommand, BotCommandScopeChat, Message, Update, User
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -148,19 +148,33 @@ class TelegramTransport:
             await self.application.shutdown()
 
     async def publish_commands(self) -> None:
-        """Each person's menu shows only what they may run; strangers see no menu at all."""
+        """Each person's menu shows only what they may run; strangers see no menu at all.
+
+        Runs in the background and keeps trying while the Bot API is unreachable."""
+        delay = 5.0
+        while True:
+            try:
+                await self._publish_menus()
+            except BadRequest as exc:
+                log.warning("Telegram refused the command menus: %s", exc)
+                return
+            except TelegramError as exc:
+                log.warning("could not publish the command menus (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
+            else:
+                return
+
+    async def _publish_menus(self) -> None:
         bot = self.application.bot
         registry = self.engine.deps.registry
-        try:
-            await self.outbox.call("deleteMyCommands", bot.delete_my_commands)
-            for key, role in sorted(self.engine.access.roles.items()):
-                transport, _, user_id = key.partition(":")
-                if transport != TRANSPORT:
-                    continue
-                menu = [BotCommand(s.name, s.summary[:256]) for s in registry.visible_to(role)]
-                await self._set_menu(menu, BotCommandScopeChat(int(user_id)))
-        except TelegramError as exc:
-            log.warning("could not publish the command menus: %s", exc)
+        await self.outbox.call("deleteMyCommands", bot.delete_my_commands)
+        for key, role in sorted(self.engine.access.roles.items()):
+            transport, _, user_id = key.partition(":")
+            if transport != TRANSPORT:
+                continue
+            menu = [BotCommand(s.name, s.summary[:256]) for s in registry.visible_to(role)]
+            await self._set_menu(menu, BotCommandScopeChat(int(user_id)))
 
     async def _set_menu(self, menu: list[BotCommand], scope: BotCommandScopeChat) -> None:
         bot = self.application.bot

@@ -187,7 +187,7 @@ async def test_a_resumed_job_whose_service_is_still_down_ends_failed(db: Databas
     assert "checked after the bot restarted" in job.result
     assert crashed.message_id is not None
     text = first.outbox.by_id(crashed.message_id).current.text
-    assert text == "❌ Nextcloud checked after the bot restarted: but it is failed."
+    assert text == "❌ Nextcloud is failed (checked after the bot restarted)."
     (outcome,) = await _outcomes(db)
     assert outcome.result.startswith("failed: ")
 
