@@ -87,7 +87,7 @@ class TelegramTransport:
             Application.builder()
             .token(token)
             .base_url(api_url)
-            .concurrent_updates(PerChatUpdateProcessor(8))
+            .concurrent_updates(PerChatUpdateProcessor(16))
             .connection_pool_size(4)
         )
         # The limiter keeps to Telegram's flood limits; a loopback test server has none.
