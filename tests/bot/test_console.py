@@ -238,3 +238,21 @@ def test_to_plain_shows_a_link_with_its_url() -> None:
 
 def test_to_plain_keeps_angle_brackets_that_are_not_reply_tags() -> None:
     assert to_plain("usage: /restart <service> [N]") == "usage: /restart <service> [N]"
+
+
+def test_run_with_no_transport_starts_the_console_on_the_demo_server(tmp_path: Path) -> None:
+    # What `make run` does on a fresh clone.
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "run"],
+        input="/services\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path, "0.05"),
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "starting the console on the demo server" in done.stderr
+    assert "nextcloud" in done.stdout
+    assert "jitsi failed" in done.stdout
