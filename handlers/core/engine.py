@@ -109,10 +109,16 @@ class Engine:
         started = time.monotonic()
         ctx = Context(cmd, role, self.deps, NoProgress(), self.clock())
         reply, event, result = await self.invoke(entry, ctx, values)
-        await self.outbox.send(cmd.chat, reply, cmd.message_id)
-        await self.audit(
-            event, cmd.actor, cmd.chat, cmd.name, cmd.args, result=result, started=started
-        )
+        try:
+            await self.outbox.send(cmd.chat, reply, cmd.message_id)
+        except Exception as exc:
+            # The command ran; that it could not answer belongs in the audit row too.
+            result = f"{result}; reply not delivered: {type(exc).__name__}"
+            raise
+        finally:
+            await self.audit(
+                event, cmd.actor, cmd.chat, cmd.name, cmd.args, result=result, started=started
+            )
 
     async def invoke(
         self, entry: Entry, ctx: Context, values: Mapping[str, object]

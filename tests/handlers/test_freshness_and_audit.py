@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
+
 from handlers.core.context import Context
 from handlers.core.messages import Actor, Reply
 from handlers.core.records import AuditEvent
@@ -323,3 +325,14 @@ async def test_ping_says_when_the_host_probe_fails(harness: Harness) -> None:
     assert answer == (
         "pong — message lag 0.0 s, but the host probe failed: host metrics are unavailable"
     )
+
+
+async def test_a_reply_that_cannot_be_delivered_is_still_audited(harness: Harness) -> None:
+    harness.outbox.fail_sends = 1
+
+    with pytest.raises(ConnectionError):
+        await harness.engine.handle_command(harness.command("/whoami", ADMIN))
+
+    (row,) = await audit_rows(harness)
+    assert row.command == "whoami"
+    assert row.result == "ok; reply not delivered: ConnectionError"
