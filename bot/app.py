@@ -104,12 +104,11 @@ def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = F
 
 def admin_chats(access: AccessPolicy) -> list[ChatRef]:
     """An admin's private chat: on Telegram its id is the user's id."""
-    chats = []
-    for key in access.admins():
-        transport, _, user_id = key.partition(":")
-        if transport == "telegram":
-            chats.append(ChatRef(transport, user_id))
-    return chats
+    return [
+        ChatRef("telegram", user_id)
+        for user_id, role in access.members("telegram")
+        if role is Role.ADMIN
+    ]
 
 
 def _catalogue(settings: Settings) -> ServiceCatalogue:

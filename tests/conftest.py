@@ -51,20 +51,21 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'steward.db'}"
 
 
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
+def _migrated(url: str) -> Iterator[Database]:
+    database = Database(url)
     database.ensure_schema()
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    yield from _migrated(database_url)
 
 
 @pytest.fixture
 def sqlite_db(sqlite_url: str) -> Iterator[Database]:
-    database = Database(sqlite_url)
-    database.ensure_schema()
-    yield database
-    database.dispose()
+    yield from _migrated(sqlite_url)
 
 
 class FakeClock:

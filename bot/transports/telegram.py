@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,26 +47,34 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 
     def __init__(self, max_concurrent_updates: int = 256) -> None:
         super().__init__(max_concurrent_updates)
-        self._locks: dict[int | None, tuple[asyncio.Lock, list[int]]] = {}
+        self._lanes: dict[int | None, _ChatLane] = {}
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         chat = update.effective_chat if isinstance(update, Update) else None
         key = chat.id if chat is not None else None
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
+        lane = self._lanes.setdefault(key, _ChatLane())
+        lane.users += 1
         try:
-            async with lock:
+            async with lane.lock:
                 await coroutine
         finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
+            lane.users -= 1
+            if lane.users == 0:
+                del self._lanes[key]
 
     async def initialize(self) -> None:
         return None
 
     async def shutdown(self) -> None:
         return None
+
+
+@dataclass
+class _ChatLane:
+    """One chat's turn-taking: its lock, and how many of its updates are queued or running."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 def actor_of(user: User) -> Actor:
@@ -91,9 +100,10 @@ class TelegramTransport:
             .concurrent_updates(PerChatUpdateProcessor(16))
             .connection_pool_size(4)
         )
-        # The limiter keeps to Telegram's flood limits; a loopback test server has none.
+        # The limiter keeps to Telegram's flood limits; a loopback test server has none. It
+        # only paces: retrying a 429 is TelegramOutbox.call's job, so there is one policy.
         self.application: Application[Any, Any, Any, Any, Any, Any] = (
-            builder.rate_limiter(AIORateLimiter(max_retries=3)).build()
+            builder.rate_limiter(AIORateLimiter(max_retries=0)).build()
             if rate_limit
             else builder.build()
         )
@@ -170,10 +180,7 @@ class TelegramTransport:
         bot = self.application.bot
         registry = self.engine.deps.registry
         await self.outbox.call("deleteMyCommands", bot.delete_my_commands)
-        for key, role in sorted(self.engine.access.roles.items()):
-            transport, _, user_id = key.partition(":")
-            if transport != TRANSPORT:
-                continue
+        for user_id, role in self.engine.access.members(TRANSPORT):
             menu = [BotCommand(s.name, s.summary[:256]) for s in registry.visible_to(role)]
             await self._set_menu(menu, BotCommandScopeChat(int(user_id)))
 
@@ -211,19 +218,19 @@ class TelegramTransport:
             return False
         if private:
             return True
-        mention = _command_mention(message)
-        return mention is not None and mention.lower() in {"", self._username()}
+        return _command_mention(message) is not None and not self._names_other_bot(message)
 
-    def _username(self) -> str:
-        return (self.application.bot.username or "").lower()
+    def _names_other_bot(self, message: Message) -> bool:
+        """``/cmd@otherbot``: a command in a group meant for another bot."""
+        mention = (_command_mention(message) or "").lower()
+        return mention not in {"", (self.application.bot.username or "").lower()}
 
     async def _command(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user, chat = update.message, update.effective_user, update.effective_chat
         if message is None or user is None or chat is None or message.text is None:
             return
-        mention = _command_mention(message)
-        if mention and mention.lower() != self._username():
-            return  # /cmd@otherbot in a group
+        if self._names_other_bot(message):
+            return
         parsed = split_command_line(message.text)
         if parsed is None:
             return

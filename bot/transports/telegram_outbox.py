@@ -151,7 +151,11 @@ def _keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
 
 
 def _too_long(html_text: str) -> bool:
-    # Telegram counts UTF-16 code units of the text after its entities are parsed.
+    # Telegram counts UTF-16 code units of the text after its entities are parsed. Parsing
+    # only shortens the text, and a character is at most two units, so most replies need no
+    # parsing at all.
+    if 2 * len(html_text) <= MessageLimit.MAX_TEXT_LENGTH:
+        return False
     plain = to_plain(html_text)
     return len(plain.encode("utf-16-le")) // 2 > MessageLimit.MAX_TEXT_LENGTH
 

@@ -39,8 +39,14 @@ class AccessPolicy:
             return self.console_role
         return self.roles.get(actor.key)
 
-    def admins(self) -> list[str]:
-        return sorted(key for key, role in self.roles.items() if role is Role.ADMIN)
+    def members(self, transport: str) -> list[tuple[str, Role]]:
+        """The user ids given a role on ``transport``, with their roles, in id order."""
+        prefix = f"{transport}:"
+        return sorted(
+            (key.removeprefix(prefix), role)
+            for key, role in self.roles.items()
+            if key.startswith(prefix)
+        )
 
 
 class StrangerLimiter:

@@ -227,7 +227,7 @@ class Engine:
         if answer is not None:
             await answer(toast)
         if confirmed is not None:
-            await self.jobs.run_confirmed(confirmed, approver=press.actor)
+            await self.jobs.run_confirmed(confirmed)
         return toast
 
     async def _decide_press(self, press: Press) -> tuple[str, Confirmation | None]:

@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from handlers.core.context import CommandError, Context
-from handlers.core.messages import Actor, Command, MessageRef, Reply, esc
+from handlers.core.messages import Command, MessageRef, Reply, esc
 from handlers.core.progress import ThrottledMessage
 from handlers.core.records import AuditEvent, Confirmation, Job, JobState, JobStore
 from handlers.core.spec import UsageError
@@ -39,7 +39,7 @@ class JobRunner:
         self.store = store
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def run_confirmed(self, conf: Confirmation, approver: Actor) -> None:
+    async def run_confirmed(self, conf: Confirmation) -> None:
         job = await self.store.start(
             kind=conf.command,
             args=conf.args,
@@ -52,7 +52,6 @@ class JobRunner:
             self._spawn(self._execute(job, conf.prompt_message_id, resume=False))
         else:
             await self._execute(job, conf.prompt_message_id, resume=False)
-        del approver  # recorded in the audit row by the caller
 
     async def reattach(self) -> int:
         """Report the outcome of every job that was running when the bot last stopped."""

@@ -264,3 +264,13 @@ def test_a_telegram_actor_never_gets_the_console_role() -> None:
 
     assert policy.role_of(Actor("telegram", "local")) is None
     assert policy.role_of(Actor("console", "local")) is Role.ADMIN
+
+
+def test_members_lists_one_transports_ids_with_their_roles() -> None:
+    policy = AccessPolicy.from_lists(
+        admins=["1001", "@alice:example.org"], operators=["2001"], viewers=["1001"]
+    )
+
+    assert policy.members("telegram") == [("1001", Role.ADMIN), ("2001", Role.OPERATOR)]
+    assert policy.members("matrix") == [("@alice:example.org", Role.ADMIN)]
+    assert policy.members("console") == []
