@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A real Synapse homeserver for the Matrix tests, in its own venv (it pins its own deps).
+SYNAPSE := .synapse
+SYNAPSE_STAMP := $(SYNAPSE)/.installed
 
-.PHONY: install run test lint typecheck layers pytest bench clean
+.PHONY: install synapse run test lint typecheck layers pytest bench clean
 
 install: $(STAMP)
 
@@ -14,6 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Installed once (about 40 s); a no-op while the stamp is present.
+synapse: $(SYNAPSE_STAMP)
+
+$(SYNAPSE_STAMP):
+	test -x $(SYNAPSE)/venv/bin/python || $(PYTHON) -m venv $(SYNAPSE)/venv
+	$(SYNAPSE)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(SYNAPSE)/venv/bin/python -m pip install --quiet 'matrix-synapse>=1.150,<2'
+	touch $(SYNAPSE_STAMP)
 
 run: install
 	$(BIN)/steward run
@@ -28,7 +40,7 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-pytest: install
+pytest: install $(SYNAPSE_STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck layers pytest
@@ -39,4 +51,4 @@ bench: install
 	else echo "no benchmarks yet"; fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(SYNAPSE) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

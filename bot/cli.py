@@ -8,11 +8,15 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from pydantic import SecretStr
-
-from bot.config import SECRETS, ConfigError, Settings, load_settings
+from bot import logs
+from bot.config import SECRETS, ConfigError, Secret, Settings, load_settings
 from bot.storage.database import Database, DatabaseError
+from bot.transports.matrix_login import MatrixLogin
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 log = logging.getLogger("steward")
 
@@ -47,33 +51,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _logging(settings: Settings, *, quiet: bool) -> None:
     level = "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level
-    handler = logging.StreamHandler(sys.stderr)
     secrets = [
         value.get_secret_value()
         for name in SECRETS
-        if isinstance(value := getattr(settings, name), SecretStr)
+        if isinstance(value := getattr(settings, name), Secret)
     ]
-    handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
-    logging.basicConfig(level=level, handlers=[handler])
-    # Chatty libraries: their INFO lines say nothing an owner needs (and httpx's name URLs,
-    # which for Telegram contain the bot token).
-    for name in ("alembic", "httpx", "httpcore", "apscheduler"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
-class _Redacting(logging.Formatter):
-    """No secret reaches the log: python-telegram-bot logs its API URLs, which contain the
-    bot token, at DEBUG."""
-
-    def __init__(self, fmt: str, secrets: Sequence[str]) -> None:
-        super().__init__(fmt)
-        self._secrets = [secret for secret in secrets if secret]
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in self._secrets:
-            text = text.replace(secret, "[secret]")
-        return text
+    logs.configure(level, secrets)
 
 
 def _db(settings: Settings, action: str) -> int:
@@ -104,46 +87,90 @@ async def _console(settings: Settings, *, demo: bool) -> int:
 
 
 def _run(settings: Settings) -> int:
-    if settings.telegram_token is None and settings.matrix_homeserver is not None:
-        raise ConfigError(
-            "STEWARD_MATRIX_HOMESERVER: the Matrix transport is not in this version yet; "
-            "use Telegram or `steward console`"
-        )
-    if settings.telegram_token is not None and settings.matrix_homeserver is not None:
-        log.warning("STEWARD_MATRIX_HOMESERVER is set, but Matrix is not in this version yet")
     if not settings.has_transport:
         print("No transport is configured: starting the console on the demo server.",
               file=sys.stderr)  # fmt: skip
         return asyncio.run(_console(settings, demo=True))
+    if settings.matrix_homeserver is not None:
+        _matrix_login(settings)  # a config error shows before anything starts
     return asyncio.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> int:
     from bot.app import build_app  # noqa: PLC0415
-    from bot.transports.telegram import TelegramTransport  # noqa: PLC0415
 
-    assert settings.telegram_token is not None  # noqa: S101 - _run checked it
     app = build_app(settings)
-    telegram = TelegramTransport(
-        app.engine,
-        settings.telegram_token.get_secret_value(),
-        settings.telegram_api_url,
-        rate_limit=settings.telegram_rate_limit,
-    )
-    app.router.add("telegram", telegram.outbox)
+    transports = _transports(settings, app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     sweeper = asyncio.create_task(app.sweep_forever())
     try:
-        await telegram.start()
-        log.info("Telegram transport is polling")
+        # Concurrently: a homeserver that is down must not keep Telegram waiting.
+        await asyncio.gather(*(transport.start() for transport in transports))
+        log.info("listening on %s", ", ".join(type(t).__name__ for t in transports))
         await app.start()
         await stop.wait()
         log.info("stopping")
     finally:
         sweeper.cancel()
-        await telegram.stop()
+        for transport in reversed(transports):
+            await transport.stop()
         app.close()
     return 0
+
+
+class _Transport(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _transports(settings: Settings, app: App) -> list[_Transport]:
+    """Import and build only the configured transports: each library costs memory."""
+    transports: list[_Transport] = []
+    if settings.telegram_token is not None:
+        from bot.transports.telegram import TelegramTransport  # noqa: PLC0415
+
+        telegram = TelegramTransport(
+            app.engine,
+            settings.telegram_token.get_secret_value(),
+            settings.telegram_api_url,
+            rate_limit=settings.telegram_rate_limit,
+        )
+        app.router.add("telegram", telegram.outbox)
+        transports.append(telegram)
+    if settings.matrix_homeserver is not None:
+        from bot.transports.matrix import MatrixTransport  # noqa: PLC0415
+        from bot.transports.matrix_state import MatrixState  # noqa: PLC0415
+
+        matrix = MatrixTransport(app.engine, _matrix_login(settings), MatrixState(app.kv))
+        app.router.add("matrix", matrix.outbox)
+        app.notifier.add_source(matrix.admin_rooms)
+        transports.append(matrix)
+    return transports
+
+
+def _matrix_login(settings: Settings) -> MatrixLogin:
+    homeserver = settings.matrix_homeserver
+    if settings.matrix_user is None:
+        raise ConfigError("STEWARD_MATRIX_USER: needed with STEWARD_MATRIX_HOMESERVER")
+    if settings.matrix_password is None and settings.matrix_access_token is None:
+        raise ConfigError(
+            "STEWARD_MATRIX_PASSWORD: needed with STEWARD_MATRIX_HOMESERVER, "
+            "or STEWARD_MATRIX_ACCESS_TOKEN"
+        )
+    assert homeserver is not None  # noqa: S101 - the caller checked it
+    return MatrixLogin(
+        homeserver=homeserver.rstrip("/"),
+        user=settings.matrix_user,
+        password=_reveal(settings.matrix_password),
+        access_token=_reveal(settings.matrix_access_token),
+        e2ee=settings.matrix_e2ee,
+        store_dir=settings.state_dir / "matrix-store",
+    )
+
+
+def _reveal(secret: Secret | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()

@@ -2,94 +2,196 @@
 
 Every secret has a ``*_FILE`` twin (systemd credentials). A bad value stops the program with one
 line that names the variable, and exit status 2.
+
+Each field of ``Settings`` is read from ``STEWARD_<FIELD>`` and parsed according to its type; a
+callable in ``Annotated[...]`` is the field's own parser. Adding a setting is adding a field.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+PREFIX = "STEWARD_"
+DOTENV = Path(".env")
 
-SECRETS = (
-    "telegram_token",
-    "matrix_password",
-    "matrix_access_token",
-    "hcloud_token",
-    "cloudflare_token",
-    "b2_key_id",
-    "b2_key",
-)
 # Users only: negative ids are groups and channels, which must never hold a role.
 _TELEGRAM_ID = re.compile(r"^[1-9]\d{0,19}$")
 _MATRIX_ID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 _COMMAND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_BOOLEANS = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
 
-IdList = Annotated[tuple[str, ...], NoDecode]
-NameList = Annotated[frozenset[str], NoDecode]
+_N = TypeVar("_N", int, float)
+Parser = Callable[[str], object]
 
 
 class ConfigError(Exception):
     """One line, naming the variable."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="STEWARD_",
-        env_file=".env",
-        env_ignore_empty=True,
-        extra="ignore",
-        frozen=True,
-    )
+class Secret:
+    """A string that is never shown: not in ``repr``, ``str``, logs of the settings or errors."""
 
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return self._value == other._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# -- parsers: raw text in, value out; ValueError with a short reason (never the value of a secret)
+
+
+def _boolean(raw: str) -> bool:
+    try:
+        return _BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{raw!r} is not a boolean (true/false, 1/0, yes/no, on/off)") from None
+
+
+def _number(kind: Callable[[str], _N], low: _N, high: _N) -> Callable[[str], _N]:
+    def parse(raw: str) -> _N:
+        try:
+            value = kind(raw)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise ValueError(f"{raw!r} is not {what}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(f"{raw!r} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            expected = ", ".join(repr(choice) for choice in choices)
+            raise ValueError(f"{raw!r} is not one of {expected}")
+        return raw
+
+    return parse
+
+
+def _split(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _user_ids(raw: str) -> tuple[str, ...]:
+    items = _split(raw)
+    for item in items:
+        if not (_TELEGRAM_ID.fullmatch(item) or _MATRIX_ID.fullmatch(item)):
+            raise ValueError(
+                f"{item!r} is neither a Telegram numeric id nor a Matrix id (@name:server)"
+            )
+    return tuple(items)
+
+
+def _command_names(raw: str) -> frozenset[str]:
+    items = [item.lstrip("/") for item in _split(raw)]
+    for item in items:
+        if not _COMMAND.fullmatch(item):
+            raise ValueError(f"{item!r} is not a command name")
+    return frozenset(items)
+
+
+def _time_zone(raw: str) -> str:
+    from zoneinfo import ZoneInfo  # noqa: PLC0415 - only when a zone is configured
+
+    try:
+        ZoneInfo(raw)
+    except (ValueError, KeyError):
+        raise ValueError(f"unknown time zone {raw!r}") from None
+    return raw
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _log_level(raw: str) -> str:
+    return _one_of(get_args(LogLevel))(raw.upper())
+
+
+UserIds = Annotated[tuple[str, ...], _user_ids]
+CommandNames = Annotated[frozenset[str], _command_names]
+
+# Parsers by type, for fields without their own. Optional types use their inner type's.
+_BY_TYPE: dict[object, Parser] = {str: str, Path: Path, bool: _boolean, Secret: Secret}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
     state_dir: Path = Path("state")
     database_url: str | None = None
     demo: bool = False
-    demo_delay: float = Field(default=0.3, ge=0, le=60)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    demo_delay: Annotated[float, _number(float, 0.0, 60.0)] = 0.3
+    log_level: Annotated[LogLevel, _log_level] = "INFO"
 
-    telegram_token: SecretStr | None = None
+    telegram_token: Secret | None = None
     telegram_api_url: str = "https://api.telegram.org/bot"
     telegram_rate_limit: bool = True
     matrix_homeserver: str | None = None
     matrix_user: str | None = None
-    matrix_password: SecretStr | None = None
-    matrix_access_token: SecretStr | None = None
+    matrix_password: Secret | None = None
+    matrix_access_token: Secret | None = None
+    matrix_e2ee: bool = False
 
-    admins: IdList = ()
-    operators: IdList = ()
-    viewers: IdList = ()
-    two_person: NameList = frozenset()
-    confirm_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    admins: UserIds = ()
+    operators: UserIds = ()
+    viewers: UserIds = ()
+    two_person: CommandNames = frozenset()
+    confirm_ttl_seconds: Annotated[int, _number(int, 30, 3600)] = 300
 
-    timezone: str | None = None
+    timezone: Annotated[str | None, _time_zone] = None
     domain: str | None = None
     desired_state: Path | None = None
     catalogue: Path | None = None
 
     server_provider: Literal["hetzner", "none"] = "none"
-    hcloud_token: SecretStr | None = None
+    hcloud_token: Secret | None = None
     hcloud_api_url: str | None = None
     hcloud_server: str | None = None
 
     dns_provider: Literal["cloudflare", "rfc2136", "none"] = "none"
-    cloudflare_token: SecretStr | None = None
+    cloudflare_token: Secret | None = None
     cloudflare_api_url: str | None = None
     rfc2136_server: str | None = None
     rfc2136_tsig_file: Path | None = None
 
-    b2_key_id: SecretStr | None = None
-    b2_key: SecretStr | None = None
+    b2_key_id: Secret | None = None
+    b2_key: Secret | None = None
     b2_bucket: str | None = None
 
     restic_repository: str | None = None
     restic_password_file: Path | None = None
     heartbeat_url: str | None = None
 
-    # The *_FILE twins. Reading them happens in the validator below.
+    # The *_FILE twins of the secrets: load_settings reads them, and the file wins.
     telegram_token_file: Path | None = None
     matrix_password_file: Path | None = None
     matrix_access_token_file: Path | None = None
@@ -97,59 +199,6 @@ class Settings(BaseSettings):
     cloudflare_token_file: Path | None = None
     b2_key_id_file: Path | None = None
     b2_key_file: Path | None = None
-
-    @field_validator("admins", "operators", "viewers", mode="before")
-    @classmethod
-    def _ids(cls, value: object) -> tuple[str, ...]:
-        items = _split(value)
-        for item in items:
-            if not (_TELEGRAM_ID.fullmatch(item) or _MATRIX_ID.fullmatch(item)):
-                raise ValueError(
-                    f"{item!r} is neither a Telegram numeric id nor a Matrix id (@name:server)"
-                )
-        return tuple(items)
-
-    @field_validator("two_person", mode="before")
-    @classmethod
-    def _names(cls, value: object) -> frozenset[str]:
-        items = [item.lstrip("/") for item in _split(value)]
-        for item in items:
-            if not _COMMAND.fullmatch(item):
-                raise ValueError(f"{item!r} is not a command name")
-        return frozenset(items)
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        if value is not None:
-            from zoneinfo import ZoneInfo  # noqa: PLC0415
-
-            try:
-                ZoneInfo(value)
-            except (ValueError, KeyError):
-                raise ValueError(f"unknown time zone {value!r}") from None
-        return value
-
-    @model_validator(mode="after")
-    def _read_secret_files(self) -> Settings:
-        for name in SECRETS:
-            path = getattr(self, f"{name}_file")
-            if path is None:
-                continue
-            try:
-                secret = Path(path).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-                raise ValueError(f"{name}_file: cannot read {path}: {reason}") from None
-            if not secret:
-                raise ValueError(f"{name}_file: {path} is empty")
-            object.__setattr__(self, name, SecretStr(secret))
-        return self
 
     @property
     def database(self) -> str:
@@ -164,24 +213,90 @@ class Settings(BaseSettings):
         return self.telegram_token is not None or self.matrix_homeserver is not None
 
 
-def _split(value: object) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, list | tuple | set | frozenset):
-        return [str(item).strip() for item in value]
-    raise ValueError("expected a comma-separated list")
+def _parser(hint: Any) -> Parser:
+    if get_origin(hint) is Annotated:
+        parse: Parser = hint.__metadata__[0]
+        return parse
+    if isinstance(hint, UnionType):  # X | None
+        (hint,) = (arg for arg in get_args(hint) if arg is not NoneType)
+    if get_origin(hint) is Literal:
+        return _one_of(get_args(hint))
+    return _BY_TYPE[hint]
+
+
+_HINTS = get_type_hints(Settings, include_extras=True)
+_PARSERS = {field.name: _parser(_HINTS[field.name]) for field in fields(Settings)}
+SECRETS = tuple(name for name, hint in _HINTS.items() if hint == Secret | None)
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings, or raise ``ConfigError`` with one line naming the variable."""
+    """Read the settings, or raise ``ConfigError`` with one line naming the variable.
+
+    Sources, first wins: ``overrides`` (by field name), the environment, ``.env``. An empty value
+    counts as unset.
+    """
+    if unknown := overrides.keys() - _PARSERS.keys():
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+    given = {PREFIX + name.upper(): _text(value) for name, value in overrides.items()}
+    sources: tuple[Mapping[str, str | None], ...] = (given, os.environ, _read_dotenv(DOTENV))
+
+    values: dict[str, Any] = {}
+    for field, parse in _PARSERS.items():
+        variable = PREFIX + field.upper()
+        raw = next((found for source in sources if (found := source.get(variable))), None)
+        if raw is None:
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{variable}: {exc}") from None
+
+    for name in SECRETS:
+        if (path := values.get(f"{name}_file")) is not None:
+            values[name] = Secret(_read_secret_file(f"{PREFIX}{name.upper()}_FILE", path))
+    return Settings(**values)
+
+
+def _text(value: object) -> str | None:
+    """An override as the text a variable would hold: the parsers then treat both alike."""
+    if value is None:
+        return None
+    if isinstance(value, Secret):
+        return value.get_secret_value()
+    if isinstance(value, list | tuple | set | frozenset):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def _read_secret_file(variable: str, path: Path) -> str:
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        field = ".".join(str(part) for part in error.get("loc", ()))
-        if not field and ": " in message:  # model-level errors name their field first
-            field, message = message.split(": ", 1)
-        raise ConfigError(f"STEWARD_{field.upper()}: {message}") from None
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{variable}: cannot read {path}: {reason}") from None
+    if not secret:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return secret
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines; ``#`` comments, blank lines, ``export`` and quotes allowed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read: {reason}") from None
+    variables = {}
+    for line in text.splitlines():
+        key, equals, value = line.strip().removeprefix("export ").partition("=")
+        if key.startswith("#") or not equals:
+            continue
+        value = value.strip()
+        if value[:1] in {"'", '"'} and value.count(value[0]) >= 2:
+            value = value[1 : value.index(value[0], 1)]  # what follows the closing quote is ignored
+        else:
+            value = re.sub(r"\s+#.*", "", value)  # a comment after the value
+        variables[key.strip()] = value
+    return variables

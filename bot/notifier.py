@@ -1,20 +1,36 @@
-"""Delivers a Reply to subscribed chats on every running transport."""
+"""Delivers a Reply to the admins' chats on every running transport."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from handlers.core.messages import ChatRef, Reply
 from handlers.core.progress import Outbox
 
 log = logging.getLogger(__name__)
 
+ChatSource = Callable[[], Iterable[ChatRef]]
+
 
 class Notifier:
-    def __init__(self, outbox: Outbox, chats: Iterable[ChatRef]) -> None:
+    """``chats`` are known up front (an admin's private chat on Telegram); a source is asked
+    at each notice (the Matrix rooms an admin is in right now)."""
+
+    def __init__(self, outbox: Outbox, chats: Iterable[ChatRef] = ()) -> None:
         self._outbox = outbox
-        self.chats = tuple(chats)
+        self._chats = tuple(chats)
+        self._sources: list[ChatSource] = []
+
+    def add_source(self, source: ChatSource) -> None:
+        self._sources.append(source)
+
+    @property
+    def chats(self) -> tuple[ChatRef, ...]:
+        found = list(self._chats)
+        for source in self._sources:
+            found.extend(chat for chat in source() if chat not in found)
+        return tuple(found)
 
     async def notify(self, reply: Reply) -> int:
         """Send to every chat; one unreachable chat never stops the others."""

@@ -22,6 +22,8 @@ from providers.demo import DemoServer
 from tests.support.chat import RecordingOutbox, Sent
 from tests.support.postgres import create_database, postgres_server
 
+pytest_plugins = ["tests.support.synapse_fixture"]
+
 _counter = itertools.count()
 
 ADMIN = Actor("telegram", "1001", "Alice")

@@ -1,12 +1,26 @@
-"""Typed SQLAlchemy 2.0 models. Alembic migrations in ``migrations/`` create these tables."""
+"""The tables, as SQLAlchemy Core ``Table`` objects on one ``MetaData``.
+
+Core rather than the ORM: ``sqlalchemy.orm`` costs several megabytes and import time, and the
+stores need nothing from it. Alembic migrations in ``migrations/`` create these tables.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Index, Integer, MetaData, String, Text, TypeDecorator
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -34,79 +48,77 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+metadata = MetaData(naming_convention=NAMING)
 
+confirmations = Table(
+    "confirmations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("nonce_hash", String(64), nullable=False, unique=True),
+    Column("command", String(32), nullable=False),
+    Column("args", Text, nullable=False),  # JSON list of the original tokens
+    Column("requester_transport", String(16), nullable=False),
+    Column("requester_id", String(255), nullable=False),
+    Column("requester_name", String(255), nullable=False),
+    Column("chat_transport", String(16), nullable=False),
+    Column("chat_id", String(255), nullable=False),
+    Column("prompt_message_id", String(255), nullable=True),
+    Column("preview", Text, nullable=False),
+    Column("two_person", Boolean, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("decided_at", UTCDateTime(), nullable=True),
+    Column("approver_transport", String(16), nullable=True),
+    Column("approver_id", String(255), nullable=True),
+    Column("approver_name", String(255), nullable=True),
+)
 
-class ConfirmationRow(Base):
-    __tablename__ = "confirmations"
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("args", Text, nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("progress", Text, nullable=False, default=""),
+    Column("log_tail", Text, nullable=False, default=""),
+    Column("requester_transport", String(16), nullable=False),
+    Column("requester_id", String(255), nullable=False),
+    Column("requester_name", String(255), nullable=False),
+    Column("chat_transport", String(16), nullable=False),
+    Column("chat_id", String(255), nullable=False),
+    Column("message_id", String(255), nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("result", Text, nullable=False, default=""),
+)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    nonce_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    command: Mapped[str] = mapped_column(String(32))
-    args: Mapped[str] = mapped_column(Text)  # JSON list of the original tokens
-    requester_transport: Mapped[str] = mapped_column(String(16))
-    requester_id: Mapped[str] = mapped_column(String(255))
-    requester_name: Mapped[str] = mapped_column(String(255))
-    chat_transport: Mapped[str] = mapped_column(String(16))
-    chat_id: Mapped[str] = mapped_column(String(255))
-    prompt_message_id: Mapped[str | None] = mapped_column(String(255))
-    preview: Mapped[str] = mapped_column(Text)
-    two_person: Mapped[bool]
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    approver_transport: Mapped[str | None] = mapped_column(String(16))
-    approver_id: Mapped[str | None] = mapped_column(String(255))
-    approver_name: Mapped[str | None] = mapped_column(String(255))
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("transport", String(16), nullable=False),
+    Column("actor_id", String(255), nullable=False),
+    Column("actor_name", String(255), nullable=False),
+    Column("chat_id", String(255), nullable=True),
+    Column("command", String(64), nullable=False),
+    Column("args", Text, nullable=False),
+    Column("approver_transport", String(16), nullable=True),
+    Column("approver_id", String(255), nullable=True),
+    Column("approver_name", String(255), nullable=True),
+    Column("result", Text, nullable=False),
+    Column("duration_ms", Integer, nullable=True),
+    Index("ix_audit_log_at", "at"),
+)
 
-
-class JobRow(Base):
-    __tablename__ = "jobs"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    args: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    progress: Mapped[str] = mapped_column(Text, default="")
-    log_tail: Mapped[str] = mapped_column(Text, default="")
-    requester_transport: Mapped[str] = mapped_column(String(16))
-    requester_id: Mapped[str] = mapped_column(String(255))
-    requester_name: Mapped[str] = mapped_column(String(255))
-    chat_transport: Mapped[str] = mapped_column(String(16))
-    chat_id: Mapped[str] = mapped_column(String(255))
-    message_id: Mapped[str | None] = mapped_column(String(255))
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    result: Mapped[str] = mapped_column(Text, default="")
-
-
-class AuditRow(Base):
-    __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_at", "at"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime())
-    event: Mapped[str] = mapped_column(String(32))
-    transport: Mapped[str] = mapped_column(String(16))
-    actor_id: Mapped[str] = mapped_column(String(255))
-    actor_name: Mapped[str] = mapped_column(String(255))
-    chat_id: Mapped[str | None] = mapped_column(String(255))
-    command: Mapped[str] = mapped_column(String(64))
-    args: Mapped[str] = mapped_column(Text)
-    approver_transport: Mapped[str | None] = mapped_column(String(16))
-    approver_id: Mapped[str | None] = mapped_column(String(255))
-    approver_name: Mapped[str | None] = mapped_column(String(255))
-    result: Mapped[str] = mapped_column(Text)
-    duration_ms: Mapped[int | None]
-
-
-class KeyValueRow(Base):
-    """Small bits of state: the Matrix sync token, when the bot last stopped, and the like."""
-
-    __tablename__ = "kv"
-
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+# Small bits of state: the Matrix sync token, when the bot last stopped, and the like.
+kv = Table(
+    "kv",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)

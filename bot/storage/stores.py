@@ -1,7 +1,7 @@
-"""The SQLAlchemy implementations of the core's store Protocols.
+"""The SQLAlchemy Core implementations of the core's store Protocols.
 
-The sessions are synchronous; every call runs in a worker thread so the event loop never waits
-on the database.
+Queries are synchronous, each in a transaction on one connection; every call runs in a worker
+thread so the event loop never waits on the database.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import asyncio
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Result, delete, insert, select, update
+from sqlalchemy import Executable, Select, Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from bot.storage.database import Database
-from bot.storage.models import AuditRow, ConfirmationRow, JobRow, KeyValueRow
+from bot.storage.models import audit_log, confirmations, jobs, kv
 from handlers.core.messages import Actor, ChatRef
 from handlers.core.records import (
     AuditEntry,
@@ -29,6 +30,9 @@ from handlers.core.records import (
 )
 
 T = TypeVar("T")
+
+# A row's values by column name: a RowMapping from a SELECT, or the values just inserted.
+_Row = Mapping[Any, Any]
 
 
 def nonce_hash(nonce: str) -> str:
@@ -42,6 +46,30 @@ class _Store:
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await self.db.run(fn)
+
+
+def _insert(db: Database, table: Table, values: dict[str, Any]) -> _Row:
+    """Inserts one row; returns its values with the generated ``id``."""
+    with db.transaction() as conn:
+        key = conn.execute(insert(table).values(values)).inserted_primary_key
+    assert key is not None  # noqa: S101 - a single-row INSERT always has one
+    return {**values, "id": key[0]}
+
+
+def _execute(db: Database, statement: Executable) -> int:
+    """Runs an UPDATE or DELETE; returns how many rows it matched."""
+    with db.transaction() as conn:
+        return conn.execute(statement).rowcount
+
+
+def _first(db: Database, query: Select[Any]) -> _Row | None:
+    with db.transaction() as conn:
+        return conn.execute(query).mappings().first()
+
+
+def _all(db: Database, query: Select[Any]) -> list[_Row]:
+    with db.transaction() as conn:
+        return list(conn.execute(query).mappings())
 
 
 class SqlConfirmationStore(_Store):
@@ -58,38 +86,34 @@ class SqlConfirmationStore(_Store):
         two_person: bool,
         preview: str,
     ) -> Confirmation:
-        row = ConfirmationRow(
-            nonce_hash=nonce_hash(nonce),
-            command=command,
-            args=json.dumps(list(args)),
-            requester_transport=requester.transport,
-            requester_id=requester.user_id,
-            requester_name=requester.display_name,
-            chat_transport=chat.transport,
-            chat_id=chat.chat_id,
-            preview=preview,
-            two_person=two_person,
-            state=ConfirmationState.PENDING.value,
-            created_at=created_at,
-            expires_at=expires_at,
-        )
-
-        def insert() -> Confirmation:
-            with self.db.session() as session:
-                session.add(row)
-                session.flush()
-                return _confirmation(row)
-
-        return await self._run(insert)
+        values = {
+            "nonce_hash": nonce_hash(nonce),
+            "command": command,
+            "args": json.dumps(list(args)),
+            "requester_transport": requester.transport,
+            "requester_id": requester.user_id,
+            "requester_name": requester.display_name,
+            "chat_transport": chat.transport,
+            "chat_id": chat.chat_id,
+            "prompt_message_id": None,
+            "preview": preview,
+            "two_person": two_person,
+            "state": ConfirmationState.PENDING.value,
+            "created_at": created_at,
+            "expires_at": expires_at,
+            "decided_at": None,
+            "approver_transport": None,
+            "approver_id": None,
+            "approver_name": None,
+        }
+        return await self._run(lambda: _confirmation(_insert(self.db, confirmations, values)))
 
     async def find(self, nonce: str) -> Confirmation | None:
+        query = select(confirmations).where(confirmations.c.nonce_hash == nonce_hash(nonce))
+
         def load() -> Confirmation | None:
-            with self.db.session() as session:
-                query = select(ConfirmationRow).where(
-                    ConfirmationRow.nonce_hash == nonce_hash(nonce)
-                )
-                row = session.scalars(query).first()
-                return None if row is None else _confirmation(row)
+            row = _first(self.db, query)
+            return None if row is None else _confirmation(row)
 
         return await self._run(load)
 
@@ -98,11 +122,11 @@ class SqlConfirmationStore(_Store):
     ) -> bool:
         # The single-use guarantee: one UPDATE that only matches a pending, unexpired row.
         statement = (
-            update(ConfirmationRow)
+            update(confirmations)
             .where(
-                ConfirmationRow.nonce_hash == nonce_hash(nonce),
-                ConfirmationRow.state == ConfirmationState.PENDING.value,
-                ConfirmationRow.expires_at > now,
+                confirmations.c.nonce_hash == nonce_hash(nonce),
+                confirmations.c.state == ConfirmationState.PENDING.value,
+                confirmations.c.expires_at > now,
             )
             .values(
                 state=state.value,
@@ -112,65 +136,57 @@ class SqlConfirmationStore(_Store):
                 approver_name=by.display_name,
             )
         )
-
-        def apply() -> bool:
-            with self.db.session() as session:
-                return _rowcount(session.execute(statement)) == 1
-
-        return await self._run(apply)
+        return await self._run(lambda: _execute(self.db, statement) == 1)
 
     async def set_prompt_message(self, confirmation_id: int, message_id: str) -> None:
         statement = (
-            update(ConfirmationRow)
-            .where(ConfirmationRow.id == confirmation_id)
+            update(confirmations)
+            .where(confirmations.c.id == confirmation_id)
             .values(prompt_message_id=message_id)
         )
         await self._run(lambda: _execute(self.db, statement))
 
     async def expire_due(self, now: datetime) -> list[Confirmation]:
+        table = confirmations
+        pending = table.c.state == ConfirmationState.PENDING.value
+
         def expire() -> list[Confirmation]:
             expired = []
-            with self.db.session() as session:
-                due = select(ConfirmationRow.id).where(
-                    ConfirmationRow.state == ConfirmationState.PENDING.value,
-                    ConfirmationRow.expires_at <= now,
-                )
-                for row_id in session.scalars(due).all():
+            with self.db.transaction() as conn:
+                due = select(table.c.id).where(pending, table.c.expires_at <= now)
+                for row_id in conn.scalars(due).all():
                     # Row by row, each guarded by its state, so a press racing us wins cleanly.
-                    changed = session.execute(
-                        update(ConfirmationRow)
-                        .where(
-                            ConfirmationRow.id == row_id,
-                            ConfirmationRow.state == ConfirmationState.PENDING.value,
-                        )
+                    changed = conn.execute(
+                        update(table)
+                        .where(table.c.id == row_id, pending)
                         .values(state=ConfirmationState.EXPIRED.value, decided_at=now)
                     )
-                    if _rowcount(changed) == 1:
-                        row = session.get_one(ConfirmationRow, row_id)
-                        expired.append(_confirmation(row))
+                    if changed.rowcount == 1:
+                        row = conn.execute(select(table).where(table.c.id == row_id))
+                        expired.append(_confirmation(row.mappings().one()))
             return expired
 
         return await self._run(expire)
 
 
-def _confirmation(row: ConfirmationRow) -> Confirmation:
+def _confirmation(row: _Row) -> Confirmation:
     approver = None
-    if row.approver_transport is not None and row.approver_id is not None:
-        approver = Actor(row.approver_transport, row.approver_id, row.approver_name or "")
+    if row["approver_transport"] is not None and row["approver_id"] is not None:
+        approver = Actor(row["approver_transport"], row["approver_id"], row["approver_name"] or "")
     return Confirmation(
-        id=row.id,
-        command=row.command,
-        args=tuple(json.loads(row.args)),
-        requester=Actor(row.requester_transport, row.requester_id, row.requester_name),
-        chat=ChatRef(row.chat_transport, row.chat_id),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        state=ConfirmationState(row.state),
-        two_person=row.two_person,
-        preview=row.preview,
+        id=row["id"],
+        command=row["command"],
+        args=tuple(json.loads(row["args"])),
+        requester=Actor(row["requester_transport"], row["requester_id"], row["requester_name"]),
+        chat=ChatRef(row["chat_transport"], row["chat_id"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        state=ConfirmationState(row["state"]),
+        two_person=row["two_person"],
+        preview=row["preview"],
         approver=approver,
-        decided_at=row.decided_at,
-        prompt_message_id=row.prompt_message_id,
+        decided_at=row["decided_at"],
+        prompt_message_id=row["prompt_message_id"],
     )
 
 
@@ -184,28 +200,23 @@ class SqlJobStore(_Store):
         chat: ChatRef,
         started_at: datetime,
     ) -> Job:
-        row = JobRow(
-            kind=kind,
-            args=json.dumps(list(args)),
-            state=JobState.RUNNING.value,
-            progress="",
-            log_tail="",
-            requester_transport=requester.transport,
-            requester_id=requester.user_id,
-            requester_name=requester.display_name,
-            chat_transport=chat.transport,
-            chat_id=chat.chat_id,
-            started_at=started_at,
-            result="",
-        )
-
-        def insert() -> Job:
-            with self.db.session() as session:
-                session.add(row)
-                session.flush()
-                return _job(row)
-
-        return await self._run(insert)
+        values = {
+            "kind": kind,
+            "args": json.dumps(list(args)),
+            "state": JobState.RUNNING.value,
+            "progress": "",
+            "log_tail": "",
+            "requester_transport": requester.transport,
+            "requester_id": requester.user_id,
+            "requester_name": requester.display_name,
+            "chat_transport": chat.transport,
+            "chat_id": chat.chat_id,
+            "message_id": None,
+            "started_at": started_at,
+            "finished_at": None,
+            "result": "",
+        }
+        return await self._run(lambda: _job(_insert(self.db, jobs, values)))
 
     async def update(
         self,
@@ -226,62 +237,47 @@ class SqlJobStore(_Store):
         }
         if not values:
             return
-        statement = update(JobRow).where(JobRow.id == job_id).values(**values)
+        statement = update(jobs).where(jobs.c.id == job_id).values(values)
         await self._run(lambda: _execute(self.db, statement))
 
     async def finish(
         self, job_id: int, *, state: JobState, result: str, finished_at: datetime
     ) -> None:
         statement = (
-            update(JobRow)
-            .where(JobRow.id == job_id)
+            update(jobs)
+            .where(jobs.c.id == job_id)
             .values(state=state.value, result=result, finished_at=finished_at)
         )
         await self._run(lambda: _execute(self.db, statement))
 
     async def get(self, job_id: int) -> Job | None:
+        query = select(jobs).where(jobs.c.id == job_id)
+
         def load() -> Job | None:
-            with self.db.session() as session:
-                row = session.get(JobRow, job_id)
-                return None if row is None else _job(row)
+            row = _first(self.db, query)
+            return None if row is None else _job(row)
 
         return await self._run(load)
 
     async def unfinished(self) -> list[Job]:
-        def load() -> list[Job]:
-            with self.db.session() as session:
-                query = (
-                    select(JobRow).where(JobRow.state == JobState.RUNNING.value).order_by(JobRow.id)
-                )
-                return [_job(row) for row in session.scalars(query)]
-
-        return await self._run(load)
+        query = select(jobs).where(jobs.c.state == JobState.RUNNING.value).order_by(jobs.c.id)
+        return await self._run(lambda: [_job(row) for row in _all(self.db, query)])
 
 
-def _execute(db: Database, statement: Executable) -> None:
-    with db.session() as session:
-        session.execute(statement)
-
-
-def _rowcount(result: Result[Any]) -> int:
-    # UPDATE results are CursorResults; the rowcount is what makes a decision single-use.
-    return int(getattr(result, "rowcount", 0))
-
-
-def _job(row: JobRow) -> Job:
+def _job(row: _Row) -> Job:
     return Job(
-        id=row.id,
-        kind=row.kind,
-        args=tuple(json.loads(row.args)),
-        requester=Actor(row.requester_transport, row.requester_id, row.requester_name),
-        chat=ChatRef(row.chat_transport, row.chat_id),
-        state=JobState(row.state),
-        started_at=row.started_at,
-        progress=row.progress,
-        log_tail=row.log_tail,
-        message_id=row.message_id,
-        finished_at=row.finished_at,
-        result=row.result,
+        id=row["id"],
+        kind=row["kind"],
+        args=tuple(json.loads(row["args"])),
+        requester=Actor(row["requester_transport"], row["requester_id"], row["requester_name"]),
+        chat=ChatRef(row["chat_transport"], row["chat_id"]),
+        state=JobState(row["state"]),
+        started_at=row["started_at"],
+        progress=row["progress"],
+        log_tail=row["log_tail"],
+        message_id=row["message_id"],
+        finished_at=row["finished_at"],
+        result=row["result"],
     )
 
 
@@ -303,12 +299,11 @@ class SqlAuditLog(_Store):
         await done
 
     async def _write(self) -> None:
-        table = AuditRow.__table__
         while self._queue:
             batch, self._queue = self._queue, []
             rows = [values for values, _ in batch]
             try:
-                await self._run(functools.partial(_insert_many, self.db, table, rows))
+                await self._run(functools.partial(_insert_many, self.db, audit_log, rows))
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 for _, done in batch:
                     if not done.done():
@@ -319,12 +314,8 @@ class SqlAuditLog(_Store):
                         done.set_result(None)
 
     async def recent(self, limit: int) -> list[AuditEntry]:
-        def load() -> list[AuditEntry]:
-            with self.db.session() as session:
-                query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
-                return [_audit(row) for row in session.scalars(query)]
-
-        return await self._run(load)
+        query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+        return await self._run(lambda: [_audit(row) for row in _all(self.db, query)])
 
 
 def _audit_values(entry: AuditEntry) -> dict[str, object]:
@@ -346,45 +337,75 @@ def _audit_values(entry: AuditEntry) -> dict[str, object]:
     }
 
 
-def _insert_many(db: Database, table: Any, rows: list[dict[str, object]]) -> None:
-    with db.engine.begin() as conn:
+def _insert_many(db: Database, table: Table, rows: list[dict[str, object]]) -> None:
+    # A list of parameter sets makes one executemany: a single INSERT for the whole batch.
+    with db.transaction() as conn:
         conn.execute(insert(table), rows)
 
 
-def _audit(row: AuditRow) -> AuditEntry:
+def _audit(row: _Row) -> AuditEntry:
     approver = None
-    if row.approver_transport is not None and row.approver_id is not None:
-        approver = Actor(row.approver_transport, row.approver_id, row.approver_name or "")
+    if row["approver_transport"] is not None and row["approver_id"] is not None:
+        approver = Actor(row["approver_transport"], row["approver_id"], row["approver_name"] or "")
     return AuditEntry(
-        at=row.at,
-        event=AuditEvent(row.event),
-        actor=Actor(row.transport, row.actor_id, row.actor_name),
-        chat=None if row.chat_id is None else ChatRef(row.transport, row.chat_id),
-        command=row.command,
-        args=tuple(json.loads(row.args)),
+        at=row["at"],
+        event=AuditEvent(row["event"]),
+        actor=Actor(row["transport"], row["actor_id"], row["actor_name"]),
+        chat=None if row["chat_id"] is None else ChatRef(row["transport"], row["chat_id"]),
+        command=row["command"],
+        args=tuple(json.loads(row["args"])),
         approver=approver,
-        result=row.result,
-        duration_ms=row.duration_ms,
-        id=row.id,
+        result=row["result"],
+        duration_ms=row["duration_ms"],
+        id=row["id"],
     )
 
 
 class SqlKeyValue(_Store):
     async def get(self, key: str) -> str | None:
+        query = select(kv.c.value).where(kv.c.key == key)
+
         def load() -> str | None:
-            with self.db.session() as session:
-                row = session.get(KeyValueRow, key)
-                return None if row is None else row.value
+            with self.db.transaction() as conn:
+                value: str | None = conn.scalar(query)
+            return value
 
         return await self._run(load)
 
     async def set(self, key: str, value: str, now: datetime) -> None:
         def store() -> None:
-            with self.db.session() as session:
-                session.merge(KeyValueRow(key=key, value=value, updated_at=now))
+            # Update, or insert when there is no row yet: what the ORM's merge() did, minus
+            # its SELECT.
+            with self.db.transaction() as conn:
+                changed = conn.execute(
+                    update(kv).where(kv.c.key == key).values(value=value, updated_at=now)
+                )
+                if changed.rowcount == 0:
+                    conn.execute(insert(kv).values(key=key, value=value, updated_at=now))
 
         await self._run(store)
 
+    async def add(self, key: str, value: str, now: datetime) -> bool:
+        """Insert unless the key exists; True when this call inserted it. Atomic: of two
+        callers racing for one key, exactly one gets True."""
+
+        def store() -> bool:
+            try:
+                with self.db.transaction() as conn:
+                    conn.execute(insert(kv).values(key=key, value=value, updated_at=now))
+            except IntegrityError:
+                return False
+            return True
+
+        return await self._run(store)
+
     async def delete(self, key: str) -> None:
-        statement = delete(KeyValueRow).where(KeyValueRow.key == key)
+        statement = delete(kv).where(kv.c.key == key)
         await self._run(lambda: _execute(self.db, statement))
+
+    async def purge(self, prefix: str, before: datetime) -> int:
+        """Delete the keys under ``prefix`` last written before ``before``."""
+        statement = delete(kv).where(
+            kv.c.key.startswith(prefix, autoescape=True), kv.c.updated_at < before
+        )
+        return await self._run(lambda: _execute(self.db, statement))

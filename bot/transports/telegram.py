@@ -11,7 +11,6 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +29,7 @@ from telegram.ext import (
 )
 
 from bot.config import ConfigError
+from bot.transports.lanes import ChatLanes
 from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
 from handlers.core.engine import Engine
 from handlers.core.messages import Actor, ChatRef, Command, Press, Reply, esc
@@ -40,41 +40,21 @@ log = logging.getLogger(__name__)
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
-    """Concurrent across chats, in order within a chat: a reply never overtakes its question.
-
-    Each chat has a FIFO lock (asyncio.Lock wakes waiters in order and lets no newcomer barge
-    in), dropped when no update of that chat is queued or running."""
+    """Concurrent across chats, in order within a chat (see ``ChatLanes``)."""
 
     def __init__(self, max_concurrent_updates: int = 256) -> None:
         super().__init__(max_concurrent_updates)
-        self._lanes: dict[int | None, _ChatLane] = {}
+        self._lanes = ChatLanes()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         chat = update.effective_chat if isinstance(update, Update) else None
-        key = chat.id if chat is not None else None
-        lane = self._lanes.setdefault(key, _ChatLane())
-        lane.users += 1
-        try:
-            async with lane.lock:
-                await coroutine
-        finally:
-            lane.users -= 1
-            if lane.users == 0:
-                del self._lanes[key]
+        await self._lanes.run(chat.id if chat is not None else None, coroutine)
 
     async def initialize(self) -> None:
         return None
 
     async def shutdown(self) -> None:
         return None
-
-
-@dataclass
-class _ChatLane:
-    """One chat's turn-taking: its lock, and how many of its updates are queued or running."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
 
 
 def actor_of(user: User) -> Actor:

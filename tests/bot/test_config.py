@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import SECRETS, ConfigError, Secret, Settings, load_settings
 
 SECRET = "7001:AAE-very-secret-token"
 
@@ -64,6 +64,46 @@ def test_the_database_url_defaults_to_sqlite_in_the_state_folder(
 def test_demo_is_switched_on_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STEWARD_DEMO", "1")
     assert load_settings().demo is True
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", True), ("ON", True), ("yes", True), ("False", False), ("off", False), ("0", False)],
+)
+def test_a_boolean_takes_the_usual_words(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("STEWARD_TELEGRAM_RATE_LIMIT", value)
+    assert load_settings().telegram_rate_limit is expected
+
+
+def test_a_bad_boolean_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _error(monkeypatch, "STEWARD_DEMO", "maybe").startswith("STEWARD_DEMO: 'maybe' ")
+
+
+def test_the_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEWARD_LOG_LEVEL", "debug")
+    assert load_settings().log_level == "DEBUG"
+    assert _error(monkeypatch, "STEWARD_LOG_LEVEL", "trace").startswith("STEWARD_LOG_LEVEL: ")
+
+
+@pytest.mark.parametrize("value", ["-1", "61", "nan", "inf", "fast"])
+def test_the_demo_delay_is_a_number_from_0_to_60(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    assert _error(monkeypatch, "STEWARD_DEMO_DELAY", value).startswith("STEWARD_DEMO_DELAY: ")
+    monkeypatch.setenv("STEWARD_DEMO_DELAY", "0.5")
+    assert load_settings().demo_delay == 0.5
+
+
+@pytest.mark.parametrize("value", ["3601", "1e2", "five"])
+def test_the_confirmation_time_is_a_whole_number_from_30_to_3600(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = _error(monkeypatch, "STEWARD_CONFIRM_TTL_SECONDS", value)
+    assert message.startswith("STEWARD_CONFIRM_TTL_SECONDS: ")
+    monkeypatch.setenv("STEWARD_CONFIRM_TTL_SECONDS", "30")
+    assert load_settings().confirm_ttl == timedelta(seconds=30)
 
 
 # -- id lists ---------------------------------------------------------------------------------
@@ -174,6 +214,30 @@ def test_an_empty_secret_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "is empty" in message
 
 
+def test_a_secret_is_never_shown_and_compares_by_value() -> None:
+    secret = Secret(SECRET)
+    assert secret.get_secret_value() == SECRET
+    assert repr(secret) == "Secret('**********')"
+    assert SECRET not in str(secret)
+    assert SECRET not in f"{secret}"
+    assert secret == Secret(SECRET)
+    assert secret != Secret("other")
+    assert secret != SECRET
+
+
+def test_every_secret_has_a_file_twin() -> None:
+    assert "telegram_token" in SECRETS
+    names = set(Settings.__dataclass_fields__)
+    for name in SECRETS:
+        assert f"{name}_file" in names
+
+
+def test_settings_cannot_be_changed() -> None:
+    settings = load_settings()
+    with pytest.raises(AttributeError):
+        settings.demo = True  # type: ignore[misc]
+
+
 # -- time zone and two-person commands --------------------------------------------------------
 
 
@@ -245,6 +309,74 @@ def test_a_bad_value_in_dot_env_names_the_variable(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("STEWARD_ADMINS=alice\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"^STEWARD_ADMINS: "):
         load_settings()
+
+
+def test_dot_env_takes_export_quotes_comments_and_blank_lines(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "\n".join(
+            [
+                "  # a comment",
+                "",
+                "export STEWARD_DOMAIN=example.org",
+                "STEWARD_MATRIX_USER = '@steward:example.org'",
+                'STEWARD_HEARTBEAT_URL="https://hc-ping.com/a b#c"  # the ping',
+                "STEWARD_TELEGRAM_API_URL=http://localhost/bot#x  # a comment after the value",
+                "STEWARD_DEMO=1",
+                "not a variable",
+                "OTHER_THING=ignored",
+                "STEWARD_NO_SUCH_SETTING=ignored",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    settings = load_settings()
+    assert settings.domain == "example.org"
+    assert settings.matrix_user == "@steward:example.org"
+    assert settings.heartbeat_url == "https://hc-ping.com/a b#c"
+    assert settings.telegram_api_url == "http://localhost/bot#x"
+    assert settings.demo is True
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("STEWARD_DOMAIN=from-dotenv.org\n", encoding="utf-8")
+    monkeypatch.setenv("STEWARD_DOMAIN", "")
+    monkeypatch.setenv("STEWARD_TELEGRAM_TOKEN", "")
+    settings = load_settings()
+    assert settings.domain == "from-dotenv.org"
+    assert settings.telegram_token is None
+
+
+def test_a_dot_env_that_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"STEWARD_TELEGRAM_TOKEN=\xff" + SECRET.encode())
+    with pytest.raises(ConfigError, match=r"^\.env: ") as caught:
+        load_settings()
+    assert SECRET not in str(caught.value)
+
+
+def test_overrides_win_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("STEWARD_DOMAIN", "from-env.org")
+    monkeypatch.setenv("STEWARD_DEMO", "0")
+    settings = load_settings(
+        domain="override.org", demo=True, state_dir=tmp_path, admins=["1", "@a:b.c"]
+    )
+    assert settings.domain == "override.org"
+    assert settings.demo is True
+    assert settings.state_dir == tmp_path
+    assert settings.admins == ("1", "@a:b.c")
+    with pytest.raises(ConfigError, match=r"^STEWARD_VIEWERS: "):
+        load_settings(viewers="nobody")
+    with pytest.raises(TypeError, match="no_such_setting"):
+        load_settings(no_such_setting=1)
+
+
+def test_loading_the_settings_does_not_import_pydantic() -> None:
+    probe = "import sys, bot.config; print(sorted(m for m in sys.modules if 'pydantic' in m))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert done.stdout.strip() == "[]"
 
 
 # -- the program ------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import time
 import pytest
 from sqlalchemy import select
 
+from bot.storage import models
 from bot.storage.database import Database
-from bot.storage.models import JobRow
 from bot.storage.stores import SqlAuditLog, SqlJobStore
 from handlers.core.messages import Actor, Attachment, ChatRef, MessageRef, Reply
 from handlers.core.progress import ThrottledMessage
@@ -21,8 +21,8 @@ from tests.support.chat import RecordingOutbox
 
 
 async def _jobs(db: Database) -> list[Job]:
-    with db.session() as session:
-        ids = list(session.scalars(select(JobRow.id).order_by(JobRow.id)))
+    with db.transaction() as conn:
+        ids = list(conn.scalars(select(models.jobs.c.id).order_by(models.jobs.c.id)))
     store = SqlJobStore(db)
     found = [await store.get(job_id) for job_id in ids]
     return [job for job in found if job is not None]

@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, MetaData, String, inspect
 
 from bot.storage.database import SCHEMA_HEAD, Database, DatabaseError, alembic_config
-from bot.storage.models import Base
+from bot.storage.models import metadata as models_metadata
 
 TABLES = {"alembic_version", "audit_log", "confirmations", "jobs", "kv"}
 
@@ -60,14 +60,14 @@ def test_the_migrated_schema_matches_the_models(empty: Database) -> None:
     empty.ensure_schema()
 
     with empty.engine.connect() as conn:
-        assert _differences(conn, Base.metadata) == []
+        assert _differences(conn, models_metadata) == []
 
 
 def test_the_schema_comparison_notices_drift(empty: Database) -> None:
     # Guards the test above: the comparison itself must see a new column and a changed type.
     empty.ensure_schema()
     drifted = MetaData()
-    for table in Base.metadata.tables.values():
+    for table in models_metadata.tables.values():
         table.to_metadata(drifted)
     drifted.tables["jobs"].append_column(Column("owner", String(8), nullable=True))
     drifted.tables["kv"].c["key"].type = String(64)

@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import StatementError
 
 from bot.storage.database import Database
-from bot.storage.models import ConfirmationRow
+from bot.storage.models import confirmations
 from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
 from handlers.core.messages import Actor
 from handlers.core.records import (
@@ -283,8 +283,8 @@ async def test_a_naive_datetime_is_refused(db: Database) -> None:
 
     with pytest.raises(StatementError, match="naive datetimes are not stored"):
         await _ask(store, secrets.token_urlsafe(16), created_at=NOW.replace(tzinfo=None))
-    with db.session() as session:
-        assert session.scalars(select(ConfirmationRow)).all() == []
+    with db.transaction() as conn:
+        assert conn.execute(select(confirmations)).all() == []
 
 
 # -- jobs -------------------------------------------------------------------------------------

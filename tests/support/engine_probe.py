@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
-from bot.storage.models import ConfirmationRow
+from bot.storage.models import confirmations
 from handlers.core.engine import Engine, Incident
 from handlers.core.records import AuditEntry, AuditEvent, Confirmation
 from handlers.core.registry import Registry
@@ -28,8 +28,8 @@ async def audit_events(harness: Harness) -> list[AuditEvent]:
 
 
 def confirmation_count(harness: Harness) -> int:
-    with harness.db.session() as session:
-        return session.scalar(select(func.count()).select_from(ConfirmationRow)) or 0
+    with harness.db.transaction() as conn:
+        return conn.scalar(select(func.count()).select_from(confirmations)) or 0
 
 
 def nonce_of(prompt: Sent) -> str:

@@ -1,0 +1,17 @@
+"""How the Matrix transport logs in; apart from ``matrix.py`` so that checking the config
+does not import matrix-nio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class MatrixLogin:
+    homeserver: str
+    user: str
+    password: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    e2ee: bool = False
+    store_dir: Path | None = None
