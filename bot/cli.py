@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from bot import logs
@@ -107,11 +108,12 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     sweeper = asyncio.create_task(app.sweep_forever())
     try:
-        # Concurrently: a homeserver that is down must not keep Telegram waiting.
-        await asyncio.gather(*(transport.start() for transport in transports))
-        log.info("listening on %s", ", ".join(type(t).__name__ for t in transports))
-        await app.start()
-        await stop.wait()
+        # Concurrently: a homeserver that is down must not keep Telegram waiting. A stop
+        # request is heard while a transport still waits for its server.
+        if await _until_stopped(asyncio.gather(*(t.start() for t in transports)), stop):
+            log.info("listening on %s", ", ".join(type(t).__name__ for t in transports))
+            await app.start()
+            await stop.wait()
         log.info("stopping")
     finally:
         sweeper.cancel()
@@ -119,6 +121,21 @@ async def _serve(settings: Settings) -> int:
             await transport.stop()
         app.close()
     return 0
+
+
+async def _until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first; True when it finished."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if task.done():
+        task.result()  # a ConfigError from a transport ends the program with exit 2
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 class _Transport(Protocol):

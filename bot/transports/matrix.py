@@ -17,6 +17,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,7 @@ from handlers.core.spec import Role, split_command_line
 
 log = logging.getLogger(__name__)
 DEVICE_NAME = "Steward"
+TIDY_EVERY = 6 * 3600.0
 # Only what the bot acts on; presence and other accounts' data would only cost bandwidth.
 SYNC_FILTER = {
     "presence": {"not_types": ["*"]},
@@ -155,6 +157,7 @@ class MatrixTransport:
     async def _sync_forever(self) -> None:
         token = await self.state.next_batch()
         first, delay = True, 1.0
+        tidy_at = time.monotonic()
         while True:
             try:
                 token = await self._sync_once(token, first=first)
@@ -167,6 +170,17 @@ class MatrixTransport:
                 continue
             first, delay = False, 1.0
             self.synced.set()
+            if time.monotonic() >= tidy_at:
+                tidy_at = time.monotonic() + TIDY_EVERY
+                await self._tidy()
+
+    async def _tidy(self) -> None:
+        try:
+            dropped = await self.state.tidy()
+        except Exception:
+            log.exception("Matrix: tidying the stored event ids failed")
+        else:
+            log.debug("Matrix: forgot %d old event ids and prompts", dropped)
 
     async def _sync_once(self, token: str | None, *, first: bool) -> str:
         response = await self.client.sync(

@@ -43,3 +43,49 @@ def test_the_demo_loads_no_sdk_and_no_chat_library(tmp_path: Path) -> None:
     modules = _modules_after_start(tmp_path)
     unexpected = {"telegram", "nio", "hcloud", "b2sdk", "cloudflare", "apscheduler", "psutil"}
     assert not modules & unexpected
+
+
+TRANSPORTS_PROBE = """
+import json, sys
+from bot.app import build_app
+from bot.cli import _transports
+from bot.config import load_settings
+settings = load_settings()
+app = build_app(settings, demo=True)
+names = [type(t).__name__ for t in _transports(settings, app)]
+app.close()
+print(json.dumps([names, sorted(sys.modules)]))
+"""
+
+
+def _built_transports(state: Path, **env: str) -> tuple[list[str], set[str]]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEWARD_")}
+    variables = {**clean, "STEWARD_STATE_DIR": str(state), **env}
+    result = subprocess.run(
+        [sys.executable, "-c", TRANSPORTS_PROBE],
+        capture_output=True, text=True, env=variables, cwd=state, timeout=60, check=True,
+    )  # fmt: skip
+    names, modules = json.loads(result.stdout.strip().splitlines()[-1])
+    return names, set(modules)
+
+
+def test_telegram_alone_loads_no_matrix_library_and_no_heavy_stack(tmp_path: Path) -> None:
+    names, modules = _built_transports(tmp_path, STEWARD_TELEGRAM_TOKEN="1:x")
+    assert names == ["TelegramTransport"]
+    assert "nio" not in modules
+    assert "telegram" in modules
+    # Measured costs that bought nothing here: the ORM (6 MB) and pydantic (9 MB).
+    assert "sqlalchemy.orm" not in modules
+    assert "pydantic" not in modules
+
+
+def test_matrix_alone_loads_no_telegram_library(tmp_path: Path) -> None:
+    names, modules = _built_transports(
+        tmp_path,
+        STEWARD_MATRIX_HOMESERVER="http://127.0.0.1:9",
+        STEWARD_MATRIX_USER="@steward:localhost",
+        STEWARD_MATRIX_PASSWORD="x",
+    )
+    assert names == ["MatrixTransport"]
+    assert "nio" in modules
+    assert "telegram" not in modules

@@ -239,8 +239,8 @@ class MatrixBots:
         env.update({f"STEWARD_{name.upper()}": value for name, value in settings.items()})
         return env
 
-    def start(self, **settings: str) -> BotProcess:
-        """Start `steward run` and wait until it has stored a sync token (it is syncing)."""
+    def start(self, *, ready: bool = True, **settings: str) -> BotProcess:
+        """Start `steward run`; with ``ready``, wait until it has stored a new sync token."""
         number = len(self.processes) + 1
         stdout_path = self.root / f"steward-{number}.stdout"
         stderr_path = self.root / f"steward-{number}.stderr"
@@ -256,6 +256,8 @@ class MatrixBots:
             )
         process = BotProcess(popen, stdout_path, stderr_path)
         self.processes.append(process)
+        if not ready:
+            return process
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if popen.poll() is not None:

@@ -212,6 +212,37 @@ async def test_a_strangers_reaction_does_nothing(
     assert bots.query("SELECT state FROM confirmations") == [("pending",)]
 
 
+async def test_a_two_person_command_needs_another_admins_reaction(
+    bots: MatrixBots, synapse: Synapse, alice: Person, olga: Person
+) -> None:
+    bob = Person(synapse, synapse.register(unique("bob"), "bob-pw"))
+    try:
+        bots.start(two_person="restart", admins=f"{alice.user_id},{bob.user_id}")
+        room = await admin_room(bots, alice, olga, bob)
+        prompt = await prompt_for(alice, bots, room, "!restart nextcloud")
+        assert "second admin" in prompt.body
+
+        await alice.react(room, prompt.event_id, "✅")  # the requester alone is not enough
+        told = await alice.wait(
+            lambda: alice.find(room, bots.bot.user_id, "needs a second admin"), label="refusal"
+        )
+        assert told[0].reply_to == prompt.event_id
+        await olga.react(room, prompt.event_id, "✅")  # an operator is no admin
+        await olga.wait(lambda: olga.find(room, bots.bot.user_id, "Only an admin"), label="no")
+        assert bots.query("SELECT state FROM confirmations") == [("pending",)]
+
+        await bob.react(room, prompt.event_id, "✅")
+        await alice.wait(lambda: bots.query("SELECT state FROM jobs") == [("succeeded",)])
+        closed = await alice.wait(
+            lambda: alice.find(room, bots.bot.user_id, "Confirmed by", prompt.event_id)
+        )
+        assert bob.user_id.lstrip("@").split(":")[0] in closed[0].body
+        approver = bots.query("SELECT approver_id FROM audit_log WHERE event = 'confirmed'")
+        assert approver == [(bob.user_id,)]
+    finally:
+        await bob.close()
+
+
 async def test_a_reaction_after_expiry_does_nothing(
     bots: MatrixBots, alice: Person, olga: Person
 ) -> None:
@@ -361,6 +392,37 @@ async def test_the_bot_leaves_once_every_admin_has_left(
         lambda: bots.bot.user_id not in olga.members_joined(room), label="the bot leaves"
     )
     await olga.wait(lambda: bots.count("audit_log", "command = 'leave'") == 1, label="audit")
+
+
+async def test_a_refused_password_stops_the_bot_with_exit_2(bots: MatrixBots) -> None:
+    process = bots.start(ready=False, matrix_password="not-the-password")
+    assert process.wait_exit() == 2
+    lines = process.stderr.splitlines()
+    assert lines[-1].startswith("steward: STEWARD_MATRIX_PASSWORD: the login failed")
+    assert "not-the-password" not in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+async def test_a_bot_waiting_for_a_homeserver_that_is_down_stops_cleanly(
+    bots: MatrixBots, synapse: Synapse
+) -> None:
+    synapse.stop()
+    try:
+        process = bots.start(ready=False)
+        await settle(3)
+        assert process.popen.poll() is None  # still waiting, not crashed
+        assert bots.stop(process) == 0
+    finally:
+        synapse.start()
+    assert bots.next_batch() is None
+
+
+async def test_missing_matrix_settings_are_named(bots: MatrixBots) -> None:
+    process = bots.start(ready=False, matrix_user="", matrix_password="")
+    assert process.wait_exit() == 2
+    assert process.stderr.strip().splitlines()[-1] == (
+        "steward: STEWARD_MATRIX_USER: needed with STEWARD_MATRIX_HOMESERVER"
+    )
 
 
 # -- alerts and encryption ----------------------------------------------------------------------
