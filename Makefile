@@ -45,10 +45,16 @@ pytest: install $(SYNAPSE_STAMP)
 
 test: lint typecheck layers pytest
 
-bench: install
-	@if ls benchmarks/bench_*.py >/dev/null 2>&1; then \
-		for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done; \
-	else echo "no benchmarks yet"; fi
+# Every benchmark runs, even after one missed a target; the exit status says whether any did.
+bench: install $(SYNAPSE_STAMP)
+	@failed=""; \
+	for b in benchmarks/bench_*.py; do \
+		[ -e "$$b" ] || { echo "no benchmarks yet"; break; }; \
+		echo "== $$b"; \
+		$(BIN)/python $$b || failed="$$failed $$b"; \
+		echo; \
+	done; \
+	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) $(SYNAPSE) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

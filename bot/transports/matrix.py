@@ -97,7 +97,6 @@ class MatrixTransport:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_task: asyncio.Task[None] | None = None
         self._warned_encrypted: set[str] = set()
-        self.synced = asyncio.Event()  # set after each handled sync; tests and benchmarks wait
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -169,7 +168,6 @@ class MatrixTransport:
                 delay = min(delay * 2, 30.0)
                 continue
             first, delay = False, 1.0
-            self.synced.set()
             if time.monotonic() >= tidy_at:
                 tidy_at = time.monotonic() + TIDY_EVERY
                 await self._tidy()
@@ -252,8 +250,7 @@ class MatrixTransport:
         self, room_id: str, handler: Callable[[str, Any], Awaitable[None]], event: Any
     ) -> None:
         try:
-            if await self.state.first_sight(event.event_id):
-                await handler(room_id, event)
+            await handler(room_id, event)
         except Exception as exc:
             incident = secrets.token_hex(4)
             log.exception("incident %s while handling a Matrix event", incident)
@@ -270,7 +267,7 @@ class MatrixTransport:
         if relates.get("rel_type") == "m.replace":
             return  # an edit: commands are never re-run by editing them
         parsed = split_command_line(_REPLY_FALLBACK.sub("", event.body, count=1))
-        if parsed is None:
+        if parsed is None or not await self._first_sight(event):
             return
         name, args = parsed
         command = Command(
@@ -309,7 +306,7 @@ class MatrixTransport:
     async def _on_reaction(self, room_id: str, event: ReactionEvent) -> None:
         meaning = KEYS.get(event.key)
         prompt = await self.state.prompt(event.reacts_to) if meaning else None
-        if prompt is None:
+        if prompt is None or not await self._first_sight(event):
             return  # a reaction to anything else is just a reaction
         action = prompt.confirm if meaning == "confirm" else prompt.cancel
         actor = self._actor(room_id, event.sender)
@@ -331,6 +328,8 @@ class MatrixTransport:
     async def _on_undecryptable(self, room_id: str, event: MegolmEvent) -> None:
         actor = self._actor(room_id, event.sender)
         if self.engine.access.role_of(actor) is None or room_id in self._warned_encrypted:
+            return
+        if not await self._first_sight(event):
             return
         self._warned_encrypted.add(room_id)
         if self.login.e2ee:
@@ -381,6 +380,11 @@ class MatrixTransport:
                                 "leave", result="no admin left in the room")  # fmt: skip
 
     # -- helpers --------------------------------------------------------------------------
+
+    async def _first_sight(self, event: Any) -> bool:
+        """Claim an event the bot is about to act on (not every chat line: that would be a
+        database write per message). False when a run before this one claimed it."""
+        return await self.state.first_sight(event.event_id)
 
     def _actor(self, room_id: str, user_id: str) -> Actor:
         room = self.client.rooms.get(room_id)
