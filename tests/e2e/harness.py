@@ -77,11 +77,11 @@ class BotProcess:
         return status
 
 
-class Steward:
-    """Starts and stops bot processes that share one fake Bot API and one state folder."""
+class BotRunner:
+    """Starts `steward run` processes that share one state folder; at the end stops each with
+    SIGTERM, insists on exit status 0, and checks that no secret reached its output."""
 
-    def __init__(self, fake: FakeBotAPI, root: Path) -> None:
-        self.fake = fake
+    def __init__(self, root: Path) -> None:
         self.root = root
         self.cwd = root / "cwd"
         self.state_dir = root / "state"
@@ -92,39 +92,29 @@ class Steward:
     def db_path(self) -> Path:
         return self.state_dir / "steward.db"
 
-    def env(self, **settings: str) -> dict[str, str]:
-        """A clean environment: only what the bot needs, never the caller's STEWARD_*.
-
-        ``settings`` are more STEWARD_* variables, named without the prefix
-        (``demo_delay="2"``)."""
-        env = {
+    def base_env(self) -> dict[str, str]:
+        """A clean environment: only what the bot needs, never the caller's STEWARD_*."""
+        return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
-            "PTB_TIMEDELTA": "true",
-            "STEWARD_TELEGRAM_TOKEN": self.fake.token,
-            "STEWARD_TELEGRAM_API_URL": self.fake.base_url,
             "STEWARD_DEMO": "1",
             "STEWARD_DEMO_DELAY": "0.05",
-            "STEWARD_TELEGRAM_RATE_LIMIT": "0",
             "STEWARD_STATE_DIR": str(self.state_dir),
-            "STEWARD_ADMINS": ",".join(str(uid(user)) for user in ADMINS),
-            "STEWARD_OPERATORS": str(uid(OLGA)),
-            "STEWARD_VIEWERS": str(uid(VICTOR)),
         }
-        env.update({f"STEWARD_{name.upper()}": value for name, value in settings.items()})
-        return env
 
-    def start(self, *, ready: bool = True, **settings: str) -> BotProcess:
-        """Start `steward run`; with ``ready``, wait until it long-polls the fake."""
+    def secrets(self) -> dict[str, str]:
+        """What must never show in the bot's output, by name."""
+        return {}
+
+    def launch(self, env: dict[str, str]) -> BotProcess:
         number = len(self.processes) + 1
         stdout_path = self.root / f"steward-{number}.stdout"
         stderr_path = self.root / f"steward-{number}.stderr"
-        polls_before = self.fake.getupdates_count
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "bot", "run"],
-                env=self.env(**settings),
+                env=env,
                 cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -132,17 +122,6 @@ class Steward:
             )
         process = BotProcess(popen, stdout_path, stderr_path)
         self.processes.append(process)
-        if ready:
-
-            def polling(fake: FakeBotAPI) -> bool:
-                if popen.poll() is not None:
-                    raise AssertionError(
-                        f"steward exited with {popen.returncode} before polling; stderr:\n"
-                        + process.stderr
-                    )
-                return fake.getupdates_count > polls_before
-
-            self.fake.wait_for(polling, timeout=START_TIMEOUT)
         return process
 
     def stop(self, process: BotProcess) -> int:
@@ -169,8 +148,9 @@ class Steward:
                     f"process {number} exited by itself with {process.popen.returncode}"
                 )
             for name, text in (("stdout", process.stdout), ("stderr", process.stderr)):
-                if TOKEN_SECRET in text:
-                    problems.append(f"process {number} printed the bot token on {name}")
+                for what, secret in self.secrets().items():
+                    if secret in text:
+                        problems.append(f"process {number} printed the {what} on {name}")
             if problems:
                 problems.append(f"stderr of process {number}:\n{process.stderr}")
         assert not problems, "\n".join(problems)
@@ -188,6 +168,50 @@ class Steward:
     def count(self, table: str, where: str = "1", params: tuple[object, ...] = ()) -> int:
         (row,) = self.query(f"SELECT count(*) FROM {table} WHERE {where}", params)  # noqa: S608
         return int(row[0])
+
+
+class Steward(BotRunner):
+    """Bots on Telegram, sharing one fake Bot API."""
+
+    def __init__(self, fake: FakeBotAPI, root: Path) -> None:
+        super().__init__(root)
+        self.fake = fake
+
+    def secrets(self) -> dict[str, str]:
+        return {"bot token": TOKEN_SECRET}
+
+    def env(self, **settings: str) -> dict[str, str]:
+        """``settings`` are more STEWARD_* variables, named without the prefix
+        (``demo_delay="2"``)."""
+        env = {
+            **self.base_env(),
+            "PTB_TIMEDELTA": "true",
+            "STEWARD_TELEGRAM_TOKEN": self.fake.token,
+            "STEWARD_TELEGRAM_API_URL": self.fake.base_url,
+            "STEWARD_TELEGRAM_RATE_LIMIT": "0",
+            "STEWARD_ADMINS": ",".join(str(uid(user)) for user in ADMINS),
+            "STEWARD_OPERATORS": str(uid(OLGA)),
+            "STEWARD_VIEWERS": str(uid(VICTOR)),
+        }
+        env.update({f"STEWARD_{name.upper()}": value for name, value in settings.items()})
+        return env
+
+    def start(self, *, ready: bool = True, **settings: str) -> BotProcess:
+        """Start `steward run`; with ``ready``, wait until it long-polls the fake."""
+        polls_before = self.fake.getupdates_count
+        process = self.launch(self.env(**settings))
+        if ready:
+
+            def polling(fake: FakeBotAPI) -> bool:
+                if process.popen.poll() is not None:
+                    raise AssertionError(
+                        f"steward exited with {process.popen.returncode} before polling; "
+                        f"stderr:\n{process.stderr}"
+                    )
+                return fake.getupdates_count > polls_before
+
+            self.fake.wait_for(polling, timeout=START_TIMEOUT)
+        return process
 
 
 # -- reading the chat ---------------------------------------------------------------------

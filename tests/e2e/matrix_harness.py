@@ -10,13 +10,8 @@ redacted reactions gone).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +20,7 @@ from typing import Any, TypeVar
 
 from nio import AsyncClient, AsyncClientConfig, RoomCreateResponse, RoomSendResponse, SyncResponse
 
-from tests.e2e.harness import START_TIMEOUT, STOP_TIMEOUT, BotProcess
+from tests.e2e.harness import START_TIMEOUT, BotProcess, BotRunner
 from tests.support.synapse import RegisteredUser, Synapse
 
 JSON = dict[str, Any]
@@ -205,34 +200,28 @@ class Person:
         }
 
 
-class MatrixBots:
-    """Starts `steward run` processes on Matrix that share one state folder."""
+class MatrixBots(BotRunner):
+    """Bots on Matrix, on the suite's Synapse, as one bot account."""
 
     def __init__(self, synapse: Synapse, bot: RegisteredUser, root: Path, **settings: str) -> None:
-        self.settings = settings
+        super().__init__(root)
         self.synapse = synapse
         self.bot = bot
-        self.root = root
-        self.cwd = root / "cwd"
-        self.state_dir = root / "state"
-        self.cwd.mkdir(parents=True, exist_ok=True)
-        self.processes: list[BotProcess] = []
+        self.settings = settings
 
-    @property
-    def db_path(self) -> Path:
-        return self.state_dir / "steward.db"
+    def secrets(self) -> dict[str, str]:
+        found = {"password": self.bot.password}
+        token = self.session().get("access_token")
+        if token:
+            found["access token"] = token
+        return found
 
     def env(self, **settings: str) -> dict[str, str]:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.root),
-            "LANG": "C.UTF-8",
+            **self.base_env(),
             "STEWARD_MATRIX_HOMESERVER": self.synapse.url,
             "STEWARD_MATRIX_USER": self.bot.user_id,
             "STEWARD_MATRIX_PASSWORD": self.bot.password,
-            "STEWARD_DEMO": "1",
-            "STEWARD_DEMO_DELAY": "0.05",
-            "STEWARD_STATE_DIR": str(self.state_dir),
             "STEWARD_LOG_LEVEL": "DEBUG",
         }
         settings = {**self.settings, **settings}
@@ -241,86 +230,30 @@ class MatrixBots:
 
     def start(self, *, ready: bool = True, **settings: str) -> BotProcess:
         """Start `steward run`; with ``ready``, wait until it has stored a new sync token."""
-        number = len(self.processes) + 1
-        stdout_path = self.root / f"steward-{number}.stdout"
-        stderr_path = self.root / f"steward-{number}.stderr"
         before = self.next_batch()
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "bot", "run"],
-                env=self.env(**settings),
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-        process = BotProcess(popen, stdout_path, stderr_path)
-        self.processes.append(process)
-        if not ready:
-            return process
+        process = self.launch(self.env(**settings))
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if popen.poll() is not None:
+        while ready:
+            if process.popen.poll() is not None:
                 raise AssertionError(
-                    f"steward exited with {popen.returncode}; stderr:\n{process.stderr}"
+                    f"steward exited with {process.popen.returncode}; stderr:\n{process.stderr}"
                 )
             token = self.next_batch()
             if token is not None and token != before:
-                return process
+                break
             if time.monotonic() > deadline:
                 raise AssertionError(f"steward did not sync; stderr:\n{process.stderr}")
             time.sleep(0.05)
-
-    def stop(self, process: BotProcess) -> int:
-        if process.popen.poll() is None:
-            process.popen.send_signal(signal.SIGTERM)
-        return process.wait_exit(STOP_TIMEOUT)
-
-    def kill(self, process: BotProcess) -> None:
-        process.popen.kill()
-        process.popen.wait(STOP_TIMEOUT)
-        process.settled = True
-
-    def close(self) -> None:
-        problems: list[str] = []
-        for number, process in enumerate(self.processes, 1):
-            if process.popen.poll() is None:
-                status = self.stop(process)
-                if status != 0:
-                    problems.append(f"process {number} exited with {status} after SIGTERM")
-            elif not process.settled:
-                problems.append(f"process {number} exited by itself: {process.popen.returncode}")
-            for name, text in (("stdout", process.stdout), ("stderr", process.stderr)):
-                if self.bot.password in text:
-                    problems.append(f"process {number} printed the password on {name}")
-                for token in self.tokens():
-                    if token in text:
-                        problems.append(f"process {number} printed its access token on {name}")
-            if problems:
-                problems.append(f"stderr of process {number}:\n{process.stderr}")
-        assert not problems, "\n".join(problems)
-
-    # -- the bot's database, read from outside --------------------------------------------
-
-    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        if not self.db_path.exists():
-            return []
-        with contextlib.closing(sqlite3.connect(self.db_path, timeout=10)) as db:
-            try:
-                return db.execute(sql, params).fetchall()
-            except sqlite3.OperationalError:
-                return []  # the schema is not there yet
-
-    def execute(self, sql: str, params: tuple[object, ...] = ()) -> int:
-        with contextlib.closing(sqlite3.connect(self.db_path, timeout=10)) as db, db:
-            return db.execute(sql, params).rowcount
-
-    def count(self, table: str, where: str = "1", params: tuple[object, ...] = ()) -> int:
-        rows = self.query(f"SELECT count(*) FROM {table} WHERE {where}", params)  # noqa: S608
-        return int(rows[0][0]) if rows else 0
+        return process
 
     def kv(self, key: str) -> str | None:
-        rows = self.query("SELECT value FROM kv WHERE key = ?", (key,))
+        """A value the bot keeps; None also before the bot made its database."""
+        if not self.db_path.exists():
+            return None  # and do not create it: sqlite3.connect would
+        try:
+            rows = self.query("SELECT value FROM kv WHERE key = ?", (key,))
+        except sqlite3.OperationalError:
+            return None
         return str(rows[0][0]) if rows else None
 
     def next_batch(self) -> str | None:
@@ -332,10 +265,6 @@ class MatrixBots:
 
     def session_device(self) -> str:
         return self.session()["device_id"]
-
-    def tokens(self) -> list[str]:
-        token = self.session().get("access_token")
-        return [token] if token else []
 
 
 async def settle(seconds: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from tests.e2e.matrix_harness import MatrixBots, Message, Person, settle
 from tests.support.synapse import RegisteredUser, Synapse, unique
 
 CODE = re.compile(r"!confirm ([A-Z0-9]{6})")
+People = Callable[..., Person]
 
 
 @pytest.fixture
@@ -21,26 +22,36 @@ def bot_user(synapse: Synapse) -> RegisteredUser:
 
 
 @pytest.fixture
-async def alice(synapse: Synapse) -> AsyncIterator[Person]:
-    person = Person(synapse, synapse.register(unique("alice"), "alice-pw"))
+async def people(synapse: Synapse, tmp_path: Path) -> AsyncIterator[People]:
+    """Makes people (registered users with their own nio client); closes them afterwards."""
+    made: list[Person] = []
+
+    def person(name: str, *, e2ee: bool = False) -> Person:
+        user = synapse.register(unique(name), f"{name}-password")
+        made.append(Person(synapse, user, store=tmp_path / f"{name}-store" if e2ee else None))
+        return made[-1]
+
     yield person
-    await person.close()
+    for someone in made:
+        await someone.close()
 
 
 @pytest.fixture
-async def olga(synapse: Synapse) -> AsyncIterator[Person]:
+def alice(people: People) -> Person:
+    """An admin."""
+    return people("alice")
+
+
+@pytest.fixture
+def olga(people: People) -> Person:
     """An operator."""
-    person = Person(synapse, synapse.register(unique("olga"), "olga-pw"))
-    yield person
-    await person.close()
+    return people("olga")
 
 
 @pytest.fixture
-async def mallory(synapse: Synapse) -> AsyncIterator[Person]:
+def mallory(people: People) -> Person:
     """Nobody: a stranger."""
-    person = Person(synapse, synapse.register(unique("mallory"), "mallory-pw"))
-    yield person
-    await person.close()
+    return people("mallory")
 
 
 @pytest.fixture
@@ -213,34 +224,31 @@ async def test_a_strangers_reaction_does_nothing(
 
 
 async def test_a_two_person_command_needs_another_admins_reaction(
-    bots: MatrixBots, synapse: Synapse, alice: Person, olga: Person
+    bots: MatrixBots, people: People, alice: Person, olga: Person
 ) -> None:
-    bob = Person(synapse, synapse.register(unique("bob"), "bob-pw"))
-    try:
-        bots.start(two_person="restart", admins=f"{alice.user_id},{bob.user_id}")
-        room = await admin_room(bots, alice, olga, bob)
-        prompt = await prompt_for(alice, bots, room, "!restart nextcloud")
-        assert "second admin" in prompt.body
+    bob = people("bob")
+    bots.start(two_person="restart", admins=f"{alice.user_id},{bob.user_id}")
+    room = await admin_room(bots, alice, olga, bob)
+    prompt = await prompt_for(alice, bots, room, "!restart nextcloud")
+    assert "second admin" in prompt.body
 
-        await alice.react(room, prompt.event_id, "✅")  # the requester alone is not enough
-        told = await alice.wait(
-            lambda: alice.find(room, bots.bot.user_id, "needs a second admin"), label="refusal"
-        )
-        assert told[0].reply_to == prompt.event_id
-        await olga.react(room, prompt.event_id, "✅")  # an operator is no admin
-        await olga.wait(lambda: olga.find(room, bots.bot.user_id, "Only an admin"), label="no")
-        assert bots.query("SELECT state FROM confirmations") == [("pending",)]
+    await alice.react(room, prompt.event_id, "✅")  # the requester alone is not enough
+    told = await alice.wait(
+        lambda: alice.find(room, bots.bot.user_id, "needs a second admin"), label="refusal"
+    )
+    assert told[0].reply_to == prompt.event_id
+    await olga.react(room, prompt.event_id, "✅")  # an operator is no admin
+    await olga.wait(lambda: olga.find(room, bots.bot.user_id, "Only an admin"), label="no")
+    assert bots.query("SELECT state FROM confirmations") == [("pending",)]
 
-        await bob.react(room, prompt.event_id, "✅")
-        await alice.wait(lambda: bots.query("SELECT state FROM jobs") == [("succeeded",)])
-        closed = await alice.wait(
-            lambda: alice.find(room, bots.bot.user_id, "Confirmed by", prompt.event_id)
-        )
-        assert bob.user_id.lstrip("@").split(":")[0] in closed[0].body
-        approver = bots.query("SELECT approver_id FROM audit_log WHERE event = 'confirmed'")
-        assert approver == [(bob.user_id,)]
-    finally:
-        await bob.close()
+    await bob.react(room, prompt.event_id, "✅")
+    await alice.wait(lambda: bots.query("SELECT state FROM jobs") == [("succeeded",)])
+    closed = await alice.wait(
+        lambda: alice.find(room, bots.bot.user_id, "Confirmed by", prompt.event_id)
+    )
+    assert bob.user_id.lstrip("@").split(":")[0] in closed[0].body
+    approver = bots.query("SELECT approver_id FROM audit_log WHERE event = 'confirmed'")
+    assert approver == [(bob.user_id,)]
 
 
 async def test_a_reaction_after_expiry_does_nothing(
@@ -429,28 +437,25 @@ async def test_missing_matrix_settings_are_named(bots: MatrixBots) -> None:
 
 
 async def test_an_encrypted_room_works_when_e2ee_is_on(
-    bots: MatrixBots, synapse: Synapse, alice: Person, tmp_path: Path
+    bots: MatrixBots, people: People, alice: Person
 ) -> None:
     """Alice's client has no encryption: she sees only ciphertext, which proves it is there."""
-    owner = Person(synapse, synapse.register(unique("owner"), "owner-pw"), store=tmp_path / "o")
-    try:
-        bots.start(matrix_e2ee="1", admins=f"{alice.user_id},{owner.user_id}")
-        await owner.sync()
-        room = await owner.create_room(bots.bot.user_id, alice.user_id, encrypted=True)
-        await alice.join(room)
-        await owner.wait(lambda: bots.bot.user_id in owner.members_joined(room), label="join")
-        if owner.client.should_query_keys:
-            await owner.client.keys_query()
-        asked = await owner.say(room, "!ping")
-        reply = await answer(owner, bots, room, asked)
-        assert "pong" in reply.body.lower()
-        await alice.wait(lambda: any(e.get("event_id") == reply.event_id
-                                     for e in alice.timeline.get(room, [])))  # fmt: skip
-        seen = {e["event_id"]: e["type"] for e in alice.timeline[room] if "event_id" in e}
-        assert seen[asked] == seen[reply.event_id] == "m.room.encrypted"
-        assert (bots.state_dir / "matrix-store").is_dir()
-    finally:
-        await owner.close()
+    owner = people("owner", e2ee=True)
+    bots.start(matrix_e2ee="1", admins=f"{alice.user_id},{owner.user_id}")
+    await owner.sync()
+    room = await owner.create_room(bots.bot.user_id, alice.user_id, encrypted=True)
+    await alice.join(room)
+    await owner.wait(lambda: bots.bot.user_id in owner.members_joined(room), label="join")
+    if owner.client.should_query_keys:
+        await owner.client.keys_query()
+    asked = await owner.say(room, "!ping")
+    reply = await answer(owner, bots, room, asked)
+    assert "pong" in reply.body.lower()
+    await alice.wait(lambda: any(e.get("event_id") == reply.event_id
+                                 for e in alice.timeline.get(room, [])))  # fmt: skip
+    seen = {e["event_id"]: e["type"] for e in alice.timeline[room] if "event_id" in e}
+    assert seen[asked] == seen[reply.event_id] == "m.room.encrypted"
+    assert (bots.state_dir / "matrix-store").is_dir()
 
 
 async def test_a_failed_reply_becomes_an_incident_and_an_alert_that_mentions_the_admins(
