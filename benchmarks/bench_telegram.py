@@ -27,7 +27,7 @@ from tests.support.fake_telegram import FakeBotAPI  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "60"))
 STARTS = int(os.environ.get("BENCH_STARTS", "5"))
-BURSTS = int(os.environ.get("BENCH_BURSTS", "3"))
+BURSTS = int(os.environ.get("BENCH_BURSTS", "7"))
 SETTLE = 0.05
 BURST_CHATS, BURST_EACH = 50, 20
 FIRST_USER = 500_000
@@ -52,6 +52,22 @@ class Bot:
         )  # fmt: skip
         self.fake.wait_for(lambda f: len(f.calls_to("getUpdates")) > seen, timeout=30)
         return self.fake.calls_to("getUpdates")[seen].time - began
+
+    def first_answer(self, user: int) -> float:
+        """Seconds from exec to the answer to a /ping that was waiting before the start."""
+        before = len(self.fake.calls_to("sendMessage"))
+        self.fake.send_text(self.fake.user(user, "Bench"), "/ping")
+        began = time.monotonic()
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+        def answered(fake: FakeBotAPI) -> float | None:
+            calls = [c for c in fake.calls_to("sendMessage")[before:] if c.status == 200]
+            return calls[0].time if calls else None
+
+        return self.fake.wait_for(answered, timeout=30, interval=0.001) - began
 
     def stop(self) -> None:
         if self.process is None:
@@ -180,6 +196,13 @@ def main() -> int:
                 return seconds
 
             base_start, stew_start = alternate(bots, start_and_stop, STARTS)
+
+            def answer_and_stop(bot: Bot) -> float:
+                seconds = bot.first_answer(FIRST_USER)
+                bot.stop()
+                return seconds
+
+            base_first, stew_first = alternate(bots, answer_and_stop, STARTS)
             for bot in bots:
                 bot.start()
             time.sleep(3)
@@ -210,6 +233,8 @@ def main() -> int:
              stew_rss / base_rss <= 1.5),
             ("start to first getUpdates", f"{base_start * ms:.0f} ms", f"{stew_start * ms:.0f} ms",
              stew_start / base_start, 1.5, stew_start / base_start <= 1.5),
+            ("start to first answer (info)", f"{base_first * ms:.0f} ms",
+             f"{stew_first * ms:.0f} ms", stew_first / base_first, 0.0, True),
             ("burst: 1,000 commands, 50 chats", f"{base_burst:.0f}/s", f"{stew_burst:.0f}/s",
              stew_burst / base_burst, 1.0,
              stew_burst >= base_burst and stew_once and stew_order),
@@ -239,6 +264,7 @@ def print_table(
     print("|---|---|---|---|---|---|")
     for name, base, stew, ratio, target, ok in rows:
         bound = f"≥ {target:g}×" if name.startswith("burst") else f"≤ {target:g}×"
+        bound = "—" if not target else bound
         print(f"| {name} | {base} | {stew} | {ratio:.2f}× | {bound} | {'ok' if ok else 'MISS'} |")
     print()
     print(f"burst: Steward answered each command once: {once}, in order per chat: {ordered}; "

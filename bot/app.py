@@ -56,7 +56,13 @@ class App:
         self.db.dispose()
 
 
-def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = False) -> App:
+def build_app(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    console_admin: bool = False,
+    router: OutboxRouter | None = None,
+) -> App:
     demo = demo or settings.demo
     # Check everything in the config before touching the database.
     registry = build_registry()
@@ -83,7 +89,7 @@ def build_app(settings: Settings, *, demo: bool = False, console_admin: bool = F
         settings.viewers,
         console_role=Role.ADMIN if console_admin else None,
     )
-    router = OutboxRouter()
+    router = router or OutboxRouter()
     engine = Engine(
         deps=deps,
         access=access,

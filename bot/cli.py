@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot import logs
 from bot.config import SECRETS, ConfigError, Secret, Settings, load_settings
-from bot.storage.database import Database, DatabaseError
+from bot.errors import DatabaseError
 from bot.transports.matrix_login import MatrixLogin
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.transports.matrix import MatrixTransport
+    from bot.transports.router import OutboxRouter
+    from bot.transports.telegram import TelegramTransport
 
 log = logging.getLogger("steward")
 
@@ -61,6 +64,8 @@ def _logging(settings: Settings, *, quiet: bool) -> None:
 
 
 def _db(settings: Settings, action: str) -> int:
+    from bot.storage.database import Database  # noqa: PLC0415
+
     db = Database(settings.database)
     try:
         if action == "upgrade":
@@ -98,29 +103,55 @@ def _run(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from bot.app import build_app  # noqa: PLC0415
+    from bot.transports.router import OutboxRouter  # noqa: PLC0415
 
-    app = build_app(settings)
-    transports = _transports(settings, app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sweeper = asyncio.create_task(app.sweep_forever())
+    router = OutboxRouter()
+    transports: list[_Transport] = []
+    telegram = _telegram(settings, router)
+    if telegram is not None:
+        transports.append(telegram)
+    app: App | None = None
+    sweeper: asyncio.Task[None] | None = None
     try:
-        # Concurrently: a homeserver that is down must not keep Telegram waiting. A stop
-        # request is heard while a transport still waits for its server.
-        if await _until_stopped(asyncio.gather(*(t.start() for t in transports)), stop):
-            log.info("listening on %s", ", ".join(type(t).__name__ for t in transports))
-            await app.start()
-            await stop.wait()
+        # The database opens in a worker thread while Telegram connects: on a real network
+        # the round trips to Telegram and the local start overlap. Updates that arrive first
+        # wait for the engine. A stop request is heard throughout.
+        building = asyncio.ensure_future(asyncio.to_thread(_build_app, settings, router))
+        starting = [building, *(t.start() for t in transports)]
+        if not await _until_stopped(asyncio.gather(*starting), stop):
+            return 0
+        app = building.result()
+        if telegram is not None:
+            telegram.attach(app.engine)
+        sweeper = asyncio.create_task(app.sweep_forever())
+        matrix = _matrix(settings, app)
+        if matrix is not None:
+            transports.append(matrix)
+            # Telegram serves meanwhile, even while the homeserver is down.
+            if not await _until_stopped(matrix.start(), stop):
+                return 0
+        log.info("listening on %s", ", ".join(type(t).__name__ for t in transports))
+        await app.start()
+        await stop.wait()
         log.info("stopping")
     finally:
-        sweeper.cancel()
+        if sweeper is not None:
+            sweeper.cancel()
         for transport in reversed(transports):
             await transport.stop()
-        app.close()
+        if app is not None:
+            app.close()
     return 0
+
+
+def _build_app(settings: Settings, router: OutboxRouter) -> App:
+    from bot.app import build_app  # noqa: PLC0415
+
+    return build_app(settings, router=router)
 
 
 async def _until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
@@ -144,29 +175,34 @@ class _Transport(Protocol):
     async def stop(self) -> None: ...
 
 
-def _transports(settings: Settings, app: App) -> list[_Transport]:
-    """Import and build only the configured transports: each library costs memory."""
-    transports: list[_Transport] = []
-    if settings.telegram_token is not None:
-        from bot.transports.telegram import TelegramTransport  # noqa: PLC0415
+# Each transport is imported only when configured: each library costs memory.
 
-        telegram = TelegramTransport(
-            app.engine,
-            settings.telegram_token.get_secret_value(),
-            settings.telegram_api_url,
-            rate_limit=settings.telegram_rate_limit,
-        )
-        app.router.add("telegram", telegram.outbox)
-        transports.append(telegram)
-    if settings.matrix_homeserver is not None:
-        from bot.transports.matrix import MatrixTransport  # noqa: PLC0415
-        from bot.transports.matrix_state import MatrixState  # noqa: PLC0415
 
-        matrix = MatrixTransport(app.engine, _matrix_login(settings), MatrixState(app.kv))
-        app.router.add("matrix", matrix.outbox)
-        app.notifier.add_source(matrix.admin_rooms)
-        transports.append(matrix)
-    return transports
+def _telegram(settings: Settings, router: OutboxRouter) -> TelegramTransport | None:
+    if settings.telegram_token is None:
+        return None
+    from bot.transports.telegram import TelegramTransport  # noqa: PLC0415
+
+    telegram = TelegramTransport(
+        None,
+        settings.telegram_token.get_secret_value(),
+        settings.telegram_api_url,
+        rate_limit=settings.telegram_rate_limit,
+    )
+    router.add("telegram", telegram.outbox)
+    return telegram
+
+
+def _matrix(settings: Settings, app: App) -> MatrixTransport | None:
+    if settings.matrix_homeserver is None:
+        return None
+    from bot.transports.matrix import MatrixTransport  # noqa: PLC0415
+    from bot.transports.matrix_state import MatrixState  # noqa: PLC0415
+
+    matrix = MatrixTransport(app.engine, _matrix_login(settings), MatrixState(app.kv))
+    app.router.add("matrix", matrix.outbox)
+    app.notifier.add_source(matrix.admin_rooms)
+    return matrix
 
 
 def _matrix_login(settings: Settings) -> MatrixLogin:

@@ -17,15 +17,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from bot.errors import DatabaseError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_HEAD = "0001"
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-class DatabaseError(Exception):
-    """The database cannot be opened or migrated; the message is one line."""
 
 
 class Database:

@@ -62,9 +62,12 @@ def actor_of(user: User) -> Actor:
 
 
 class TelegramTransport:
+    """``engine`` may come later (``attach``): Steward connects to Telegram while its database
+    opens in a worker thread. Updates that arrive before then wait for it."""
+
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         token: str,
         api_url: str,
         *,
@@ -87,7 +90,10 @@ class TelegramTransport:
             if rate_limit
             else builder.build()
         )
-        self.engine = engine
+        self._engine = engine
+        self._attached = asyncio.Event()
+        if engine is not None:
+            self._attached.set()
         self.outbox = TelegramOutbox(self.application.bot)
         self._poll_timeout = poll_timeout
         self._background: set[asyncio.Task[None]] = set()
@@ -96,6 +102,18 @@ class TelegramTransport:
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._command))
         app.add_handler(CallbackQueryHandler(self._press))
         app.add_error_handler(self._error)
+
+    def attach(self, engine: Engine) -> None:
+        self._engine = engine
+        self._attached.set()
+
+    async def engine(self) -> Engine:
+        """The engine, once attached. An update still waiting for it when Steward stops before
+        it got one is dropped; that can happen only in the first moments of a start."""
+        await self._attached.wait()
+        if self._engine is None:
+            raise ApplicationHandlerStop
+        return self._engine
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -128,6 +146,7 @@ class TelegramTransport:
                 return
 
     async def stop(self) -> None:
+        self._attached.set()  # wake updates still waiting for an engine: there will be none
         for task in list(self._background):
             task.cancel()
         updater = self.application.updater
@@ -158,9 +177,10 @@ class TelegramTransport:
 
     async def _publish_menus(self) -> None:
         bot = self.application.bot
-        registry = self.engine.deps.registry
+        engine = await self.engine()
+        registry = engine.deps.registry
         await self.outbox.call("deleteMyCommands", bot.delete_my_commands)
-        for user_id, role in self.engine.access.members(TRANSPORT):
+        for user_id, role in engine.access.members(TRANSPORT):
             menu = [BotCommand(s.name, s.summary[:256]) for s in registry.visible_to(role)]
             await self._set_menu(menu, BotCommandScopeChat(int(user_id)))
 
@@ -175,20 +195,21 @@ class TelegramTransport:
         if user is None or chat is None or user.is_bot:
             raise ApplicationHandlerStop
         actor = actor_of(user)
-        if self.engine.access.role_of(actor) is not None:
+        engine = await self.engine()
+        if engine.access.role_of(actor) is not None:
             return
         where = ChatRef(TRANSPORT, str(chat.id))
         query = update.callback_query
         if query is not None:
             await self.outbox.call("answerCallbackQuery", lambda: query.answer("Not allowed."))
             # The toast is the refusal: no message in the chat (often a group) as well.
-            await self.engine.audit(AuditEvent.REFUSED, actor, where, "press", result="stranger")
+            await engine.audit(AuditEvent.REFUSED, actor, where, "press", result="stranger")
         elif self._addressed_to_us(update.message, private=chat.type == chat.PRIVATE):
             message = update.message
             assert message is not None  # noqa: S101 - _addressed_to_us checked it
             parsed = split_command_line(message.text or "")
             name, args = parsed or ("", ())
-            await self.engine.refuse_stranger(actor, where, name, args, str(message.message_id))
+            await engine.refuse_stranger(actor, where, name, args, str(message.message_id))
         raise ApplicationHandlerStop
 
     def _addressed_to_us(self, message: Message | None, *, private: bool) -> bool:
@@ -215,7 +236,8 @@ class TelegramTransport:
         if parsed is None:
             return
         name, args = parsed
-        await self.engine.handle_command(
+        engine = await self.engine()
+        await engine.handle_command(
             Command(
                 name,
                 args,
@@ -250,7 +272,7 @@ class TelegramTransport:
             except TelegramError as exc:
                 log.warning("could not answer a button press: %s", exc)
 
-        await self.engine.handle_press(press, answer)
+        await (await self.engine()).handle_press(press, answer)
 
     async def _error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         incident = secrets.token_hex(4)
@@ -261,7 +283,8 @@ class TelegramTransport:
             with contextlib.suppress(TelegramError):
                 await self.outbox.send(chat, Reply(text))
         summary = type(context.error).__name__ if context.error else "unknown error"
-        await self.engine.report_incident(incident, f"Telegram update failed: {esc(summary)}")
+        engine = await self.engine()
+        await engine.report_incident(incident, f"Telegram update failed: {esc(summary)}")
 
 
 def _command_mention(message: Message) -> str | None:

@@ -48,11 +48,12 @@ def test_the_demo_loads_no_sdk_and_no_chat_library(tmp_path: Path) -> None:
 TRANSPORTS_PROBE = """
 import json, sys
 from bot.app import build_app
-from bot.cli import _transports
+from bot.cli import _matrix, _telegram
 from bot.config import load_settings
 settings = load_settings()
 app = build_app(settings, demo=True)
-names = [type(t).__name__ for t in _transports(settings, app)]
+built = (_telegram(settings, app.router), _matrix(settings, app))
+names = [type(t).__name__ for t in built if t is not None]
 app.close()
 print(json.dumps([names, sorted(sys.modules)]))
 """

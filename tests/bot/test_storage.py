@@ -9,7 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import StatementError
 
 from bot.storage.database import Database
@@ -466,3 +466,27 @@ async def test_a_value_is_stored_overwritten_and_deleted(db: Database) -> None:
 
     await kv.delete("matrix.since")  # deleting twice is harmless
     assert await kv.get("other") == "keep me"
+
+
+async def test_under_load_audit_rows_share_commits_and_a_lone_row_is_not_held(
+    db: Database,
+) -> None:
+    """Rows that arrive within ``min_interval`` of the last commit wait for the next one;
+    the first row after a quiet spell is committed at once."""
+    commits: list[int] = []
+    event.listen(db.engine, "commit", lambda _conn: commits.append(1))
+    log = SqlAuditLog(db, min_interval=0.5)
+
+    await asyncio.wait_for(log.record(_entry(NOW, "first")), timeout=0.4)  # not held
+    assert len(commits) == 1
+
+    async def trickle() -> None:
+        pending = []
+        for index in range(10):
+            pending.append(asyncio.create_task(log.record(_entry(NOW, f"cmd{index}"))))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*pending)
+
+    await trickle()
+    assert len(commits) == 2  # ten rows, 10 ms apart: one transaction
+    assert len(await log.recent(20)) == 11

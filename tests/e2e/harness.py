@@ -208,7 +208,8 @@ class Steward(BotRunner):
                         f"steward exited with {process.popen.returncode} before polling; "
                         f"stderr:\n{process.stderr}"
                     )
-                return fake.getupdates_count > polls_before
+                # Polling starts while the database still opens; ready is when both are.
+                return fake.getupdates_count > polls_before and "listening on" in process.stderr
 
             self.fake.wait_for(polling, timeout=START_TIMEOUT)
         return process

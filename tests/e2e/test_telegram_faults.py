@@ -228,3 +228,13 @@ async def test_the_rate_limiter_is_wired_in_when_it_is_on(
         assert statuses(fake, "sendMessage") == [429, 200]
     finally:
         app.close()
+
+
+def test_a_stop_in_the_first_moments_of_a_start_exits_cleanly(
+    fake: FakeBotAPI, steward: Steward
+) -> None:
+    """SIGTERM while the database may still be opening and an update waits for the engine."""
+    fake.send_text(OLGA, "/ping")
+    process = steward.start(ready=False)
+    fake.wait_for(lambda f: f.getupdates_count > 0, timeout=30)
+    assert steward.stop(process) == 0
