@@ -17,7 +17,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, MetaData, String, inspect
 
-from bot.storage.database import SCHEMA_HEAD, Database, DatabaseError, alembic_config
+from bot.errors import DatabaseError
+from bot.storage.database import SCHEMA_HEAD, Database, alembic_config
 from bot.storage.models import metadata as models_metadata
 
 TABLES = {"alembic_version", "audit_log", "confirmations", "jobs", "kv"}
