@@ -301,6 +301,28 @@ async def test_confirm_by_code_works_and_a_wrong_code_is_refused(
     assert bots.count("jobs") == 1
 
 
+async def test_cancel_by_reaction_or_by_code_runs_nothing(
+    bots: MatrixBots, alice: Person, olga: Person
+) -> None:
+    bots.start()
+    room = await admin_room(bots, alice, olga)
+    first = await prompt_for(olga, bots, room, "!restart nextcloud")
+    await olga.react(room, first.event_id, "❌")
+    await olga.wait(
+        lambda: olga.find(room, bots.bot.user_id, "Cancelled by", first.event_id), label="x"
+    )
+
+    second = await prompt_for(olga, bots, room, "!restart nextcloud")
+    match = CODE.search(second.body)
+    assert match is not None
+    await alice.say(room, f"!cancel {match.group(1)}")  # an admin may cancel anyone's
+    await olga.wait(
+        lambda: olga.find(room, bots.bot.user_id, "Cancelled by", second.event_id), label="y"
+    )
+    assert bots.query("SELECT state FROM confirmations") == [("cancelled",), ("cancelled",)]
+    assert bots.count("jobs") == 0
+
+
 async def test_progress_is_one_message_edited_at_most_every_two_seconds(
     bots: MatrixBots, alice: Person, olga: Person
 ) -> None:
