@@ -1,4 +1,4 @@
-"""Getting started: /start, /help, /whoami, /ping."""
+"""Getting started: /hello (also a bare /start), /help, /whoami, /ping."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from handlers.core.spec import Arg, Word
 commands = Registry()
 
 
-@commands.command("start", "Say hello and show what you can do")
-async def start(ctx: Context) -> Reply:
+@commands.command("hello", "Say hello and show what you can do")
+async def hello(ctx: Context) -> Reply:
     intro = (
         f"Hello {esc(ctx.command.actor.label)}. I run this server for you; "
         f"you are <b>{ctx.role.label}</b> here.\n\n"

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,13 +46,47 @@ class HostMetrics:
 class HostProbe(Protocol):
     async def metrics(self) -> HostMetrics: ...
 
+    async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
+        """Bytes used under each folder; None where it could not be measured in time."""
+        ...
+
 
 class PsutilHost:
     """The real adapter. psutil reads /proc; it runs in a thread so a slow mount never stalls
     the chat."""
 
+    def __init__(self, du_timeout: float = 20.0) -> None:
+        self._du_timeout = du_timeout
+
     async def metrics(self) -> HostMetrics:
         return await asyncio.to_thread(self._read)
+
+    async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
+        """One ``du`` for all folders (it is fast C and counts hard links once); a folder
+        with millions of files may take longer than the timeout, and reads as unknown."""
+        if not folders:
+            return {}
+        env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
+        sizes: dict[str, int | None] = dict.fromkeys(folders)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "du", "--summarize", "--bytes", "--", *folders,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env,
+            )  # fmt: skip
+        except OSError:
+            return sizes
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self._du_timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return sizes
+        # du exits 1 when one folder is missing but still prints the others.
+        for line in out.decode(errors="replace").splitlines():
+            size, _, folder = line.partition("\t")
+            if folder in sizes and size.isdigit():
+                sizes[folder] = int(size)
+        return sizes
 
     def _read(self) -> HostMetrics:
         import psutil  # noqa: PLC0415 - only the real adapter pays for it

@@ -75,7 +75,15 @@ class ServiceManager(Protocol):
 
     async def failed_units(self) -> list[str]: ...
 
+    async def start(self, unit: str) -> None: ...
+
+    async def stop(self, unit: str) -> None: ...
+
     async def restart(self, unit: str) -> None: ...
+
+    async def logs(self, units: Sequence[str], lines: int) -> list[str]:
+        """The newest ``lines`` journal lines of ``units`` together, oldest first."""
+        ...
 
 
 class SystemctlServiceManager:
@@ -101,32 +109,58 @@ class SystemctlServiceManager:
         )
         return [line.split()[0] for line in out.splitlines() if line.strip()]
 
+    async def start(self, unit: str) -> None:
+        await _systemctl(["start", "--", unit], self._restart_timeout)
+
+    async def stop(self, unit: str) -> None:
+        await _systemctl(["stop", "--", unit], self._restart_timeout)
+
     async def restart(self, unit: str) -> None:
         await _systemctl(["restart", "--", unit], self._restart_timeout)
 
+    async def logs(self, units: Sequence[str], lines: int) -> list[str]:
+        selectors = [arg for unit in units for arg in ("--unit", unit)]
+        out = await _run(
+            "journalctl",
+            [*selectors, "--lines", str(lines), "--output", "short-iso", "--no-pager", "--quiet"],
+            self._timeout,
+        )
+        return out.splitlines()
+
 
 async def _systemctl(args: list[str], limit: float) -> str:
+    return await _run("systemctl", args, limit)
+
+
+async def _run(tool: str, args: list[str], limit: float) -> str:
     env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
     try:
         proc = await asyncio.create_subprocess_exec(
-            "systemctl",
+            tool,
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
     except OSError as exc:
-        raise UnitError(f"cannot run systemctl: {exc.strerror}") from None
+        raise UnitError(f"cannot run {tool}: {exc.strerror}") from None
     try:
         out, err = await asyncio.wait_for(proc.communicate(), limit)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise UnitError(f"systemctl {args[0]} timed out after {limit:g} s") from None
+        raise UnitError(f"{tool} {args[0]} timed out after {limit:g} s") from None
     if proc.returncode != 0:
-        message = err.decode(errors="replace").strip().splitlines()
-        raise UnitError(message[-1] if message else f"systemctl exited {proc.returncode}")
+        raise UnitError(_reason(err.decode(errors="replace")) or f"{tool} exited {proc.returncode}")
     return out.decode(errors="replace")
+
+
+def _reason(stderr: str) -> str:
+    """The line that says what went wrong: systemctl adds warnings before it and a hint
+    ('See "systemctl status x.service" ...') after it."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Warning:", "See ", "Hint:"))]
+    return (useful or lines or [""])[0]
 
 
 def parse_show(text: str) -> list[UnitStatus]:

@@ -83,7 +83,7 @@ class Engine:
         if role is None:
             await self.refuse_stranger(cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id)
             return
-        entry = self.deps.registry.get(cmd.name)
+        entry = self.deps.registry.resolve(cmd.name, cmd.args)
         if entry is None:
             await self.refuse(cmd, f"Unknown command /{esc(cmd.name)}, see /help.")
             return

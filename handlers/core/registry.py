@@ -54,8 +54,11 @@ class Registry:
         freshness: timedelta = DEFAULT_FRESHNESS,
         two_person: bool = False,
         background: bool = False,
+        bare: str | None = None,
     ) -> Callable[[Run], Entry]:
-        spec = CommandSpec(name, summary, args, role, changes, freshness, two_person, background)
+        spec = CommandSpec(
+            name, summary, args, role, changes, freshness, two_person, background, bare
+        )
 
         def register(fn: Run) -> Entry:
             if name in self._entries:
@@ -75,6 +78,13 @@ class Registry:
     def get(self, name: str) -> Entry | None:
         return self._entries.get(name)
 
+    def resolve(self, name: str, args: tuple[str, ...]) -> Entry | None:
+        """The command a message means: ``get``, unless it is sent bare and names a stand-in."""
+        entry = self._entries.get(name)
+        if entry is not None and not args and entry.spec.bare is not None:
+            return self._entries.get(entry.spec.bare)
+        return entry
+
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self._entries.values(), key=lambda e: e.spec.name))
 
@@ -90,3 +100,8 @@ class Registry:
         for entry in self:
             if entry.spec.changes and entry.preview_fn is None:
                 raise ValueError(f"/{entry.spec.name} changes the server but has no preview")
+            bare = self._entries.get(entry.spec.bare or "")
+            if entry.spec.bare is not None and (
+                bare is None or any(arg.required for arg in bare.spec.args)
+            ):
+                raise ValueError(f"/{entry.spec.name}: its bare stand-in must take no arguments")

@@ -123,6 +123,9 @@ class CommandSpec:
     freshness: timedelta = DEFAULT_FRESHNESS
     two_person: bool = False
     background: bool = False
+    # Sent with no arguments, the command means this other one instead: a bare /start is
+    # Telegram's first contact ("hello"), /start nextcloud starts a service.
+    bare: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

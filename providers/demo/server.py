@@ -57,6 +57,7 @@ class DemoServiceManager:
     fail_restart: set[str] = field(default_factory=set)
     down: bool = False
     calls: list[tuple[str, ...]] = field(default_factory=list)
+    journal: list[tuple[str, str]] = field(default_factory=list)  # (unit, line), oldest first
 
     async def status(self, units: Sequence[str]) -> dict[str, UnitStatus]:
         self._check("show", *units)
@@ -66,21 +67,54 @@ class DemoServiceManager:
         self._check("list-units", "--state=failed")
         return sorted(name for name, st in self.units.items() if st.active_state == "failed")
 
+    async def start(self, unit: str) -> None:
+        self._check("start", unit)
+        await self._activate(unit)
+
+    async def stop(self, unit: str) -> None:
+        self._check("stop", unit)
+        self._known(unit)
+        self.units[unit] = _unit(unit, "deactivating", "stop-sigterm")
+        await asyncio.sleep(self.step_seconds)
+        self.units[unit] = _unit(unit, "inactive", "dead")
+        self._log(unit, f"Stopped {unit}.")
+
     async def restart(self, unit: str) -> None:
         self._check("restart", unit)
-        if unit not in self.units:
-            raise UnitError(f"Unit {unit} not found.")
+        await self._activate(unit)
+
+    async def logs(self, units: Sequence[str], lines: int) -> list[str]:
+        self._check("journalctl", *units)
+        wanted = set(units)
+        return [line for unit, line in self.journal if unit in wanted][-lines:]
+
+    async def _activate(self, unit: str) -> None:
+        self._known(unit)
         self.units[unit] = _unit(unit, "activating", "start")
         await asyncio.sleep(self.step_seconds)
         if unit in self.fail_restart:
             self.units[unit] = _unit(unit, "failed", "failed")
+            self._log(unit, f"{unit}: Main process exited, code=exited, status=1/FAILURE")
             raise UnitError(f"Job for {unit} failed because the control process exited.")
         self.units[unit] = _unit(unit, "active", "running", memory=64 * MiB)
+        self._log(unit, f"Started {unit}.")
+
+    def _known(self, unit: str) -> None:
+        if unit not in self.units:
+            raise UnitError(f"Unit {unit} not found.")
+
+    def _log(self, unit: str, message: str) -> None:
+        self.journal.append((unit, f"{_iso(datetime.now(UTC))} demo systemd[1]: {message}"))
 
     def _check(self, *call: str) -> None:
         self.calls.append(call)
         if self.down:
             raise UnitError("Failed to connect to bus: No such file or directory")
+
+
+def _iso(moment: datetime) -> str:
+    """journalctl's short-iso time stamp."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 def _unit(name: str, active: str, sub: str, memory: int | None = None) -> UnitStatus:
@@ -91,11 +125,15 @@ def _unit(name: str, active: str, sub: str, memory: int | None = None) -> UnitSt
 class DemoHost:
     metrics_value: HostMetrics
     down: bool = False
+    sizes: dict[str, int] = field(default_factory=dict)
 
     async def metrics(self) -> HostMetrics:
         if self.down:
             raise OSError("host metrics are unavailable")
         return self.metrics_value
+
+    async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
+        return {folder: self.sizes.get(folder) for folder in folders}
 
 
 @dataclass
@@ -124,4 +162,15 @@ class DemoServer:
             memory_available_bytes=int(1.6 * GiB),
             disks=(DiskUsage("/", 38 * GiB, 24 * GiB), DiskUsage("/data", 100 * GiB, 71 * GiB)),
         )
-        return cls(catalogue, DemoServiceManager(units, step_seconds), DemoHost(host))
+        manager = DemoServiceManager(units, step_seconds)
+        for number, unit in enumerate(catalogue.all_units):
+            stamp = _iso(started + timedelta(seconds=number))
+            manager.journal.append((unit, f"{stamp} demo systemd[1]: Started {unit}."))
+        failed_at = _iso(started + timedelta(days=11))
+        manager.journal.append((
+            "jicofo.service",
+            f"{failed_at} demo jicofo[2211]: SEVERE: cannot reach XMPP server <prosody> & gave up",
+        ))  # fmt: skip
+        folders = sorted({folder for info in catalogue.values() for folder in info.folders})
+        sizes = {folder: (index + 1) * 3 * GiB // 2 for index, folder in enumerate(folders)}
+        return cls(catalogue, manager, DemoHost(host, sizes=sizes))

@@ -1,0 +1,96 @@
+"""/service, /start, /stop and /logs on the demo server, through the real engine."""
+
+from __future__ import annotations
+
+from tests.conftest import ADMIN, OPERATOR, STRANGER, VIEWER, Harness
+from tests.support.engine_probe import audit_rows
+
+
+async def test_service_shows_units_state_since_memory_and_folder_sizes(harness: Harness) -> None:
+    text = await harness.say("/service jitsi", VIEWER)
+    assert "<b>Jitsi Meet</b> (jitsi) failed" in text
+    assert "<code>jicofo.service</code> failed, since " in text
+    assert "<code>prosody.service</code> active (running), since " in text
+    assert "150.0 MiB memory" in text
+    assert "<code>/var/lib/jitsi-meet</code> " in text
+    assert "GiB" in text
+    # One status call for all its units, none for other services.
+    shows = [call for call in harness.server.services.calls if call[0] == "show"]
+    assert shows == [("show", "jitsi-videobridge2.service", "jicofo.service", "prosody.service")]
+
+
+async def test_service_says_when_a_folder_could_not_be_measured(harness: Harness) -> None:
+    harness.server.host.sizes.clear()
+    text = await harness.say("/service nextcloud", VIEWER)
+    assert "<code>/var/lib/nextcloud</code> size unknown" in text
+
+
+async def test_an_unknown_service_is_named_and_the_known_ones_listed(harness: Harness) -> None:
+    text = await harness.say("/service gitlab", VIEWER)
+    assert "Unknown service gitlab" in text
+    assert "nextcloud" in text
+
+
+async def test_stop_then_start_go_through_confirmation_in_unit_order(harness: Harness) -> None:
+    stop = await harness.say("/stop nextcloud", OPERATOR)
+    assert "Stops Nextcloud" in stop
+    assert "cut off" in stop
+    assert harness.server.services.calls == []
+    assert await harness.press(1, OPERATOR) == "Confirmed."
+    stopped = [call[1] for call in harness.server.services.calls if call[0] == "stop"]
+    # The web front goes first, its backends after.
+    assert stopped == ["redis-nextcloud.service", "nginx.service", "phpfpm-nextcloud.service"]
+    assert "Nextcloud stopped" in harness.outbox.messages[-1].current.text
+
+    await harness.say("/start nextcloud", OPERATOR)
+    assert await harness.press(1, OPERATOR) == "Confirmed."
+    started = [call[1] for call in harness.server.services.calls if call[0] == "start"]
+    assert started == ["phpfpm-nextcloud.service", "nginx.service", "redis-nextcloud.service"]
+    assert "Nextcloud started and active" in harness.outbox.messages[-1].current.text
+
+
+async def test_a_failing_start_says_which_unit_and_why(harness: Harness) -> None:
+    harness.server.services.fail_restart.add("nginx.service")
+    await harness.say("/start nextcloud", OPERATOR)
+    await harness.press(1, OPERATOR)
+    last = harness.outbox.messages[-1].current.text
+    assert "Starting <code>nginx.service</code> failed" in last
+    assert "Job for nginx.service failed" in last
+
+
+async def test_a_viewer_may_look_but_not_stop(harness: Harness) -> None:
+    text = await harness.say("/stop nextcloud", VIEWER)
+    assert "/stop needs the operator role; you are viewer." in text
+    assert harness.server.services.calls == []
+
+
+async def test_a_bare_start_says_hello_to_anyone_with_a_role(harness: Harness) -> None:
+    text = await harness.say("/start", VIEWER)
+    assert text.startswith("Hello ")
+    assert "you are <b>viewer</b>" in text
+    assert "/stop" not in text  # help shows only what a viewer may run
+    assert await harness.say("/start", STRANGER) == "Sorry, this is a private bot."
+
+
+async def test_logs_are_escaped_limited_and_for_admins_only(harness: Harness) -> None:
+    text = await harness.say("/logs jitsi 2", ADMIN)
+    assert "the last 2 journal lines" in text
+    assert "&lt;prosody&gt; &amp; gave up" in text  # what a service writes is never markup
+    assert "<pre>" in text
+    assert text.count("\n") == 2  # the head line and two journal lines
+    journal_calls = [c for c in harness.server.services.calls if c[0] == "journalctl"]
+    assert journal_calls == [
+        ("journalctl", "jitsi-videobridge2.service", "jicofo.service", "prosody.service")
+    ]
+
+    assert "needs the admin role" in await harness.say("/logs jitsi", OPERATOR)
+    assert "N must be at most 2000" in await harness.say("/logs jitsi 5000", ADMIN)
+    assert "N must be at least 1" in await harness.say("/logs jitsi 0", ADMIN)
+
+
+async def test_logs_are_marked_sensitive(harness: Harness) -> None:
+    await harness.say("/logs nextcloud", ADMIN)
+    assert harness.outbox.messages[-1].reply.sensitive
+    rows = await audit_rows(harness)
+    assert rows[-1].command == "logs"
+    assert rows[-1].result == "ok"

@@ -1,0 +1,93 @@
+"""The real adapters against the fake systemctl and journalctl (tests/support/fakebin), and
+against the machine's real ``du``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from providers.host import PsutilHost
+from providers.systemd import Health, SystemctlServiceManager, UnitError
+from tests.support.fake_system import FakeSystem
+
+
+@pytest.fixture
+def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystem:
+    fake = FakeSystem(tmp_path)
+    fake.install(monkeypatch)
+    return fake
+
+
+async def test_start_stop_and_restart_change_the_unit(system: FakeSystem) -> None:
+    system.add_unit("forgejo.service", active_state="inactive")
+    manager = SystemctlServiceManager()
+
+    await manager.start("forgejo.service")
+    assert (await manager.status(["forgejo.service"]))["forgejo.service"].health is Health.ACTIVE
+    await manager.stop("forgejo.service")
+    assert (await manager.status(["forgejo.service"]))["forgejo.service"].health is Health.OFF
+    await manager.restart("forgejo.service")
+    assert (await manager.status(["forgejo.service"]))["forgejo.service"].health is Health.ACTIVE
+    verbs = [call[1] for call in system.calls("systemctl") if call[1] != "show"]
+    assert verbs == ["start", "stop", "restart"]
+    assert all("--" in call for call in system.calls("systemctl"))
+
+
+async def test_a_failed_start_says_why_not_where_to_look(system: FakeSystem) -> None:
+    system.add_unit("forgejo.service", active_state="inactive")
+    system.fail_next_start("forgejo.service")
+    with pytest.raises(UnitError) as caught:
+        await SystemctlServiceManager().start("forgejo.service")
+    # systemd adds 'See "systemctl status ..." for details.' after the reason; not shown.
+    assert str(caught.value).startswith("Job for forgejo.service failed")
+
+
+async def test_logs_read_the_newest_lines_of_several_units_in_one_call(
+    system: FakeSystem,
+) -> None:
+    for unit in ("postfix.service", "dovecot2.service"):
+        system.add_unit(unit)
+    for number in range(5):
+        system.add_journal("postfix.service", f"postfix line {number}")
+    system.add_journal("dovecot2.service", "dovecot says <hi> & bye")
+    system.add_journal("other.service", "not ours")
+
+    lines = await SystemctlServiceManager().logs(["postfix.service", "dovecot2.service"], 3)
+
+    assert len(lines) == 3
+    assert lines[-1].endswith("dovecot says <hi> & bye")
+    assert lines[0].endswith("postfix line 3")
+    assert not any("not ours" in line for line in lines)
+    (call,) = system.calls("journalctl")
+    assert call[1:] == [
+        "--unit", "postfix.service", "--unit", "dovecot2.service", "--lines", "3",
+        "--output", "short-iso", "--no-pager", "--quiet",
+    ]  # fmt: skip
+
+
+async def test_folder_sizes_come_from_one_du_and_a_missing_folder_is_unknown(
+    tmp_path: Path,
+) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.mkdir()
+    big.mkdir()
+    (small / "a").write_bytes(b"x" * 1_000)
+    (big / "b").write_bytes(b"x" * 3_000_000)
+    (big / "sub").mkdir()
+    (big / "sub" / "c").write_bytes(b"x" * 1_000_000)
+
+    sizes = await PsutilHost().folder_sizes([str(small), str(big), str(tmp_path / "gone")])
+
+    assert sizes[str(tmp_path / "gone")] is None
+    small_size, big_size = sizes[str(small)], sizes[str(big)]
+    assert small_size is not None
+    assert big_size is not None
+    # Apparent sizes: the files plus the folders' own entries.
+    assert 1_000 <= small_size < 1_000 + 64 * 1024
+    assert 4_000_000 <= big_size < 4_000_000 + 64 * 1024
+
+
+async def test_no_folders_run_no_du(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no du here: it must not be needed
+    assert await PsutilHost().folder_sizes([]) == {}
