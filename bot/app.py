@@ -22,6 +22,7 @@ from handlers.core.spec import Role
 from providers.catalogue import CatalogueError, ServiceCatalogue
 from providers.demo import DemoServer
 from providers.host import HostProbe, PsutilHost
+from providers.nixos_system import NixosRebuildSystem
 from providers.systemd import ServiceManager, SystemctlServiceManager
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def build_app(
         audit=SqlAuditLog(db),
         registry=registry,
         timezone=_timezone(settings),
+        nixos=server.nixos if server else NixosRebuildSystem(),
     )
     access = AccessPolicy.from_lists(
         settings.admins,

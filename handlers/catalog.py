@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from handlers import admin, audit, services, status
+from handlers import admin, audit, services, status, system
 from handlers.core.registry import Registry
 
 
 def build_registry() -> Registry:
     registry = Registry()
-    for module in (admin, audit, services, status):
+    for module in (admin, audit, services, status, system):
         registry.include(module.commands)
     registry.check()
     return registry

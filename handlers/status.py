@@ -20,6 +20,7 @@ async def status(ctx: Context) -> Reply:
         failed: list[str] | None = await ctx.deps.services.failed_units()
     except UnitError:
         failed = None
+    reboot = await ctx.deps.nixos.reboot_needed()
     try:
         m = await metrics_task
     except OSError as exc:
@@ -43,6 +44,8 @@ async def status(ctx: Context) -> Reply:
         lines.append(f"❌ failed units: {esc(', '.join(failed))}")
     else:
         lines.append("✅ no failed units")
+    if reboot:
+        lines.append("🔁 reboot needed: the running kernel or initrd is not the current system's")
     return Reply("\n".join(lines))
 
 

@@ -120,7 +120,7 @@ class SystemctlServiceManager:
 
     async def logs(self, units: Sequence[str], lines: int) -> list[str]:
         selectors = [arg for unit in units for arg in ("--unit", unit)]
-        out = await _run(
+        out = await run_tool(
             "journalctl",
             [*selectors, "--lines", str(lines), "--output", "short-iso", "--no-pager", "--quiet"],
             self._timeout,
@@ -129,10 +129,12 @@ class SystemctlServiceManager:
 
 
 async def _systemctl(args: list[str], limit: float) -> str:
-    return await _run("systemctl", args, limit)
+    return await run_tool("systemctl", args, limit)
 
 
-async def _run(tool: str, args: list[str], limit: float) -> str:
+async def run_tool(tool: str, args: list[str], limit: float) -> str:
+    """Run a system tool from PATH: an argument list, a minimal environment, a time limit.
+    Its failure becomes a ``UnitError`` with the line that says why."""
     env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
     try:
         proc = await asyncio.create_subprocess_exec(

@@ -126,6 +126,7 @@ def make_harness(
         audit=SqlAuditLog(db),
         registry=build_registry(),
         timezone=UTC,
+        nixos=server.nixos,
     )
     access = AccessPolicy.from_lists(
         admins=[ADMIN.user_id, ADMIN2.user_id],

@@ -12,6 +12,7 @@ from handlers.core.records import AuditLog
 from handlers.core.spec import Role
 from providers.catalogue import ServiceCatalogue
 from providers.host import HostProbe
+from providers.nixos_system import NixosSystem
 from providers.systemd import ServiceManager
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Deps:
     audit: AuditLog
     registry: Registry
     timezone: tzinfo
+    nixos: NixosSystem
 
 
 @dataclass(frozen=True, slots=True)

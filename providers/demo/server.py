@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from providers.catalogue import ServiceCatalogue, ServiceInfo
 from providers.host import DiskUsage, HostMetrics
+from providers.nixos_system import Generation
 from providers.systemd import UnitError, UnitStatus, missing
 
 GiB = 1024**3
@@ -137,10 +138,35 @@ class DemoHost:
 
 
 @dataclass
+class DemoNixos:
+    """Three generations; the newest is current. ``booted_older`` says the running kernel is
+    the previous generation's, so a reboot is due."""
+
+    generation_list: list[Generation]
+    booted_older: bool = False
+
+    async def generations(self) -> list[Generation]:
+        return sorted(self.generation_list, key=lambda g: -g.number)
+
+    async def reboot_needed(self) -> bool | None:
+        return self.booted_older
+
+
+def _demo_generations(now: datetime) -> list[Generation]:
+    version = "25.05.20251101.abcdef0"
+    return [
+        Generation(number, f"{_iso(now - timedelta(days=ago))[:10]} 03:12:44", version,
+                   "6.12.44" if number == 44 else "6.12.41", number == 44)
+        for number, ago in ((41, 40), (43, 12), (44, 2))
+    ]  # fmt: skip
+
+
+@dataclass
 class DemoServer:
     catalogue: ServiceCatalogue
     services: DemoServiceManager
     host: DemoHost
+    nixos: DemoNixos
 
     @classmethod
     def create(cls, step_seconds: float = 0.3) -> DemoServer:
@@ -173,4 +199,5 @@ class DemoServer:
         ))  # fmt: skip
         folders = sorted({folder for info in catalogue.values() for folder in info.folders})
         sizes = {folder: (index + 1) * 3 * GiB // 2 for index, folder in enumerate(folders)}
-        return cls(catalogue, manager, DemoHost(host, sizes=sizes))
+        nixos = DemoNixos(_demo_generations(datetime.now(UTC)))
+        return cls(catalogue, manager, DemoHost(host, sizes=sizes), nixos)

@@ -174,6 +174,7 @@ def _engine_with_slow_job(db: Database, out: io.StringIO, release: asyncio.Event
         audit=SqlAuditLog(db),
         registry=registry,
         timezone=UTC,
+        nixos=server.nixos,
     )
     console = ConsoleTransport(out=out, user="tester")
     return Engine(

@@ -94,3 +94,19 @@ async def test_logs_are_marked_sensitive(harness: Harness) -> None:
     rows = await audit_rows(harness)
     assert rows[-1].command == "logs"
     assert rows[-1].result == "ok"
+
+
+async def test_generations_list_newest_first_and_status_says_when_to_reboot(
+    harness: Harness,
+) -> None:
+    text = await harness.say("/generations", VIEWER)
+    lines = text.splitlines()
+    assert lines[1].startswith("▶ <b>44</b> <b>current</b>")
+    assert "kernel 6.12.44" in lines[1]
+    assert lines[2].startswith("· <b>43</b>")
+    assert "reboot" not in text
+    assert "reboot" not in await harness.say("/status", VIEWER)
+
+    harness.server.nixos.booted_older = True
+    assert "🔁 reboot needed" in await harness.say("/status", VIEWER)
+    assert "A reboot is needed" in await harness.say("/generations", VIEWER)

@@ -1,0 +1,83 @@
+"""The NixOS system itself: its generations, and whether a reboot is due.
+
+Generations come from ``nixos-rebuild list-generations --json`` (NixOS 24.05 and later). A
+reboot is due when the booted system's kernel, initrd or kernel modules differ from the current
+system's: the same check NixOS users do by hand with ``readlink /run/booted-system/kernel
+/run/current-system/kernel``. It reads symlinks; no subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from providers.systemd import UnitError, run_tool
+
+BOOT_PARTS = ("kernel", "initrd", "kernel-modules")
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    number: int
+    date: str
+    nixos_version: str
+    kernel: str
+    current: bool
+
+
+class NixosSystem(Protocol):
+    async def generations(self) -> list[Generation]:
+        """Newest first."""
+        ...
+
+    async def reboot_needed(self) -> bool | None:
+        """None when it cannot be told (not NixOS, or the links are missing)."""
+        ...
+
+
+class NixosRebuildSystem:
+    """The real adapter. ``root`` is ``/``; tests point it at a fake tree."""
+
+    def __init__(self, root: Path = Path("/"), timeout: float = 30.0) -> None:
+        self._root = root
+        self._timeout = timeout
+
+    async def generations(self) -> list[Generation]:
+        out = await run_tool("nixos-rebuild", ["list-generations", "--json"], self._timeout)
+        try:
+            return parse_generations(out)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UnitError(f"nixos-rebuild list-generations: unexpected output ({exc})") from None
+
+    async def reboot_needed(self) -> bool | None:
+        return await asyncio.to_thread(self._reboot_needed)
+
+    def _reboot_needed(self) -> bool | None:
+        booted, current = self._root / "run/booted-system", self._root / "run/current-system"
+        try:
+            return any(
+                os.readlink(booted / part) != os.readlink(current / part) for part in BOOT_PARTS
+            )
+        except OSError:
+            return None
+
+
+def parse_generations(text: str) -> list[Generation]:
+    rows = json.loads(text)
+    if not isinstance(rows, list):
+        raise TypeError("expected a list")
+    found = [
+        Generation(
+            number=int(row["generation"]),
+            date=str(row.get("date", "")),
+            nixos_version=str(row.get("nixosVersion", "")),
+            kernel=str(row.get("kernelVersion", "")),
+            current=bool(row.get("current", False)),
+        )
+        for row in rows
+    ]
+    return sorted(found, key=lambda generation: -generation.number)

@@ -1,0 +1,64 @@
+"""Generations and reboot-needed, against the fake nixos-rebuild and a fake /run tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from providers.nixos_system import NixosRebuildSystem, parse_generations
+from providers.systemd import UnitError
+from tests.support.fake_system import FakeSystem
+
+
+@pytest.fixture
+def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSystem:
+    fake = FakeSystem(tmp_path)
+    fake.install(monkeypatch)
+    return fake
+
+
+async def test_generations_are_listed_newest_first_with_the_current_one_marked(
+    system: FakeSystem,
+) -> None:
+    newest = system.add_generation(nixos_version="25.11.1", kernel="6.12.60")
+    found = await NixosRebuildSystem(system.root).generations()
+
+    assert [g.number for g in found] == sorted((g.number for g in found), reverse=True)
+    assert found[0].number == newest
+    assert found[0].current
+    assert found[0].kernel == "6.12.60"
+    assert found[0].nixos_version == "25.11.1"
+    assert sum(g.current for g in found) == 1
+    assert system.calls("nixos-rebuild") == [["nixos-rebuild", "list-generations", "--json"]]
+
+
+async def test_a_new_kernel_not_yet_booted_means_a_reboot_is_needed(system: FakeSystem) -> None:
+    nixos = NixosRebuildSystem(system.root)
+    assert await nixos.reboot_needed() is False
+    system.add_generation(kernel="6.12.99")  # switched to, not booted
+    assert system.reboot_needed()
+    assert await nixos.reboot_needed() is True
+
+
+async def test_without_the_run_links_it_cannot_tell(tmp_path: Path) -> None:
+    assert await NixosRebuildSystem(tmp_path / "nowhere").reboot_needed() is None
+
+
+async def test_garbage_from_nixos_rebuild_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tool = tmp_path / "nixos-rebuild"
+    tool.write_text("#!/bin/sh\necho 'not json'\n", encoding="utf-8")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UnitError, match="unexpected output"):
+        await NixosRebuildSystem(tmp_path).generations()
+
+
+def test_parse_generations_sorts_and_fills_in() -> None:
+    text = '[{"generation": 3, "current": false}, {"generation": 7, "current": true}]'
+    found = parse_generations(text)
+    assert [g.number for g in found] == [7, 3]
+    assert found[0].current
+    assert found[1].kernel == ""
