@@ -46,9 +46,6 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
-    # The ORM-era name, still used by tests/support/engine_probe.py.
-    session = transaction
-
     def revision(self) -> str | None:
         with _reported(), self.engine.connect() as conn:
             if not inspect(conn).has_table("alembic_version"):
