@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYNAPSE := .synapse
 SYNAPSE_STAMP := $(SYNAPSE)/.installed
 
-.PHONY: install synapse run test lint typecheck layers pytest bench clean
+.PHONY: install synapse nix run test lint typecheck layers pytest bench clean
 
 install: $(STAMP)
 
@@ -27,6 +27,13 @@ $(SYNAPSE_STAMP):
 	$(SYNAPSE)/venv/bin/python -m pip install --quiet 'matrix-synapse>=1.150,<2'
 	touch $(SYNAPSE_STAMP)
 
+# Debian's Nix (2.8) for tests/nixos: parsing and evaluating the NixOS module. Needs root.
+nix:
+	command -v nix-instantiate >/dev/null || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq nix-bin >/dev/null; \
+	}
+
 run: install
 	$(BIN)/steward run
 
@@ -40,7 +47,7 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-pytest: install $(SYNAPSE_STAMP)
+pytest: install $(SYNAPSE_STAMP) nix
 	$(BIN)/pytest -q
 
 test: lint typecheck layers pytest

@@ -1,0 +1,60 @@
+# A server run by Steward: import the module, name the admins, give it a Matrix account and the
+# services it may manage. Secrets are files outside the Nix store (sops-nix, agenix or by hand,
+# mode 0400 root): systemd hands them to the bot as credentials.
+{ ... }:
+{
+  imports = [
+    # Without flakes: a checkout of Steward's repository.
+    /opt/steward/nixos/module.nix
+    # With flakes: steward.nixosModules.default in the system's modules instead.
+  ];
+
+  services.steward = {
+    enable = true;
+    settings = {
+      admins = [
+        "123456789" # a Telegram numeric user id
+        "@alice:example.org"
+      ];
+      operators = [ "@bob:example.org" ];
+      two_person = [ "restart" ];
+      timezone = "Europe/Berlin";
+      domain = "example.org";
+      matrix_homeserver = "https://matrix.example.org";
+      matrix_user = "@steward:example.org";
+    };
+    telegramTokenFile = "/run/secrets/steward/telegram-token";
+    matrixPasswordFile = "/run/secrets/steward/matrix-password";
+
+    services = {
+      vaultwarden = {
+        name = "Vaultwarden";
+        description = "Password manager";
+        units = [ "vaultwarden.service" ];
+        folders = [ "/var/lib/vaultwarden" ];
+        subdomains = [ "password" ];
+        backup = "restic";
+      };
+      nextcloud = {
+        name = "Nextcloud";
+        description = "Files, calendars and contacts";
+        units = [
+          "phpfpm-nextcloud.service"
+          "nginx.service"
+          "redis-nextcloud.service"
+        ];
+        folders = [ "/var/lib/nextcloud" ];
+        databases = [ "nextcloud" ];
+        subdomains = [ "cloud" ];
+        movable = true;
+        backup = "restic";
+      };
+    };
+
+    # This server is built from a flake in /etc/nixos; `/upgrade` updates its lock file.
+    upgrade = {
+      method = "flake";
+      flake = "/etc/nixos";
+    };
+  };
+}

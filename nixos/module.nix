@@ -1,0 +1,460 @@
+# services.steward: the Steward chat bot, its root rebuild units and the polkit rule that lets
+# it start them. Written against a small part of lib on purpose: tests/nixos/stub-lib.nix
+# evaluates this file without nixpkgs, so every lib function used here must exist there too.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib) mkOption types;
+  cfg = config.services.steward;
+
+  catalogueFile = "/etc/steward/catalogue.json";
+  rebuildUnits = [
+    "steward-rebuild.service"
+    "steward-upgrade.service"
+    "steward-rollback.service"
+  ];
+
+  # option name -> (credential name, STEWARD_* variable that points at it)
+  secretOptions = {
+    telegramTokenFile = {
+      credential = "telegram-token";
+      variable = "STEWARD_TELEGRAM_TOKEN_FILE";
+    };
+    matrixPasswordFile = {
+      credential = "matrix-password";
+      variable = "STEWARD_MATRIX_PASSWORD_FILE";
+    };
+    matrixAccessTokenFile = {
+      credential = "matrix-access-token";
+      variable = "STEWARD_MATRIX_ACCESS_TOKEN_FILE";
+    };
+    hcloudTokenFile = {
+      credential = "hcloud-token";
+      variable = "STEWARD_HCLOUD_TOKEN_FILE";
+    };
+    cloudflareTokenFile = {
+      credential = "cloudflare-token";
+      variable = "STEWARD_CLOUDFLARE_TOKEN_FILE";
+    };
+    rfc2136TsigFile = {
+      credential = "tsig-key";
+      variable = "STEWARD_RFC2136_TSIG_FILE";
+    };
+    b2KeyIdFile = {
+      credential = "b2-key-id";
+      variable = "STEWARD_B2_KEY_ID_FILE";
+    };
+    b2KeyFile = {
+      credential = "b2-key";
+      variable = "STEWARD_B2_KEY_FILE";
+    };
+    resticPasswordFile = {
+      credential = "restic-password";
+      variable = "STEWARD_RESTIC_PASSWORD_FILE";
+    };
+  };
+  givenSecrets = lib.filterAttrs (option: _: cfg.${option} != null) secretOptions;
+
+  # Settings that hold a secret's value: they would land in the world-readable Nix store.
+  secretSettings = [
+    "telegram_token"
+    "matrix_password"
+    "matrix_access_token"
+    "hcloud_token"
+    "cloudflare_token"
+    "b2_key_id"
+    "b2_key"
+  ];
+  # Settings the module sets itself from its own options.
+  ownSettings = [
+    "state_dir"
+    "catalogue"
+    "desired_state"
+  ];
+
+  renderValue =
+    value:
+    if builtins.isBool value then
+      (if value then "1" else "0")
+    else if builtins.isList value then
+      lib.concatStringsSep "," (map toString value)
+    else
+      toString value;
+
+  settingsEnvironment = lib.mapAttrs' (
+    key: value: lib.nameValuePair "STEWARD_${lib.toUpper key}" (renderValue value)
+  ) (lib.filterAttrs (_: value: value != null) cfg.settings);
+
+  # toString, not interpolation: "${./file}" would copy a path literal into the store.
+  credentials = lib.mapAttrsToList (
+    option: secret: "${secret.credential}:${toString cfg.${option}}"
+  ) givenSecrets;
+  credentialEnvironment = lib.mapAttrs' (
+    _: secret: lib.nameValuePair secret.variable "%d/${secret.credential}"
+  ) givenSecrets;
+
+  catalogue = {
+    services = lib.mapAttrsToList (id: service: {
+      inherit id;
+      inherit (service)
+        name
+        description
+        units
+        folders
+        databases
+        subdomains
+        movable
+        backup
+        ;
+    }) cfg.services;
+  };
+  catalogueUnits = lib.concatMap (service: service.units) (lib.attrValues cfg.services);
+
+  # Unit and verb names are embedded as JSON literals, which are valid JavaScript.
+  polkitRule = ''
+    // Steward: its user may start the rebuild units, and start, stop or restart the units of
+    // the services in its catalogue. Nothing else is granted here.
+    polkit.addRule(function (action, subject) {
+      if (action.id != "org.freedesktop.systemd1.manage-units" || subject.user != "steward") {
+        return polkit.Result.NOT_HANDLED;
+      }
+      var unit = action.lookup("unit");
+      var verb = action.lookup("verb");
+      var rebuildUnits = ${builtins.toJSON rebuildUnits};
+      var serviceUnits = ${builtins.toJSON catalogueUnits};
+      if (rebuildUnits.indexOf(unit) >= 0 && verb == "start") {
+        return polkit.Result.YES;
+      }
+      if (serviceUnits.indexOf(unit) >= 0 && ${builtins.toJSON [
+        "start"
+        "stop"
+        "restart"
+      ]}.indexOf(verb) >= 0) {
+        return polkit.Result.YES;
+      }
+      return polkit.Result.NOT_HANDLED;
+    });
+  '';
+
+  switchCommand =
+    extra:
+    lib.concatStringsSep " " (
+      [
+        "nixos-rebuild"
+        "switch"
+      ]
+      ++ lib.optional (cfg.upgrade.method == "flake") "--flake ${lib.escapeShellArg cfg.upgrade.flake}"
+      ++ extra
+    );
+
+  # As system.autoUpgrade does: the environment nixos-rebuild needs when run by systemd.
+  rebuildUnit = description: script: {
+    inherit description script;
+    # A switch restarts changed units; this one must not be stopped or restarted by its own run.
+    restartIfChanged = false;
+    stopIfChanged = false;
+    unitConfig.X-StopOnRemoval = false;
+    serviceConfig.Type = "oneshot";
+    environment =
+      config.nix.envVars
+      // {
+        inherit (config.environment.sessionVariables) NIX_PATH;
+        HOME = "/root";
+      }
+      // config.networking.proxy.envVars;
+    path = [
+      config.system.build.nixos-rebuild
+      config.nix.package
+      pkgs.git
+      pkgs.coreutils
+    ];
+  };
+
+  serviceType = types.submodule (
+    { name, ... }:
+    {
+      options = {
+        name = mkOption {
+          type = types.str;
+          default = name;
+          description = "Name shown in chat.";
+        };
+        description = mkOption {
+          type = types.str;
+          default = "";
+          description = "One line on what the service is.";
+        };
+        units = mkOption {
+          type = types.listOf types.str;
+          description = "Its systemd units, e.g. `[ \"vaultwarden.service\" ]`; the bot may start, stop and restart them.";
+        };
+        folders = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          description = "Folders holding its data (sizes, backups).";
+        };
+        databases = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          description = "Its PostgreSQL databases.";
+        };
+        subdomains = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          description = "Subdomains of `settings.domain` it answers on.";
+        };
+        movable = mkOption {
+          type = types.bool;
+          default = false;
+          description = "Whether its data may be moved to another volume.";
+        };
+        backup = mkOption {
+          type = types.str;
+          default = "";
+          description = "How it is backed up (empty: not backed up).";
+        };
+      };
+    }
+  );
+
+  secretOption =
+    what:
+    mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/steward/${what}";
+      description = ''
+        File holding the ${what}, outside the Nix store. It reaches the bot as a systemd
+        credential (`LoadCredential`), so it may be readable by root only.
+      '';
+    };
+in
+{
+  options.services.steward = {
+    enable = lib.mkEnableOption "Steward, the chat bot that runs this server";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
+      description = "The Steward package.";
+    };
+
+    settings = mkOption {
+      type = types.attrsOf (
+        types.nullOr (
+          types.oneOf [
+            types.bool
+            types.int
+            types.str
+            types.path
+            (types.listOf types.str)
+          ]
+        )
+      );
+      default = { };
+      example = {
+        admins = [
+          "123456789"
+          "@alice:example.org"
+        ];
+        matrix_homeserver = "https://matrix.example.org";
+        matrix_user = "@steward:example.org";
+        timezone = "Europe/Berlin";
+      };
+      description = ''
+        Steward's settings (README, Configuration), by their lower-case names without the
+        `STEWARD_` prefix. Each becomes an environment variable: lists are joined with commas,
+        booleans become `1` or `0`, `null` leaves the variable unset. Secrets are not allowed
+        here; use the `*File` options.
+      '';
+    };
+
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/steward";
+      description = "State folder: the database, the Matrix store and the desired state.";
+    };
+
+    telegramTokenFile = secretOption "Telegram bot token";
+    matrixPasswordFile = secretOption "Matrix password";
+    matrixAccessTokenFile = secretOption "Matrix access token";
+    hcloudTokenFile = secretOption "Hetzner Cloud API token";
+    cloudflareTokenFile = secretOption "Cloudflare API token";
+    rfc2136TsigFile = secretOption "TSIG key for RFC 2136 updates";
+    b2KeyIdFile = secretOption "Backblaze B2 key id";
+    b2KeyFile = secretOption "Backblaze B2 application key";
+    resticPasswordFile = secretOption "restic repository password";
+
+    services = mkOption {
+      type = types.attrsOf serviceType;
+      default = { };
+      example = {
+        vaultwarden = {
+          name = "Vaultwarden";
+          units = [ "vaultwarden.service" ];
+          folders = [ "/var/lib/vaultwarden" ];
+          backup = "restic";
+        };
+      };
+      description = ''
+        The service catalogue, by id (`[a-z0-9][a-z0-9_-]*`). It is written to
+        `${catalogueFile}`, and the bot may start, stop and restart exactly these units.
+      '';
+    };
+
+    upgrade = {
+      method = mkOption {
+        type = types.enum [
+          "channel"
+          "flake"
+        ];
+        default = "channel";
+        description = ''
+          How `steward-upgrade` upgrades: `channel` runs `nixos-rebuild switch --upgrade`;
+          `flake` runs `nix flake update` in `upgrade.flake`, then switches to it.
+        '';
+      };
+      flake = mkOption {
+        type = types.str;
+        default = "/etc/nixos";
+        description = ''
+          With `method = "flake"`: the local flake folder the system is built from
+          (rebuild and upgrade both use it; its lock file is updated in place).
+        '';
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = lib.all (key: !(cfg.settings ? ${key})) secretSettings;
+        message = "services.steward.settings must not hold secrets (${lib.concatStringsSep ", " secretSettings}): they would be copied into the Nix store. Use the *File options.";
+      }
+      {
+        assertion = lib.all (key: !(cfg.settings ? ${key})) ownSettings;
+        message = "services.steward.settings: state_dir, catalogue and desired_state are set by the module (stateDir, services).";
+      }
+      {
+        assertion = lib.all (option: !(lib.hasPrefix "${builtins.storeDir}/" (toString cfg.${option}))) (
+          lib.attrNames givenSecrets
+        );
+        message = "services.steward: a secret file is in the Nix store, where anybody can read it.";
+      }
+      {
+        assertion = lib.all (id: builtins.match "[a-z0-9][a-z0-9_-]{0,63}" id != null) (
+          lib.attrNames cfg.services
+        );
+        message = "services.steward.services: ids must match [a-z0-9][a-z0-9_-]{0,63}.";
+      }
+      {
+        assertion = lib.all (service: service.units != [ ]) (lib.attrValues cfg.services);
+        message = "services.steward.services: every service needs at least one unit.";
+      }
+    ];
+
+    users.users.steward = {
+      isSystemUser = true;
+      group = "steward";
+      # To read the journal of the units it follows.
+      extraGroups = [ "systemd-journal" ];
+      home = cfg.stateDir;
+      description = "Steward chat bot";
+    };
+    users.groups.steward = { };
+
+    environment.etc."steward/catalogue.json".text = builtins.toJSON catalogue;
+    # `steward console` for root on the server.
+    environment.systemPackages = [ cfg.package ];
+
+    security.polkit.enable = true;
+    security.polkit.extraConfig = polkitRule;
+
+    systemd.tmpfiles.rules = lib.optional (
+      cfg.stateDir != "/var/lib/steward"
+    ) "d ${cfg.stateDir} 0700 steward steward - -";
+
+    systemd.services.steward = {
+      description = "Steward chat bot";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+      # systemctl, journalctl and nixos-rebuild are found on PATH.
+      path = [
+        config.systemd.package
+        config.system.build.nixos-rebuild
+      ];
+      environment =
+        settingsEnvironment
+        // credentialEnvironment
+        // {
+          STEWARD_STATE_DIR = cfg.stateDir;
+          STEWARD_CATALOGUE = catalogueFile;
+          STEWARD_DESIRED_STATE = "${cfg.stateDir}/desired-state.json";
+        };
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/steward run";
+        User = "steward";
+        Group = "steward";
+        WorkingDirectory = cfg.stateDir;
+        Restart = "on-failure";
+        RestartSec = "10s";
+        LoadCredential = credentials;
+
+        UMask = "0027";
+        ReadWritePaths = [ cfg.stateDir ];
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        RestrictAddressFamilies = [
+          "AF_UNIX"
+          "AF_INET"
+          "AF_INET6"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+          "~@resources"
+        ];
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+      }
+      // lib.optionalAttrs (cfg.stateDir == "/var/lib/steward") {
+        StateDirectory = "steward";
+        StateDirectoryMode = "0700";
+      };
+    };
+
+    systemd.services.steward-rebuild = rebuildUnit "Steward: nixos-rebuild switch" (switchCommand [ ]);
+    systemd.services.steward-upgrade = rebuildUnit "Steward: upgrade and switch" (
+      if cfg.upgrade.method == "flake" then
+        ''
+          cd ${lib.escapeShellArg cfg.upgrade.flake}
+          nix --extra-experimental-features 'nix-command flakes' flake update
+          ${switchCommand [ ]}
+        ''
+      else
+        switchCommand [ "--upgrade" ]
+    );
+    systemd.services.steward-rollback = rebuildUnit "Steward: switch back to the previous generation" "nixos-rebuild switch --rollback";
+  };
+}

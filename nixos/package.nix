@@ -1,0 +1,56 @@
+# Steward from this repository, built with hatchling from ../pyproject.toml.
+{
+  lib,
+  python3Packages,
+}:
+python3Packages.buildPythonApplication {
+  pname = "steward";
+  version = "0.1.0";
+  pyproject = true;
+
+  # Only what the wheel is built from (hatchling reads README.md: it is the package's readme).
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../pyproject.toml
+      ../README.md
+      ../bot
+      ../handlers
+      ../providers
+    ];
+  };
+
+  build-system = [ python3Packages.hatchling ];
+
+  dependencies =
+    with python3Packages;
+    [
+      sqlalchemy
+      alembic
+      psutil
+      python-telegram-bot
+      aiolimiter # python-telegram-bot[rate-limiter]
+      matrix-nio
+      sniffio
+    ]
+    ++ matrix-nio.optional-dependencies.e2e;
+
+  # pyproject.toml pins the versions CI tests on PyPI; nixpkgs moves on its own schedule.
+  pythonRelaxDeps = true;
+
+  # The suite needs Synapse, PostgreSQL, restic and more: it runs in CI, and the VM test
+  # (tests/vm.nix) runs the packaged bot.
+  doCheck = false;
+  pythonImportsCheck = [
+    "bot.cli"
+    "handlers"
+    "providers"
+  ];
+
+  meta = {
+    description = "Run a self-hosted NixOS server from a Telegram or Matrix chat";
+    license = lib.licenses.agpl3Plus;
+    mainProgram = "steward";
+    platforms = lib.platforms.linux;
+  };
+}

@@ -1,0 +1,396 @@
+"""The NixOS module, checked with Debian's Nix 2.8 and systemd: no nixpkgs, no store, no VM.
+
+Every .nix file must parse. nixos/module.nix is evaluated with tests/nixos/stub-lib.nix (a
+small lib with a miniature module system) through tests/nixos/eval.nix, and the bot's unit is
+rendered to a unit file for `systemd-analyze verify`. The VM test (nixos/tests/vm.nix) needs
+nixpkgs and KVM; it runs in `nix flake check`, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.catalogue import ServiceCatalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+MODULE = ROOT / "nixos" / "module.nix"
+NIX_FILES = sorted([*(ROOT / "nixos").rglob("*.nix"), *HERE.glob("*.nix")])
+# Evaluate without a Nix daemon or a writable store: a dummy store that holds nothing.
+NIX_FLAGS = ["--store", "dummy://", "--readonly-mode"]
+
+REBUILD_UNITS = ["steward-rebuild.service", "steward-upgrade.service", "steward-rollback.service"]
+SECRETS = {
+    "telegramTokenFile": ("telegram-token", "STEWARD_TELEGRAM_TOKEN_FILE"),
+    "matrixPasswordFile": ("matrix-password", "STEWARD_MATRIX_PASSWORD_FILE"),
+    "matrixAccessTokenFile": ("matrix-access-token", "STEWARD_MATRIX_ACCESS_TOKEN_FILE"),
+    "hcloudTokenFile": ("hcloud-token", "STEWARD_HCLOUD_TOKEN_FILE"),
+    "cloudflareTokenFile": ("cloudflare-token", "STEWARD_CLOUDFLARE_TOKEN_FILE"),
+    "rfc2136TsigFile": ("tsig-key", "STEWARD_RFC2136_TSIG_FILE"),
+    "b2KeyIdFile": ("b2-key-id", "STEWARD_B2_KEY_ID_FILE"),
+    "b2KeyFile": ("b2-key", "STEWARD_B2_KEY_FILE"),
+    "resticPasswordFile": ("restic-password", "STEWARD_RESTIC_PASSWORD_FILE"),
+}
+CATALOGUE = """{
+  nextcloud = {
+    name = "Nextcloud";
+    units = [ "phpfpm-nextcloud.service" "nginx.service" ];
+    folders = [ "/var/lib/nextcloud" ];
+    movable = true;
+  };
+  vaultwarden.units = [ "vaultwarden.service" ];
+}"""
+
+
+@pytest.fixture(scope="module")
+def nix_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    found = shutil.which("nix-instantiate")
+    if found is None:
+        pytest.fail("nix-instantiate is missing: `make nix` installs Debian's nix-bin")
+    home = tmp_path_factory.mktemp("nix")
+    return {
+        "PATH": f"{Path(found).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+        "NIX_STATE_DIR": str(home / "state"),
+        "NIX_CONF_DIR": str(home / "conf"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "NIX_PATH": "",
+    }
+
+
+def nix(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nix-instantiate", *NIX_FLAGS, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def evaluate(env: dict[str, str], steward: str) -> dict[str, Any]:
+    done = nix(
+        env, "--eval", "--strict", "--json", str(HERE / "eval.nix"), "--arg", "steward", steward
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Real files: a path literal naming an existing file is what Nix would copy into the store.
+    folder = tmp_path_factory.mktemp("secrets")
+    for credential, _ in SECRETS.values():
+        (folder / credential).write_text("hunter2\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def system(nix_env: dict[str, str], secrets_dir: Path) -> dict[str, Any]:
+    secrets = " ".join(f"{option} = {secrets_dir / name};" for option, (name, _) in SECRETS.items())
+    return evaluate(
+        nix_env,
+        f"""{{
+          enable = true;
+          settings = {{
+            admins = [ "123" "@me:example.org" ];
+            matrix_homeserver = "https://matrix.example.org";
+            matrix_e2ee = false;
+            telegram_rate_limit = true;
+            confirm_ttl_seconds = 300;
+            domain = null;
+          }};
+          {secrets}
+          services = {CATALOGUE};
+        }}""",
+    )
+
+
+def unit(system: dict[str, Any], name: str = "steward") -> dict[str, Any]:
+    found: dict[str, Any] = system["systemd"]["services"][name]
+    return found
+
+
+def failed_assertions(system: dict[str, Any]) -> list[str]:
+    return [a["message"] for a in system["assertions"] if not a["assertion"]]
+
+
+@pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_nix_file_parses(nix_env: dict[str, str], path: Path) -> None:
+    done = nix(nix_env, "--parse", str(path))
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_bots_unit_is_fully_hardened(system: dict[str, Any]) -> None:
+    config = unit(system)["serviceConfig"]
+    expected = {
+        "User": "steward",
+        "Group": "steward",
+        "NoNewPrivileges": True,
+        "ProtectSystem": "strict",
+        "ProtectHome": True,
+        "PrivateTmp": True,
+        "PrivateDevices": True,
+        "ProtectKernelTunables": True,
+        "ProtectKernelModules": True,
+        "ProtectKernelLogs": True,
+        "ProtectControlGroups": True,
+        "ProtectClock": True,
+        "ProtectHostname": True,
+        "RestrictAddressFamilies": ["AF_UNIX", "AF_INET", "AF_INET6"],
+        "RestrictNamespaces": True,
+        "RestrictRealtime": True,
+        "RestrictSUIDSGID": True,
+        "LockPersonality": True,
+        "MemoryDenyWriteExecute": True,
+        "SystemCallArchitectures": "native",
+        "SystemCallFilter": ["@system-service", "~@privileged", "~@resources"],
+        "CapabilityBoundingSet": "",
+        "AmbientCapabilities": "",
+        "UMask": "0027",
+        "StateDirectory": "steward",
+        "StateDirectoryMode": "0700",
+        "ReadWritePaths": ["/var/lib/steward"],
+        "Restart": "on-failure",
+    }
+    assert {key: config.get(key) for key in expected} == expected
+    assert re.fullmatch(
+        r"/nix/store/[a-z0-9]{32}-steward-[0-9.]+/bin/steward run", config["ExecStart"]
+    )
+
+
+def test_secrets_reach_the_bot_as_credentials_never_through_the_store(
+    system: dict[str, Any], secrets_dir: Path
+) -> None:
+    service = unit(system)
+    assert sorted(service["serviceConfig"]["LoadCredential"]) == sorted(
+        f"{name}:{secrets_dir / name}" for name, _ in SECRETS.values()
+    )
+    for name, variable in SECRETS.values():
+        assert service["environment"][variable] == f"%d/{name}"
+    everything = json.dumps(system)
+    assert "hunter2" not in everything
+    for name, _ in SECRETS.values():
+        assert not re.search(rf"/nix/store/[a-z0-9]{{32}}-{re.escape(name)}\b", everything)
+
+
+def test_the_module_never_reads_a_file_at_evaluation() -> None:
+    text = MODULE.read_text(encoding="utf-8")
+    assert "readFile" not in text
+    assert "importJSON" not in text
+
+
+def test_unset_secrets_load_no_credential(nix_env: dict[str, str]) -> None:
+    system = evaluate(nix_env, "{ enable = true; matrixPasswordFile = /run/keys/missing; }")
+    service = unit(system)
+    assert service["serviceConfig"]["LoadCredential"] == ["matrix-password:/run/keys/missing"]
+    assert [key for key in service["environment"] if key.endswith("_FILE")] == [
+        "STEWARD_MATRIX_PASSWORD_FILE"
+    ]
+
+
+def test_settings_become_steward_environment_variables(system: dict[str, Any]) -> None:
+    environment = unit(system)["environment"]
+    settings = {key: value for key, value in environment.items() if not key.endswith("_FILE")}
+    assert settings == {
+        "STEWARD_ADMINS": "123,@me:example.org",
+        "STEWARD_MATRIX_HOMESERVER": "https://matrix.example.org",
+        "STEWARD_MATRIX_E2EE": "0",
+        "STEWARD_TELEGRAM_RATE_LIMIT": "1",
+        "STEWARD_CONFIRM_TTL_SECONDS": "300",
+        "STEWARD_STATE_DIR": "/var/lib/steward",
+        "STEWARD_CATALOGUE": "/etc/steward/catalogue.json",
+        "STEWARD_DESIRED_STATE": "/var/lib/steward/desired-state.json",
+    }
+
+
+def test_the_default_configuration_passes_its_assertions(system: dict[str, Any]) -> None:
+    assert failed_assertions(system) == []
+
+
+def test_a_secret_in_settings_is_refused(nix_env: dict[str, str]) -> None:
+    system = evaluate(nix_env, '{ enable = true; settings.telegram_token = "123:abc"; }')
+    assert any("must not hold secrets" in message for message in failed_assertions(system))
+
+
+def test_a_secret_file_in_the_store_is_refused(nix_env: dict[str, str]) -> None:
+    system = evaluate(
+        nix_env,
+        '{ enable = true; b2KeyFile = "/nix/store/00000000000000000000000000000000-key"; }',
+    )
+    assert any("in the Nix store" in message for message in failed_assertions(system))
+
+
+def test_a_bad_service_id_is_refused(nix_env: dict[str, str]) -> None:
+    system = evaluate(nix_env, '{ enable = true; services."Bad Id".units = [ "x.service" ]; }')
+    assert any("ids must match" in message for message in failed_assertions(system))
+
+
+def test_the_catalogue_is_written_as_the_bot_reads_it(system: dict[str, Any]) -> None:
+    text = system["environment"]["etc"]["steward/catalogue.json"]["text"]
+    catalogue = ServiceCatalogue.from_json(json.loads(text))
+    assert list(catalogue) == ["nextcloud", "vaultwarden"]
+    assert catalogue["nextcloud"].name == "Nextcloud"
+    assert catalogue["nextcloud"].units == ("phpfpm-nextcloud.service", "nginx.service")
+    assert catalogue["nextcloud"].movable
+    assert catalogue["vaultwarden"].name == "vaultwarden"
+    assert catalogue.all_units == (
+        "phpfpm-nextcloud.service",
+        "nginx.service",
+        "vaultwarden.service",
+    )
+
+
+def _js_array(rule: str, name: str) -> list[str]:
+    match = re.search(rf"var {name} = (\[.*?\]);", rule)
+    assert match, f"{name} is not in the polkit rule"
+    values: list[str] = json.loads(match.group(1))
+    return values
+
+
+def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> None:
+    polkit = system["security"]["polkit"]
+    rule = polkit["extraConfig"]
+    assert polkit["enable"] is True
+    assert 'action.id != "org.freedesktop.systemd1.manage-units"' in rule
+    assert 'subject.user != "steward"' in rule
+    assert 'action.lookup("unit")' in rule
+    assert 'action.lookup("verb")' in rule
+    assert _js_array(rule, "rebuildUnits") == REBUILD_UNITS
+    assert _js_array(rule, "serviceUnits") == [
+        "phpfpm-nextcloud.service",
+        "nginx.service",
+        "vaultwarden.service",
+    ]
+    assert 'rebuildUnits.indexOf(unit) >= 0 && verb == "start"' in rule
+    assert (
+        'serviceUnits.indexOf(unit) >= 0 && ["start","stop","restart"].indexOf(verb) >= 0' in rule
+    )
+    assert rule.count("polkit.Result.YES") == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("steward-rebuild", "nixos-rebuild switch"),
+        ("steward-upgrade", "nixos-rebuild switch --upgrade"),
+        ("steward-rollback", "nixos-rebuild switch --rollback"),
+    ],
+)
+def test_rebuild_units_are_root_oneshots_a_switch_leaves_alone(
+    system: dict[str, Any], name: str, command: str
+) -> None:
+    service = unit(system, name)
+    assert service["restartIfChanged"] is False
+    assert service["stopIfChanged"] is False
+    assert service["serviceConfig"] == {"Type": "oneshot"}
+    assert service["script"].strip() == command
+    assert "wantedBy" not in service
+    packages = [re.sub(r"^/nix/store/[a-z0-9]{32}-", "", path) for path in service["path"]]
+    assert {"nixos-rebuild", "nix", "git"} <= set(packages)
+
+
+def test_a_flake_upgrade_updates_the_lock_then_switches_to_the_flake(
+    nix_env: dict[str, str],
+) -> None:
+    system = evaluate(
+        nix_env,
+        '{ enable = true; upgrade = { method = "flake"; flake = "/etc/nixos"; }; }',
+    )
+    upgrade = unit(system, "steward-upgrade")["script"].strip().splitlines()
+    assert [line.strip() for line in upgrade] == [
+        "cd '/etc/nixos'",
+        "nix --extra-experimental-features 'nix-command flakes' flake update",
+        "nixos-rebuild switch --flake '/etc/nixos'",
+    ]
+    assert unit(system, "steward-rebuild")["script"] == "nixos-rebuild switch --flake '/etc/nixos'"
+    assert unit(system, "steward-rollback")["script"] == "nixos-rebuild switch --rollback"
+
+
+def test_the_bot_has_a_static_system_user_that_reads_the_journal(system: dict[str, Any]) -> None:
+    user = system["users"]["users"]["steward"]
+    assert user["isSystemUser"] is True
+    assert user["group"] == "steward"
+    assert user["extraGroups"] == ["systemd-journal"]
+    assert "steward" in system["users"]["groups"]
+
+
+def test_a_disabled_module_configures_nothing(nix_env: dict[str, str]) -> None:
+    assert evaluate(nix_env, "{ }") == {}
+
+
+def test_a_state_dir_elsewhere_is_created_by_tmpfiles(nix_env: dict[str, str]) -> None:
+    system = evaluate(nix_env, '{ enable = true; stateDir = "/srv/steward"; }')
+    config = unit(system)["serviceConfig"]
+    assert "StateDirectory" not in config
+    assert config["ReadWritePaths"] == ["/srv/steward"]
+    assert system["systemd"]["tmpfiles"]["rules"] == ["d /srv/steward 0700 steward steward - -"]
+    assert unit(system)["environment"]["STEWARD_DESIRED_STATE"] == "/srv/steward/desired-state.json"
+
+
+def test_an_unknown_option_is_an_evaluation_error(nix_env: dict[str, str]) -> None:
+    done = nix(
+        nix_env,
+        "--eval",
+        "--strict",
+        "--json",
+        str(HERE / "eval.nix"),
+        "--arg",
+        "steward",
+        "{ enable = true; telegramToken = 1; }",
+    )
+    assert done.returncode != 0
+    assert "unknown option(s) telegramToken" in done.stderr
+
+
+def _ini_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_unit(service: dict[str, Any], exec_start: str) -> str:
+    """Render as NixOS does: one line per list item, quoted Environment=, PATH from `path`."""
+    lines = ["[Unit]", f"Description={service['description']}"]
+    lines += [f"After={target}" for target in service.get("after", [])]
+    lines += [f"Wants={target}" for target in service.get("wants", [])]
+    lines += ["", "[Service]"]
+    environment = {
+        **service["environment"],
+        "PATH": ":".join(f"{path}/bin" for path in service["path"]),
+    }
+    lines += [f'Environment="{key}={value}"' for key, value in sorted(environment.items())]
+    for key, setting in {**service["serviceConfig"], "ExecStart": exec_start}.items():
+        items = setting if isinstance(setting, list) else [setting]
+        lines += [f"{key}={_ini_value(item)}" for item in items]
+    lines += ["", "[Install]"]
+    lines += [f"WantedBy={target}" for target in service.get("wantedBy", [])]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_rendered_unit_passes_systemd_analyze_verify(
+    system: dict[str, Any], tmp_path: Path
+) -> None:
+    analyze = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+    # The store path of the package does not exist here; every other complaint fails the test.
+    path = tmp_path / "steward.service"
+    path.write_text(render_unit(unit(system), "/bin/true"), encoding="utf-8")
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ""
+    assert done.stdout.strip() == ""
