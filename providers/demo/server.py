@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from providers.catalogue import ServiceCatalogue, ServiceInfo
 from providers.host import DiskUsage, HostMetrics
-from providers.nixos_system import Generation
+from providers.nixos.system import Generation
 from providers.systemd import UnitError, UnitStatus, missing
 
 GiB = 1024**3

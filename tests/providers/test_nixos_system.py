@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.nixos_system import NixosRebuildSystem, parse_generations
+from providers.nixos.system import NixosRebuildSystem, parse_generations
 from providers.systemd import UnitError
 from tests.support.fake_system import FakeSystem
 
