@@ -22,7 +22,7 @@ from handlers.core.spec import Role
 from providers.catalogue import CatalogueError, ServiceCatalogue
 from providers.demo import DemoServer
 from providers.host import HostProbe, PsutilHost
-from providers.nixos_system import NixosRebuildSystem
+from providers.nixos.system import NixosRebuildSystem
 from providers.systemd import ServiceManager, SystemctlServiceManager
 
 log = logging.getLogger(__name__)

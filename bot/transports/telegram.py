@@ -34,7 +34,7 @@ from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
 from handlers.core.engine import Engine
 from handlers.core.messages import Actor, ChatRef, Command, Press, Reply, esc
 from handlers.core.records import AuditEvent
-from handlers.core.spec import split_command_line
+from handlers.core.spec import CommandSpec, split_command_line
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class TelegramTransport:
         registry = engine.deps.registry
         await self.outbox.call("deleteMyCommands", bot.delete_my_commands)
         for user_id, role in engine.access.members(TRANSPORT):
-            menu = [BotCommand(s.name, s.summary[:256]) for s in registry.visible_to(role)]
+            menu = _menu(registry.visible_to(role))
             await self._set_menu(menu, BotCommandScopeChat(int(user_id)))
 
     async def _set_menu(self, menu: list[BotCommand], scope: BotCommandScopeChat) -> None:
@@ -303,3 +303,13 @@ def _aware(moment: datetime) -> datetime:
 def _polling_error(error: TelegramError) -> None:
     # The polling loop retries by itself; this only keeps the log short and readable.
     log.warning("polling: %s", error)
+
+
+def _menu(specs: list[CommandSpec]) -> list[BotCommand]:
+    """One menu entry per command; a subcommand (``/sshkey add``) lists its command once."""
+    menu: dict[str, str] = {}
+    for spec in specs:
+        head, _, sub = spec.name.partition(" ")
+        if head not in menu or not sub:
+            menu[head] = spec.summary[:256]
+    return [BotCommand(name, summary) for name, summary in menu.items()]

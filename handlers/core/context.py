@@ -12,7 +12,7 @@ from handlers.core.records import AuditLog
 from handlers.core.spec import Role
 from providers.catalogue import ServiceCatalogue
 from providers.host import HostProbe
-from providers.nixos_system import NixosSystem
+from providers.nixos.system import NixosSystem
 from providers.systemd import ServiceManager
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ class Context:
     deps: Deps
     progress: Progress
     now: datetime
+    # The persisted job this run belongs to; None for read-only commands and previews.
+    job_id: int | None = None
 
     def local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.deps.timezone)

@@ -11,13 +11,24 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from handlers.core.access import AccessPolicy, StrangerLimiter
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.jobs import JobRunner
-from handlers.core.messages import Actor, Button, ChatRef, Command, MessageRef, Press, Reply, esc
+from handlers.core.messages import (
+    CANCEL,
+    CONFIRM,
+    Actor,
+    Button,
+    ChatRef,
+    Command,
+    MessageRef,
+    Press,
+    Reply,
+    esc,
+)
 from handlers.core.progress import NoProgress, Outbox
 from handlers.core.records import (
     AuditEntry,
@@ -33,7 +44,6 @@ from handlers.core.spec import Role, UsageError
 log = logging.getLogger(__name__)
 
 STRANGER_REPLY = "Sorry, this is a private bot."
-CONFIRM, CANCEL = "cf", "cx"
 
 
 def utcnow() -> datetime:
@@ -83,10 +93,11 @@ class Engine:
         if role is None:
             await self.refuse_stranger(cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id)
             return
-        entry = self.deps.registry.resolve(cmd.name, cmd.args)
-        if entry is None:
+        resolved = self.deps.registry.resolve(cmd.name, cmd.args)
+        if resolved is None:
             await self.refuse(cmd, f"Unknown command /{esc(cmd.name)}, see /help.")
             return
+        entry, args = resolved
         spec = entry.spec
         if role < spec.role:
             await self.refuse(
@@ -94,12 +105,12 @@ class Engine:
             )
             return
         try:
-            values = spec.parse(cmd.args)
+            values = spec.parse(args)
         except UsageError as exc:
             await self.refuse(cmd, f"{esc(exc.reason)}.\nUsage: <code>{esc(exc.usage)}</code>")
             return
         if spec.changes:
-            await self._ask_confirmation(cmd, entry, role, values)
+            await self._ask_confirmation(cmd, entry, args, role, values)
             return
         await self._run_read_only(cmd, entry, role, values)
 
@@ -171,7 +182,12 @@ class Engine:
     # -- confirmations --------------------------------------------------------------------
 
     async def _ask_confirmation(
-        self, cmd: Command, entry: Entry, role: Role, values: Mapping[str, object]
+        self,
+        cmd: Command,
+        entry: Entry,
+        args: tuple[str, ...],
+        role: Role,
+        values: Mapping[str, object],
     ) -> None:
         spec = entry.spec
         now = self.clock()
@@ -196,7 +212,7 @@ class Engine:
         conf = await self.confirmations.create(
             nonce=nonce,
             command=spec.name,
-            args=cmd.args,
+            args=args,
             requester=cmd.actor,
             chat=cmd.chat,
             created_at=now,
@@ -290,6 +306,18 @@ class Engine:
         self, conf: Confirmation, state: ConfirmationState, press: Press
     ) -> tuple[str, Confirmation | None]:
         by = esc(press.actor.label)
+        entry = self.deps.registry.get(conf.command)
+        if entry is not None and entry.spec.internal:
+            # An offer (Keep): its own job edits the message, whichever way it went.
+            event = AuditEvent.CONFIRMED if state is ConfirmationState.CONFIRMED else None
+            await self.audit(event or AuditEvent.CANCELLED, conf.requester, conf.chat,
+                             conf.command, conf.args, approver=press.actor)  # fmt: skip
+            if state is ConfirmationState.CONFIRMED:
+                return "Done.", conf
+            lapse = entry.spec.lapse
+            if lapse is None:
+                return "Cancelled.", None
+            return "Done.", replace(conf, command=lapse)
         if state is ConfirmationState.CANCELLED:
             await self._close_prompt(conf, f"✖ Cancelled by {by}; nothing was done.")
             await self.audit(AuditEvent.CANCELLED, conf.requester, conf.chat, conf.command,
@@ -310,6 +338,13 @@ class Engine:
         """Close the prompts of confirmations nobody answered in time."""
         expired = await self.confirmations.expire_due(self.clock())
         for conf in expired:
+            entry = self.deps.registry.get(conf.command)
+            if entry is not None and entry.spec.internal:
+                await self.audit(AuditEvent.EXPIRED, conf.requester, conf.chat, conf.command,
+                                 conf.args)  # fmt: skip
+                if entry.spec.lapse is not None:
+                    await self.jobs.run_confirmed(replace(conf, command=entry.spec.lapse))
+                continue
             await self._close_prompt(conf, "⌛ Expired; nothing was done.")
             await self.audit(AuditEvent.EXPIRED, conf.requester, conf.chat, conf.command,
                              conf.args)  # fmt: skip

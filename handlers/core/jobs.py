@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Coroutine
+from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers.core.context import CommandError, Context
-from handlers.core.messages import Command, MessageRef, Reply, esc
+from handlers.core.messages import CANCEL, CONFIRM, Button, Command, MessageRef, Reply, esc
 from handlers.core.progress import ThrottledMessage
 from handlers.core.records import AuditEvent, Confirmation, Job, JobState, JobStore
 from handlers.core.spec import UsageError
@@ -48,6 +51,10 @@ class JobRunner:
             started_at=self._engine.clock(),
         )
         entry = self._engine.deps.registry.get(conf.command)
+        if entry is not None and entry.spec.internal and conf.prompt_message_id is not None:
+            # An offer's outcome edits the offer's own message.
+            await self.store.update(job.id, message_id=conf.prompt_message_id)
+            job = replace(job, message_id=conf.prompt_message_id)
         if entry is not None and entry.spec.background:
             self._spawn(self._execute(job, conf.prompt_message_id, resume=False))
         else:
@@ -91,7 +98,12 @@ class JobRunner:
             message.adopt(MessageRef(job.chat, job.message_id))
         cmd = Command(job.kind, job.args, job.requester, job.chat, job.started_at)
         reply, state, result = await self._outcome(job, cmd, message, resume=resume)
-        await message.finish(reply)
+        offer = await self._offer(job, reply) if reply.offer is not None else None
+        if offer is not None:
+            reply = replace(reply, buttons=(*reply.buttons, *offer[1]), offer=None)
+        ref = await message.finish(reply)
+        if offer is not None:
+            await engine.confirmations.set_prompt_message(offer[0].id, ref.message_id)
         await self.store.finish(job.id, state=state, result=result, finished_at=engine.clock())
         event = AuditEvent.ERROR if state is JobState.FAILED and result == "error" else None
         await engine.audit(
@@ -99,6 +111,27 @@ class JobRunner:
             result=f"{state.value}: {result}" if result else state.value,
             started=started,
         )  # fmt: skip
+
+    async def _offer(self, job: Job, reply: Reply) -> tuple[Confirmation, tuple[Button, ...]]:
+        """Turn a reply's offer into a confirmation row and its two buttons."""
+        offer = reply.offer
+        assert offer is not None  # noqa: S101 - the caller checked
+        now = self._engine.clock()
+        nonce = secrets.token_urlsafe(16)
+        conf = await self._engine.confirmations.create(
+            nonce=nonce,
+            command=offer.command,
+            args=offer.args,
+            requester=job.requester,
+            chat=job.chat,
+            created_at=now,
+            expires_at=now + timedelta(minutes=offer.minutes),
+            two_person=False,
+            preview=reply.text[:4000],
+        )
+        buttons = (Button(offer.confirm, f"{CONFIRM}:{nonce}"),
+                   Button(offer.decline, f"{CANCEL}:{nonce}"))  # fmt: skip
+        return conf, buttons
 
     async def _outcome(
         self, job: Job, cmd: Command, message: ThrottledMessage, *, resume: bool
@@ -116,7 +149,7 @@ class JobRunner:
         except UsageError:
             return Reply(f"Cannot resume <code>{line}</code>."), JobState.FAILED, "bad args"
         progress = JobProgress(self.store, job.id, message)
-        ctx = Context(cmd, role, engine.deps, progress, engine.clock())
+        ctx = Context(cmd, role, engine.deps, progress, engine.clock(), job_id=job.id)
         try:
             reply = await run(ctx, **values)
         except CommandError as exc:

@@ -63,6 +63,9 @@ class Press:
     message_id: str | None = None
 
 
+CONFIRM, CANCEL = "cf", "cx"
+
+
 @dataclass(frozen=True, slots=True)
 class Button:
     """``action`` is opaque to transports: ``cf:<nonce>`` confirms, ``cx:<nonce>`` cancels."""
@@ -79,6 +82,21 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    """Buttons on a job's final message that decide what happens next, with a deadline.
+
+    *Keep* after a switch is one: pressing ``confirm`` runs ``command``; pressing ``decline``,
+    or nobody pressing anything within ``minutes``, runs the command's lapse instead (the
+    rollback). The engine keeps it as a confirmation row, so it survives a restart."""
+
+    command: str
+    args: tuple[str, ...]
+    minutes: float
+    confirm: str = "Keep"
+    decline: str = "Roll back now"
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """An answer in a small HTML subset (b, i, code, pre, a) that every transport renders.
 
@@ -91,6 +109,7 @@ class Reply:
     attachments: tuple[Attachment, ...] = field(default=())
     silent: bool = False
     sensitive: bool = False
+    offer: Offer | None = None
 
 
 def esc(value: object) -> str:

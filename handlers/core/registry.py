@@ -55,10 +55,13 @@ class Registry:
         two_person: bool = False,
         background: bool = False,
         bare: str | None = None,
+        internal: bool = False,
+        lapse: str | None = None,
     ) -> Callable[[Run], Entry]:
         spec = CommandSpec(
-            name, summary, args, role, changes, freshness, two_person, background, bare
-        )
+            name, summary, args, role, changes, freshness, two_person, background, bare,
+            internal, lapse,
+        )  # fmt: skip
 
         def register(fn: Run) -> Entry:
             if name in self._entries:
@@ -78,12 +81,21 @@ class Registry:
     def get(self, name: str) -> Entry | None:
         return self._entries.get(name)
 
-    def resolve(self, name: str, args: tuple[str, ...]) -> Entry | None:
-        """The command a message means: ``get``, unless it is sent bare and names a stand-in."""
+    def resolve(self, name: str, args: tuple[str, ...]) -> tuple[Entry, tuple[str, ...]] | None:
+        """The command a message means, and its arguments.
+
+        ``/sshkey add KEY`` is the subcommand ``sshkey add`` with ``KEY``; a command sent bare
+        may name a stand-in (a bare ``/start`` says hello). Internal commands are never meant."""
+        if args:
+            sub = self._entries.get(f"{name} {args[0].lower()}")
+            if sub is not None and not sub.spec.internal:
+                return sub, args[1:]
         entry = self._entries.get(name)
         if entry is not None and not args and entry.spec.bare is not None:
-            return self._entries.get(entry.spec.bare)
-        return entry
+            entry = self._entries.get(entry.spec.bare)
+        if entry is None or entry.spec.internal:
+            return None
+        return entry, args
 
     def __iter__(self) -> Iterator[Entry]:
         return iter(sorted(self._entries.values(), key=lambda e: e.spec.name))
@@ -93,13 +105,16 @@ class Registry:
 
     def visible_to(self, role: Role) -> list[CommandSpec]:
         """What ``role`` may run, in name order: help and the Telegram menu show only this."""
-        return [entry.spec for entry in self if entry.spec.role <= role]
+        return [entry.spec for entry in self if entry.spec.role <= role and not entry.spec.internal]
 
     def check(self) -> None:
         """Every changing command must say what it will change before it asks to run."""
         for entry in self:
             if entry.spec.changes and entry.preview_fn is None:
                 raise ValueError(f"/{entry.spec.name} changes the server but has no preview")
+            lapse = self._entries.get(entry.spec.lapse or "")
+            if entry.spec.lapse is not None and (lapse is None or not lapse.spec.internal):
+                raise ValueError(f"/{entry.spec.name}: its lapse must be an internal command")
             bare = self._entries.get(entry.spec.bare or "")
             if entry.spec.bare is not None and (
                 bare is None or any(arg.required for arg in bare.spec.args)

@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Protocol
 
 DEFAULT_FRESHNESS = timedelta(minutes=5)
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# A command, or a command and its subcommand: "sshkey add".
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}( [a-z][a-z0-9_]{0,31})?$")
 
 
 class Role(enum.IntEnum):
@@ -126,6 +127,11 @@ class CommandSpec:
     # Sent with no arguments, the command means this other one instead: a bare /start is
     # Telegram's first contact ("hello"), /start nextcloud starts a service.
     bare: str | None = None
+    # Not a chat command: the bot creates it itself (the Keep offer after a switch). It is
+    # not in help or menus and cannot be sent; ``lapse`` names what runs when it is declined
+    # or nobody answers in time.
+    internal: bool = False
+    lapse: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

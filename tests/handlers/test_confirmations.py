@@ -7,8 +7,7 @@ import base64
 import secrets
 
 from bot.storage.database import Database
-from handlers.core.engine import CANCEL, CONFIRM
-from handlers.core.messages import Actor, ChatRef, Press
+from handlers.core.messages import CANCEL, CONFIRM, Actor, ChatRef, Press
 from handlers.core.records import AuditEvent, ConfirmationState
 from tests.conftest import ADMIN, ADMIN2, OPERATOR, VIEWER, Harness, make_harness
 from tests.support.chat import Sent

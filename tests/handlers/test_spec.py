@@ -147,14 +147,18 @@ def test_the_second_missing_argument_is_the_one_named() -> None:
 # -- spec validation ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["", "Restart", "1up", "re start", "/restart", "rés", "a" * 33])
+@pytest.mark.parametrize(
+    "name", ["", "Restart", "1up", "re start now", "/restart", "rés", "a" * 33, "dns-set"]
+)
 def test_a_spec_with_a_bad_name_is_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="bad command name"):
         CommandSpec(name, "summary")
 
 
-def test_a_spec_name_may_have_digits_dashes_and_underscores() -> None:
-    assert CommandSpec("dns-set_v2", "summary").name == "dns-set_v2"
+def test_a_spec_name_may_have_digits_underscores_and_a_subcommand() -> None:
+    # Telegram's command menu takes letters, digits and underscores only.
+    assert CommandSpec("dns_set_v2", "summary").name == "dns_set_v2"
+    assert CommandSpec("sshkey add", "summary").usage == "/sshkey add"
 
 
 def test_a_required_argument_after_an_optional_one_is_rejected() -> None:

@@ -53,6 +53,8 @@ STEWARD_UNITS = {
     "steward-upgrade.service": ("upgrade", "Steward: upgrade and nixos-rebuild switch"),
     "steward-rollback.service": ("rollback", "Steward: nixos-rebuild switch --rollback"),
 }
+# steward-rollback@N.service switches to generation N (a template unit, instantiated on use).
+ROLLBACK_TEMPLATE = re.compile(r"steward-rollback@([0-9]{1,9})\.service")
 NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 ANSI_RED, ANSI_GREEN, ANSI_NORMAL = "\x1b[31;1m", "\x1b[32;1m", "\x1b[0m"
 DEFAULT_PACKAGES: dict[str, list[Any]] = {
@@ -185,6 +187,14 @@ def new_state(hostname: str = "steward", root: str | None = None) -> State:
     return state
 
 
+def steward_action(name: str) -> tuple[str, int | None] | None:
+    """What a steward unit runs: ("switch" | "upgrade" | "rollback", target generation)."""
+    if name in STEWARD_UNITS:
+        return STEWARD_UNITS[name][0], None
+    match = ROLLBACK_TEMPLATE.fullmatch(name)
+    return ("rollback", int(match.group(1))) if match else None
+
+
 def add_unit(
     state: State,
     name: str,
@@ -213,6 +223,7 @@ def add_unit(
         "ActiveEnterTimestamp": 0,
         "ActiveExitTimestamp": 0,
         "InactiveEnterTimestamp": 0,
+        "InvocationID": "",
         "FragmentPath": f"/etc/systemd/system/{name}",
         "SyslogIdentifier": f"{base}-start" if name in STEWARD_UNITS else base,
         "failed": False,
@@ -228,6 +239,9 @@ def set_active(
 ) -> None:
     unit = state["units"][name]
     stamp = now_us()
+    if active in {"activating", "active"} and unit["ActiveState"] in {"inactive", "failed"}:
+        # Each start is a new invocation, as systemd numbers them.
+        unit["InvocationID"] = nix_hash(f"{name}-{stamp}-{state['cursor']}")[:32]
     if unit["ActiveState"] != active or not unit["StateChangeTimestamp"]:
         unit["StateChangeTimestamp"] = stamp
         if active == "active":
@@ -411,6 +425,7 @@ PROPERTY_ORDER = (
     "ActiveEnterTimestamp",
     "ActiveExitTimestamp",
     "InactiveEnterTimestamp",
+    "InvocationID",
     "CanStart",
     "CanStop",
 )
@@ -439,6 +454,7 @@ def unit_properties(state: State, name: str) -> dict[str, str]:
             "ActiveEnterTimestamp": "",
             "ActiveExitTimestamp": "",
             "InactiveEnterTimestamp": "",
+            "InvocationID": "",
             "CanStart": "no",
             "CanStop": "yes",
         }
@@ -464,6 +480,7 @@ def unit_properties(state: State, name: str) -> dict[str, str]:
         "ActiveEnterTimestamp": show_timestamp(unit["ActiveEnterTimestamp"]),
         "ActiveExitTimestamp": show_timestamp(unit["ActiveExitTimestamp"]),
         "InactiveEnterTimestamp": show_timestamp(unit["InactiveEnterTimestamp"]),
+        "InvocationID": unit.get("InvocationID", ""),
         "CanStart": "yes",
         "CanStop": "yes",
     }
@@ -517,7 +534,7 @@ SYSTEMCTL_LONG = [
 ]
 
 
-def systemctl(argv: Sequence[str]) -> int:
+def systemctl(argv: Sequence[str]) -> int:  # noqa: PLR0911 - one return per verb
     path = state_path()
     record_call(path, "systemctl", argv)
     opts, args = _getopt("systemctl", argv, SYSTEMCTL_SHORT, SYSTEMCTL_LONG)
@@ -543,6 +560,11 @@ def systemctl(argv: Sequence[str]) -> int:
                     set_active(state, name, "inactive", result="success")
         return 0
     if verb == "daemon-reload":
+        return 0
+    if verb in {"reboot", "poweroff"}:
+        # The machine would go down now; the fake notes it, as a test wants to see.
+        with locked(path) as state:
+            state[verb + "s"] = state.get(verb + "s", 0) + 1
         return 0
     raise ToolError(1, f"Unknown command verb '{verb}'.")
 
@@ -625,6 +647,13 @@ def _control(path: Path, verb: str, units: list[str], no_block: bool) -> int:  #
     with locked(path) as state:
         for name in units:
             unit = state["units"].get(name)
+            if unit is None and ROLLBACK_TEMPLATE.fullmatch(name):
+                number = ROLLBACK_TEMPLATE.fullmatch(name).group(1)  # type: ignore[union-attr]
+                description = f"Steward: switch to generation {number}"
+                unit = add_unit(
+                    state, name, description=description, active_state="inactive",
+                    unit_type="oneshot",
+                )  # fmt: skip
             if unit is None or unit["LoadState"] == "not-found":
                 why = "not loaded" if verb == "stop" else "not found"
                 errors.append(f"Failed to {verb} {name}: Unit {name} {why}.")
@@ -633,7 +662,7 @@ def _control(path: Path, verb: str, units: list[str], no_block: bool) -> int:  #
             if verb == "stop":
                 _stop(state, name)
                 continue
-            if name in STEWARD_UNITS:
+            if steward_action(name) is not None:
                 # A start while the oneshot runs joins the running job.
                 if unit["ActiveState"] != "activating":
                     _systemd(state, name, f"Starting {unit['Description']}...")
@@ -747,7 +776,7 @@ def rebuild_unit(path: Path, name: str) -> bool:
         with locked(path) as state:
             append_journal(state, name, line)
 
-    action = STEWARD_UNITS[name][0]
+    action, target = steward_action(name) or ("switch", None)
     try:
         ok = run_rebuild(
             path,
@@ -756,6 +785,7 @@ def rebuild_unit(path: Path, name: str) -> bool:
             rollback=action == "rollback",
             flake="/etc/nixos#" if action != "rollback" else None,
             emit=emit,
+            target=target,
         )
     except ToolError as exc:
         emit(exc.message)
@@ -785,6 +815,7 @@ def run_rebuild(
     rollback: bool,
     flake: str | None,
     emit: Callable[[str], None],
+    target: int | None = None,
 ) -> bool:
     """What ``nixos-rebuild ACTION`` prints and does; False on a (injected) build failure."""
     with locked(path) as state:
@@ -793,7 +824,7 @@ def run_rebuild(
         user = state["admin_user"]
         staged: State = state["staged"]
     if rollback:
-        return _rollback(path, action, delay, user, emit)
+        return _rollback(path, action, delay, user, emit, target)
     if upgrade and not flake:
         emit("unpacking channels...")
     emit("building the system configuration...")
@@ -863,15 +894,26 @@ def _activate(
         emit(f"the following new units were started: {', '.join(new_units)}")
 
 
-def _rollback(
-    path: Path, action: str, delay: float, user: str, emit: Callable[[str], None]
+def _rollback(  # noqa: PLR0917
+    path: Path,
+    action: str,
+    delay: float,
+    user: str,
+    emit: Callable[[str], None],
+    target: int | None = None,
 ) -> bool:
     with locked(path) as state:
         current = current_generation(state)["generation"]
-        older = [g["generation"] for g in state["generations"] if g["generation"] < current]
-        if not older:
-            raise ToolError(1, f"error: no generation older than the current ({current}) exists")
-        target = max(older)
+        if target is not None:
+            if generation_by_number(state, target) is None:
+                raise ToolError(1, f"error: generation {target} does not exist")
+        else:
+            older = [g["generation"] for g in state["generations"] if g["generation"] < current]
+            if not older:
+                raise ToolError(
+                    1, f"error: no generation older than the current ({current}) exists"
+                )
+            target = max(older)
         make_current(state, target, activate=False)
     emit(f"switching profile from version {current} to {target}")
     if action in {"switch", "test"}:
@@ -1108,6 +1150,7 @@ JOURNAL_LONG = [
     "no-hostname",
     "system",
     "reverse",
+    "after-cursor=",
 ]
 JOURNAL_FORMATS = {"short", "short-iso", "short-precise", "short-unix", "cat", "json", "with-unit"}
 
@@ -1171,6 +1214,13 @@ def format_entry(state: State, unit: str, entry: Mapping[str, Any], output: str)
     return f"{when} {prefix}{entry['message']}\n"
 
 
+def cursor_number(value: str) -> int:
+    match = re.fullmatch(r"s=fake;i=([0-9a-f]+)", value)
+    if match is None:
+        raise ToolError(1, "Failed to seek to cursor: Invalid argument")
+    return int(match.group(1), 16)
+
+
 def select_entries(state: State, units: list[str]) -> list[tuple[str, Mapping[str, Any]]]:
     names = units or list(state["journal"])
     found = [(u, e) for u in names for e in state["journal"].get(u, [])]
@@ -1197,6 +1247,9 @@ def journalctl(argv: Sequence[str]) -> int:  # noqa: PLR0912
     state = load(path)
     now = datetime.now(UTC)
     entries = select_entries(state, units)
+    for value in opts.get("--after-cursor", []):
+        after = cursor_number(value)
+        entries = [(u, e) for u, e in entries if e["cursor"] > after]
     for key, keep in (("--since", True), ("-S", True), ("--until", False), ("-U", False)):
         for value in opts.get(key, []):
             bound = int(parse_since(value, now).timestamp() * 1_000_000)
