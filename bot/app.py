@@ -15,13 +15,16 @@ from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, S
 from bot.transports.router import OutboxRouter
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
-from handlers.core.context import Deps
+from handlers.core.context import Deps, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
+from handlers.system import welcome_back
 from providers.catalogue import CatalogueError, ServiceCatalogue
 from providers.demo import DemoServer
 from providers.host import HostProbe, PsutilHost
+from providers.nixos.desired import DesiredStateFile
+from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
 from providers.systemd import ServiceManager, SystemctlServiceManager
 
@@ -44,6 +47,12 @@ class App:
         count = await self.engine.jobs.reattach()
         if count:
             log.info("re-attached to %d unfinished jobs", count)
+        try:
+            back = await welcome_back(self.engine.deps, self.engine.clock())
+            if back is not None:
+                await self.router.send(back[0], back[1])
+        except Exception:
+            log.exception("could not report the end of a reboot")
 
     async def sweep_forever(self) -> None:
         while True:
@@ -76,6 +85,8 @@ def build_app(
     catalogue = server.catalogue if server else _catalogue(settings)
     db = Database(settings.database)
     db.ensure_schema()
+    kv = SqlKeyValue(db)
+    desired_path = settings.desired_state or settings.state_dir / "desired-state.json"
     deps = Deps(
         host=host,
         services=services,
@@ -84,6 +95,13 @@ def build_app(
         registry=registry,
         timezone=_timezone(settings),
         nixos=server.nixos if server else NixosRebuildSystem(),
+        desired=server.desired if server else DesiredStateFile(desired_path),
+        rebuilds=server.rebuilds if server else SystemdRebuilds(),
+        notes=kv,
+        policy=SystemPolicy(
+            keep_minutes=settings.keep_minutes or None,
+            poll_seconds=settings.rebuild_poll_seconds,
+        ),
     )
     access = AccessPolicy.from_lists(
         settings.admins,
@@ -107,7 +125,7 @@ def build_app(
         await notifier.notify(Reply(text))
 
     engine.on_incident = tell_admins
-    return App(settings, db, engine, router, SqlKeyValue(db), server, notifier)
+    return App(settings, db, engine, router, kv, server, notifier)
 
 
 def admin_chats(access: AccessPolicy) -> list[ChatRef]:

@@ -171,6 +171,8 @@ class Settings:
     domain: str | None = None
     desired_state: Path | None = None
     catalogue: Path | None = None
+    keep_minutes: Annotated[float, _number(float, 0.0, 1440.0)] = 10.0
+    rebuild_poll_seconds: Annotated[float, _number(float, 0.05, 60.0)] = 1.0
 
     server_provider: Literal["hetzner", "none"] = "none"
     hcloud_token: Secret | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from handlers import rebuild
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
@@ -219,3 +220,65 @@ async def logs(ctx: Context, service: str, lines: int | None = None) -> Reply:
     # Log lines are whatever the services wrote: escaped, in a <pre> block. A long answer
     # becomes a file on every transport.
     return Reply(f"{head}\n<pre>{esc(chr(10).join(found))}</pre>", sensitive=True)
+
+
+# --- enable and disable: the desired state, then a rebuild ---------------------------------------
+
+
+async def _toggle_preview(ctx: Context, service: str, enable: bool) -> str:
+    info = find_service(ctx, service)
+    state = await rebuild.read_desired(ctx)
+    if state.enabled(info.id) == enable:
+        raise CommandError(f"{esc(info.name)} is already {'enabled' if enable else 'disabled'}.")
+    text = rebuild.describe_change(state, state.with_service(info.id, enable=enable))
+    units = ", ".join(f"<code>{esc(unit)}</code>" for unit in info.units)
+    if enable:
+        subdomains = ", ".join(esc(sub) for sub in info.subdomains)
+        text += f"\nUnits that start: {units}."
+        if subdomains:
+            text += f"\nIt answers on: {subdomains} (see /dns)."
+    else:
+        text += f"\nUnits that stop: {units}. Its data stays in place: "
+        text += ", ".join(f"<code>{esc(folder)}</code>" for folder in info.folders) or "none"
+        text += "."
+    return text
+
+
+async def _toggle(ctx: Context, service: str, enable: bool) -> Reply:
+    info = find_service(ctx, service)
+    verb = "Enabling" if enable else "Disabling"
+    return await rebuild.change_and_switch(
+        ctx, f"{verb} {info.name}", lambda state: state.with_service(info.id, enable=enable)
+    )
+
+
+@commands.command("enable", "Enable a service and rebuild", args=(SERVICE_ARG,),
+                  role=Role.ADMIN, changes=True, background=True)  # fmt: skip
+async def enable(ctx: Context, service: str) -> Reply:
+    return await _toggle(ctx, service, True)
+
+
+@enable.preview
+async def _enable_preview(ctx: Context, service: str) -> str:
+    return await _toggle_preview(ctx, service, True)
+
+
+@enable.resume
+async def _enable_resume(ctx: Context, service: str) -> Reply:
+    return await rebuild.resume(ctx)
+
+
+@commands.command("disable", "Disable a service and rebuild", args=(SERVICE_ARG,),
+                  role=Role.ADMIN, changes=True, background=True)  # fmt: skip
+async def disable(ctx: Context, service: str) -> Reply:
+    return await _toggle(ctx, service, False)
+
+
+@disable.preview
+async def _disable_preview(ctx: Context, service: str) -> str:
+    return await _toggle_preview(ctx, service, False)
+
+
+@disable.resume
+async def _disable_resume(ctx: Context, service: str) -> Reply:
+    return await rebuild.resume(ctx)

@@ -85,6 +85,10 @@ class ServiceManager(Protocol):
         """The newest ``lines`` journal lines of ``units`` together, oldest first."""
         ...
 
+    async def reboot(self) -> None:
+        """Ask systemd to reboot the machine; it returns before the machine goes down."""
+        ...
+
 
 class SystemctlServiceManager:
     """The real adapter: ``systemctl`` from PATH, argument lists, timeouts."""
@@ -117,6 +121,9 @@ class SystemctlServiceManager:
 
     async def restart(self, unit: str) -> None:
         await _systemctl(["restart", "--", unit], self._restart_timeout)
+
+    async def reboot(self) -> None:
+        await _systemctl(["reboot"], self._timeout)
 
     async def logs(self, units: Sequence[str], lines: int) -> list[str]:
         selectors = [arg for unit in units for arg in ("--unit", unit)]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bot.storage.database import Database
-from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore
+from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy, StrangerLimiter
-from handlers.core.context import Deps
+from handlers.core.context import Deps, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import Actor, ChatRef, Command, Press
 from handlers.core.spec import Role
@@ -127,6 +127,10 @@ def make_harness(
         registry=build_registry(),
         timezone=UTC,
         nixos=server.nixos,
+        desired=server.desired,
+        rebuilds=server.rebuilds,
+        notes=SqlKeyValue(db),
+        policy=SystemPolicy(keep_minutes=10, poll_seconds=0.01),
     )
     access = AccessPolicy.from_lists(
         admins=[ADMIN.user_id, ADMIN2.user_id],

@@ -1,7 +1,8 @@
 """The console transport: one message per line on stdin, replies on stdout.
 
 Buttons print as ``[1] Confirm  [2] Cancel``; ``press N`` presses button N of the newest
-message that has buttons. At end of input it waits for running jobs (at most 60 s), then ends.
+message that has buttons; ``wait`` waits for running jobs. At end of input it waits for running
+jobs (at most 60 s), then ends.
 It works on a pipe as well as on a terminal. The console user is whoever runs it on the server.
 """
 
@@ -75,9 +76,16 @@ class ConsoleTransport:
         if pressed:
             await self._press(engine, pressed.group(1), now)
             return
+        if text.lower() == "wait":
+            # For scripts: let the running jobs (a rebuild) finish before the next line.
+            if not await engine.wait_for_jobs(600):
+                self.say("Jobs still run after 600 s.")
+            return
         parsed = split_command_line(text)
         if parsed is None:
-            self.say("Commands start with / (see /help); press N presses a button.")
+            self.say(
+                "Commands start with / (see /help); press N presses a button; wait waits for jobs."
+            )
             return
         name, args = parsed
         await engine.handle_command(Command(name, args, self.actor, CHAT, now, None))

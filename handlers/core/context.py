@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
 from handlers.core.messages import Command
 from handlers.core.progress import Progress
-from handlers.core.records import AuditLog
+from handlers.core.records import AuditLog, Notes
 from handlers.core.spec import Role
 from providers.catalogue import ServiceCatalogue
 from providers.host import HostProbe
+from providers.nixos.desired import DesiredStateStore
+from providers.nixos.rebuild import Rebuilds
 from providers.nixos.system import NixosSystem
 from providers.systemd import ServiceManager
 
@@ -21,6 +23,15 @@ if TYPE_CHECKING:
 
 class CommandError(Exception):
     """A domain failure with a short, safe answer (already escaped HTML)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SystemPolicy:
+    """How rebuilds behave. ``keep_minutes`` None turns the Keep offer off."""
+
+    keep_minutes: float | None = 10.0
+    poll_seconds: float = 1.0
+    rebuild_timeout: float = 4 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,10 @@ class Deps:
     registry: Registry
     timezone: tzinfo
     nixos: NixosSystem
+    desired: DesiredStateStore
+    rebuilds: Rebuilds
+    notes: Notes
+    policy: SystemPolicy = field(default_factory=SystemPolicy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,14 +51,16 @@ class JobRunner:
             started_at=self._engine.clock(),
         )
         entry = self._engine.deps.registry.get(conf.command)
+        head = ""
         if entry is not None and entry.spec.internal and conf.prompt_message_id is not None:
-            # An offer's outcome edits the offer's own message.
+            # An offer's outcome edits the offer's own message, below what it offered.
             await self.store.update(job.id, message_id=conf.prompt_message_id)
             job = replace(job, message_id=conf.prompt_message_id)
+            head = conf.preview
         if entry is not None and entry.spec.background:
-            self._spawn(self._execute(job, conf.prompt_message_id, resume=False))
+            self._spawn(self._execute(job, conf.prompt_message_id, resume=False, head=head))
         else:
-            await self._execute(job, conf.prompt_message_id, resume=False)
+            await self._execute(job, conf.prompt_message_id, resume=False, head=head)
 
     async def reattach(self) -> int:
         """Report the outcome of every job that was running when the bot last stopped."""
@@ -80,7 +82,9 @@ class JobRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, job: Job, reply_to: str | None, *, resume: bool) -> None:
+    async def _execute(
+        self, job: Job, reply_to: str | None, *, resume: bool, head: str = ""
+    ) -> None:
         engine = self._engine
         started = time.monotonic()
 
@@ -98,9 +102,13 @@ class JobRunner:
             message.adopt(MessageRef(job.chat, job.message_id))
         cmd = Command(job.kind, job.args, job.requester, job.chat, job.started_at)
         reply, state, result = await self._outcome(job, cmd, message, resume=resume)
+        if head:
+            reply = replace(reply, text=f"{head}\n\n{reply.text}")
         offer = await self._offer(job, reply) if reply.offer is not None else None
         if offer is not None:
-            reply = replace(reply, buttons=(*reply.buttons, *offer[1]), offer=None)
+            note = reply.offer.note if reply.offer is not None else ""
+            text = f"{reply.text}\n{note}" if note else reply.text
+            reply = replace(reply, text=text, buttons=(*reply.buttons, *offer[1]), offer=None)
         ref = await message.finish(reply)
         if offer is not None:
             await engine.confirmations.set_prompt_message(offer[0].id, ref.message_id)

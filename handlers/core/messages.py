@@ -92,6 +92,7 @@ class Offer:
     command: str
     args: tuple[str, ...]
     minutes: float
+    note: str = ""  # shown while the offer is open: "Press Keep within 10 min, or …"
     confirm: str = "Keep"
     decline: str = "Roll back now"
 

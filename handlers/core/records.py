@@ -145,6 +145,17 @@ class AuditEntry:
     id: int | None = None
 
 
+class Notes(Protocol):
+    """Small persisted values (the bot's key-value table): what a rebuild follows, a reboot
+    that was asked for. They outlive a restart of the bot."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, now: datetime) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
 class AuditLog(Protocol):
     async def record(self, entry: AuditEntry) -> None: ...
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from providers.catalogue import ServiceCatalogue, ServiceInfo
 from providers.host import DiskUsage, HostMetrics
+from providers.nixos.desired import DesiredState, MemoryDesiredState, ServiceState
+from providers.nixos.rebuild import (
+    UPGRADE_UNIT,
+    RebuildPoll,
+    RebuildRun,
+    is_steward_unit,
+)
 from providers.nixos.system import Generation
 from providers.systemd import UnitError, UnitStatus, missing
 
@@ -59,6 +66,11 @@ class DemoServiceManager:
     down: bool = False
     calls: list[tuple[str, ...]] = field(default_factory=list)
     journal: list[tuple[str, str]] = field(default_factory=list)  # (unit, line), oldest first
+    reboots: int = 0
+
+    async def reboot(self) -> None:
+        self._check("reboot")
+        self.reboots += 1
 
     async def status(self, units: Sequence[str]) -> dict[str, UnitStatus]:
         self._check("show", *units)
@@ -148,6 +160,23 @@ class DemoNixos:
     async def generations(self) -> list[Generation]:
         return sorted(self.generation_list, key=lambda g: -g.number)
 
+    def switch_to(self, number: int) -> None:
+        self.generation_list = [
+            replace(g, current=g.number == number) for g in self.generation_list
+        ]
+
+    def add(self, *, upgrade: bool) -> int:
+        newest = max(self.generation_list, key=lambda g: g.number)
+        current = next(g for g in self.generation_list if g.current)
+        version = current.nixos_version
+        if upgrade:
+            version = version.replace("20251101", datetime.now(UTC).strftime("%Y%m%d"))
+        number = newest.number + 1
+        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        self.generation_list.append(Generation(number, date, version, current.kernel, False))
+        self.switch_to(number)
+        return number
+
     async def reboot_needed(self) -> bool | None:
         return self.booted_older
 
@@ -162,11 +191,130 @@ def _demo_generations(now: datetime) -> list[Generation]:
 
 
 @dataclass
+class _DemoRun:
+    invocation: str
+    lines: list[str] = field(default_factory=list)
+    done: bool = False
+    ok: bool = False
+
+
+@dataclass
+class DemoRebuilds:
+    """The steward oneshot units in memory. A switch builds a new generation from the desired
+    state: the units of enabled services come up, those of disabled ones go away.
+    ``fail_next`` makes the next run fail in the build with that message."""
+
+    nixos: DemoNixos
+    services: DemoServiceManager
+    catalogue: ServiceCatalogue
+    desired: MemoryDesiredState
+    step_seconds: float = 0.3
+    fail_next: str | None = None
+    runs: dict[str, list[_DemoRun]] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def busy(self) -> str | None:
+        for unit, runs in self.runs.items():
+            if runs and not runs[-1].done:
+                return unit
+        return None
+
+    async def prepare(self, unit: str) -> RebuildRun:
+        if not is_steward_unit(unit):
+            raise UnitError(f"{unit} is not one of Steward's rebuild units")
+        runs = self.runs.get(unit, [])
+        last = runs[-1] if runs else None
+        cursor = f"{unit}:{len(runs)}:{len(last.lines) if last else 0}"
+        if last is not None and not last.done:
+            return RebuildRun(unit, last.invocation, last.invocation, cursor, True, True)
+        return RebuildRun(unit, last.invocation if last else "", cursor=cursor)
+
+    async def start(self, run: RebuildRun) -> RebuildRun:
+        if run.started:
+            return run
+        runs = self.runs.setdefault(run.unit, [])
+        current = _DemoRun(f"{run.unit}#{len(runs) + 1}")
+        runs.append(current)
+        self.started.append(run.unit)
+        task = asyncio.create_task(self._run(run.unit, current))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return replace(run, started=True)
+
+    async def poll(self, run: RebuildRun) -> RebuildPoll:
+        runs = self.runs.get(run.unit, [])
+        if not run.run_id:
+            newer = [r for r in runs if r.invocation != run.before_id]
+            if not newer:
+                return RebuildPoll(run, (), finished=False, succeeded=False)
+            run = replace(run, run_id=newer[-1].invocation, cursor=f"{newer[-1].invocation}:0")
+        current = next(r for r in runs if r.invocation == run.run_id)
+        seen = int(run.cursor.rsplit(":", 1)[1]) if run.cursor.startswith(current.invocation) else 0
+        done = current.done  # read before the lines, as the real adapter does
+        lines = tuple(current.lines[seen:])
+        run = replace(run, cursor=f"{current.invocation}:{seen + len(lines)}")
+        return RebuildPoll(run, lines, finished=done, succeeded=done and current.ok)
+
+    async def _run(self, unit: str, run: _DemoRun) -> None:
+        step = self.step_seconds
+        try:
+            if unit.startswith("steward-rollback@"):
+                target = int(unit.removeprefix("steward-rollback@").removesuffix(".service"))
+                run.lines.append(f"switching profile to generation {target}")
+                await asyncio.sleep(step)
+                if all(g.number != target for g in self.nixos.generation_list):
+                    run.lines.append(f"error: generation {target} does not exist")
+                    return
+                self.nixos.switch_to(target)
+                run.lines.append("activating the configuration...")
+                self._apply_units()
+                run.ok = True
+                return
+            if unit == UPGRADE_UNIT:
+                run.lines.append("unpacking channels...")
+                await asyncio.sleep(step)
+            run.lines.append("building the system configuration...")
+            await asyncio.sleep(step)
+            failure, self.fail_next = self.fail_next, None
+            if failure is not None:
+                run.lines.extend([
+                    "error: builder for '/nix/store/demo-system.drv' failed with exit code 1;",
+                    f"       > {failure}",
+                ])  # fmt: skip
+                return
+            run.lines.append("activating the configuration...")
+            await asyncio.sleep(step)
+            self.nixos.add(upgrade=unit == UPGRADE_UNIT)
+            self._apply_units()
+            run.ok = True
+        finally:
+            run.lines.append("Finished." if run.ok else f"Failed to start {unit}.")
+            run.done = True
+
+    def _apply_units(self) -> None:
+        for sid, info in self.catalogue.items():
+            if sid not in self.desired.state.services:
+                continue
+            for unit in info.units:
+                if self.desired.state.enabled(sid):
+                    if unit not in self.services.units:
+                        self.services.units[unit] = _unit(unit, "active", "running", 64 * MiB)
+                elif not any(
+                    unit in other.units and self.desired.state.enabled(oid)
+                    for oid, other in self.catalogue.items()
+                ):
+                    self.services.units.pop(unit, None)
+
+
+@dataclass
 class DemoServer:
     catalogue: ServiceCatalogue
     services: DemoServiceManager
     host: DemoHost
     nixos: DemoNixos
+    desired: MemoryDesiredState
+    rebuilds: DemoRebuilds
 
     @classmethod
     def create(cls, step_seconds: float = 0.3) -> DemoServer:
@@ -200,4 +348,11 @@ class DemoServer:
         folders = sorted({folder for info in catalogue.values() for folder in info.folders})
         sizes = {folder: (index + 1) * 3 * GiB // 2 for index, folder in enumerate(folders)}
         nixos = DemoNixos(_demo_generations(datetime.now(UTC)))
-        return cls(catalogue, manager, DemoHost(host, sizes=sizes), nixos)
+        # Everything runs but Pleroma, which is in the catalogue but not enabled.
+        for unit in catalogue["pleroma"].units:
+            del units[unit]
+        desired = MemoryDesiredState(
+            DesiredState({sid: ServiceState(sid != "pleroma") for sid in catalogue})
+        )
+        rebuilds = DemoRebuilds(nixos, manager, catalogue, desired, step_seconds)
+        return cls(catalogue, manager, DemoHost(host, sizes=sizes), nixos, desired, rebuilds)

@@ -12,7 +12,7 @@ from datetime import UTC
 from pathlib import Path
 
 from bot.storage.database import Database
-from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore
+from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
 from bot.transports.console import ConsoleTransport
 from bot.transports.render import to_plain
 from handlers.catalog import build_registry
@@ -115,7 +115,9 @@ def test_the_console_explains_presses_hints_and_unknown_commands(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     blocks = [block for block in out.split("\n\n") if block.strip()]
     assert blocks[0] == "There is no button to press."
-    assert blocks[1] == "Commands start with / (see /help); press N presses a button."
+    assert blocks[1] == (
+        "Commands start with / (see /help); press N presses a button; wait waits for jobs."
+    )
     assert blocks[2] == "Unknown command /nosuch, see /help."
     assert blocks[3].startswith("❌ Unknown service nosuch. Known services: ")
     known = blocks[3].split("Known services: ", 1)[1].rstrip(".").split(", ")
@@ -175,6 +177,9 @@ def _engine_with_slow_job(db: Database, out: io.StringIO, release: asyncio.Event
         registry=registry,
         timezone=UTC,
         nixos=server.nixos,
+        desired=server.desired,
+        rebuilds=server.rebuilds,
+        notes=SqlKeyValue(db),
     )
     console = ConsoleTransport(out=out, user="tester")
     return Engine(

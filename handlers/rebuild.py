@@ -1,0 +1,268 @@
+"""One way to change the system: start a rebuild unit, follow it, report, offer *Keep*.
+
+Every rebuild (``/rebuild``, ``/upgrade``, ``/rollback``, ``/enable``, ``/set`` …) runs here:
+
+1. Wait while another rebuild runs. A plain ``/rebuild`` joins a running one instead: two
+   requests, one rebuild.
+2. Write the desired state, if the command changes it.
+3. Note the generation, the unit's invocation and its journal position under the job's id, then
+   start the unit. The note is what lets a restarted bot (a switch may restart it) follow the
+   same run and report in the same message.
+4. Follow the journal: one message, edited in place, with the phase and the last lines.
+5. On failure, put the previous desired state back and show the last 20 lines. On success, show
+   the generations before and after, and offer *Keep*: unpressed, the switch is rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from handlers.core.context import CommandError, Context
+from handlers.core.messages import Offer, Reply, esc
+from providers.nixos.desired import DesiredState, DesiredStateError, diff
+from providers.nixos.rebuild import REBUILD_UNIT, RebuildRun
+from providers.systemd import UnitError
+
+KEEP = "keep"
+TAIL = 20
+_PHASES = (
+    ("unpacking channels", "📦 Updating the channel"),
+    ("updating", "📦 Updating the flake inputs"),
+    ("building the system configuration", "🔨 Building the system configuration"),
+    ("these ", "🔨 Building"),
+    ("building '", "🔨 Building"),
+    ("copying path", "⬇️ Downloading"),
+    ("switching profile", "↩️ Switching the generation"),
+    ("activating the configuration", "⚙️ Activating"),
+    ("setting up /etc", "⚙️ Activating"),
+    ("restarting", "⚙️ Restarting changed services"),
+    ("the following new units were started", "⚙️ Starting new services"),
+)
+
+Change = Callable[[], Awaitable[str | None]]
+
+
+@dataclass
+class Record:
+    """What a rebuild job follows, persisted under its job id."""
+
+    title: str
+    run: RebuildRun
+    before: int | None
+    digest: str | None = None  # the desired state this job wrote, restored on failure
+    keep: bool = True
+    tail: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def dump(self) -> str:
+        return json.dumps(
+            {
+                "title": self.title,
+                "run": self.run.to_json(),
+                "before": self.before,
+                "digest": self.digest,
+                "keep": self.keep,
+                "tail": self.tail[-TAIL:],
+                "started": self.started,
+            }
+        )
+
+    @classmethod
+    def load(cls, text: str) -> Record:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            data["title"], RebuildRun.from_json(data["run"]), data["before"], data["digest"],
+            data["keep"], list(data["tail"]), data["started"],
+        )  # fmt: skip
+
+
+def _key(ctx: Context) -> str:
+    return f"rebuild:job:{ctx.job_id if ctx.job_id is not None else 'direct'}"
+
+
+async def current_generation(ctx: Context) -> int | None:
+    try:
+        found = await ctx.deps.nixos.generations()
+    except UnitError:
+        return None
+    return next((g.number for g in found if g.current), None)
+
+
+async def switch(
+    ctx: Context,
+    *,
+    unit: str,
+    title: str,
+    change: Change | None = None,
+    join: bool = False,
+    keep: bool = True,
+) -> Reply:
+    """Run ``unit`` and report; ``change`` writes the desired state once it is our turn."""
+    rebuilds = ctx.deps.rebuilds
+    try:
+        while (busy := await rebuilds.busy()) is not None and not (join and busy == unit):
+            await ctx.progress.update(
+                f"⏳ <b>{esc(title)}</b>: waiting for the running <code>{esc(busy)}</code> "
+                "to finish…"
+            )
+            await asyncio.sleep(ctx.deps.policy.poll_seconds)
+        digest = await change() if change is not None else None
+        before = await current_generation(ctx)
+        run = await rebuilds.prepare(unit)
+        record = Record(title, run, before, digest, keep)
+        await _save(ctx, record)
+        record.run = await rebuilds.start(run)
+        await _save(ctx, record)
+    except UnitError as exc:
+        raise CommandError(f"{esc(title)} could not start: {esc(exc)}") from None
+    except DesiredStateError as exc:
+        raise CommandError(esc(exc)) from None
+    return await _follow(ctx, record)
+
+
+async def resume(ctx: Context) -> Reply:
+    """The bot restarted while this job ran: find the run it followed and report its outcome."""
+    raw = await ctx.deps.notes.get(_key(ctx))
+    if raw is None:
+        raise CommandError(
+            "The bot restarted before the rebuild began, so nothing was rebuilt. If the command "
+            "changed a setting, it is saved: send /rebuild to apply it."
+        )
+    record = Record.load(raw)
+    if not record.run.started:
+        # Stopped between noting the run and starting it: whether the start got through,
+        # the unit's invocation tells.
+        poll = await ctx.deps.rebuilds.poll(record.run)
+        record.run = replace(poll.run, started=bool(poll.run.run_id))
+        if not record.run.started:
+            record.run = await ctx.deps.rebuilds.start(record.run)
+        await _save(ctx, record)
+    return await _follow(ctx, record)
+
+
+async def _save(ctx: Context, record: Record) -> None:
+    await ctx.deps.notes.set(_key(ctx), record.dump(), ctx.now)
+
+
+async def _follow(ctx: Context, record: Record) -> Reply:
+    policy = ctx.deps.policy
+    phase = "⏳ Starting"
+    joined = " (it was already running; I followed it)" if record.run.joined else ""
+    while True:
+        try:
+            poll = await ctx.deps.rebuilds.poll(record.run)
+        except UnitError as exc:
+            raise CommandError(f"I lost track of {esc(record.title)}: {esc(exc)}") from None
+        if poll.lines or poll.run != record.run:
+            record.run = poll.run
+            record.tail = [*record.tail, *poll.lines][-TAIL:]
+            await _save(ctx, record)
+        phase = _phase(poll.lines, phase)
+        elapsed = time.time() - record.started
+        if poll.finished:
+            break
+        last = "\n".join(line[:200] for line in record.tail[-4:])
+        shown = f"\n<pre>{esc(last)}</pre>" if last else ""
+        await ctx.progress.update(
+            f"🔄 <b>{esc(record.title)}</b>{joined}\n{phase} · {_duration(elapsed)}{shown}"
+        )
+        if elapsed > policy.rebuild_timeout:
+            raise CommandError(
+                f"{esc(record.title)} still runs after {_duration(elapsed)}; I stopped "
+                "following it. /generations shows where the system is."
+            )
+        await asyncio.sleep(policy.poll_seconds)
+    await ctx.deps.notes.delete(_key(ctx))
+    if not poll.succeeded:
+        raise CommandError(await _failed(ctx, record))
+    return await _succeeded(ctx, record, elapsed, joined)
+
+
+async def _failed(ctx: Context, record: Record) -> str:
+    text = f"<b>{esc(record.title)} failed.</b> /generations shows what runs now."
+    if record.digest is not None:
+        try:
+            restored = await ctx.deps.desired.restore(record.digest)
+        except DesiredStateError as exc:
+            text += f"\nThe desired state could not be put back: {esc(exc)}"
+        else:
+            text += (
+                "\nThe desired state was put back as it was."
+                if restored
+                else "\nThe desired state was changed again since, so it was left as it is."
+            )
+    lines = "\n".join(line[:300] for line in record.tail[-TAIL:])
+    if lines:
+        text += f"\nThe last {min(TAIL, len(record.tail))} log lines:\n<pre>{esc(lines)}</pre>"
+    return text
+
+
+async def _succeeded(ctx: Context, record: Record, elapsed: float, joined: str) -> Reply:
+    after = await current_generation(ctx)
+    before = record.before
+    head = f"✅ <b>{esc(record.title)}</b>: done in {_duration(elapsed)}{joined}."
+    if before is None or after is None:
+        return Reply(f"{head}\nThe generations could not be read; /generations shows them.")
+    if after == before:
+        return Reply(f"{head}\nStill generation {after}: nothing in the system changed.")
+    text = f"{head}\nGeneration {before} → <b>{after}</b>."
+    minutes = ctx.deps.policy.keep_minutes
+    if not record.keep or not minutes:
+        return Reply(text)
+    note = f"Press <b>Keep</b> within {minutes:g} min, or generation {before} comes back by itself."
+    return Reply(text, offer=Offer(KEEP, (str(before), str(after)), minutes, note))
+
+
+def _phase(lines: tuple[str, ...], phase: str) -> str:
+    for line in lines:
+        lowered = line.strip().lower()
+        for start, label in _PHASES:
+            if lowered.startswith(start):
+                phase = label
+    return phase
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60} s"
+
+
+# --- the desired state: read, describe a change, write and switch ----------------------------
+
+
+async def read_desired(ctx: Context) -> DesiredState:
+    try:
+        return await ctx.deps.desired.read()
+    except DesiredStateError as exc:
+        raise CommandError(esc(exc)) from None
+
+
+def describe_change(before: DesiredState, after: DesiredState) -> str:
+    changes = diff(before, after)
+    if not changes:
+        raise CommandError("That is already so; nothing would change.")
+    lines = ["The desired state changes, then the system is rebuilt:"]
+    for change in changes:
+        old = "unset" if change.before is None else json.dumps(change.before)
+        new = "unset" if change.after is None else json.dumps(change.after)
+        if len(old) > 60:
+            old = old[:57] + "…"
+        if len(new) > 60:
+            new = new[:57] + "…"
+        lines.append(f"• <code>{esc(change.path)}</code>: {esc(old)} → <b>{esc(new)}</b>")
+    return "\n".join(lines)
+
+
+async def change_and_switch(
+    ctx: Context, title: str, change: Callable[[DesiredState], DesiredState]
+) -> Reply:
+    async def write() -> str | None:
+        written = await ctx.deps.desired.update(change)
+        return written.digest if written.changes else None
+
+    return await switch(ctx, unit=REBUILD_UNIT, title=title, change=write)

@@ -1,0 +1,180 @@
+"""Rebuilds run in root oneshot units that the NixOS module declares, never in the bot.
+
+A switch may restart the bot itself, so the bot only starts ``steward-rebuild.service``,
+``steward-upgrade.service`` or ``steward-rollback@N.service`` and follows the unit: its journal
+for the progress lines, and ``systemctl show`` for when it is done and how it ended. Everything
+needed to keep following after a restart of the bot is in ``RebuildRun``, which the caller
+persists: the unit, the invocation that was there before the start, the invocation being
+followed, and the journal cursor already read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+from providers.systemd import UnitError, run_tool
+
+REBUILD_UNIT = "steward-rebuild.service"
+UPGRADE_UNIT = "steward-upgrade.service"
+STEWARD_UNITS = (REBUILD_UNIT, UPGRADE_UNIT)
+_ROLLBACK = re.compile(r"steward-rollback@([0-9]{1,9})\.service")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+_BUSY = frozenset({"activating", "deactivating", "reloading"})
+
+
+def rollback_unit(generation: int) -> str:
+    return f"steward-rollback@{generation}.service"
+
+
+def is_steward_unit(unit: str) -> bool:
+    return unit in STEWARD_UNITS or _ROLLBACK.fullmatch(unit) is not None
+
+
+def strip_ansi(line: str) -> str:
+    """nix colours its output; a chat shows the escape codes as garbage."""
+    return _ANSI.sub("", line)
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildRun:
+    unit: str
+    before_id: str  # the unit's invocation before our start ("" when it never ran)
+    run_id: str = ""  # the invocation we follow, once it is known
+    cursor: str = ""  # the journal cursor of the last line read
+    joined: bool = False  # it was already running: we follow someone else's run
+    started: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RebuildRun:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildPoll:
+    run: RebuildRun
+    lines: tuple[str, ...]
+    finished: bool
+    succeeded: bool
+
+
+class Rebuilds(Protocol):
+    async def busy(self) -> str | None:
+        """The steward unit that runs now, if any."""
+        ...
+
+    async def prepare(self, unit: str) -> RebuildRun:
+        """Note where the unit and its journal stand; join the run when it already runs."""
+        ...
+
+    async def start(self, run: RebuildRun) -> RebuildRun:
+        """Start the unit without waiting for it; a joined run is not started again."""
+        ...
+
+    async def poll(self, run: RebuildRun) -> RebuildPoll:
+        """New journal lines since the last poll, and whether the run has ended."""
+        ...
+
+
+class SystemdRebuilds:
+    """The real adapter: ``systemctl`` and ``journalctl`` from PATH."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self._timeout = timeout
+
+    async def busy(self) -> str | None:
+        states = await self._show(list(STEWARD_UNITS), ("Id", "ActiveState"))
+        for props in states:
+            if props.get("ActiveState") in _BUSY:
+                return props.get("Id")
+        return None
+
+    async def prepare(self, unit: str) -> RebuildRun:
+        _check(unit)
+        (props,) = await self._show([unit], ("Id", "ActiveState", "InvocationID"))
+        _, cursor = await self._journal(unit, "", last=True)
+        invocation = props.get("InvocationID", "")
+        if props.get("ActiveState") in _BUSY:
+            return RebuildRun(unit, invocation, invocation, cursor, joined=True, started=True)
+        return RebuildRun(unit, invocation, cursor=cursor)
+
+    async def start(self, run: RebuildRun) -> RebuildRun:
+        if run.started:
+            return run
+        await run_tool("systemctl", ["start", "--no-block", "--", run.unit], self._timeout)
+        return replace(run, started=True)
+
+    async def poll(self, run: RebuildRun) -> RebuildPoll:
+        # The state first, then the journal: every line written before the end is then read.
+        (props,) = await self._show([run.unit], ("ActiveState", "Result", "InvocationID"))
+        lines, cursor = await self._journal(run.unit, run.cursor)
+        run = replace(run, cursor=cursor or run.cursor)
+        return _judge(run, props, lines)
+
+    async def _show(self, units: list[str], props: tuple[str, ...]) -> list[dict[str, str]]:
+        out = await run_tool(
+            "systemctl", ["show", f"--property={','.join(props)}", "--", *units], self._timeout
+        )
+        blocks = [block for block in out.strip().split("\n\n") if block.strip()]
+        return [dict(line.split("=", 1) for line in b.splitlines() if "=" in line) for b in blocks]
+
+    async def _journal(
+        self, unit: str, cursor: str, *, last: bool = False
+    ) -> tuple[tuple[str, ...], str]:
+        args = ["--unit", unit, "--output", "json", "--no-pager", "--quiet"]
+        if last:
+            args += ["--lines", "1"]
+        elif cursor:
+            args += ["--after-cursor", cursor]
+        else:
+            args += ["--lines", "500"]
+        out = await run_tool("journalctl", args, self._timeout)
+        return parse_journal_json(out)
+
+
+def _check(unit: str) -> None:
+    if not is_steward_unit(unit):
+        raise UnitError(f"{unit} is not one of Steward's rebuild units")
+
+
+def _judge(run: RebuildRun, props: dict[str, str], lines: tuple[str, ...]) -> RebuildPoll:
+    invocation = props.get("InvocationID", "")
+    state = props.get("ActiveState", "")
+    if not run.run_id and invocation and invocation != run.before_id:
+        run = replace(run, run_id=invocation)
+    if not run.run_id:
+        return RebuildPoll(run, lines, finished=False, succeeded=False)
+    if invocation != run.run_id:
+        # A newer run of the unit has begun since: ours ended, and how is in its lines.
+        failed = any(line.startswith("Failed to start") for line in lines)
+        return RebuildPoll(run, lines, finished=True, succeeded=not failed)
+    finished = state not in _BUSY
+    succeeded = finished and state != "failed" and props.get("Result", "success") == "success"
+    return RebuildPoll(run, lines, finished=finished, succeeded=succeeded)
+
+
+def parse_journal_json(text: str) -> tuple[tuple[str, ...], str]:
+    """``journalctl -o json``: one object per line. MESSAGE is a string, or a list of bytes
+    when it was not valid UTF-8. Returns the messages and the last cursor."""
+    lines: list[str] = []
+    cursor = ""
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        message = entry.get("MESSAGE", "")
+        if isinstance(message, list):
+            message = bytes(b & 0xFF for b in message if isinstance(b, int)).decode(
+                errors="replace"
+            )
+        lines.append(strip_ansi(str(message)))
+        cursor = str(entry.get("__CURSOR", cursor))
+    return tuple(lines), cursor
