@@ -104,12 +104,18 @@ class Harness:
 
     async def press(self, button: int, actor: Actor = ADMIN, message: str | None = None) -> str:
         prompt = self.outbox.by_id(message) if message else self.last_prompt()
-        action = prompt.reply.buttons[button - 1].action
+        buttons = prompt.current.buttons or prompt.reply.buttons
+        action = buttons[button - 1].action
         return await self.engine.handle_press(
             Press(action, actor, prompt.chat, self.clock(), prompt.message_id)
         )
 
     def last_prompt(self) -> Sent:
+        """The newest message that shows buttons now (a Keep offer is an edit), else the newest
+        that had them (to press a closed prompt again)."""
+        showing = [s for s in self.outbox.messages if s.current.buttons]
+        if showing:
+            return showing[-1]
         return next(s for s in reversed(self.outbox.messages) if s.reply.buttons)
 
 
