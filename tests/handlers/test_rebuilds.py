@@ -226,7 +226,7 @@ async def test_ssh_keys_are_listed_added_and_removed(harness: Harness) -> None:
     assert "It is the last key set from chat" in prompt
     await harness.press(1)
     assert await harness.engine.wait_for_jobs(10)
-    assert harness.server.desired.state.system.root_keys == ()
+    assert not harness.server.desired.state.system.root_keys
 
 
 def test_fingerprints_match_openssh() -> None:
