@@ -101,6 +101,8 @@ def build_app(
         policy=SystemPolicy(
             keep_minutes=settings.keep_minutes or None,
             poll_seconds=settings.rebuild_poll_seconds,
+            preview_build=settings.preview_build,
+            upgrade_flake=settings.upgrade_flake,
         ),
     )
     access = AccessPolicy.from_lists(

@@ -172,6 +172,8 @@ class Settings:
     desired_state: Path | None = None
     catalogue: Path | None = None
     keep_minutes: Annotated[float, _number(float, 0.0, 1440.0)] = 10.0
+    upgrade_flake: str | None = None
+    preview_build: bool = False
     rebuild_poll_seconds: Annotated[float, _number(float, 0.05, 60.0)] = 1.0
 
     server_provider: Literal["hetzner", "none"] = "none"

@@ -83,12 +83,33 @@ async def upgrade(ctx: Context) -> Reply:
 
 @upgrade.preview
 async def _upgrade_preview(ctx: Context) -> str:
+    policy = ctx.deps.policy
     current = next((g for g in await _generations(ctx) if g.current), None)
-    now = f" Now: NixOS {esc(current.nixos_version)}." if current else ""
-    return (
-        "Updates nixpkgs (the flake inputs or the channel, as the NixOS module says) and "
-        f"switches to the result. Every service whose package changed restarts.{now}"
+    what = (
+        f"the inputs of the flake <code>{esc(policy.upgrade_flake)}</code>"
+        if policy.upgrade_flake
+        else "the nixos channel"
     )
+    text = (
+        f"Updates {what} and switches to the result. Every service whose package changed restarts."
+    )
+    if current:
+        text += f" Now: NixOS {esc(current.nixos_version)}."
+    if policy.preview_build and policy.upgrade_flake:
+        text += "\n" + await _closure_preview(ctx, policy.upgrade_flake)
+    return text
+
+
+async def _closure_preview(ctx: Context, flake: str) -> str:
+    try:
+        lines = await ctx.deps.nixos.preview_upgrade(flake)
+    except UnitError as exc:
+        return f"⚠️ The preview build failed: {esc(exc)}"
+    if not lines:
+        return "The build brings no package changes."
+    shown = "\n".join(lines[:30])
+    more = f"\n… and {len(lines) - 30} more." if len(lines) > 30 else ""
+    return f"What the build changes:\n<pre>{esc(shown)}</pre>{more}"
 
 
 @upgrade.resume

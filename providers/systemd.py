@@ -139,7 +139,7 @@ async def _systemctl(args: list[str], limit: float) -> str:
     return await run_tool("systemctl", args, limit)
 
 
-async def run_tool(tool: str, args: list[str], limit: float) -> str:
+async def run_tool(tool: str, args: list[str], limit: float, cwd: str | None = None) -> str:
     """Run a system tool from PATH: an argument list, a minimal environment, a time limit.
     Its failure becomes a ``UnitError`` with the line that says why."""
     env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
@@ -150,6 +150,7 @@ async def run_tool(tool: str, args: list[str], limit: float) -> str:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
+            cwd=cwd,
         )
     except OSError as exc:
         raise UnitError(f"cannot run {tool}: {exc.strerror}") from None
@@ -168,8 +169,10 @@ def _reason(stderr: str) -> str:
     """The line that says what went wrong: systemctl adds warnings before it and a hint
     ('See "systemctl status x.service" ...') after it."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    # nix and nixos-rebuild print their progress on stderr too; their reason says "error:".
+    errors = [line for line in lines if line.startswith("error:")]
     useful = [line for line in lines if not line.startswith(("Warning:", "See ", "Hint:"))]
-    return (useful or lines or [""])[0]
+    return (errors or useful or lines or [""])[0]
 
 
 def parse_show(text: str) -> list[UnitStatus]:

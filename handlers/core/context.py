@@ -32,6 +32,9 @@ class SystemPolicy:
     keep_minutes: float | None = 10.0
     poll_seconds: float = 1.0
     rebuild_timeout: float = 4 * 3600.0
+    # /upgrade builds the upgrade first and shows its closure diff (a flake only).
+    preview_build: bool = False
+    upgrade_flake: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,13 @@ class DemoNixos:
     async def reboot_needed(self) -> bool | None:
         return self.booted_older
 
+    async def preview_upgrade(self, flake: str) -> list[str]:
+        return [
+            "linux: 6.12.44 → 6.12.47, +212.4 KiB",
+            "nextcloud: 31.0.9 → 31.0.10",
+            "openssl: 3.4.1 → 3.4.2",
+        ]
+
 
 def _demo_generations(now: datetime) -> list[Generation]:
     version = "25.05.20251101.abcdef0"

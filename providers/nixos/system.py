@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from providers.nixos.rebuild import strip_ansi
 from providers.systemd import UnitError, run_tool
 
 BOOT_PARTS = ("kernel", "initrd", "kernel-modules")
@@ -38,13 +40,37 @@ class NixosSystem(Protocol):
         """None when it cannot be told (not NixOS, or the links are missing)."""
         ...
 
+    async def preview_upgrade(self, flake: str) -> list[str]:
+        """Build what an upgrade of ``flake`` would switch to, without switching or writing
+        the lock file, and list how its closure differs from the running system's."""
+        ...
+
 
 class NixosRebuildSystem:
     """The real adapter. ``root`` is ``/``; tests point it at a fake tree."""
 
-    def __init__(self, root: Path = Path("/"), timeout: float = 30.0) -> None:
+    def __init__(
+        self, root: Path = Path("/"), timeout: float = 30.0, build_timeout: float = 3600.0
+    ) -> None:
         self._root = root
         self._timeout = timeout
+        self._build_timeout = build_timeout
+
+    async def preview_upgrade(self, flake: str) -> list[str]:
+        with tempfile.TemporaryDirectory(prefix="steward-preview-") as work:
+            await run_tool(
+                "nixos-rebuild",
+                ["build", "--flake", flake, "--recreate-lock-file", "--no-write-lock-file"],
+                self._build_timeout,
+                cwd=work,
+            )
+            out = await run_tool(
+                "nix",
+                ["--extra-experimental-features", "nix-command", "store", "diff-closures",
+                 str(self._root / "run/current-system"), str(Path(work) / "result")],
+                self._timeout,
+            )  # fmt: skip
+        return [strip_ansi(line) for line in out.splitlines() if line.strip()]
 
     async def generations(self) -> list[Generation]:
         out = await run_tool("nixos-rebuild", ["list-generations", "--json"], self._timeout)

@@ -303,3 +303,17 @@ def test_the_demo_has_one_service_to_enable(harness: Harness) -> None:
     desired = harness.server.desired.state
     assert [sid for sid in harness.server.catalogue if not desired.enabled(sid)] == ["pleroma"]
     assert "pleroma.service" not in harness.server.services.units
+
+
+async def test_upgrade_previews_the_closure_diff_when_asked(harness: Harness) -> None:
+    plain = await harness.say("/upgrade")
+    assert "the nixos channel" in plain
+    assert "What the build changes" not in plain
+    await harness.press(2)
+    deps = harness.engine.deps
+    policy = replace(deps.policy, preview_build=True, upgrade_flake="/etc/nixos")
+    harness.engine.deps = replace(deps, policy=policy)
+    text = await harness.say("/upgrade")
+    assert "the inputs of the flake <code>/etc/nixos</code>" in text
+    assert "What the build changes" in text
+    assert "linux: 6.12.44 → 6.12.47" in text

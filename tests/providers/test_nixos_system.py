@@ -62,3 +62,27 @@ def test_parse_generations_sorts_and_fills_in() -> None:
     assert [g.number for g in found] == [7, 3]
     assert found[0].current
     assert found[1].kernel == ""
+
+
+async def test_the_upgrade_preview_builds_and_lists_the_closure_diff(system: FakeSystem) -> None:
+    generations = len(system.generations())
+    inputs = system.state()["flake_inputs"]
+    system.stage_next(packages={"nginx": ["1.27.3", 1_700_000], "openssh": ["10.0p1", 3_145_728]})
+
+    lines = await NixosRebuildSystem(system.root).preview_upgrade("/etc/nixos")
+
+    assert "nginx: 1.26.2 → 1.27.3, +112.2 KiB" in lines  # (1_700_000 - 1_585_152) bytes
+    assert "openssh: 9.9p1 → 10.0p1" in lines
+    assert all("\x1b" not in line for line in lines)  # nix's colours are gone
+    # It built and compared; it did not switch, add a generation or write the lock file.
+    assert len(system.generations()) == generations
+    assert system.state()["flake_inputs"] == inputs
+    (build,) = system.calls("nixos-rebuild")
+    assert build[1:] == ["build", "--flake", "/etc/nixos", "--recreate-lock-file",
+                         "--no-write-lock-file"]  # fmt: skip
+
+
+async def test_a_failing_preview_build_says_why(system: FakeSystem) -> None:
+    system.fail_rebuild("error: hash mismatch in fixed-output derivation")
+    with pytest.raises(UnitError, match="error"):
+        await NixosRebuildSystem(system.root).preview_upgrade("/etc/nixos")

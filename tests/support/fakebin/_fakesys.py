@@ -855,6 +855,8 @@ def run_rebuild(
             emit(f"       > {line}")
         emit(f"       For full logs, run 'nix log {drv}'.")
         return False
+    if action == "build":
+        _build_result(path, version, flake)
     if action in {"build", "dry-build", "dry-activate"}:
         return True
     with locked(path) as state:
@@ -873,6 +875,24 @@ def run_rebuild(
         time.sleep(delay)
         _activate(path, number, user, staged.get("new_units") or [], emit)
     return True
+
+
+def _build_result(path: Path, version: str, flake: str | None) -> None:
+    """``nixos-rebuild build`` leaves ``./result``, a link to the built system. With a flake
+    whose lock is recreated, the staged packages are what it would bring."""
+    with locked(path) as state:
+        previous = current_generation(state)
+        staged = state["staged"]
+        packages = {k: list(v) for k, v in previous["packages"].items()}
+        if flake is not None:
+            packages.update({k: list(v) for k, v in staged.get("packages", {}).items()})
+        candidate: State = dict(previous, nixosVersion=version, packages=packages, current=False)
+        candidate["storePath"] = f"/nix/store/{nix_hash('build-' + version)}-nixos-system-{version}"
+        state.setdefault("builds", {})[candidate["storePath"]] = candidate
+    result = Path.cwd() / "result"
+    with contextlib.suppress(FileNotFoundError):
+        result.unlink()
+    os.symlink(candidate["storePath"], result)
 
 
 def _activate(
@@ -959,7 +979,8 @@ def nixos_rebuild(argv: Sequence[str]) -> int:
             rollback = True
         elif arg == "--json":
             as_json = True
-        elif arg in {"--show-trace", "-L", "--print-build-logs", "--fast", "--no-build-nix", "-v"}:
+        elif arg in {"--show-trace", "-L", "--print-build-logs", "--fast", "--no-build-nix", "-v",
+                     "--recreate-lock-file", "--no-write-lock-file", "--refresh"}:  # fmt: skip
             pass
         elif arg == "--option":
             del args[:2]
@@ -1054,6 +1075,14 @@ def nix(argv: Sequence[str]) -> int:
 
 def _resolve(state: State, ref: str) -> State:
     number: int | None = None
+    root = state.get("root")
+    if root and ref.startswith(root.rstrip("/") + "/"):
+        ref = ref[len(root.rstrip("/")) :]  # the fake tree's /run/current-system
+    if os.path.islink(ref) and not ref.startswith(("/run/", "/nix/")):
+        ref = os.readlink(ref)  # ./result
+    built = state.get("builds", {}).get(ref.rstrip("/"))
+    if built is not None:
+        return dict(built)
     link = re.fullmatch(r"/nix/var/nix/profiles/system-(\d+)-link/?", ref)
     if link:
         number = int(link.group(1))
