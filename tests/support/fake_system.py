@@ -54,7 +54,13 @@ class FakeSystem:
     ) -> subprocess.CompletedProcess[str]:
         """Run one of the fakes (by name, through PATH) and capture its output."""
         return subprocess.run(
-            list(argv), env=self.env(), capture_output=True, text=True, timeout=timeout, check=check
+            list(argv),
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            cwd=self.dir,
         )
 
     # --- state --------------------------------------------------------------------------------
