@@ -15,6 +15,9 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
     in
     {
+      # The bot alone; desiredState adds what the owners choose from chat (it reads a file
+      # outside the flake, so builds need --impure, as the rebuild units pass).
+      nixosModules.desiredState = ./desired-state.nix;
       nixosModules.default =
         { lib, pkgs, ... }:
         {

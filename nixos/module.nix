@@ -15,8 +15,9 @@ let
   rebuildUnits = [
     "steward-rebuild.service"
     "steward-upgrade.service"
-    "steward-rollback.service"
   ];
+  # steward-rollback@N.service switches to generation N.
+  rollbackUnit = "^steward-rollback@[0-9]{1,9}\\.service$";
 
   # option name -> (credential name, STEWARD_* variable that points at it)
   secretOptions = {
@@ -119,14 +120,20 @@ let
     // Steward: its user may start the rebuild units, and start, stop or restart the units of
     // the services in its catalogue. Nothing else is granted here.
     polkit.addRule(function (action, subject) {
+      // /reboot: systemctl reboot asks logind.
+      if (subject.user == "steward" && (action.id == "org.freedesktop.login1.reboot" ||
+          action.id == "org.freedesktop.login1.reboot-multiple-sessions")) {
+        return polkit.Result.YES;
+      }
       if (action.id != "org.freedesktop.systemd1.manage-units" || subject.user != "steward") {
         return polkit.Result.NOT_HANDLED;
       }
       var unit = action.lookup("unit");
       var verb = action.lookup("verb");
       var rebuildUnits = ${builtins.toJSON rebuildUnits};
+      var rollbackUnit = new RegExp(${builtins.toJSON rollbackUnit});
       var serviceUnits = ${builtins.toJSON catalogueUnits};
-      if (rebuildUnits.indexOf(unit) >= 0 && verb == "start") {
+      if ((rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit)) && verb == "start") {
         return polkit.Result.YES;
       }
       if (serviceUnits.indexOf(unit) >= 0 && ${builtins.toJSON [
@@ -147,7 +154,10 @@ let
         "nixos-rebuild"
         "switch"
       ]
-      ++ lib.optional (cfg.upgrade.method == "flake") "--flake ${lib.escapeShellArg cfg.upgrade.flake}"
+      # --impure: desired-state.nix reads the bot's desired state from outside the flake.
+      ++ lib.optional (
+        cfg.upgrade.method == "flake"
+      ) "--flake ${lib.escapeShellArg cfg.upgrade.flake} --impure"
       ++ extra
     );
 
@@ -396,6 +406,9 @@ in
           STEWARD_STATE_DIR = cfg.stateDir;
           STEWARD_CATALOGUE = catalogueFile;
           STEWARD_DESIRED_STATE = "${cfg.stateDir}/desired-state.json";
+        }
+        // lib.optionalAttrs (cfg.upgrade.method == "flake") {
+          STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
         };
       serviceConfig = {
         ExecStart = "${cfg.package}/bin/steward run";
@@ -455,6 +468,24 @@ in
       else
         switchCommand [ "--upgrade" ]
     );
-    systemd.services.steward-rollback = rebuildUnit "Steward: switch back to the previous generation" "nixos-rebuild switch --rollback";
+    # A template: the instance is the generation. The bot validates the number; so does this.
+    systemd.services."steward-rollback@" =
+      rebuildUnit "Steward: switch to generation %i" ''
+        generation="$1"
+        case "$generation" in
+          "" | *[!0-9]*) echo "error: not a generation number: $generation" >&2; exit 2 ;;
+        esac
+        profile=/nix/var/nix/profiles/system
+        if [ ! -e "$profile-$generation-link" ]; then
+          echo "error: generation $generation does not exist" >&2
+          exit 1
+        fi
+        echo "switching profile to generation $generation"
+        nix-env --profile "$profile" --switch-generation "$generation"
+        "$profile/bin/switch-to-configuration" switch
+      ''
+      // {
+        scriptArgs = "%i";
+      };
   };
 }

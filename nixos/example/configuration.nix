@@ -1,13 +1,22 @@
 # A server run by Steward: import the module, name the admins, give it a Matrix account and the
 # services it may manage. Secrets are files outside the Nix store (sops-nix, agenix or by hand,
 # mode 0400 root): systemd hands them to the bot as credentials.
-{ ... }:
+{ config, ... }:
+let
+  # What the owners chose from chat (/enable, /disable); false until they choose.
+  chosen = id: config.services.steward.desired.services.${id}.enable or false;
+in
 {
   imports = [
     # Without flakes: a checkout of Steward's repository.
     /opt/steward/nixos/module.nix
-    # With flakes: steward.nixosModules.default in the system's modules instead.
+    /opt/steward/nixos/desired-state.nix
+    # With flakes: steward.nixosModules.default and steward.nixosModules.desiredState.
   ];
+
+  # The services follow the chat. Their own settings stay here, in the configuration.
+  services.vaultwarden.enable = chosen "vaultwarden";
+  services.nextcloud.enable = chosen "nextcloud";
 
   services.steward = {
     enable = true;

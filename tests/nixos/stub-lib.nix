@@ -29,6 +29,7 @@ let
       str = simple "str" builtins.isString;
       path = simple "path" (v: builtins.isPath v || (builtins.isString v && hasPrefix "/" v));
       package = simple "package" (v: isAttrs v && v ? outPath);
+      attrs = simple "attrs" isAttrs;
       enum = values: simple "enum" (v: elem v values) // { inherit values; };
       nullOr = elemType: simple "nullOr" (v: v == null || elemType.check v) // { inherit elemType; };
       listOf =

@@ -26,7 +26,7 @@ NIX_FILES = sorted([*(ROOT / "nixos").rglob("*.nix"), *HERE.glob("*.nix")])
 # Evaluate without a Nix daemon or a writable store: a dummy store that holds nothing.
 NIX_FLAGS = ["--store", "dummy://", "--readonly-mode"]
 
-REBUILD_UNITS = ["steward-rebuild.service", "steward-upgrade.service", "steward-rollback.service"]
+REBUILD_UNITS = ["steward-rebuild.service", "steward-upgrade.service"]
 SECRETS = {
     "telegramTokenFile": ("telegram-token", "STEWARD_TELEGRAM_TOKEN_FILE"),
     "matrixPasswordFile": ("matrix-password", "STEWARD_MATRIX_PASSWORD_FILE"),
@@ -266,16 +266,24 @@ def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> 
     assert 'action.lookup("unit")' in rule
     assert 'action.lookup("verb")' in rule
     assert _js_array(rule, "rebuildUnits") == REBUILD_UNITS
+    rollback = re.search(r"var rollbackUnit = new RegExp\((\".*?\")\);", rule)
+    assert rollback, "the rollback template is not in the polkit rule"
+    pattern = json.loads(rollback.group(1))
+    assert re.fullmatch(pattern.strip("^$"), "steward-rollback@42.service")
+    for bad in ("steward-rollback@42.service.d", "steward-rollback@4x.service", "sshd.service"):
+        assert not re.search(pattern, bad), bad
+    # /reboot goes through logind; nothing else of logind is granted.
+    assert rule.count("org.freedesktop.login1.") == 2
     assert _js_array(rule, "serviceUnits") == [
         "phpfpm-nextcloud.service",
         "nginx.service",
         "vaultwarden.service",
     ]
-    assert 'rebuildUnits.indexOf(unit) >= 0 && verb == "start"' in rule
+    assert '(rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit)) && verb == "start"' in rule
     assert (
         'serviceUnits.indexOf(unit) >= 0 && ["start","stop","restart"].indexOf(verb) >= 0' in rule
     )
-    assert rule.count("polkit.Result.YES") == 2
+    assert rule.count("polkit.Result.YES") == 3
 
 
 @pytest.mark.parametrize(
@@ -283,7 +291,6 @@ def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> 
     [
         ("steward-rebuild", "nixos-rebuild switch"),
         ("steward-upgrade", "nixos-rebuild switch --upgrade"),
-        ("steward-rollback", "nixos-rebuild switch --rollback"),
     ],
 )
 def test_rebuild_units_are_root_oneshots_a_switch_leaves_alone(
@@ -310,10 +317,39 @@ def test_a_flake_upgrade_updates_the_lock_then_switches_to_the_flake(
     assert [line.strip() for line in upgrade] == [
         "cd '/etc/nixos'",
         "nix --extra-experimental-features 'nix-command flakes' flake update",
-        "nixos-rebuild switch --flake '/etc/nixos'",
+        "nixos-rebuild switch --flake '/etc/nixos' --impure",
     ]
-    assert unit(system, "steward-rebuild")["script"] == "nixos-rebuild switch --flake '/etc/nixos'"
-    assert unit(system, "steward-rollback")["script"] == "nixos-rebuild switch --rollback"
+    assert (
+        unit(system, "steward-rebuild")["script"]
+        == "nixos-rebuild switch --flake '/etc/nixos' --impure"
+    )
+    assert unit(system)["environment"]["STEWARD_UPGRADE_FLAKE"] == "/etc/nixos"
+
+
+def test_the_rollback_template_switches_to_the_generation_it_is_given(
+    system: dict[str, Any], tmp_path: Path
+) -> None:
+    service = unit(system, "steward-rollback@")
+    assert service["restartIfChanged"] is False
+    assert service["scriptArgs"] == "%i"
+    assert "%i" in service["description"]
+    script = service["script"]
+    assert 'nix-env --profile "$profile" --switch-generation "$generation"' in script
+    assert '"$profile/bin/switch-to-configuration" switch' in script
+    # The script refuses anything but a number before it touches the profile.
+    body = tmp_path / "rollback.sh"
+    body.write_text(script.replace("nix-env", "echo nix-env"), encoding="utf-8")
+    for bad in ("", "4; reboot", "../1"):
+        done = subprocess.run(
+            ["sh", str(body), bad], capture_output=True, text=True, timeout=10, check=False
+        )
+        assert done.returncode == 2, bad
+        assert "not a generation number" in done.stderr
+    missing = subprocess.run(
+        ["sh", str(body), "987654"], capture_output=True, text=True, timeout=10, check=False
+    )
+    assert missing.returncode == 1
+    assert "generation 987654 does not exist" in missing.stderr
 
 
 def test_the_bot_has_a_static_system_user_that_reads_the_journal(system: dict[str, Any]) -> None:
