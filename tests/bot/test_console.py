@@ -262,3 +262,20 @@ def test_run_with_no_transport_starts_the_console_on_the_demo_server(tmp_path: P
     assert "starting the console on the demo server" in done.stderr
     assert "nextcloud" in done.stdout
     assert "jitsi failed" in done.stdout
+
+
+def test_the_demo_enables_a_service_follows_the_rebuild_and_keeps_it(tmp_path: Path) -> None:
+    done = _console(
+        tmp_path, "/enable pleroma\npress 1\nwait\npress 1\n/services\n", demo_delay="0.2"
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    preview = _at(r"services\.pleroma\.enable: false → true", out)
+    progress = _at(r"^🔄 Enabling Pleroma$", out)
+    building = _at(r"^🔨 Building the system configuration", out)
+    offer = _at(r"^\(edited\) ✅ Enabling Pleroma: done in \d+ s\.$", out)
+    generations = _at(r"^Generation 44 → 45\.$", out)
+    keep_buttons = _at(r"^\[1\] Keep  \[2\] Roll back now$", out)
+    kept = _at(r"^✅ Generation 45 is kept\.", out)
+    listed = _at(r"^🟢 pleroma active$", out)
+    assert preview < progress < building < offer < generations < keep_buttons < kept < listed
