@@ -125,7 +125,8 @@ def _time_zone(raw: str) -> str:
 
     try:
         ZoneInfo(raw)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OSError):
+        # A folder of the zone database ("Europe") is an OSError when tzdata is installed.
         raise ValueError(f"unknown time zone {raw!r}") from None
     return raw
 

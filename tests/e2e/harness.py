@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,9 +181,9 @@ class Steward(BotRunner):
     def secrets(self) -> dict[str, str]:
         return {"bot token": TOKEN_SECRET}
 
-    def env(self, **settings: str) -> dict[str, str]:
+    def env(self, extra: Mapping[str, str] | None = None, **settings: str) -> dict[str, str]:
         """``settings`` are more STEWARD_* variables, named without the prefix
-        (``demo_delay="2"``)."""
+        (``demo_delay="2"``); ``extra`` are other variables (PATH with fake tools first)."""
         env = {
             **self.base_env(),
             "PTB_TIMEDELTA": "true",
@@ -194,12 +195,15 @@ class Steward(BotRunner):
             "STEWARD_VIEWERS": str(uid(VICTOR)),
         }
         env.update({f"STEWARD_{name.upper()}": value for name, value in settings.items()})
+        env.update(extra or {})
         return env
 
-    def start(self, *, ready: bool = True, **settings: str) -> BotProcess:
+    def start(
+        self, *, ready: bool = True, extra: Mapping[str, str] | None = None, **settings: str
+    ) -> BotProcess:
         """Start `steward run`; with ``ready``, wait until it long-polls the fake."""
         polls_before = self.fake.getupdates_count
-        process = self.launch(self.env(**settings))
+        process = self.launch(self.env(extra, **settings))
         if ready:
 
             def polling(fake: FakeBotAPI) -> bool:
