@@ -317,3 +317,16 @@ async def test_upgrade_previews_the_closure_diff_when_asked(harness: Harness) ->
     assert "the inputs of the flake <code>/etc/nixos</code>" in text
     assert "What the build changes" in text
     assert "linux: 6.12.44 → 6.12.47" in text
+
+
+async def test_keep_can_be_turned_off(harness: Harness) -> None:
+    deps = harness.engine.deps
+    harness.engine.deps = replace(deps, policy=replace(deps.policy, keep_minutes=None))
+    before = await current(harness)
+    text = await confirmed(harness, "/enable pleroma")
+    assert f"Generation {before} → <b>{before + 1}</b>" in text
+    assert "Keep" not in text
+    assert harness.outbox.last.current.buttons == ()
+    harness.clock.advance(hours=1)
+    assert await harness.engine.expire_confirmations() == 0
+    assert await current(harness) == before + 1
