@@ -108,7 +108,7 @@ class MemoryServerProvider:
 
     async def snapshots(self) -> list[Snapshot]:
         self._check("snapshots")
-        return sorted(self.snapshot_list.values(), key=lambda s: s.created, reverse=True)
+        return sorted(self.snapshot_list.values(), key=lambda s: (s.created, s.id), reverse=True)
 
     async def create_snapshot(self, description: str) -> Snapshot:
         self._check("create_snapshot", description, write=True)
@@ -145,6 +145,8 @@ class MemoryServerProvider:
 
     async def volume_price(self, size_gb: int) -> Price:
         self._check("volume_price", str(size_gb))
+        if size_gb < 1:
+            raise ServerError("A volume size is a whole number of GB, at least 1.", "invalid_input")
         return self._volume_price(size_gb)
 
     async def power(self, server: str, action: PowerAction) -> None:

@@ -455,11 +455,12 @@ class FakeHetzner:
                 raise ApiError("locked", f"{kind} {resource_id} is locked by action {action_id}")
 
     def _start(self, command: str, kind: str, resource_id: int, effect: Any) -> JSON:
-        action = {"id": next(self._ids), "command": command, "status": "running", "progress": 0,
+        action_id = next(self._ids)
+        action: JSON = {"id": action_id, "command": command, "status": "running", "progress": 0,
                   "started": _now(), "finished": None,
                   "resources": [{"id": resource_id, "type": kind}], "error": None}  # fmt: skip
-        self.actions[action["id"]] = action
-        self._pending[action["id"]] = (self.action_polls, effect)
+        self.actions[action_id] = action
+        self._pending[action_id] = (self.action_polls, effect)
         return copy.deepcopy(action)
 
     def _poll(self, action: JSON) -> JSON:
