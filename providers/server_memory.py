@@ -10,7 +10,7 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from providers.base.server import (
@@ -198,3 +198,13 @@ class MemoryServerProvider:
     def _check_write(self) -> None:
         if self.read_only:
             raise server_error("forbidden")
+
+
+def demo_server_provider(step_seconds: float = 0.5) -> MemoryServerProvider:
+    """This server with a data volume and two snapshots, its actions taking a moment."""
+    provider = MemoryServerProvider(step_seconds=step_seconds)
+    provider.add_volume("steward-data", 50)
+    now = datetime.now(UTC)
+    provider.add_snapshot("before nixos 25.05 upgrade", 3.2, now - timedelta(days=12))
+    provider.add_snapshot("weekly", 3.4, now - timedelta(days=2))
+    return provider

@@ -20,7 +20,7 @@ import pytest
 
 from providers.base.server import ServerError, ServerProvider
 from providers.hetzner import HetznerServerProvider
-from providers.server_memory import MemoryServerProvider, demo_server
+from providers.server_memory import MemoryServerProvider, demo_server, demo_server_provider
 from tests.support.fake_hetzner import TOKEN, FakeHetzner
 
 pytestmark = pytest.mark.timeout(30)
@@ -403,3 +403,13 @@ def test_importing_the_adapter_does_not_import_hcloud() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+async def test_the_demo_provider_has_a_volume_and_snapshots_to_show() -> None:
+    demo = demo_server_provider(step_seconds=0)
+    assert [v.name for v in await demo.volumes()] == ["steward-data"]
+    assert [s.description for s in await demo.snapshots()] == [
+        "weekly",
+        "before nixos 25.05 upgrade",
+    ]
+    assert (await demo.snapshot_cost_estimate()).existing_count == 2
