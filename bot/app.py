@@ -20,9 +20,11 @@ from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
+from providers.base.server import ServerProvider
+from providers.base.storage import BackupStorage
 from providers.catalogue import CatalogueError, ServiceCatalogue
 from providers.demo import DemoServer
-from providers.host import HostProbe, PsutilHost
+from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
@@ -103,7 +105,10 @@ def build_app(
             poll_seconds=settings.rebuild_poll_seconds,
             preview_build=settings.preview_build,
             upgrade_flake=settings.upgrade_flake,
+            snapshot_before_upgrade=settings.snapshot_before_upgrade,
         ),
+        cloud=server.cloud if server else _cloud(settings),
+        storage=server.storage if server else _storage(settings),
     )
     access = AccessPolicy.from_lists(
         settings.admins,
@@ -137,6 +142,34 @@ def admin_chats(access: AccessPolicy) -> list[ChatRef]:
         for user_id, role in access.members("telegram")
         if role is Role.ADMIN
     ]
+
+
+def _cloud(settings: Settings) -> ServerProvider | None:
+    """The configured cloud, its SDK imported only now; None on one's own hardware."""
+    if settings.server_provider != "hetzner":
+        return None
+    if settings.hcloud_token is None:
+        raise ConfigError("STEWARD_SERVER_PROVIDER=hetzner needs STEWARD_HCLOUD_TOKEN(_FILE)")
+    from providers.hetzner import DEFAULT_API_URL, HetznerServerProvider  # noqa: PLC0415
+
+    return HetznerServerProvider(
+        settings.hcloud_token.get_secret_value(),
+        server=settings.hcloud_server,
+        public_ip=None if settings.hcloud_server else public_address(),
+        api_url=settings.hcloud_api_url or DEFAULT_API_URL,
+    )
+
+
+def _storage(settings: Settings) -> BackupStorage | None:
+    if settings.b2_key_id is None or settings.b2_key is None or settings.b2_bucket is None:
+        return None
+    from providers.b2 import B2BackupStorage  # noqa: PLC0415
+
+    return B2BackupStorage(
+        settings.b2_key_id.get_secret_value(),
+        settings.b2_key.get_secret_value(),
+        settings.b2_bucket,
+    )
 
 
 def _catalogue(settings: Settings) -> ServiceCatalogue:

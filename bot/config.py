@@ -181,6 +181,7 @@ class Settings:
     hcloud_token: Secret | None = None
     hcloud_api_url: str | None = None
     hcloud_server: str | None = None
+    snapshot_before_upgrade: bool = False
 
     dns_provider: Literal["cloudflare", "rfc2136", "none"] = "none"
     cloudflare_token: Secret | None = None

@@ -8,6 +8,7 @@ import binascii
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import available_timezones
 
@@ -17,6 +18,7 @@ from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from handlers.rebuild import read_desired
+from providers.base.server import ServerError
 from providers.nixos.desired import DesiredState
 from providers.nixos.rebuild import REBUILD_UNIT, UPGRADE_UNIT, rollback_unit
 from providers.nixos.system import Generation
@@ -78,7 +80,19 @@ async def _rebuild_resume(ctx: Context) -> Reply:
 @commands.command("upgrade", "Update nixpkgs and switch to it", role=Role.ADMIN, changes=True,
                   background=True)  # fmt: skip
 async def upgrade(ctx: Context) -> Reply:
-    return await rebuild.switch(ctx, unit=UPGRADE_UNIT, title="Upgrade")
+    cloud = ctx.deps.cloud
+    head = ""
+    if ctx.deps.policy.snapshot_before_upgrade and cloud is not None:
+        await ctx.progress.update("📸 Taking a snapshot of the server before the upgrade…")
+        try:
+            made = await cloud.create_snapshot(
+                f"steward before upgrade {ctx.local(ctx.now):%Y-%m-%d}"
+            )
+        except ServerError as exc:
+            raise CommandError(f"No upgrade: the snapshot before it failed: {esc(exc)}") from None
+        head = f"📸 Snapshot {made.id} taken first. "
+    reply = await rebuild.switch(ctx, unit=UPGRADE_UNIT, title="Upgrade")
+    return replace(reply, text=head + reply.text) if head else reply
 
 
 @upgrade.preview
@@ -95,6 +109,8 @@ async def _upgrade_preview(ctx: Context) -> str:
     )
     if current:
         text += f" Now: NixOS {esc(current.nixos_version)}."
+    if policy.snapshot_before_upgrade and ctx.deps.cloud is not None:
+        text += " A snapshot of the server is taken first."
     if policy.preview_build and policy.upgrade_flake:
         text += "\n" + await _closure_preview(ctx, policy.upgrade_flake)
     return text

@@ -43,11 +43,53 @@ class HostMetrics:
         return 100.0 * used / self.memory_total_bytes if self.memory_total_bytes else 0.0
 
 
+def public_address() -> str | None:
+    """This machine's first global IPv4 address (to find it among cloud servers), or None."""
+    import ipaddress  # noqa: PLC0415
+
+    import psutil  # noqa: PLC0415
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family != socket.AF_INET:
+                continue
+            try:
+                if ipaddress.ip_address(address.address).is_global:
+                    return str(address.address)
+            except ValueError:
+                continue
+    return None
+
+
+def systemd_escape_path(path: str) -> str:
+    """``systemd-escape --path``: ``/dev/disk/by-id/x-1`` → ``dev-disk-by\\x2did-x\\x2d1``."""
+    trimmed = path.strip("/")
+    out = []
+    for index, char in enumerate(trimmed):
+        if char == "/":
+            out.append("-")
+        elif char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index)):
+            out.append(char)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in char.encode())
+    return "".join(out) or "-"
+
+
 class HostProbe(Protocol):
     async def metrics(self) -> HostMetrics: ...
 
     async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
         """Bytes used under each folder; None where it could not be measured in time."""
+        ...
+
+    async def device_usage(self, device: str) -> DiskUsage | None:
+        """Where a block device (a cloud volume) is mounted and how full it is; None when it
+        is not mounted."""
+        ...
+
+    async def grow_filesystem(self, device: str) -> None:
+        """Grow the filesystem on ``device`` to the size of the device (after a volume resize).
+        Raises OSError with a short reason."""
         ...
 
 
@@ -87,6 +129,34 @@ class PsutilHost:
             if folder in sizes and size.isdigit():
                 sizes[folder] = int(size)
         return sizes
+
+    async def device_usage(self, device: str) -> DiskUsage | None:
+        return await asyncio.to_thread(self._device_usage, device)
+
+    def _device_usage(self, device: str) -> DiskUsage | None:
+        import psutil  # noqa: PLC0415
+
+        wanted = os.path.realpath(device)
+        for part in psutil.disk_partitions(all=False):
+            if os.path.realpath(part.device) != wanted:
+                continue
+            try:
+                usage = psutil.disk_usage(part.mountpoint)
+            except OSError:
+                return None
+            return DiskUsage(part.mountpoint, int(usage.total), int(usage.used))
+        return None
+
+    async def grow_filesystem(self, device: str) -> None:
+        """Growing a filesystem needs root: the NixOS module's ``steward-growfs@`` unit does it
+        (resize2fs or xfs_growfs), and polkit lets the bot start it for cloud volumes only."""
+        from providers.systemd import UnitError, run_tool  # noqa: PLC0415
+
+        unit = f"steward-growfs@{systemd_escape_path(device)}.service"
+        try:
+            await run_tool("systemctl", ["start", "--", unit], self._du_timeout * 15)
+        except UnitError as exc:
+            raise OSError(str(exc)) from None
 
     def _read(self) -> HostMetrics:
         import psutil  # noqa: PLC0415 - only the real adapter pays for it

@@ -137,6 +137,8 @@ def make_harness(
         rebuilds=server.rebuilds,
         notes=SqlKeyValue(db),
         policy=SystemPolicy(keep_minutes=10, poll_seconds=0.01),
+        cloud=server.cloud,
+        storage=server.storage,
     )
     access = AccessPolicy.from_lists(
         admins=[ADMIN.user_id, ADMIN2.user_id],

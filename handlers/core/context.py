@@ -10,6 +10,8 @@ from handlers.core.messages import Command
 from handlers.core.progress import Progress
 from handlers.core.records import AuditLog, Notes
 from handlers.core.spec import Role
+from providers.base.server import ServerProvider
+from providers.base.storage import BackupStorage
 from providers.catalogue import ServiceCatalogue
 from providers.host import HostProbe
 from providers.nixos.desired import DesiredStateStore
@@ -35,6 +37,7 @@ class SystemPolicy:
     # /upgrade builds the upgrade first and shows its closure diff (a flake only).
     preview_build: bool = False
     upgrade_flake: str | None = None
+    snapshot_before_upgrade: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class Deps:
     rebuilds: Rebuilds
     notes: Notes
     policy: SystemPolicy = field(default_factory=SystemPolicy)
+    # None: not configured (one's own hardware, no B2); the commands say what turns them on.
+    cloud: ServerProvider | None = None
+    storage: BackupStorage | None = None
 
 
 @dataclass(frozen=True, slots=True)

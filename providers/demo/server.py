@@ -17,6 +17,8 @@ from providers.nixos.rebuild import (
     is_steward_unit,
 )
 from providers.nixos.system import Generation
+from providers.server_memory import MemoryServerProvider, demo_server_provider
+from providers.storage_memory import MemoryBackupStorage, demo_storage
 from providers.systemd import UnitError, UnitStatus, missing
 
 GiB = 1024**3
@@ -139,6 +141,8 @@ class DemoHost:
     metrics_value: HostMetrics
     down: bool = False
     sizes: dict[str, int] = field(default_factory=dict)
+    devices: dict[str, DiskUsage] = field(default_factory=dict)
+    grown: list[str] = field(default_factory=list)
 
     async def metrics(self) -> HostMetrics:
         if self.down:
@@ -147,6 +151,14 @@ class DemoHost:
 
     async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
         return {folder: self.sizes.get(folder) for folder in folders}
+
+    async def device_usage(self, device: str) -> DiskUsage | None:
+        return self.devices.get(device)
+
+    async def grow_filesystem(self, device: str) -> None:
+        if self.down:
+            raise OSError("host is unavailable")
+        self.grown.append(device)
 
 
 @dataclass
@@ -322,6 +334,8 @@ class DemoServer:
     nixos: DemoNixos
     desired: MemoryDesiredState
     rebuilds: DemoRebuilds
+    cloud: MemoryServerProvider
+    storage: MemoryBackupStorage
 
     @classmethod
     def create(cls, step_seconds: float = 0.3) -> DemoServer:
@@ -362,4 +376,8 @@ class DemoServer:
             DesiredState({sid: ServiceState(sid != "pleroma") for sid in catalogue})
         )
         rebuilds = DemoRebuilds(nixos, manager, catalogue, desired, step_seconds)
-        return cls(catalogue, manager, DemoHost(host, sizes=sizes), nixos, desired, rebuilds)
+        cloud = demo_server_provider(step_seconds)
+        (volume,) = cloud.volume_list.values()
+        devices = {volume.linux_device: DiskUsage("/data", 100 * GiB, 71 * GiB)}
+        demo_host = DemoHost(host, sizes=sizes, devices=devices)
+        return cls(catalogue, manager, demo_host, nixos, desired, rebuilds, cloud, demo_storage())

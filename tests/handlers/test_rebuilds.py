@@ -330,3 +330,19 @@ async def test_keep_can_be_turned_off(harness: Harness) -> None:
     harness.clock.advance(hours=1)
     assert await harness.engine.expire_confirmations() == 0
     assert await current(harness) == before + 1
+
+
+async def test_a_snapshot_can_come_before_the_upgrade(harness: Harness) -> None:
+    deps = harness.engine.deps
+    harness.engine.deps = replace(deps, policy=replace(deps.policy, snapshot_before_upgrade=True))
+    cloud = harness.server.cloud
+    before = len(await cloud.snapshots())
+    assert "A snapshot of the server is taken first." in await harness.say("/upgrade")
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    assert len(await cloud.snapshots()) == before + 1
+    assert harness.outbox.last.current.text.startswith("📸 Snapshot")
+    cloud.down = True
+    text = await confirmed(harness, "/upgrade")
+    assert "No upgrade: the snapshot before it failed" in text
+    assert harness.server.rebuilds.started == ["steward-upgrade.service"]
