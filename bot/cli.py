@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bot.transports.matrix import MatrixTransport
     from bot.transports.router import OutboxRouter
     from bot.transports.telegram import TelegramTransport
+    from providers.base.storage import BackupStorage
 
 log = logging.getLogger("steward")
 
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _logging(settings, quiet=args.command == "console")
         if args.command == "db":
             return _db(settings, args.action)
+        if args.command == "b2":
+            return b2_setup(settings, args.bucket, args.keep_days)
         if args.command == "console":
             return asyncio.run(_console(settings, demo=args.demo))
         return _run(settings)
@@ -50,7 +53,49 @@ def _parser() -> argparse.ArgumentParser:
     console.add_argument("--demo", action="store_true", help="use the in-memory demo server")
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade", "current"])
+    b2 = sub.add_parser("b2", help="Backblaze B2 administration")
+    b2.add_argument("action", choices=["setup"])
+    b2.add_argument("--bucket", required=True, help="name of the private bucket to create")
+    b2.add_argument(
+        "--keep-days", type=int, default=30,
+        help="days B2 keeps a deleted or overwritten file before it is gone (default 30)",
+    )  # fmt: skip
     return parser
+
+
+def b2_setup(
+    settings: Settings, bucket: str, keep_days: int, storage: BackupStorage | None = None
+) -> int:
+    """Create a private bucket with a lifecycle rule, and a key that may write to it but never
+    delete. The account key comes from STEWARD_B2_KEY_ID / STEWARD_B2_KEY (or their _FILE
+    twins); the new key is printed once, here, and nowhere else."""
+    if storage is None:
+        if settings.b2_key_id is None or settings.b2_key is None:
+            raise ConfigError(
+                "b2 setup needs an account key that may create buckets and keys, in "
+                "STEWARD_B2_KEY_ID and STEWARD_B2_KEY (or their _FILE twins)"
+            )
+        from providers.b2 import B2BackupStorage  # noqa: PLC0415
+
+        storage = B2BackupStorage(
+            settings.b2_key_id.get_secret_value(), settings.b2_key.get_secret_value(), bucket
+        )
+    from providers.base.storage import StorageError  # noqa: PLC0415
+
+    try:
+        made = asyncio.run(storage.setup_bucket(bucket, keep_days))
+    except StorageError as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        return 1
+    print(f"Created the private bucket {made.bucket_name}: deleted files are kept "
+          f"{made.keep_days} days.")  # fmt: skip
+    print(f"Created a key for it that cannot delete ({', '.join(made.capabilities)}).")
+    print("It is shown this once; put it where the NixOS module reads it (b2KeyIdFile,")
+    print("b2KeyFile), and use the bucket for restic:")
+    print(f"STEWARD_B2_KEY_ID={made.key_id}")
+    print(f"STEWARD_B2_KEY={made.key}")
+    print(f"STEWARD_B2_BUCKET={made.bucket_name}")
+    return 0
 
 
 def _logging(settings: Settings, *, quiet: bool) -> None:
