@@ -18,6 +18,9 @@ let
   ];
   # steward-rollback@N.service switches to generation N.
   rollbackUnit = "^steward-rollback@[0-9]{1,9}\\.service$";
+  # steward-growfs@<systemd-escaped device>.service grows the filesystem of a Hetzner volume
+  # after /resize; the unit name holds a literal backslash (\x2d is an escaped "-").
+  growfsUnit = "^steward-growfs@dev-disk-by\\\\x2did-scsi\\\\x2d0HC_Volume_[0-9]{1,12}\\.service$";
 
   # option name -> (credential name, STEWARD_* variable that points at it)
   secretOptions = {
@@ -132,8 +135,10 @@ let
       var verb = action.lookup("verb");
       var rebuildUnits = ${builtins.toJSON rebuildUnits};
       var rollbackUnit = new RegExp(${builtins.toJSON rollbackUnit});
+      var growfsUnit = new RegExp(${builtins.toJSON growfsUnit});
       var serviceUnits = ${builtins.toJSON catalogueUnits};
-      if ((rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit)) && verb == "start") {
+      if ((rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit)) &&
+          verb == "start") {
         return polkit.Result.YES;
       }
       if (serviceUnits.indexOf(unit) >= 0 && ${builtins.toJSON [
@@ -468,6 +473,32 @@ in
       else
         switchCommand [ "--upgrade" ]
     );
+    # /resize: grow the filesystem of a cloud volume to the volume's new size.
+    systemd.services."steward-growfs@" = {
+      description = "Steward: grow the filesystem on %I";
+      serviceConfig.Type = "oneshot";
+      scriptArgs = "%I";
+      path = [
+        pkgs.util-linux
+        pkgs.e2fsprogs
+        pkgs.xfsprogs
+      ];
+      script = ''
+        device="$1"
+        case "$device" in
+          /dev/disk/by-id/scsi-0HC_Volume_[0-9]*) ;;
+          *) echo "error: not a cloud volume: $device" >&2; exit 2 ;;
+        esac
+        fstype=$(findmnt --noheadings --first-only --output FSTYPE --source "$device")
+        target=$(findmnt --noheadings --first-only --output TARGET --source "$device")
+        case "$fstype" in
+          ext2 | ext3 | ext4) resize2fs "$device" ;;
+          xfs) xfs_growfs "$target" ;;
+          *) echo "error: cannot grow a '$fstype' filesystem on $device" >&2; exit 1 ;;
+        esac
+      '';
+    };
+
     # A template: the instance is the generation. The bot validates the number; so does this.
     systemd.services."steward-rollback@" =
       rebuildUnit "Steward: switch to generation %i" ''

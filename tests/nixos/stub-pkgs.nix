@@ -13,4 +13,7 @@ in
   nix = package "nix";
   nixos-rebuild = package "nixos-rebuild";
   systemd = package "systemd";
+  util-linux = package "util-linux";
+  e2fsprogs = package "e2fsprogs";
+  xfsprogs = package "xfsprogs";
 }

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from providers.catalogue import ServiceCatalogue
+from providers.host import systemd_escape_path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -279,7 +280,10 @@ def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> 
         "nginx.service",
         "vaultwarden.service",
     ]
-    assert '(rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit)) && verb == "start"' in rule
+    assert (
+        "(rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit)) &&"
+        '\n      verb == "start"' in rule
+    )
     assert (
         'serviceUnits.indexOf(unit) >= 0 && ["start","stop","restart"].indexOf(verb) >= 0' in rule
     )
@@ -430,3 +434,31 @@ def test_the_rendered_unit_passes_systemd_analyze_verify(
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == ""
     assert done.stdout.strip() == ""
+
+
+def test_polkit_lets_the_bot_grow_only_cloud_volume_filesystems(system: dict[str, Any]) -> None:
+    rule = system["security"]["polkit"]["extraConfig"]
+    found = re.search(r"var growfsUnit = new RegExp\((\".*?\")\);", rule)
+    assert found, "the growfs template is not in the polkit rule"
+    pattern = json.loads(found.group(1))
+    name = f"steward-growfs@{systemd_escape_path('/dev/disk/by-id/scsi-0HC_Volume_1234')}.service"
+    assert re.search(pattern, name)
+    for bad in ("/dev/sda", "/dev/disk/by-id/scsi-0HC_Volume_1/../../sda", "/dev/mapper/root"):
+        assert not re.search(pattern, f"steward-growfs@{systemd_escape_path(bad)}.service"), bad
+    assert "growfsUnit.test(unit)" in rule
+
+
+def test_the_growfs_unit_refuses_anything_but_a_cloud_volume(
+    system: dict[str, Any], tmp_path: Path
+) -> None:
+    service = unit(system, "steward-growfs@")
+    assert service["scriptArgs"] == "%I"
+    assert service["serviceConfig"] == {"Type": "oneshot"}
+    body = tmp_path / "growfs.sh"
+    body.write_text(service["script"], encoding="utf-8")
+    for bad in ("/dev/sda", "", "/etc/passwd"):
+        done = subprocess.run(
+            ["sh", str(body), bad], capture_output=True, text=True, timeout=10, check=False
+        )
+        assert done.returncode == 2, bad
+        assert "not a cloud volume" in done.stderr

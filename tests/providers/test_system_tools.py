@@ -91,3 +91,23 @@ async def test_folder_sizes_come_from_one_du_and_a_missing_folder_is_unknown(
 async def test_no_folders_run_no_du(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no du here: it must not be needed
     assert await PsutilHost().folder_sizes([]) == {}
+
+
+async def test_growing_a_filesystem_starts_the_growfs_unit_for_that_device(
+    system: FakeSystem,
+) -> None:
+    device = "/dev/disk/by-id/scsi-0HC_Volume_1234"
+    unit = system.add_unit(
+        r"steward-growfs@dev-disk-by\x2did-scsi\x2d0HC_Volume_1234.service",
+        active_state="inactive",
+    )
+    await PsutilHost().grow_filesystem(device)
+    assert ["systemctl", "start", "--", unit] in system.calls("systemctl")
+    system.set_unit(unit, active_state="inactive")  # a oneshot is done when it has run
+    system.fail_next_start(unit, "resize2fs: Permission denied")
+    with pytest.raises(OSError, match="failed"):
+        await PsutilHost().grow_filesystem(device)
+
+
+async def test_a_device_that_is_not_mounted_has_no_usage() -> None:
+    assert await PsutilHost().device_usage("/dev/disk/by-id/scsi-0HC_Volume_404") is None
