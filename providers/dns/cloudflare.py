@@ -13,6 +13,7 @@ sees.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -66,7 +67,9 @@ class CloudflareDns:
                 await self._call(zone, _CHANGE, step)
             except DnsError as error:
                 if done:
-                    raise DnsError(error.kind, f"{error} ({done} of {len(steps)} changes were made.)") from None  # fmt: skip
+                    reason = re.sub(r"^The ", "the ", str(error))
+                    message = f"Only {done} of {len(steps)} DNS changes were made: {reason}"
+                    raise DnsError(error.kind, message) from None
                 raise
 
     # -- reading --------------------------------------------------------------------------

@@ -42,6 +42,8 @@ class MemoryDns:
         return list(records)
 
     async def apply(self, zone: str, changes: DnsChanges) -> None:
+        if not changes:
+            return
         current = await self._zone("apply", zone)
         if self.read_only:
             raise DnsError(DnsErrorKind.FORBIDDEN, self._message(DnsErrorKind.FORBIDDEN, zone))

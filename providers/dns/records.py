@@ -419,7 +419,7 @@ def check_applicable(zone: str, current: Iterable[DnsRecord], changes: DnsChange
     """DnsError unless every change fits the zone as it is now: records to update or delete
     are there, records to create are not, and every name is inside the zone."""
     zone = canonical_name(zone)
-    have = {canonical(record).data for record in current}
+    have = {_tolerant(record).data for record in current}
     olds = [old for old, _ in changes.update] + list(changes.delete)
     news = [new for _, new in changes.update] + list(changes.create)
     for record in olds + news:
@@ -443,7 +443,7 @@ def _changed(zone: str, record: DnsRecord, what: str) -> str:
 def apply_changes(records: Iterable[DnsRecord], changes: DnsChanges) -> list[DnsRecord]:
     """The zone after ``changes``: deletes, then updates, then creates. Records are matched
     by their data; call ``check_applicable`` first."""
-    result = [canonical(record) for record in records]
+    result = [_tolerant(record) for record in records]
     removed = {canonical(record).data for record in changes.delete}
     removed |= {canonical(old).data for old, _ in changes.update}
     result = [record for record in result if record.data not in removed]

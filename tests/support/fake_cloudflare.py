@@ -94,8 +94,9 @@ class FakeCloudflare:
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-cloudflare")
-        self._thread.daemon = True
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.02,), name="fake-cloudflare", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -157,6 +158,11 @@ class FakeCloudflare:
         zone_id = self.zone_id(zone)
         with self._lock:
             return copy.deepcopy(self._create(zone_id, body))
+
+    def remove_records(self, zone: str) -> None:
+        zone_id = self.zone_id(zone)
+        with self._lock:
+            self._records[zone_id].clear()
 
     def records(self, zone: str) -> list[JSON]:
         zone_id = self.zone_id(zone)

@@ -33,7 +33,7 @@ import dns.update
 import dns.xfr
 import dns.zone
 
-from providers.base.dns import DnsRecord
+from providers.base.dns import RECORD_TYPES, DnsRecord
 from providers.dns.records import canonical, quote_txt
 
 KNOTD_SEARCH = ("/usr/sbin/knotd", "/usr/bin/knotd")
@@ -199,6 +199,20 @@ def transfer(server: KnotServer, zone: str) -> dns.zone.Zone:
     query, _ = dns.xfr.make_query(contents, serial=None, keyring=server.key.keyring())
     dns.query.inbound_xfr(server.host, contents, query, port=server.port, timeout=5, lifetime=5)
     return contents
+
+
+def zone_records(server: KnotServer, zone: str) -> list[DnsRecord]:
+    """The zone's A, AAAA, MX, TXT, CAA and CNAME records from an AXFR, spelled from the
+    zone-file text of each record (not through the adapter's conversion)."""
+    origin = dns.name.from_text(zone + ".")
+    records = []
+    for name, ttl, rdata in transfer(server, zone).iterate_rdatas():
+        kind = dns.rdatatype.to_text(rdata.rdtype)
+        if kind in RECORD_TYPES:
+            text = rdata.to_text(origin=origin, relativize=False)
+            absolute = name.derelativize(origin).to_text()
+            records.append(canonical(DnsRecord(absolute, kind, text, ttl)))  # type: ignore[arg-type]
+    return records
 
 
 def serial(server: KnotServer, zone: str) -> int:
