@@ -120,33 +120,42 @@ class CloudflareDns:
         except cloudflare.APIStatusError as error:
             raise _status_error(error, zone, action) from None
         except cloudflare.APITimeoutError:
-            raise DnsError(DnsErrorKind.UNAVAILABLE, "Cloudflare did not answer in time; try again later.") from None  # fmt: skip
+            raise DnsError(
+                DnsErrorKind.UNAVAILABLE, "Cloudflare did not answer in time; try again later."
+            ) from None
         except cloudflare.APIConnectionError:
-            raise DnsError(DnsErrorKind.UNAVAILABLE, "Cannot reach Cloudflare; try again later.") from None  # fmt: skip
+            raise DnsError(
+                DnsErrorKind.UNAVAILABLE, "Cannot reach Cloudflare; try again later."
+            ) from None
         except cloudflare.CloudflareError:
-            raise DnsError(DnsErrorKind.UNAVAILABLE, "Cloudflare gave an answer Steward cannot read.") from None  # fmt: skip
+            raise DnsError(
+                DnsErrorKind.UNAVAILABLE, "Cloudflare gave an answer Steward cannot read."
+            ) from None
 
 
 def _status_error(error: Any, zone: str, action: str) -> DnsError:
     status = int(error.status_code)
     codes = {int(e.code) for e in error.errors if isinstance(getattr(e, "code", None), int)}
-    if status == 401:
-        return DnsError(DnsErrorKind.UNAUTHORIZED, "Cloudflare rejected the API token.")
-    if status == 403:
-        return DnsError(
-            DnsErrorKind.FORBIDDEN, f"The Cloudflare API token may not {action} the zone {zone}."
-        )
-    if status == 404 and 81044 in codes:
+    if status == 404 and 81044 in codes:  # "Record does not exist."
         return DnsError(DnsErrorKind.CONFLICT, f"The zone {zone} changed meanwhile at Cloudflare.")
-    if status == 404:
-        return DnsError(DnsErrorKind.ZONE_NOT_FOUND, f"Cloudflare has no zone {zone}.")
-    if status == 429:
-        return DnsError(
-            DnsErrorKind.RATE_LIMITED, "Cloudflare is limiting requests; try again in a minute."
-        )
+    known = {
+        401: (DnsErrorKind.UNAUTHORIZED, "Cloudflare rejected the API token."),
+        403: (
+            DnsErrorKind.FORBIDDEN,
+            f"The Cloudflare API token may not {action} the zone {zone}.",
+        ),
+        404: (DnsErrorKind.ZONE_NOT_FOUND, f"Cloudflare has no zone {zone}."),
+        429: (
+            DnsErrorKind.RATE_LIMITED,
+            "Cloudflare is limiting requests; try again in a minute.",
+        ),
+    }
+    if status in known:
+        return DnsError(*known[status])
     if status >= 500:
         return DnsError(
-            DnsErrorKind.UNAVAILABLE, f"Cloudflare is not answering (HTTP {status}); try again later."
+            DnsErrorKind.UNAVAILABLE,
+            f"Cloudflare is not answering (HTTP {status}); try again later.",
         )
     return DnsError(DnsErrorKind.REJECTED, f"Cloudflare refused the change: {_reason(error)}")
 

@@ -108,7 +108,8 @@ def txt_strings(text: str) -> list[str]:
     """Split a TXT text into character strings of at most 255 bytes, never inside a
     character's UTF-8 encoding."""
     chunks: list[str] = []
-    current, size = [], 0
+    current: list[str] = []
+    size = 0
     for char in text:
         width = len(char.encode())
         if size + width > TXT_CHUNK_BYTES:
@@ -218,7 +219,15 @@ def required_records(
         if ipv6:
             records.append(DnsRecord(name, "AAAA", ipv6, ttl))
     if mail:
-        records += _mail_records(domain, ipv4, ipv6, dkim, dkim_selector, dmarc, ttl)
+        records += _mail_records(
+            domain,
+            ipv4=ipv4,
+            ipv6=ipv6,
+            dkim=dkim,
+            selector=dkim_selector,
+            dmarc=dmarc,
+            ttl=ttl,
+        )
     if caa_issuer:
         records.append(DnsRecord(domain, "CAA", f'0 issue "{caa_issuer}"', ttl))
     return [canonical(record) for record in records]
@@ -233,6 +242,7 @@ def _under(domain: str, sub: str) -> str:
 
 def _mail_records(
     domain: str,
+    *,
     ipv4: str | None,
     ipv6: str | None,
     dkim: str | None,

@@ -51,7 +51,10 @@ _BIND = re.compile(
     r'key\s+"?([^"\s{]+)"?\s*\{(?=[^}]*algorithm\s+"?([\w-]+)"?\s*;)(?=[^}]*secret\s+"([^"]+)")',
     re.IGNORECASE,
 )
-_KNOT = {word: re.compile(rf"^\s*-?\s*{word}:\s*(\S+)\s*$", re.MULTILINE) for word in ("id", "algorithm", "secret")}  # fmt: skip
+_KNOT = {
+    word: re.compile(rf"^\s*-?\s*{word}:\s*(\S+)\s*$", re.MULTILINE)
+    for word in ("id", "algorithm", "secret")
+}
 _READ, _CHANGE = "read", "change"
 
 
@@ -211,7 +214,9 @@ class Rfc2136Dns:
         except _RcodeError as error:
             raise _rcode_error(error.rcode, zone, action, where) from None
         except dns.exception.Timeout:
-            raise DnsError(DnsErrorKind.UNAVAILABLE, f"{_cap(where)} did not answer in time.") from None  # fmt: skip
+            raise DnsError(
+                DnsErrorKind.UNAVAILABLE, f"{_cap(where)} did not answer in time."
+            ) from None
         except (OSError, EOFError):
             raise DnsError(DnsErrorKind.UNAVAILABLE, f"Cannot reach {where}.") from None
         except dns.exception.DNSException:
@@ -230,11 +235,17 @@ def _rcode_error(rcode: str, zone: str, action: str, where: str) -> DnsError:
     """NOTAUTH: the server is not authoritative for the zone (RFC 2136 section 3.1.2);
     REFUSED: its policy forbids this key to transfer or update."""
     if rcode == "NOTAUTH":
-        return DnsError(DnsErrorKind.ZONE_NOT_FOUND, f"{_cap(where)} does not serve the zone {zone}.")  # fmt: skip
+        return DnsError(
+            DnsErrorKind.ZONE_NOT_FOUND, f"{_cap(where)} does not serve the zone {zone}."
+        )
     if rcode == "REFUSED":
-        return DnsError(DnsErrorKind.FORBIDDEN, f"{_cap(where)} refused to {action} the zone {zone}.")  # fmt: skip
+        return DnsError(
+            DnsErrorKind.FORBIDDEN, f"{_cap(where)} refused to {action} the zone {zone}."
+        )
     if rcode == "SERVFAIL":
-        return DnsError(DnsErrorKind.UNAVAILABLE, f"{_cap(where)} failed (SERVFAIL); try again later.")  # fmt: skip
+        return DnsError(
+            DnsErrorKind.UNAVAILABLE, f"{_cap(where)} failed (SERVFAIL); try again later."
+        )
     return DnsError(DnsErrorKind.REJECTED, f"{_cap(where)} refused the change ({rcode}).")
 
 
@@ -276,7 +287,7 @@ def _records_of(contents: dns.zone.Zone) -> list[DnsRecord]:
             continue
         absolute = name.derelativize(origin).to_text(omit_final_dot=True)
         content, priority = _content(rdata, origin)
-        record = DnsRecord(absolute, kind, content, ttl, priority)  # type: ignore[arg-type]
+        record = DnsRecord(absolute, kind, content, ttl, priority)
         records.append(canonical(record))
     return records
 

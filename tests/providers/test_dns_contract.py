@@ -74,8 +74,10 @@ def assert_one_sentence(error: DnsError, *secrets: str) -> None:
     text = str(error)
     assert text[:1].isupper(), text
     assert text.endswith("."), text
-    assert "\n" not in text and len(text) <= 160, text
-    assert "Traceback" not in text and "Error(" not in text, text
+    assert "\n" not in text, text
+    assert len(text) <= 160, text
+    assert "Traceback" not in text, text
+    assert "Error(" not in text, text
     assert all(secret not in text for secret in secrets), text
 
 
@@ -217,10 +219,15 @@ async def test_lists_every_record_of_the_zone(world: World) -> None:
 
 
 async def test_apply_creates_updates_and_deletes(world: World) -> None:
-    www_old, www_new = rec(f"www.{ZONE}", "A", "198.51.100.2"), rec(f"www.{ZONE}", "A", "192.0.2.80")
+    www_old, www_new = (
+        rec(f"www.{ZONE}", "A", "198.51.100.2"),
+        rec(f"www.{ZONE}", "A", "192.0.2.80"),
+    )
     shop = rec(f"shop.{ZONE}", "CNAME", "shops.example.net")
     new = rec(f"new.{ZONE}", "AAAA", "2001:db8::80")
-    await world.provider.apply(ZONE, DnsChanges(create=(new,), update=((www_old, www_new),), delete=(shop,)))  # fmt: skip
+    await world.provider.apply(
+        ZONE, DnsChanges(create=(new,), update=((www_old, www_new),), delete=(shop,))
+    )
     expected = data([*world.baseline, *SEED]) - {www_old.data, shop.data} | {www_new.data, new.data}
     assert data(world.stored()) == expected
     assert data(await world.provider.list_records(ZONE)) == expected
@@ -250,11 +257,15 @@ async def test_a_long_dkim_key_and_odd_text_come_back_unchanged(world: World) ->
     assert {dkim.data, odd.data} <= listed
 
 
-async def test_a_change_to_a_record_that_is_gone_is_a_conflict_and_changes_nothing(world: World) -> None:  # fmt: skip
+async def test_a_change_to_a_record_that_is_gone_is_a_conflict_and_changes_nothing(
+    world: World,
+) -> None:
     before = data(world.stored())
     gone = rec(f"gone.{ZONE}", "A", "192.0.2.9")
     with pytest.raises(DnsError) as caught:
-        await world.provider.apply(ZONE, DnsChanges(create=(rec(f"n.{ZONE}", "A", "192.0.2.1"),), delete=(gone,)))  # fmt: skip
+        await world.provider.apply(
+            ZONE, DnsChanges(create=(rec(f"n.{ZONE}", "A", "192.0.2.1"),), delete=(gone,))
+        )
     assert caught.value.kind is DnsErrorKind.CONFLICT
     assert_one_sentence(caught.value)
     assert data(world.stored()) == before
@@ -265,7 +276,9 @@ async def test_a_zone_the_provider_does_not_have(world: World) -> None:
     with pytest.raises(DnsError) as listing:
         await world.provider.list_records(MISSING)
     with pytest.raises(DnsError) as applying:
-        await world.provider.apply(MISSING, diff(required_records(MISSING, ipv4="192.0.2.1"), []).changes)  # fmt: skip
+        await world.provider.apply(
+            MISSING, diff(required_records(MISSING, ipv4="192.0.2.1"), []).changes
+        )
     for caught in (listing, applying):
         assert caught.value.kind is DnsErrorKind.ZONE_NOT_FOUND
         assert MISSING in str(caught.value)
@@ -320,7 +333,9 @@ async def test_nothing_to_change_asks_nothing(world: World) -> None:
 # -- RFC 2136 on Knot -------------------------------------------------------------------------
 
 
-async def test_knot_really_serves_what_steward_applied(rfc2136_world: World, knot: KnotServer) -> None:  # fmt: skip
+async def test_knot_really_serves_what_steward_applied(
+    rfc2136_world: World, knot: KnotServer
+) -> None:
     rfc2136_world.seed(SEED)
     first = serial(knot, ZONE)
     await rfc2136_world.provider.apply(ZONE, diff(REQUIRED, SEED).changes)
@@ -340,7 +355,7 @@ async def test_knot_really_serves_what_steward_applied(rfc2136_world: World, kno
     assert "".join(s.strip('"') for s in strings) == f"v=DKIM1; k=rsa; p={KEY}"
 
 
-async def test_a_name_server_that_never_answers_times_out(tmp_path: Path, knot: KnotServer) -> None:  # fmt: skip
+async def test_a_name_server_that_never_answers_times_out(tmp_path: Path, knot: KnotServer) -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -361,7 +376,9 @@ async def test_a_missing_key_file_is_one_sentence(tmp_path: Path, knot: KnotServ
 
 
 @pytest.mark.parametrize("style", ["bind", "line", "knot", "nsupdate"])
-async def test_every_key_file_spelling_opens_the_zone(style: str, tmp_path: Path, knot: KnotServer) -> None:  # fmt: skip
+async def test_every_key_file_spelling_opens_the_zone(
+    style: str, tmp_path: Path, knot: KnotServer
+) -> None:
     key = knot.key
     text = {
         "bind": key.bind_format(),
@@ -373,7 +390,9 @@ async def test_every_key_file_spelling_opens_the_zone(style: str, tmp_path: Path
     path = tmp_path / "tsig.key"
     path.write_text(text)
     assert parse_tsig_key(text).name == "steward"
-    assert f"ns1.{ZONE}" in {r.name for r in await Rfc2136Dns(knot.address, path).list_records(ZONE)}  # fmt: skip
+    assert f"ns1.{ZONE}" in {
+        r.name for r in await Rfc2136Dns(knot.address, path).list_records(ZONE)
+    }
 
 
 def test_tsig_key_errors_never_show_the_secret() -> None:
@@ -386,9 +405,13 @@ def test_tsig_key_errors_never_show_the_secret() -> None:
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("ns1.example.org", ("ns1.example.org", 53)), ("192.0.2.1:5353", ("192.0.2.1", 5353)),
-     ("[2001:db8::1]:53", ("2001:db8::1", 53)), ("2001:db8::1", ("2001:db8::1", 53))],
-)  # fmt: skip
+    [
+        ("ns1.example.org", ("ns1.example.org", 53)),
+        ("192.0.2.1:5353", ("192.0.2.1", 5353)),
+        ("[2001:db8::1]:53", ("2001:db8::1", 53)),
+        ("2001:db8::1", ("2001:db8::1", 53)),
+    ],
+)
 def test_server_addresses(given: str, expected: tuple[str, int]) -> None:
     assert parse_server(given) == expected
 
@@ -410,7 +433,9 @@ def cloudflare(fake: FakeCloudflare, **options: Any) -> CloudflareDns:
 
 async def test_cloudflare_lists_every_page(fake: FakeCloudflare) -> None:
     for i in range(1234):
-        fake.add_record(ZONE, {"type": "A", "name": f"h{i}", "content": f"10.0.{i // 250}.{i % 250}", "ttl": 1})  # fmt: skip
+        fake.add_record(
+            ZONE, {"type": "A", "name": f"h{i}", "content": f"10.0.{i // 250}.{i % 250}", "ttl": 1}
+        )
     listed = await cloudflare(fake).list_records(ZONE)
     assert len(listed) == 1234
     pages = [c.query.get("page", ["1"])[0] for c in fake.calls if c.path.endswith("/dns_records")]
@@ -429,7 +454,9 @@ async def test_cloudflare_rate_limit_and_dropped_connection(fake: FakeCloudflare
 
 
 async def test_cloudflare_on_a_closed_port_is_unavailable() -> None:
-    provider = CloudflareDns("t", base_url=f"http://127.0.0.1:{_closed_port()}/client/v4", max_retries=0)  # fmt: skip
+    provider = CloudflareDns(
+        "t", base_url=f"http://127.0.0.1:{_closed_port()}/client/v4", max_retries=0
+    )
     with pytest.raises(DnsError, match="Cannot reach Cloudflare") as caught:
         await provider.list_records(ZONE)
     assert_one_sentence(caught.value)
@@ -451,8 +478,7 @@ async def test_cloudflare_says_how_far_it_got_when_a_write_fails(fake: FakeCloud
     with pytest.raises(DnsError) as caught:
         await cloudflare(fake).apply(ZONE, changes)
     assert str(caught.value) == (
-        "Only 1 of 3 DNS changes were made: Cloudflare is limiting requests; "
-        "try again in a minute."
+        "Only 1 of 3 DNS changes were made: Cloudflare is limiting requests; try again in a minute."
     )
     assert [r["name"] for r in fake.records(ZONE)] == []  # the delete went through, no create
 
@@ -462,8 +488,12 @@ async def test_cloudflare_sends_caa_as_data_and_txt_quoted(fake: FakeCloudflare)
     caa = next(r for r in REQUIRED if r.type == "CAA")
     await cloudflare(fake).apply(ZONE, DnsChanges(create=(dkim, caa)))
     posted = [call.body for call in fake.writes]
-    assert posted[1] == {"name": ZONE, "type": "CAA", "ttl": 3600,
-                         "data": {"flags": 0, "tag": "issue", "value": "letsencrypt.org"}}  # fmt: skip
+    assert posted[1] == {
+        "name": ZONE,
+        "type": "CAA",
+        "ttl": 3600,
+        "data": {"flags": 0, "tag": "issue", "value": "letsencrypt.org"},
+    }
     assert posted[0] is not None
     assert posted[0]["content"] == quote_txt(dkim.content)
     assert posted[0]["content"].count('" "') == 1
@@ -471,7 +501,9 @@ async def test_cloudflare_sends_caa_as_data_and_txt_quoted(fake: FakeCloudflare)
 
 async def test_the_sdk_calls_leave_the_event_loop_free(fake: FakeCloudflare) -> None:
     for i in range(600):
-        fake.add_record(ZONE, {"type": "A", "name": f"h{i}", "content": f"10.1.{i // 250}.{i % 250}", "ttl": 1})  # fmt: skip
+        fake.add_record(
+            ZONE, {"type": "A", "name": f"h{i}", "content": f"10.1.{i // 250}.{i % 250}", "ttl": 1}
+        )
     ticks = 0
 
     async def tick() -> None:
@@ -501,7 +533,12 @@ def test_building_nothing_imports_no_dns_sdk() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr

@@ -151,7 +151,7 @@ class FakeCloudflare:
 
     def zone_id(self, name: str) -> str:
         with self._lock:
-            return next(z["id"] for z in self._zones.values() if z["name"] == name)
+            return str(next(z["id"] for z in self._zones.values() if z["name"] == name))
 
     def add_record(self, zone: str, body: JSON) -> JSON:
         """Add a record as POST /dns_records would (the same checks); return it."""
@@ -235,13 +235,20 @@ class FakeCloudflare:
         return _page(zones, query, default=20, largest=50)
 
     def _records_call(
-        self, method: str, zone_id: str, record_id: str | None, query: dict[str, list[str]], body: Any
+        self,
+        method: str,
+        zone_id: str,
+        record_id: str | None,
+        query: dict[str, list[str]],
+        body: Any,
     ) -> JSON:
         if zone_id not in self._zones:
             raise ApiError(
-                404, 7003, f"Could not route to /zones/{zone_id}/dns_records, perhaps your "
+                404,
+                7003,
+                f"Could not route to /zones/{zone_id}/dns_records, perhaps your "
                 "object identifier is invalid?",
-            )  # fmt: skip
+            )
         if record_id is None:
             if method == "GET":
                 return self._list_records(zone_id, query)
@@ -307,7 +314,9 @@ class FakeCloudflare:
         name = _full_name(str(body.get("name", "")), zone_name)
         ttl = body.get("ttl")
         if not isinstance(ttl, int) or not (ttl == 1 or 60 <= ttl <= 86400):
-            raise ApiError(400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic.")  # fmt: skip
+            raise ApiError(
+                400, 9021, "Invalid TTL. Must be between 60 and 86400 seconds, or 1 for Automatic."
+            )
         fields: JSON = {"type": kind, "name": name, "ttl": ttl}
         fields.update(_content_fields(kind, body))
         self._refuse_clash(zone_id, fields, record_id)
@@ -320,7 +329,9 @@ class FakeCloudflare:
             if other["type"] == fields["type"] and other["content"] == fields["content"]:
                 raise ApiError(400, 81058, "An identical record already exists.")
             if "CNAME" in (other["type"], fields["type"]):
-                raise ApiError(400, 81053, "An A, AAAA, or CNAME record with that host already exists.")  # fmt: skip
+                raise ApiError(
+                    400, 81053, "An A, AAAA, or CNAME record with that host already exists."
+                )
 
 
 def _content_fields(kind: str, body: JSON) -> JSON:
@@ -329,15 +340,19 @@ def _content_fields(kind: str, body: JSON) -> JSON:
         if not isinstance(data, dict) or not {"flags", "tag", "value"} <= data.keys():
             raise ApiError(400, 9101, "CAA records need data with flags, tag and value.")
         value = str(data["value"]).replace('"', '\\"')
-        content = f'{int(data["flags"])} {data["tag"]} "{value}"'
-        return {"content": content, "data": {k: data[k] for k in ("flags", "tag", "value")}}
+        caa = f'{int(data["flags"])} {data["tag"]} "{value}"'
+        return {"content": caa, "data": {k: data[k] for k in ("flags", "tag", "value")}}
     content = body.get("content")
     if not isinstance(content, str) or not content:
         raise ApiError(400, 9005, f"Content for {kind} record is invalid.")
     if kind == "A":
-        _address(ipaddress.IPv4Address, content, "Content for A record must be a valid IPv4 address.")  # fmt: skip
+        _address(
+            ipaddress.IPv4Address, content, "Content for A record must be a valid IPv4 address."
+        )
     if kind == "AAAA":
-        _address(ipaddress.IPv6Address, content, "Content for AAAA record must be a valid IPv6 address.")  # fmt: skip
+        _address(
+            ipaddress.IPv6Address, content, "Content for AAAA record must be a valid IPv6 address."
+        )
     fields: JSON = {"content": content}
     if kind == "MX":
         priority = body.get("priority")
@@ -431,22 +446,22 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeCloudflare
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's names
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         self._serve("PATCH")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._serve("PUT")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._serve("DELETE")
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the calls are in ``fake.calls``."""
 
     def _serve(self, method: str) -> None:
@@ -514,7 +529,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _fault_answer(status: int) -> tuple[int, JSON | str, dict[str, str]]:
     if status == 429:
-        errors = [{"code": 971, "message": "Please wait and consider throttling your request speed"}]
+        errors = [
+            {"code": 971, "message": "Please wait and consider throttling your request speed"}
+        ]
         return 429, envelope(None, errors), {"Retry-After": "1"}
     if status in _HTML_STATUS:
         reason = f"{status}: {_HTML_STATUS[status]}"

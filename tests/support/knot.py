@@ -211,7 +211,7 @@ def zone_records(server: KnotServer, zone: str) -> list[DnsRecord]:
         if kind in RECORD_TYPES:
             text = rdata.to_text(origin=origin, relativize=False)
             absolute = name.derelativize(origin).to_text()
-            records.append(canonical(DnsRecord(absolute, kind, text, ttl)))  # type: ignore[arg-type]
+            records.append(canonical(DnsRecord(absolute, kind, text, ttl)))
     return records
 
 
@@ -226,10 +226,7 @@ def query(server: KnotServer, name: str, rdtype: str) -> list[str]:
     answer = dns.query.udp(message, server.host, port=server.port, timeout=5)
     wanted = dns.rdatatype.from_text(rdtype)
     return sorted(
-        rdata.to_text()
-        for rrset in answer.answer
-        if rrset.rdtype == wanted
-        for rdata in rrset
+        rdata.to_text() for rrset in answer.answer if rrset.rdtype == wanted for rdata in rrset
     )
 
 
@@ -245,8 +242,7 @@ def reset_zone(server: KnotServer, zone: str, records: Iterable[DnsRecord]) -> N
         if absolute.to_text() == f"ns1.{zone}." and rdataset.rdtype == dns.rdatatype.A:
             continue
         update.delete(absolute, rdataset.rdtype)
-    for record in records:
-        record = canonical(record)
+    for record in map(canonical, records):
         update.add(record.name + ".", record.ttl, _rdata(record))
     answer = dns.query.tcp(update, server.host, port=server.port, timeout=5)
     if answer.rcode() != 0:

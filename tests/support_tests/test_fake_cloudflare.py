@@ -30,14 +30,18 @@ def client(fake: FakeCloudflare) -> Iterator[Cloudflare]:
         yield sdk
 
 
-def raw(fake: FakeCloudflare, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:  # fmt: skip
+def raw(
+    fake: FakeCloudflare, method: str, path: str, token: str | None = None, **kw: Any
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token or fake.token}"}
     return httpx.request(method, fake.base_url + path, headers=headers, timeout=5, **kw)
 
 
 def add_a_records(fake: FakeCloudflare, count: int) -> None:
     for i in range(count):
-        fake.add_record(ZONE, {"type": "A", "name": f"h{i}", "content": f"10.0.{i // 250}.{i % 250}", "ttl": 1})  # fmt: skip
+        fake.add_record(
+            ZONE, {"type": "A", "name": f"h{i}", "content": f"10.0.{i // 250}.{i % 250}", "ttl": 1}
+        )
 
 
 def test_every_answer_is_the_documented_envelope(fake: FakeCloudflare) -> None:
@@ -46,8 +50,12 @@ def test_every_answer_is_the_documented_envelope(fake: FakeCloudflare) -> None:
     assert body["success"] is True
     assert [zone["name"] for zone in body["result"]] == [ZONE]
     assert body["result_info"] == {
-        "page": 1, "per_page": 20, "count": 1, "total_count": 1, "total_pages": 1,
-    }  # fmt: skip
+        "page": 1,
+        "per_page": 20,
+        "count": 1,
+        "total_count": 1,
+        "total_pages": 1,
+    }
 
 
 def test_the_sdk_finds_a_zone_by_name(fake: FakeCloudflare, client: Cloudflare) -> None:
@@ -58,18 +66,26 @@ def test_the_sdk_finds_a_zone_by_name(fake: FakeCloudflare, client: Cloudflare) 
     assert list(client.zones.list(name="nowhere.org")) == []
 
 
-def test_pages_past_the_end_are_empty_so_the_sdk_stops(fake: FakeCloudflare, client: Cloudflare) -> None:  # fmt: skip
+def test_pages_past_the_end_are_empty_so_the_sdk_stops(
+    fake: FakeCloudflare, client: Cloudflare
+) -> None:
     add_a_records(fake, 23)
     zone_id = fake.zone_id(ZONE)
     listed = list(client.dns.records.list(zone_id=zone_id, per_page=10))
     assert len({record.id for record in listed}) == 23
     pages = [call.query.get("page", ["1"])[0] for call in fake.calls if "dns_records" in call.path]
     assert pages == ["1", "2", "3", "4"]  # the fourth is the empty one that ends the loop
-    body = raw(fake, "GET", f"/zones/{zone_id}/dns_records", params={"page": 4, "per_page": 10}).json()  # fmt: skip
+    body = raw(
+        fake, "GET", f"/zones/{zone_id}/dns_records", params={"page": 4, "per_page": 10}
+    ).json()
     assert body["result"] == []
     assert body["result_info"] == {
-        "page": 4, "per_page": 10, "count": 0, "total_count": 23, "total_pages": 3,
-    }  # fmt: skip
+        "page": 4,
+        "per_page": 10,
+        "count": 0,
+        "total_count": 23,
+        "total_pages": 3,
+    }
 
 
 def test_records_are_filtered_by_name_and_type(fake: FakeCloudflare, client: Cloudflare) -> None:
@@ -86,15 +102,19 @@ def test_records_are_filtered_by_name_and_type(fake: FakeCloudflare, client: Clo
 
 def test_create_edit_put_and_delete(fake: FakeCloudflare, client: Cloudflare) -> None:
     zone_id = fake.zone_id(ZONE)
-    made = client.dns.records.create(
+    made: Any = client.dns.records.create(
         zone_id=zone_id, name="@", type="MX", content="example.org", priority=10, ttl=3600
     )
     assert made is not None
     assert (made.name, made.type, made.priority) == (ZONE, "MX", 10)
-    edited = client.dns.records.edit(made.id, zone_id=zone_id, name=ZONE, type="MX", ttl=300, priority=20)  # fmt: skip
+    edited: Any = client.dns.records.edit(
+        made.id, zone_id=zone_id, name=ZONE, type="MX", ttl=300, priority=20
+    )
     assert edited is not None
     assert (edited.content, edited.priority, edited.ttl) == ("example.org", 20, 300)
-    put = client.dns.records.update(made.id, zone_id=zone_id, name="www", type="A", content="192.0.2.1", ttl=1)  # fmt: skip
+    put = client.dns.records.update(
+        made.id, zone_id=zone_id, name="www", type="A", content="192.0.2.1", ttl=1
+    )
     assert put is not None
     assert (put.name, put.type, put.content) == ("www.example.org", "A", "192.0.2.1")
     assert "priority" not in fake.records(ZONE)[0]
@@ -105,14 +125,17 @@ def test_create_edit_put_and_delete(fake: FakeCloudflare, client: Cloudflare) ->
     assert gone.value.errors[0].code == 81044
 
 
-def test_caa_is_written_as_data_and_read_as_content_and_data(fake: FakeCloudflare, client: Cloudflare) -> None:  # fmt: skip
+def test_caa_is_written_as_data_and_read_as_content_and_data(
+    fake: FakeCloudflare, client: Cloudflare
+) -> None:
     zone_id = fake.zone_id(ZONE)
+    records: Any = client.dns.records  # the SDK types ``data`` per record type
     data = {"flags": 0, "tag": "issue", "value": "letsencrypt.org"}
-    made = client.dns.records.create(zone_id=zone_id, name=ZONE, type="CAA", data=data, ttl=3600)
+    made = records.create(zone_id=zone_id, name=ZONE, type="CAA", data=data, ttl=3600)
     assert made is not None
     assert made.content == '0 issue "letsencrypt.org"'
     with pytest.raises(cloudflare.BadRequestError):
-        client.dns.records.create(zone_id=zone_id, name=ZONE, type="CAA", content="0 issue x", ttl=1)  # fmt: skip
+        records.create(zone_id=zone_id, name=ZONE, type="CAA", content="0 issue x", ttl=1)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +148,9 @@ def test_caa_is_written_as_data_and_read_as_content_and_data(fake: FakeCloudflar
         ({"type": "CNAME", "name": "dup", "content": "example.org", "ttl": 1}, 81053),
     ],
 )
-def test_invalid_records_get_400_with_cloudflares_codes(fake: FakeCloudflare, body: dict[str, Any], code: int) -> None:  # fmt: skip
+def test_invalid_records_get_400_with_cloudflares_codes(
+    fake: FakeCloudflare, body: dict[str, Any], code: int
+) -> None:
     fake.add_record(ZONE, {"type": "A", "name": "dup", "content": "192.0.2.1", "ttl": 1})
     answer = raw(fake, "POST", f"/zones/{fake.zone_id(ZONE)}/dns_records", json=body)
     assert answer.status_code == 400
@@ -162,7 +187,9 @@ def test_injected_rate_limit_has_the_envelope_and_retry_after(fake: FakeCloudfla
     assert raw(fake, "GET", "/zones").status_code == 200  # one time only
 
 
-def test_injected_server_errors_and_dropped_connections(fake: FakeCloudflare, client: Cloudflare) -> None:  # fmt: skip
+def test_injected_server_errors_and_dropped_connections(
+    fake: FakeCloudflare, client: Cloudflare
+) -> None:
     fake.fail(502, method="GET")
     with pytest.raises(cloudflare.InternalServerError) as bad_gateway:
         list(client.zones.list())
