@@ -77,7 +77,12 @@ class CloudflareDns:
     async def _records(self, zone: str) -> list[tuple[str, DnsRecord]]:
         zone = canonical_name(zone)
         zone_id = await self._zone_id(zone)
-        raw = await self._call(zone, _READ, lambda: self._list(zone_id))
+        try:
+            raw = await self._call(zone, _READ, lambda: self._list(zone_id))
+        except DnsError as error:
+            if error.kind is DnsErrorKind.ZONE_NOT_FOUND:  # deleted since: ask again next time
+                self._zone_ids.pop(zone, None)
+            raise
         return [(record_id, record) for record_id, record in map(_from_sdk, raw) if record]
 
     def _list(self, zone_id: str) -> list[Any]:

@@ -28,8 +28,17 @@ from providers.dns.records import (
     required_records,
 )
 from providers.dns.rfc2136 import Rfc2136Dns, parse_server, parse_tsig_key
+from tests.support import knot as knot_support
 from tests.support.fake_cloudflare import FakeCloudflare
-from tests.support.knot import KnotServer, knot_server, query, reset_zone, serial, zone_records
+from tests.support.knot import (  # knot_fixture is the session fixture "knot"
+    KnotServer,
+    knot_fixture,  # noqa: F401
+    knot_server,
+    query,
+    reset_zone,
+    serial,
+    zone_records,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,14 +106,6 @@ class World:
 
 
 # -- the three worlds -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def knot() -> Iterator[KnotServer]:
-    started = time.monotonic()
-    with knot_server([ZONE]) as server:
-        assert time.monotonic() - started < 5
-        yield server
 
 
 def _cloudflare_body(record: DnsRecord) -> dict[str, Any]:
@@ -353,6 +354,24 @@ async def test_knot_really_serves_what_steward_applied(
     strings = dkim.split('" "')
     assert len(strings) == 2
     assert "".join(s.strip('"') for s in strings) == f"v=DKIM1; k=rsa; p={KEY}"
+
+
+def test_a_fresh_knot_answers_within_a_second_and_its_zones_are_separate() -> None:
+    started = time.monotonic()
+    with knot_server(["a.test", "b.test"]) as server:
+        elapsed = time.monotonic() - started
+        reset_zone(server, "a.test", [rec("www.a.test", "A", "192.0.2.1")])
+        assert query(server, "www.a.test", "A") == ["192.0.2.1"]
+        assert serial(server, "a.test") == 2
+        assert serial(server, "b.test") == 1
+    assert elapsed < 1.0
+
+
+def test_without_knotd_the_fixture_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(knot_support, "KNOTD_SEARCH", ())
+    with pytest.raises(RuntimeError, match="apt-get install --no-install-recommends knot"):
+        knot_support.find_knotd()
 
 
 async def test_a_name_server_that_never_answers_times_out(tmp_path: Path, knot: KnotServer) -> None:

@@ -32,6 +32,7 @@ import dns.tsig
 import dns.update
 import dns.xfr
 import dns.zone
+import pytest
 
 from providers.base.dns import RECORD_TYPES, DnsRecord
 from providers.dns.records import canonical, quote_txt
@@ -41,7 +42,7 @@ ALGORITHM = "hmac-sha256"
 
 
 @dataclass(frozen=True)
-class TestKey:
+class KnotKey:
     name: str
     secret: str
 
@@ -59,8 +60,8 @@ class TestKey:
 class KnotServer:
     port: int
     zones: tuple[str, ...]
-    key: TestKey
-    reader: TestKey
+    key: KnotKey
+    reader: KnotKey
     root: Path
     host: str = "127.0.0.1"
 
@@ -68,7 +69,7 @@ class KnotServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def write_key(self, key: TestKey, folder: Path, style: str = "bind") -> Path:
+    def write_key(self, key: KnotKey, folder: Path, style: str = "bind") -> Path:
         path = folder / f"{key.name}.{style}.key"
         path.write_text(key.bind_format() if style == "bind" else key.line_format())
         return path
@@ -98,7 +99,7 @@ def _secret() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def _config(root: Path, port: int, zones: Iterable[str], key: TestKey, reader: TestKey) -> str:
+def _config(root: Path, port: int, zones: Iterable[str], key: KnotKey, reader: KnotKey) -> str:
     zone_lines = "".join(f"  - domain: {zone}\n    acl: [steward, reader]\n" for zone in zones)
     return f"""\
 server:
@@ -152,7 +153,7 @@ def knot_server(zones: Iterable[str] = ("example.test",)) -> Iterator[KnotServer
         (root / folder).mkdir()
     for zone in zones:
         (root / "zones" / f"{zone}.zone").write_text(_zone_file(zone))
-    key, reader = TestKey("steward", _secret()), TestKey("reader", _secret())
+    key, reader = KnotKey("steward", _secret()), KnotKey("reader", _secret())
     port = _free_port()
     (root / "knot.conf").write_text(_config(root, port, zones, key, reader))
     server = KnotServer(port, zones, key, reader, root)
@@ -189,6 +190,14 @@ def _wait_until_serving(server: KnotServer, process: subprocess.Popen[bytes]) ->
                 return
         time.sleep(0.01)
     raise RuntimeError(f"knotd did not answer on port {server.port}:\n{server.log()}")
+
+
+@pytest.fixture(scope="session", name="knot")
+def knot_fixture() -> Iterator[KnotServer]:
+    """One Knot server for the session, serving example.org; tests reset the zone with
+    ``reset_zone``. It fails, never skips, when knotd is missing."""
+    with knot_server(["example.org"]) as server:
+        yield server
 
 
 # -- independent access, for assertions -------------------------------------------------------
