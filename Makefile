@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SYNAPSE := .synapse
 SYNAPSE_STAMP := $(SYNAPSE)/.installed
 
-.PHONY: install synapse nix run test lint typecheck layers pytest bench clean
+.PHONY: install synapse tools run test lint typecheck layers pytest bench clean
 
 install: $(STAMP)
 
@@ -27,12 +27,19 @@ $(SYNAPSE_STAMP):
 	$(SYNAPSE)/venv/bin/python -m pip install --quiet 'matrix-synapse>=1.150,<2'
 	touch $(SYNAPSE_STAMP)
 
-# Debian's Nix (2.8) for tests/nixos: parsing and evaluating the NixOS module. Needs root.
-nix:
-	command -v nix-instantiate >/dev/null || { \
+# Debian tools the suite drives, installed when missing (needs root): nix-instantiate for
+# tests/nixos, knotd for the RFC 2136 DNS tests, restic for the backup tests.
+TOOLS := nix-instantiate:nix-bin /usr/sbin/knotd:knot restic:restic
+tools:
+	@missing=""; \
+	for pair in $(TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq nix-bin >/dev/null; \
-	}
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 run: install
 	$(BIN)/steward run
@@ -47,7 +54,7 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-pytest: install $(SYNAPSE_STAMP) nix
+pytest: install $(SYNAPSE_STAMP) tools
 	$(BIN)/pytest -q
 
 test: lint typecheck layers pytest

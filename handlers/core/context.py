@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handlers.core.messages import Command
 from handlers.core.progress import Progress
 from handlers.core.records import AuditLog, Notes
 from handlers.core.spec import Role
+from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import ServiceCatalogue
@@ -41,6 +43,19 @@ class SystemPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Site:
+    """What the DNS records are made of. Addresses left unset come from the cloud provider."""
+
+    domain: str | None = None
+    zone: str | None = None  # the DNS zone, when it is not the domain itself
+    ipv4: str | None = None
+    ipv6: str | None = None
+    dkim_file: Path | None = None
+    dkim_selector: str = "selector"
+    mail_service: str = "mailserver"  # the catalogue id whose being enabled means mail records
+
+
+@dataclass(frozen=True, slots=True)
 class Deps:
     """The providers and stores handlers may use. Only ``bot`` builds one."""
 
@@ -58,6 +73,8 @@ class Deps:
     # None: not configured (one's own hardware, no B2); the commands say what turns them on.
     cloud: ServerProvider | None = None
     storage: BackupStorage | None = None
+    dns: DnsProvider | None = None
+    site: Site = field(default_factory=Site)
 
 
 @dataclass(frozen=True, slots=True)
