@@ -15,15 +15,16 @@ from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, S
 from bot.transports.router import OutboxRouter
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
-from handlers.core.context import Deps, SystemPolicy
+from handlers.core.context import Deps, Site, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
+from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import CatalogueError, ServiceCatalogue
-from providers.demo import DemoServer
+from providers.demo import DEMO_DOMAIN, DemoServer
 from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import SystemdRebuilds
@@ -109,6 +110,15 @@ def build_app(
         ),
         cloud=server.cloud if server else _cloud(settings),
         storage=server.storage if server else _storage(settings),
+        dns=server.dns if server else _dns(settings),
+        site=Site(
+            domain=settings.domain or (DEMO_DOMAIN if server else None),
+            zone=settings.dns_zone,
+            ipv4=settings.public_ipv4,
+            ipv6=settings.public_ipv6,
+            dkim_file=settings.dkim_file,
+            dkim_selector=settings.dkim_selector,
+        ),
     )
     access = AccessPolicy.from_lists(
         settings.admins,
@@ -158,6 +168,28 @@ def _cloud(settings: Settings) -> ServerProvider | None:
         public_ip=None if settings.hcloud_server else public_address(),
         api_url=settings.hcloud_api_url or DEFAULT_API_URL,
     )
+
+
+def _dns(settings: Settings) -> DnsProvider | None:
+    if settings.dns_provider == "cloudflare":
+        if settings.cloudflare_token is None:
+            raise ConfigError(
+                "STEWARD_DNS_PROVIDER=cloudflare needs STEWARD_CLOUDFLARE_TOKEN(_FILE)"
+            )
+        from providers.dns.cloudflare import CloudflareDns  # noqa: PLC0415
+
+        token = settings.cloudflare_token.get_secret_value()
+        return CloudflareDns(token, base_url=settings.cloudflare_api_url)
+    if settings.dns_provider == "rfc2136":
+        if settings.rfc2136_server is None or settings.rfc2136_tsig_file is None:
+            raise ConfigError(
+                "STEWARD_DNS_PROVIDER=rfc2136 needs STEWARD_RFC2136_SERVER and "
+                "STEWARD_RFC2136_TSIG_FILE"
+            )
+        from providers.dns.rfc2136 import Rfc2136Dns  # noqa: PLC0415
+
+        return Rfc2136Dns(settings.rfc2136_server, settings.rfc2136_tsig_file)
+    return None
 
 
 def _storage(settings: Settings) -> BackupStorage | None:

@@ -188,6 +188,11 @@ class Settings:
     cloudflare_api_url: str | None = None
     rfc2136_server: str | None = None
     rfc2136_tsig_file: Path | None = None
+    dns_zone: str | None = None
+    public_ipv4: str | None = None
+    public_ipv6: str | None = None
+    dkim_file: Path | None = None
+    dkim_selector: str = "selector"
 
     b2_key_id: Secret | None = None
     b2_key: Secret | None = None

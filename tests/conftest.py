@@ -14,15 +14,15 @@ from bot.storage.database import Database
 from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy, StrangerLimiter
-from handlers.core.context import Deps, SystemPolicy
+from handlers.core.context import Deps, Site, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import Actor, ChatRef, Command, Press
 from handlers.core.spec import Role
-from providers.demo import DemoServer
+from providers.demo import DEMO_DOMAIN, DemoServer
 from tests.support.chat import RecordingOutbox, Sent
 from tests.support.postgres import create_database, postgres_server
 
-pytest_plugins = ["tests.support.synapse_fixture"]
+pytest_plugins = ["tests.support.synapse_fixture", "tests.support.knot"]
 
 _counter = itertools.count()
 
@@ -139,6 +139,8 @@ def make_harness(
         policy=SystemPolicy(keep_minutes=10, poll_seconds=0.01),
         cloud=server.cloud,
         storage=server.storage,
+        dns=server.dns,
+        site=Site(domain=DEMO_DOMAIN),
     )
     access = AccessPolicy.from_lists(
         admins=[ADMIN.user_id, ADMIN2.user_id],

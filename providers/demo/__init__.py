@@ -3,6 +3,12 @@
 Used by ``STEWARD_DEMO=1``, ``steward console --demo`` and the tests.
 """
 
-from providers.demo.server import DemoHost, DemoServer, DemoServiceManager, demo_catalogue
+from providers.demo.server import (
+    DEMO_DOMAIN,
+    DemoHost,
+    DemoServer,
+    DemoServiceManager,
+    demo_catalogue,
+)
 
-__all__ = ["DemoHost", "DemoServer", "DemoServiceManager", "demo_catalogue"]
+__all__ = ["DEMO_DOMAIN", "DemoHost", "DemoServer", "DemoServiceManager", "demo_catalogue"]

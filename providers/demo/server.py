@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from providers.base.dns import DnsRecord
 from providers.catalogue import ServiceCatalogue, ServiceInfo
+from providers.dns.memory import MemoryDns
 from providers.host import DiskUsage, HostMetrics
 from providers.nixos.desired import DesiredState, MemoryDesiredState, ServiceState
 from providers.nixos.rebuild import (
@@ -21,6 +23,7 @@ from providers.server_memory import MemoryServerProvider, demo_server_provider
 from providers.storage_memory import MemoryBackupStorage, demo_storage
 from providers.systemd import UnitError, UnitStatus, missing
 
+DEMO_DOMAIN = "example.org"
 GiB = 1024**3
 MiB = 1024**2
 
@@ -326,6 +329,22 @@ class DemoRebuilds:
                     self.services.units.pop(unit, None)
 
 
+def _demo_dns() -> MemoryDns:
+    """The zone as a half-done setup leaves it: the apex and two services right, the mail
+    records missing, one address stale, and records of the owner's that are not Steward's."""
+    ipv4, ipv6 = "203.0.113.10", "2001:db8:1234::1"
+    records = [
+        DnsRecord(DEMO_DOMAIN, "A", ipv4),
+        DnsRecord(DEMO_DOMAIN, "AAAA", ipv6),
+        DnsRecord(f"cloud.{DEMO_DOMAIN}", "A", ipv4),
+        DnsRecord(f"git.{DEMO_DOMAIN}", "A", ipv4),
+        DnsRecord(f"password.{DEMO_DOMAIN}", "A", "198.51.100.4"),
+        DnsRecord(DEMO_DOMAIN, "TXT", "google-site-verification=abc123"),
+        DnsRecord(f"blog.{DEMO_DOMAIN}", "CNAME", "owner.github.io"),
+    ]
+    return MemoryDns.with_zone(DEMO_DOMAIN, records)
+
+
 @dataclass
 class DemoServer:
     catalogue: ServiceCatalogue
@@ -336,6 +355,7 @@ class DemoServer:
     rebuilds: DemoRebuilds
     cloud: MemoryServerProvider
     storage: MemoryBackupStorage
+    dns: MemoryDns
 
     @classmethod
     def create(cls, step_seconds: float = 0.3) -> DemoServer:
@@ -380,4 +400,7 @@ class DemoServer:
         (volume,) = cloud.volume_list.values()
         devices = {volume.linux_device: DiskUsage("/data", 100 * GiB, 71 * GiB)}
         demo_host = DemoHost(host, sizes=sizes, devices=devices)
-        return cls(catalogue, manager, demo_host, nixos, desired, rebuilds, cloud, demo_storage())
+        return cls(
+            catalogue, manager, demo_host, nixos, desired, rebuilds, cloud, demo_storage(),
+            _demo_dns(),
+        )  # fmt: skip

@@ -32,7 +32,6 @@ from tests.support import knot as knot_support
 from tests.support.fake_cloudflare import FakeCloudflare
 from tests.support.knot import (  # knot_fixture is the session fixture "knot"
     KnotServer,
-    knot_fixture,  # noqa: F401
     knot_server,
     query,
     reset_zone,
