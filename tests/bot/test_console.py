@@ -279,3 +279,15 @@ def test_the_demo_enables_a_service_follows_the_rebuild_and_keeps_it(tmp_path: P
     kept = _at(r"^✅ Generation 45 is kept\.", out)
     listed = _at(r"^🟢 pleroma active$", out)
     assert preview < progress < building < offer < generations < keep_buttons < kept < listed
+
+
+def test_the_demo_answers_the_provider_commands(tmp_path: Path) -> None:
+    done = _console(tmp_path, "/server\n/volumes\n/dns\n/storage\n")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    server = _at(r"^🟢 steward-demo \(4711\) running$", out)
+    volumes = _at(r"^💽 steward-data 50 GB, /data 71% full", out)
+    dns = _at(r"^DNS of example\.org at the demo DNS provider$", out)
+    missing = _at(r"^❌ example\.org MX 10 example\.org missing$", out)
+    storage = _at(r"^🪣 steward-backups: ", out)
+    assert server < volumes < dns < missing < storage
