@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot.config import ConfigError, Settings
@@ -24,12 +25,14 @@ from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import CatalogueError, ServiceCatalogue
-from providers.demo import DEMO_DOMAIN, DemoServer
 from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
 from providers.systemd import ServiceManager, SystemctlServiceManager
+
+if TYPE_CHECKING:
+    from providers.demo import DemoServer
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 15.0
@@ -82,7 +85,7 @@ def build_app(
     unknown = sorted(settings.two_person - {entry.spec.name for entry in registry})
     if unknown:
         raise ConfigError(f"STEWARD_TWO_PERSON: unknown commands: {', '.join(unknown)}")
-    server = DemoServer.create(step_seconds=settings.demo_delay) if demo else None
+    server = _demo_server(settings) if demo else None
     host: HostProbe = server.host if server else PsutilHost()
     services: ServiceManager = server.services if server else SystemctlServiceManager()
     catalogue = server.catalogue if server else _catalogue(settings)
@@ -112,7 +115,7 @@ def build_app(
         storage=server.storage if server else _storage(settings),
         dns=server.dns if server else _dns(settings),
         site=Site(
-            domain=settings.domain or (DEMO_DOMAIN if server else None),
+            domain=settings.domain or (server.domain if server else None),
             zone=settings.dns_zone,
             ipv4=settings.public_ipv4,
             ipv6=settings.public_ipv6,
@@ -152,6 +155,13 @@ def admin_chats(access: AccessPolicy) -> list[ChatRef]:
         for user_id, role in access.members("telegram")
         if role is Role.ADMIN
     ]
+
+
+def _demo_server(settings: Settings) -> DemoServer:
+    # The demo's in-memory fakes are imported only in demo mode.
+    from providers.demo import DemoServer  # noqa: PLC0415
+
+    return DemoServer.create(step_seconds=settings.demo_delay)
 
 
 def _cloud(settings: Settings) -> ServerProvider | None:

@@ -356,6 +356,7 @@ class DemoServer:
     cloud: MemoryServerProvider
     storage: MemoryBackupStorage
     dns: MemoryDns
+    domain: str = DEMO_DOMAIN
 
     @classmethod
     def create(cls, step_seconds: float = 0.3) -> DemoServer:
