@@ -148,6 +148,7 @@ def _run(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    from bot.routine import Routine  # noqa: PLC0415
     from bot.transports.router import OutboxRouter  # noqa: PLC0415
 
     stop = asyncio.Event()
@@ -160,6 +161,7 @@ async def _serve(settings: Settings) -> int:
     if telegram is not None:
         transports.append(telegram)
     app: App | None = None
+    routine: Routine | None = None
     sweeper: asyncio.Task[None] | None = None
     try:
         # The database opens in a worker thread while Telegram connects: on a real network
@@ -181,9 +183,13 @@ async def _serve(settings: Settings) -> int:
                 return 0
         log.info("listening on %s", ", ".join(type(t).__name__ for t in transports))
         await app.start()
+        routine = Routine(app)
+        await routine.start()
         await stop.wait()
         log.info("stopping")
     finally:
+        if routine is not None:
+            routine.stop()
         if sweeper is not None:
             sweeper.cancel()
         for transport in reversed(transports):

@@ -120,6 +120,22 @@ def _command_names(raw: str) -> frozenset[str]:
     return frozenset(items)
 
 
+_WHEN = re.compile(r"^(daily|weekly|monthly)\s+([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_when(text: str) -> tuple[str, int, int]:
+    """``"daily 03:30"`` → ``("daily", 3, 30)``; ValueError with the accepted form otherwise."""
+    match = _WHEN.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError("say when as daily|weekly|monthly HH:MM, e.g. daily 03:30")
+    return match.group(1), int(match.group(2)), int(match.group(3))
+
+
+def _schedule(raw: str) -> str:
+    every, hour, minute = parse_when(raw)
+    return f"{every} {hour:02d}:{minute:02d}"
+
+
 def _time_zone(raw: str) -> str:
     from zoneinfo import ZoneInfo  # noqa: PLC0415 - only when a zone is configured
 
@@ -201,6 +217,8 @@ class Settings:
     restic_repository: str | None = None
     restic_password_file: Path | None = None
     heartbeat_url: str | None = None
+    report_schedule: Annotated[str, _schedule] = "daily 08:00"
+    alert_interval_seconds: Annotated[int, _number(int, 60, 3600)] = 300
 
     # The *_FILE twins of the secrets: load_settings reads them, and the file wins.
     telegram_token_file: Path | None = None

@@ -33,9 +33,12 @@ class Notifier:
         return tuple(found)
 
     async def notify(self, reply: Reply) -> int:
-        """Send to every chat; one unreachable chat never stops the others."""
+        """Send to every admin chat; one unreachable chat never stops the others."""
+        return await self.send_to(self.chats, reply)
+
+    async def send_to(self, chats: Iterable[ChatRef], reply: Reply) -> int:
         delivered = 0
-        for chat in self.chats:
+        for chat in chats:
             try:
                 await self._outbox.send(chat, reply)
             except Exception as exc:  # noqa: BLE001 - logged, and the next chat still gets it

@@ -10,7 +10,6 @@ are registered by the running app, so a stored job never pickles live objects.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -23,11 +22,12 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
+from bot.config import parse_when
+
 log = logging.getLogger(__name__)
 Task = Callable[[], Awaitable[None]]
 _TASKS: dict[str, Task] = {}
 TABLE = "scheduled_jobs"
-_WHEN = re.compile(r"^(daily|weekly|monthly)\s+([01]?\d|2[0-3]):([0-5]\d)$")
 
 
 async def run_task(name: str) -> None:
@@ -47,14 +47,6 @@ class Planned:
     name: str
     when: str
     next_run: datetime | None
-
-
-def parse_when(text: str) -> tuple[str, int, int]:
-    """``"daily 03:30"`` → ``("daily", 3, 30)``; ValueError with the accepted form otherwise."""
-    match = _WHEN.fullmatch(text.strip().lower())
-    if match is None:
-        raise ValueError("say when as daily|weekly|monthly HH:MM, e.g. daily 03:30")
-    return match.group(1), int(match.group(2)), int(match.group(3))
 
 
 class Scheduler:
@@ -85,13 +77,17 @@ class Scheduler:
         """Run task ``name`` ``when`` ("daily 03:30", "weekly 08:00", "monthly 04:00"), in
         the bot's time zone; replaces the task's earlier plan."""
         every, hour, minute = parse_when(when)
+        when = f"{every} {hour:02d}:{minute:02d}"
+        existing = self._scheduler.get_job(name)
+        if existing is not None and existing.name == when:
+            return  # kept as stored: a run missed while the bot was down still comes
         extra: dict[str, str | int] = {}
         if every == "weekly":
             extra["day_of_week"] = "mon"
         elif every == "monthly":
             extra["day"] = 1
         trigger = CronTrigger(hour=hour, minute=minute, timezone=self.timezone, **extra)
-        self._add(name, trigger, f"{every} {hour:02d}:{minute:02d}")
+        self._add(name, trigger, when)
 
     def every(self, name: str, seconds: int) -> None:
         self._add(name, IntervalTrigger(seconds=seconds, timezone=self.timezone), f"{seconds}s")
@@ -105,6 +101,9 @@ class Scheduler:
         self._scheduler.add_job(
             run_task, trigger, args=[name], id=name, name=when, replace_existing=True
         )
+
+    def tasks(self) -> set[str]:
+        return set(_TASKS)
 
     def has(self, name: str) -> bool:
         return self._scheduler.get_job(name) is not None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from handlers.core.messages import Command
 from handlers.core.progress import Progress
-from handlers.core.records import AuditLog, Notes
+from handlers.core.records import AuditLog, Notes, Schedules
 from handlers.core.spec import Role
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
@@ -75,6 +75,7 @@ class Deps:
     storage: BackupStorage | None = None
     dns: DnsProvider | None = None
     site: Site = field(default_factory=Site)
+    schedules: Schedules | None = None  # only while `steward run` serves
 
 
 @dataclass(frozen=True, slots=True)

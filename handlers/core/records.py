@@ -156,6 +156,22 @@ class Notes(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class Schedules(Protocol):
+    """What runs when (the bot's scheduler): shown by /schedule, changed from chat."""
+
+    def planned(self) -> list[tuple[str, str, datetime | None]]:
+        """(task, when, next run) for each planned task."""
+        ...
+
+    def tasks(self) -> set[str]:
+        """The tasks this bot can run (``backup`` only when backups are set up)."""
+        ...
+
+    async def plan(self, name: str, when: str) -> None:
+        """Run ``name`` ``when`` ("daily 03:30"), from now on and after restarts."""
+        ...
+
+
 class AuditLog(Protocol):
     async def record(self, entry: AuditEntry) -> None: ...
 

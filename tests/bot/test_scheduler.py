@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.scheduler import Scheduler, parse_when
+from bot.config import parse_when
+from bot.scheduler import Scheduler
 from bot.storage.database import Database
 
 

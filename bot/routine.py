@@ -1,0 +1,85 @@
+"""The routine of a serving bot, on the scheduler: the daily report, the alert check every few
+minutes, and the heartbeat. It is also the ``Schedules`` that /schedule reads and changes: a
+time set from chat is kept in the database and wins over the configured one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from bot.scheduler import Scheduler
+from handlers.core.messages import Reply
+from handlers.reports import build_report, check_alerts, subscribers
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+log = logging.getLogger(__name__)
+CHOSEN = "schedule:"
+
+
+class Routine:
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._scheduler = Scheduler(app.db.engine, app.engine.deps.timezone)
+
+    # -- Schedules, for /schedule --
+
+    def tasks(self) -> set[str]:
+        return self._scheduler.tasks()
+
+    def planned(self) -> list[tuple[str, str, datetime | None]]:
+        return [(p.name, p.when, p.next_run) for p in self._scheduler.planned()]
+
+    async def plan(self, name: str, when: str) -> None:
+        self._scheduler.plan(name, when)
+        await self._app.kv.set(CHOSEN + name, when, self._app.engine.clock())
+
+    # -- running --
+
+    async def start(self) -> None:
+        settings = self._app.settings
+        self._scheduler.register("report", self._report)
+        self._scheduler.register("alerts", self._alerts)
+        if settings.heartbeat_url:
+            self._scheduler.register("heartbeat", self._heartbeat)
+        self._scheduler.start()
+        chosen = await self._app.kv.get(CHOSEN + "report")
+        self._scheduler.plan("report", chosen or settings.report_schedule)
+        self._scheduler.every("alerts", settings.alert_interval_seconds)
+        if settings.heartbeat_url:
+            self._scheduler.every("heartbeat", 60)
+        else:
+            self._scheduler.cancel("heartbeat")
+        engine = self._app.engine
+        engine.deps = replace(engine.deps, schedules=self)
+
+    def stop(self) -> None:
+        self._scheduler.shutdown()
+
+    async def _report(self) -> None:
+        reply = await build_report(self._app.engine.deps, self._app.engine.clock())
+        await self._broadcast(reply)
+
+    async def _alerts(self) -> None:
+        for reply in await check_alerts(self._app.engine.deps, self._app.engine.clock()):
+            await self._broadcast(reply)
+
+    async def _broadcast(self, reply: Reply) -> None:
+        """To the subscribed chats; until there are any, to the admins."""
+        chats = await subscribers(self._app.engine.deps) or list(self._app.notifier.chats)
+        await self._app.notifier.send_to(chats, reply)
+
+    async def _heartbeat(self) -> None:
+        import httpx  # noqa: PLC0415 - python-telegram-bot's HTTP client, already loaded
+
+        url = self._app.settings.heartbeat_url
+        assert url is not None  # noqa: S101 - registered only with a URL
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                response = await client.get(url)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            log.warning("heartbeat failed: %s", type(exc).__name__)

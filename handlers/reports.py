@@ -1,0 +1,307 @@
+"""Reports and alerts: /report, /alerts, /subscribe, /unsubscribe and /schedule, and what the
+scheduler runs: the daily report and the alert check."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+
+from handlers.alerting import DISK, MEMORY, AlertState, Kind, Level, Transition, step
+from handlers.core.context import CommandError, Context, Deps
+from handlers.core.messages import ChatRef, Reply, esc
+from handlers.core.registry import Registry
+from handlers.core.spec import Arg, Choice, Role, Word
+from providers.base.server import ServerError
+from providers.base.storage import StorageError
+from providers.systemd import UnitError
+
+commands = Registry()
+SUBSCRIPTIONS = "subscriptions"
+ALERT = "alert:"
+ALERT_KEYS = "alerts"
+GiB = 1024**3
+
+
+# --- who hears it ------------------------------------------------------------------------------
+
+
+async def subscribers(deps: Deps) -> list[ChatRef]:
+    raw = await deps.notes.get(SUBSCRIPTIONS)
+    if not raw:
+        return []
+    return [ChatRef(str(t), str(c)) for t, c in json.loads(raw)]
+
+
+async def _save_subscribers(deps: Deps, chats: list[ChatRef], now: datetime) -> None:
+    value = json.dumps([[chat.transport, chat.chat_id] for chat in chats])
+    await deps.notes.set(SUBSCRIPTIONS, value, now)
+
+
+@commands.command("subscribe", "Send the reports and alerts to this chat", role=Role.ADMIN)
+async def subscribe(ctx: Context) -> Reply:
+    chats = await subscribers(ctx.deps)
+    chat = ctx.command.chat
+    if chat in chats:
+        return Reply("This chat already gets the reports and alerts.")
+    await _save_subscribers(ctx.deps, [*chats, chat], ctx.now)
+    return Reply(
+        "✅ This chat now gets the daily report and the alerts. Until some chat subscribes, "
+        "they go to the admins."
+    )
+
+
+@commands.command("unsubscribe", "Stop the reports and alerts in this chat", role=Role.ADMIN)
+async def unsubscribe(ctx: Context) -> Reply:
+    chats = await subscribers(ctx.deps)
+    chat = ctx.command.chat
+    if chat not in chats:
+        return Reply("This chat does not get the reports and alerts.")
+    rest = [c for c in chats if c != chat]
+    await _save_subscribers(ctx.deps, rest, ctx.now)
+    after = "the admins' chats" if not rest else f"{len(rest)} other chat(s)"
+    return Reply(f"This chat no longer gets them; they go to {after}.")
+
+
+# --- the daily report ----------------------------------------------------------------------------
+
+
+async def build_report(deps: Deps, now: datetime) -> Reply:
+    """The health report: silent when everything is green."""
+    green = True
+    try:
+        m = await deps.host.metrics()
+    except OSError as exc:
+        return Reply(f"⚠️ Health report: the host metrics cannot be read ({esc(exc)}).")
+    generations = []
+    try:
+        generations = await deps.nixos.generations()
+    except UnitError:
+        green = False
+    current = next((g for g in generations if g.current), None)
+    reboot = await deps.nixos.reboot_needed()
+    lines = [f"<b>Daily report</b> for {esc(m.hostname)}, {now.astimezone(deps.timezone):%a %d %b}"]
+    head = f"⏱ up {_duration(m.uptime_seconds)}"
+    if current is not None:
+        head += f", generation {current.number} (NixOS {esc(current.nixos_version)})"
+    lines.append(head)
+    if reboot:
+        lines.append("🔁 a reboot is due: the current generation's kernel does not run yet")
+    load = m.load[0] / m.cores
+    green &= load < 1.0 and m.memory_used_percent < MEMORY.warn
+    lines.append(
+        f"{_mark(load < 1.0)} load {m.load[0]:.2f} on {m.cores} cores, "
+        f"{_mark(m.memory_used_percent < MEMORY.warn)} memory {m.memory_used_percent:.0f}% "
+        f"of {m.memory_total_bytes / GiB:.1f} GiB"
+    )
+    for disk in m.disks:
+        ok = disk.percent < DISK.warn
+        green &= ok
+        lines.append(
+            f"{_mark(ok)} <code>{esc(disk.mount)}</code> {disk.percent:.0f}% of "
+            f"{disk.total_bytes / GiB:.0f} GiB"
+        )
+    try:
+        failed = await deps.services.failed_units()
+    except UnitError:
+        failed = None
+    if failed:
+        green = False
+        lines.append(f"❌ failed units: {esc(', '.join(failed))}")
+    elif failed is None:
+        green = False
+        lines.append("⚠️ failed units: unknown (systemd did not answer)")
+    else:
+        lines.append("✅ no failed units")
+    lines.extend(await _provider_lines(deps))
+    open_alerts = [s for s in await alert_states(deps) if s.level is not Level.OK]
+    if open_alerts:
+        green = False
+        lines.append(f"🚨 {len(open_alerts)} open alert(s): /alerts")
+    return Reply("\n".join(lines), silent=green)
+
+
+async def _provider_lines(deps: Deps) -> list[str]:
+    lines = []
+    if deps.cloud is not None:
+        try:
+            info = await deps.cloud.this_server()
+            price = f", {info.price_monthly} a month" if info.price_monthly else ""
+            lines.append(f"☁️ server {esc(info.status)}{esc(price)}")
+        except ServerError as exc:
+            lines.append(f"☁️ server: {esc(exc)}")
+    if deps.storage is not None:
+        try:
+            bucket = await deps.storage.bucket_info()
+            lines.append(
+                f"🪣 bucket {bucket.total_bytes / 1000**3:.1f} GB, about "
+                f"{bucket.monthly_cost:.2f} {esc(bucket.currency)} a month"
+            )
+        except StorageError as exc:
+            lines.append(f"🪣 bucket: {esc(exc)}")
+    return lines
+
+
+@commands.command("report", "The health report, now")
+async def report(ctx: Context) -> Reply:
+    return await build_report(ctx.deps, ctx.now)
+
+
+def _mark(ok: bool) -> str:
+    return "✅" if ok else "⚠️"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{days} d {hours} h" if days else f"{hours} h {minutes} min"
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+
+async def alert_states(deps: Deps) -> list[AlertState]:
+    raw = await deps.notes.get(ALERT_KEYS)
+    keys: list[str] = json.loads(raw) if raw else []
+    states = []
+    for key in keys:
+        stored = await deps.notes.get(ALERT + key)
+        if stored:
+            states.append(_load_state(stored))
+    return states
+
+
+def _load_state(text: str) -> AlertState:
+    data = json.loads(text)
+    return AlertState(
+        data["key"], Level(data["level"]), Level(data["announced"]),
+        datetime.fromisoformat(data["opened_at"]) if data["opened_at"] else None,
+        data["detail"],
+        datetime.fromisoformat(data["snoozed_until"]) if data["snoozed_until"] else None,
+    )  # fmt: skip
+
+
+def _dump_state(state: AlertState) -> str:
+    data = asdict(state)
+    for key in ("opened_at", "snoozed_until"):
+        data[key] = data[key].isoformat() if data[key] else None
+    data["level"], data["announced"] = int(state.level), int(state.announced)
+    return json.dumps(data)
+
+
+async def _readings(deps: Deps) -> list[tuple[str, str, float | None, str]]:
+    """(key, kind, value, detail): disks and memory in percent; failed units as a count."""
+    found: list[tuple[str, str, float | None, str]] = []
+    try:
+        m = await deps.host.metrics()
+    except OSError:
+        m = None
+    if m is not None:
+        for disk in m.disks:
+            found.append((f"disk:{disk.mount}", "disk", disk.percent,
+                          f"disk {disk.mount} is {disk.percent:.0f}% full"))  # fmt: skip
+        found.append(("memory", "memory", m.memory_used_percent,
+                      f"memory is {m.memory_used_percent:.0f}% used"))  # fmt: skip
+    try:
+        failed = await deps.services.failed_units()
+        detail = f"failed units: {', '.join(failed)}" if failed else "no failed units"
+        found.append(("units", "units", float(len(failed)), detail))
+    except UnitError:
+        pass
+    return found
+
+
+async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
+    """Read everything once, move each alert's state, and return the messages to send."""
+    states = {state.key: state for state in await alert_states(deps)}
+    messages: list[Reply] = []
+    for key, kind, value, detail in await _readings(deps):
+        state = states.get(key, AlertState(key))
+        if kind == "disk":
+            level = DISK.level(value or 0.0, state.level)
+        elif kind == "memory":
+            level = MEMORY.level(value or 0.0, state.level)
+        else:
+            level = Level.WARN if value else Level.OK
+        new, transition = step(state, level, detail, now)
+        if new != state or key not in states:
+            states[key] = new
+            await deps.notes.set(ALERT + key, _dump_state(new), now)
+        if transition is not None and transition.delivered:
+            messages.append(alert_message(transition))
+    await deps.notes.set(ALERT_KEYS, json.dumps(sorted(states)), now)
+    return messages
+
+
+def alert_message(transition: Transition) -> Reply:
+    detail = esc(transition.detail)
+    if transition.kind is Kind.RECOVERED:
+        lasted = transition.lasted.total_seconds() if transition.lasted else 0.0
+        return Reply(f"✅ Recovered: {detail} (it lasted {_short(lasted)}).", silent=True)
+    icon, word = ("🚨", "Critical") if transition.kind is Kind.CRITICAL else ("⚠️", "Warning")
+    return Reply(f"{icon} <b>{word}</b>: {detail}.")
+
+
+def _short(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@commands.command("alerts", "The open alerts")
+async def alerts(ctx: Context) -> Reply:
+    open_ = [s for s in await alert_states(ctx.deps) if s.level is not Level.OK]
+    if not open_:
+        return Reply("✅ No open alerts.")
+    lines = ["<b>Open alerts</b>"]
+    for state in sorted(open_, key=lambda s: -int(s.level)):
+        icon = "🚨" if state.level is Level.CRITICAL else "⚠️"
+        since = f" since {ctx.local(state.opened_at):%d %b %H:%M}" if state.opened_at else ""
+        lines.append(f"{icon} {esc(state.detail)}{since}")
+    return Reply("\n".join(lines))
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+TASKS = ("backup", "report")
+EVERY = Arg("every", Choice(("daily", "weekly", "monthly")))
+AT = Arg("time", Word(metavar="HH:MM", pattern=r"([01]?[0-9]|2[0-3]):[0-5][0-9]"))
+
+
+@commands.command("schedule", "Show what runs when")
+async def schedule(ctx: Context) -> Reply:
+    if ctx.deps.schedules is None:
+        return Reply("Nothing is scheduled here: the scheduler runs with <code>steward run</code>.")
+    planned = ctx.deps.schedules.planned()
+    if not planned:
+        return Reply("Nothing is scheduled.")
+    lines = ["<b>Schedules</b>"]
+    for name, when, next_run in planned:
+        after = f", next {ctx.local(next_run):%a %d %b %H:%M}" if next_run else ", paused"
+        lines.append(f"🗓 {esc(name)}: {esc(when)}{after}")
+    lines.append("Change one: <code>/schedule report daily 08:00</code>.")
+    return Reply("\n".join(lines))
+
+
+async def _set(ctx: Context, task: str, every: str, time: str) -> Reply:
+    schedules = ctx.deps.schedules
+    if schedules is None:
+        raise CommandError("The scheduler runs with <code>steward run</code>, not here.")
+    if task == "backup" and "backup" not in schedules.tasks():
+        raise CommandError("Backups are not set up: set STEWARD_RESTIC_REPOSITORY first.")
+    await schedules.plan(task, f"{every} {time}")
+    return Reply(f"✅ {task.capitalize()}: {every} at {time} ({ctx.deps.timezone}).")
+
+
+@commands.command("schedule report", "When the daily report comes", args=(EVERY, AT),
+                  role=Role.ADMIN)  # fmt: skip
+async def schedule_report(ctx: Context, every: str, time: str) -> Reply:
+    return await _set(ctx, "report", every, time)
+
+
+@commands.command("schedule backup", "When the backups run", args=(EVERY, AT), role=Role.ADMIN)
+async def schedule_backup(ctx: Context, every: str, time: str) -> Reply:
+    return await _set(ctx, "backup", every, time)

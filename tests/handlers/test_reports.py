@@ -1,0 +1,173 @@
+"""Reports, alerts, subscriptions and schedules: through the engine on the demo server, and the
+routine of a serving bot on its real scheduler and database."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bot.app import App, build_app
+from bot.config import load_settings
+from bot.routine import Routine
+from handlers.core.messages import ChatRef, Command
+from handlers.reports import check_alerts, subscribers
+from providers.host import DiskUsage
+from providers.systemd import UnitStatus
+from tests.conftest import ADMIN, CHAT, VIEWER, Harness
+from tests.support.chat import RecordingOutbox
+
+
+def fill(harness: Harness, mount: str, percent: float) -> None:
+    host = harness.server.host
+    disks = tuple(
+        DiskUsage(d.mount, d.total_bytes, int(d.total_bytes * percent / 100))
+        if d.mount == mount else d
+        for d in host.metrics_value.disks
+    )  # fmt: skip
+    host.metrics_value = replace(host.metrics_value, disks=disks)
+
+
+def heal_units(harness: Harness) -> None:
+    units = harness.server.services.units
+    units["jicofo.service"] = UnitStatus("jicofo.service", "loaded", "active", "running")
+
+
+async def test_the_report_covers_the_host_and_is_loud_when_something_is_wrong(
+    harness: Harness,
+) -> None:
+    await harness.say("/report", VIEWER)
+    reply = harness.outbox.last.reply
+    assert "<b>Daily report</b> for demo" in reply.text
+    assert "generation 44" in reply.text
+    assert "<code>/data</code> 71% of 100 GiB" in reply.text
+    assert "❌ failed units: jicofo.service" in reply.text
+    assert "server running" in reply.text
+    assert "🪣 bucket" in reply.text
+    assert not reply.silent
+
+
+async def test_an_all_green_report_is_silent(harness: Harness) -> None:
+    heal_units(harness)
+    await harness.say("/report")
+    assert harness.outbox.last.reply.silent
+    assert "✅ no failed units" in harness.outbox.last.reply.text
+
+
+async def test_subscribe_and_unsubscribe_choose_the_chats(harness: Harness) -> None:
+    deps = harness.engine.deps
+    assert await subscribers(deps) == []
+    assert "now gets the daily report" in await harness.say("/subscribe")
+    assert "already gets" in await harness.say("/subscribe")
+    assert await subscribers(deps) == [CHAT]
+    assert "needs the admin role" in await harness.say("/subscribe", VIEWER)
+    assert "they go to the admins' chats" in await harness.say("/unsubscribe")
+    assert await subscribers(deps) == []
+    assert "does not get" in await harness.say("/unsubscribe")
+
+
+async def test_alerts_are_sent_on_transitions_only(harness: Harness) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    heal_units(harness)
+    assert await check_alerts(deps, clock()) == []
+    fill(harness, "/data", 91)
+    (warning,) = await check_alerts(deps, clock())
+    assert "⚠️ <b>Warning</b>: disk /data is 91% full" in warning.text
+    assert not warning.silent
+    clock.advance(minutes=5)
+    assert await check_alerts(deps, clock()) == []  # still 91%: nothing new
+    fill(harness, "/data", 96)
+    (critical,) = await check_alerts(deps, clock())
+    assert "🚨 <b>Critical</b>" in critical.text
+    assert "disk /data is 96% full" in await harness.say("/alerts")
+    clock.advance(minutes=20)
+    fill(harness, "/data", 50)
+    (recovered,) = await check_alerts(deps, clock())
+    assert recovered.text == "✅ Recovered: disk /data is 50% full (it lasted 25 min)."
+    assert recovered.silent
+    assert await harness.say("/alerts") == "✅ No open alerts."
+
+
+async def test_a_failed_unit_opens_an_alert_and_its_repair_closes_it(harness: Harness) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    (opened,) = await check_alerts(deps, clock())
+    assert "failed units: jicofo.service" in opened.text
+    heal_units(harness)
+    clock.advance(minutes=5)
+    (closed,) = await check_alerts(deps, clock())
+    assert closed.text.startswith("✅ Recovered: no failed units")
+
+
+async def test_schedule_without_the_scheduler_says_where_it_runs(harness: Harness) -> None:
+    assert "steward run" in await harness.say("/schedule")
+    assert "steward run" in await harness.say("/schedule report daily 07:00")
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("STEWARD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("STEWARD_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("STEWARD_ADMINS", ADMIN.user_id)
+    monkeypatch.setenv("STEWARD_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("STEWARD_DEMO_DELAY", "0")
+    return tmp_path
+
+
+async def test_the_routine_plans_the_report_and_a_time_set_from_chat_survives_a_restart(
+    app_env: Path,
+) -> None:
+    outbox = RecordingOutbox()
+    app = build_app(load_settings(), demo=True)
+    app.router.add("telegram", outbox)
+    routine = Routine(app)
+    await routine.start()
+    try:
+        planned = {name: when for name, when, _ in routine.planned()}
+        assert planned == {"report": "daily 08:00", "alerts": "300s"}
+        engine = app.engine
+        await engine.handle_command(
+            Command("schedule", ("report", "daily", "7:15"), ADMIN, CHAT, engine.clock())
+        )
+        assert "Report: daily at 7:15 (Europe/Berlin)" in outbox.last.current.text
+        await engine.handle_command(Command("schedule", (), ADMIN, CHAT, engine.clock()))
+        shown = outbox.last.current.text
+        assert "report: daily 07:15, next" in shown
+        await engine.handle_command(
+            Command("schedule", ("backup", "daily", "03:30"), ADMIN, CHAT, engine.clock())
+        )
+        assert "Backups are not set up" in outbox.last.current.text
+        # The alert check goes to the admins' chats while nobody has subscribed.
+        fill_app(app, 93)
+        before = len(outbox.messages)
+        await routine._alerts()
+        alerts = outbox.messages[before:]
+        assert {sent.chat for sent in alerts} == {ChatRef("telegram", ADMIN.user_id)}
+        assert any("disk /data is 93% full" in sent.reply.text for sent in alerts)
+    finally:
+        routine.stop()
+        app.close()
+
+    again = build_app(load_settings(), demo=True)
+    later = Routine(again)
+    await later.start()
+    try:
+        planned = {name: when for name, when, _ in later.planned()}
+        assert planned["report"] == "daily 07:15"
+    finally:
+        later.stop()
+        again.close()
+
+
+def fill_app(app: App, percent: float) -> None:
+    assert app.demo is not None
+    host = app.demo.host
+    disks = tuple(
+        DiskUsage(d.mount, d.total_bytes, int(d.total_bytes * percent / 100))
+        if d.mount == "/data" else d
+        for d in host.metrics_value.disks
+    )  # fmt: skip
+    host.metrics_value = replace(host.metrics_value, disks=disks)
