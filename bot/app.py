@@ -114,6 +114,7 @@ def build_app(
         cloud=server.cloud if server else _cloud(settings),
         storage=server.storage if server else _storage(settings),
         dns=server.dns if server else _dns(settings),
+        demo=server.host if server else None,
         site=Site(
             domain=settings.domain or (server.domain if server else None),
             zone=settings.dns_zone,

@@ -11,7 +11,7 @@ from handlers.alerting import DISK, MEMORY, AlertState, Kind, Level, Transition,
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
-from handlers.core.spec import Arg, Choice, Role, Word
+from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from providers.base.server import ServerError
 from providers.base.storage import StorageError
 from providers.systemd import UnitError
@@ -305,3 +305,23 @@ async def schedule_report(ctx: Context, every: str, time: str) -> Reply:
 @commands.command("schedule backup", "When the backups run", args=(EVERY, AT), role=Role.ADMIN)
 async def schedule_backup(ctx: Context, every: str, time: str) -> Reply:
     return await _set(ctx, "backup", every, time)
+
+
+# --- the demo ------------------------------------------------------------------------------
+
+
+PERCENT = Arg("percent", Integer(metavar="percent", minimum=0, maximum=100))
+
+
+@commands.command("demo disk", "Demo server: fill the first disk, then check the alerts",
+                  args=(PERCENT,), role=Role.ADMIN)  # fmt: skip
+async def demo_disk(ctx: Context, percent: int) -> Reply:
+    if ctx.deps.demo is None:
+        raise CommandError("/demo works on the demo server only.")
+    mount = ctx.deps.demo.fill_disk(float(percent))
+    found = await check_alerts(ctx.deps, ctx.now)
+    lines = [f"Demo: <code>{esc(mount)}</code> is now {percent}% full. The alert check says:"]
+    lines.extend(reply.text for reply in found)
+    if not found:
+        lines.append("nothing new (alerts are sent on changes only).")
+    return Reply("\n".join(lines))

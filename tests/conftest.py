@@ -140,6 +140,7 @@ def make_harness(
         cloud=server.cloud,
         storage=server.storage,
         dns=server.dns,
+        demo=server.host,
         site=Site(domain=DEMO_DOMAIN),
     )
     access = AccessPolicy.from_lists(

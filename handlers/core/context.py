@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from handlers.core.messages import Command
 from handlers.core.progress import Progress
-from handlers.core.records import AuditLog, Notes, Schedules
+from handlers.core.records import AuditLog, DemoControls, Notes, Schedules
 from handlers.core.spec import Role
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
@@ -76,6 +76,7 @@ class Deps:
     dns: DnsProvider | None = None
     site: Site = field(default_factory=Site)
     schedules: Schedules | None = None  # only while `steward run` serves
+    demo: DemoControls | None = None  # only on the demo server
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,6 +172,14 @@ class Schedules(Protocol):
         ...
 
 
+class DemoControls(Protocol):
+    """What `/demo` may change on the demo server; absent on a real one."""
+
+    def fill_disk(self, percent: float) -> str:
+        """Make the first disk ``percent`` full; returns its mount."""
+        ...
+
+
 class AuditLog(Protocol):
     async def record(self, entry: AuditEntry) -> None: ...
 

@@ -158,6 +158,13 @@ class DemoHost:
     async def device_usage(self, device: str) -> DiskUsage | None:
         return self.devices.get(device)
 
+    def fill_disk(self, percent: float) -> str:
+        first, *rest = self.metrics_value.disks
+        used = int(first.total_bytes * percent / 100)
+        disks = (DiskUsage(first.mount, first.total_bytes, used), *rest)
+        self.metrics_value = replace(self.metrics_value, disks=disks)
+        return first.mount
+
     async def grow_filesystem(self, device: str) -> None:
         if self.down:
             raise OSError("host is unavailable")

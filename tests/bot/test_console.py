@@ -291,3 +291,13 @@ def test_the_demo_answers_the_provider_commands(tmp_path: Path) -> None:
     missing = _at(r"^❌ example\.org MX 10 example\.org missing$", out)
     storage = _at(r"^🪣 steward-backups: ", out)
     assert server < volumes < dns < missing < storage
+
+
+def test_the_demo_raises_an_alert_when_told_to_fill_a_disk(tmp_path: Path) -> None:
+    done = _console(tmp_path, "/demo disk 92\n/alerts\n/demo disk 10\n")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    warned = _at(r"^⚠️ Warning: disk / is 92% full\.$", out)
+    listed = _at(r"^⚠️ disk / is 92% full since ", out)
+    recovered = _at(r"^✅ Recovered: disk / is 10% full \(it lasted \d+ s\)\.$", out)
+    assert warned < listed < recovered

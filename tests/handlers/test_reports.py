@@ -171,3 +171,14 @@ def fill_app(app: App, percent: float) -> None:
         for d in host.metrics_value.disks
     )  # fmt: skip
     host.metrics_value = replace(host.metrics_value, disks=disks)
+
+
+async def test_the_demo_disk_command_fills_a_disk_and_shows_the_alert(harness: Harness) -> None:
+    heal_units(harness)
+    text = await harness.say("/demo disk 92")
+    assert "<code>/</code> is now 92% full" in text
+    assert "⚠️ <b>Warning</b>: disk / is 92% full." in text
+    assert "nothing new" in await harness.say("/demo disk 93")
+    assert "disk / is 93% full" in await harness.say("/alerts")
+    harness.engine.deps = replace(harness.engine.deps, demo=None)
+    assert "demo server only" in await harness.say("/demo disk 50")
