@@ -4,6 +4,7 @@ what the zone holds. The fix applies exactly the shown diff, and only to Steward
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 from pathlib import Path
 
@@ -132,6 +133,14 @@ def describe_changes(changes: DnsChanges) -> list[str]:
     return lines
 
 
+def _shown_key(ctx: Context) -> str:
+    return f"dnsfix:{ctx.command.chat.transport}:{ctx.command.chat.chat_id}:{ctx.command.actor.key}"
+
+
+def _digest(zone: str, changes: DnsChanges) -> str:
+    return hashlib.sha256(f"{zone}\n{changes!r}".encode()).hexdigest()
+
+
 @commands.command("dns fix", "Create or correct the records the server needs", role=Role.ADMIN,
                   changes=True)  # fmt: skip
 async def dns_fix(ctx: Context) -> Reply:
@@ -139,6 +148,14 @@ async def dns_fix(ctx: Context) -> Reply:
     zone, result = await _compare(ctx)
     if result.ok:
         return Reply("Nothing to fix: all records are as the server needs them.")
+    shown = await ctx.deps.notes.get(_shown_key(ctx))
+    if shown != _digest(zone, result.changes):
+        # Exactly what was confirmed, or nothing: the zone or the services changed since.
+        raise CommandError(
+            "The records changed since the preview, so nothing was changed. Send /dns fix "
+            "again to see the changes as they are now."
+        )
+    await ctx.deps.notes.delete(_shown_key(ctx))
     try:
         await provider.apply(zone, result.changes)
     except DnsError as exc:
@@ -153,6 +170,7 @@ async def _dns_fix_preview(ctx: Context) -> str:
     zone, result = await _compare(ctx)
     if result.ok:
         raise CommandError("Nothing to fix: all records are as the server needs them.")
+    await ctx.deps.notes.set(_shown_key(ctx), _digest(zone, result.changes), ctx.now)
     return (
         f"Changes in {esc(zone)} at {esc(provider.label)}; records Steward does not manage are "
         "left alone:\n" + "\n".join(describe_changes(result.changes))

@@ -125,3 +125,16 @@ async def test_dns_fix_on_a_real_name_server(
     assert any("v=spf1" in value for value in spf)
     assert canonical(mine) in zone_records(knot, "example.org")
     assert "All records are as the server needs them." in await harness.say("/dns")
+
+
+async def test_dns_fix_applies_what_was_shown_or_nothing(harness: Harness) -> None:
+    dns = harness.server.dns
+    prompt = await harness.say("/dns fix")
+    assert "password.example.org A 198.51.100.4" in prompt
+    # Someone corrects one record by hand before the press: the shown diff is no longer true.
+    zone = dns.zones["example.org"]
+    zone[:] = [r for r in zone if r.name != "password.example.org"]
+    before = list(zone)
+    await harness.press(1)
+    assert "changed since the preview, so nothing was changed" in harness.outbox.last.current.text
+    assert dns.zones["example.org"] == before
