@@ -104,6 +104,7 @@ async def switch(
 ) -> Reply:
     """Run ``unit`` and report; ``change`` writes the desired state once it is our turn."""
     rebuilds = ctx.deps.rebuilds
+    digest: str | None = None
     try:
         while (busy := await rebuilds.busy()) is not None and not (join and busy == unit):
             await ctx.progress.update(
@@ -119,10 +120,20 @@ async def switch(
         record.run = await rebuilds.start(run)
         await _save(ctx, record)
     except UnitError as exc:
-        raise CommandError(f"{esc(title)} could not start: {esc(exc)}") from None
+        text = f"{esc(title)} could not start: {esc(exc)}"
+        if digest is not None and await _put_back(ctx, digest):
+            text += " The desired state was put back as it was."
+        raise CommandError(text) from None
     except DesiredStateError as exc:
         raise CommandError(esc(exc)) from None
     return await _follow(ctx, record)
+
+
+async def _put_back(ctx: Context, digest: str) -> bool:
+    try:
+        return await ctx.deps.desired.restore(digest)
+    except DesiredStateError:
+        return False
 
 
 async def resume(ctx: Context) -> Reply:

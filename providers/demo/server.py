@@ -239,6 +239,7 @@ class DemoRebuilds:
     desired: MemoryDesiredState
     step_seconds: float = 0.3
     fail_next: str | None = None
+    refuse_start: str | None = None  # systemctl start fails with this (polkit said no)
     runs: dict[str, list[_DemoRun]] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -262,6 +263,8 @@ class DemoRebuilds:
     async def start(self, run: RebuildRun) -> RebuildRun:
         if run.started:
             return run
+        if self.refuse_start is not None:
+            raise UnitError(self.refuse_start)
         runs = self.runs.setdefault(run.unit, [])
         current = _DemoRun(f"{run.unit}#{len(runs) + 1}")
         runs.append(current)

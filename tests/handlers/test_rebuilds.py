@@ -346,3 +346,13 @@ async def test_a_snapshot_can_come_before_the_upgrade(harness: Harness) -> None:
     text = await confirmed(harness, "/upgrade")
     assert "No upgrade: the snapshot before it failed" in text
     assert harness.server.rebuilds.started == ["steward-upgrade.service"]
+
+
+async def test_a_rebuild_unit_that_cannot_start_puts_the_desired_state_back(
+    harness: Harness,
+) -> None:
+    harness.server.rebuilds.refuse_start = "Access denied"
+    text = await confirmed(harness, "/enable pleroma")
+    assert "Enabling Pleroma could not start: Access denied" in text
+    assert "The desired state was put back as it was." in text
+    assert not harness.server.desired.state.enabled("pleroma")
