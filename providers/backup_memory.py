@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -201,10 +202,13 @@ class MemoryBackupEngine:
         paths = sorted(stored.contents)
         sample = self.rng.sample(paths, min(max(sample_size, 1), len(paths)))
         folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="drill-", dir=tmp_dir))
-        await self.restore(stored.snapshot.id, folder, sample, verify=False)
-        if self.drill_hook is not None:
-            self.drill_hook(folder)
-        restored = await asyncio.to_thread(_digests, folder, sample)
+        try:
+            await self.restore(stored.snapshot.id, folder, sample, verify=False)
+            if self.drill_hook is not None:
+                self.drill_hook(folder)
+            restored = await asyncio.to_thread(_digests, folder, sample)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
         mismatches = tuple(path for path in sample if restored[path] != _sha(stored.contents[path]))
         return DrillResult(stored.snapshot.id, len(sample), mismatches, time.monotonic() - started)
 

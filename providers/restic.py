@@ -81,6 +81,10 @@ _EXPLANATIONS = (
     ),
     (("no matching ID found", "no snapshot found", "invalid id"), "No such snapshot."),
     (("no space left on device",), "The disk is full."),
+    (
+        ("ciphertext verification failed", "Pack ID does not match"),
+        "Some data in the backup repository is damaged.",
+    ),
 )  # fmt: skip
 
 
@@ -189,9 +193,8 @@ class ResticBackupEngine:
         snapshot_id = _checked_id(snapshot_id)
         if snapshot_id == "latest":
             raise BackupError("Name the snapshot to forget by its id.")
-        outcome = await self._restic(
-            ["forget", "--prune", snapshot_id], self._settings.long_timeout
-        )
+        # No prune here: the space comes back at the next retention run, which prunes.
+        outcome = await self._restic(["forget", snapshot_id], self._settings.timeout)
         if "Ignoring" in outcome.stderr or "no matching ID" in outcome.stderr:
             raise BackupError("No such snapshot.")
 
@@ -238,7 +241,7 @@ class ResticBackupEngine:
             return DrillResult(snap.id, 0, (), time.monotonic() - started)
         folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="drill-", dir=tmp_dir))
         try:
-            await self.restore(snap.id, folder, [path for path, _ in sample], verify=False)
+            await self._restore_sample(snap.id, folder, [path for path, _ in sample])
             if self._drill_hook is not None:
                 self._drill_hook(folder)
             gate = asyncio.Semaphore(DRILL_PARALLEL)
@@ -284,6 +287,14 @@ class ResticBackupEngine:
         await self._restic(["ls", "--json", snapshot_id], self._settings.timeout, sink=_lines(node))
         return sample
 
+    async def _restore_sample(self, snapshot_id: str, folder: Path, paths: list[str]) -> None:
+        """A file that cannot be restored is a finding of the drill, not a failure of it."""
+        args = ["restore", snapshot_id, "--target", str(folder)]
+        args += [arg for path in paths for arg in ("--include", _pattern(path))]
+        outcome = await self._restic(args, self._settings.long_timeout, ok_codes=None)
+        if outcome.returncode != 0 and "ignoring error for" not in outcome.stderr:
+            raise self._failure("restore", outcome)
+
     async def _same(self, snapshot_id: str, path: str, size: int, restored: Path) -> bool:
         digest = hashlib.sha256()
         fed = 0
@@ -293,7 +304,10 @@ class ResticBackupEngine:
             digest.update(chunk)
             fed += len(chunk)
 
-        await self._restic(["dump", snapshot_id, path], self._settings.long_timeout, sink=feed)
+        try:
+            await self._restic(["dump", snapshot_id, path], self._settings.long_timeout, sink=feed)
+        except BackupError:
+            return False  # restic could not read its own copy: damaged data
         local = await asyncio.to_thread(_file_digest, restored)
         return fed == size and local == (size, digest.hexdigest())
 

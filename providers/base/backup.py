@@ -183,7 +183,9 @@ class BackupEngine(Protocol):
         verify: bool = True,
     ) -> RestoreResult: ...
 
-    async def forget(self, snapshot_id: str) -> None: ...
+    async def forget(self, snapshot_id: str) -> None:
+        """Remove one snapshot from the list; its data goes at the next pruning retention."""
+        ...
 
     async def apply_retention(self, policy: RetentionPolicy) -> RetentionResult:
         """Forget and prune scheduled snapshots beyond the policy, per service."""
