@@ -165,7 +165,8 @@ class ResticBackupEngine:
         return await reader.result()
 
     async def snapshots(self, service_id: str | None = None) -> list[Snapshot]:
-        args = ["snapshots", "--json"]
+        # Without a lock, the list can be read while a prune holds the exclusive one.
+        args = ["snapshots", "--json", "--no-lock"]
         if service_id is not None:
             args += ["--tag", f"{SERVICE_TAG}{service_id}"]
         outcome = await self._restic(args, self._settings.timeout)

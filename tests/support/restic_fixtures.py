@@ -192,6 +192,10 @@ class HeldLock:
             self.process.stdin.close()
 
 
+def _listing(folder: Path) -> set[Path]:
+    return set(folder.iterdir()) if folder.exists() else set()
+
+
 @pytest.fixture
 def held_lock() -> Iterator[Any]:
     """``held_lock(settings)`` starts a real ``restic backup --stdin`` on a local repository
@@ -201,7 +205,7 @@ def held_lock() -> Iterator[Any]:
 
     def hold(settings: ResticSettings) -> HeldLock:
         locks = Path(settings.repository) / "locks"
-        before = set(locks.iterdir()) if locks.exists() else set()
+        before = _listing(locks)
         env = {"PATH": os.environ["PATH"], "RESTIC_REPOSITORY": settings.repository}
         process = subprocess.Popen(
             [restic_binary(), "--password-file", str(settings.password_file), "--no-cache",
@@ -212,7 +216,8 @@ def held_lock() -> Iterator[Any]:
         started.append(held)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            new = set(locks.iterdir()) - before if locks.exists() else set()
+            # The local backend writes "<id>-tmp-<n>" and renames it: wait for the real one.
+            new = {p for p in _listing(locks) - before if "-tmp-" not in p.name}
             if new:
                 held.lock_file = new.pop()
                 return held
