@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import random
 import secrets
@@ -34,8 +35,11 @@ from providers.base.backup import (
     RetentionPolicy,
     RetentionResult,
     Snapshot,
+    service_tag,
     tags_for,
 )
+
+logger = logging.getLogger(__name__)
 
 NO_REPOSITORY = "There is no backup repository at the configured location."
 LOCKED = "The backup repository is locked by another restic process."
@@ -102,6 +106,7 @@ class MemoryBackupEngine:
         on_progress: ProgressCallback | None = None,
     ) -> BackupResult:
         self._gate("backup")
+        tags_for(service_id, reason)
         started = time.monotonic()
         sources, contents = await asyncio.to_thread(self._collect, paths)
         total = sum(len(data) for data in contents.values())
@@ -113,9 +118,11 @@ class MemoryBackupEngine:
             if on_progress is not None:
                 elapsed = time.monotonic() - started
                 percent = 100.0 * done / total if total else 100.0
-                await on_progress(
-                    BackupProgress(percent, index, len(contents), done, total, elapsed, None)
-                )
+                report = BackupProgress(percent, index, len(contents), done, total, elapsed)
+                try:
+                    await on_progress(report)
+                except Exception:
+                    logger.exception("backup progress report failed")  # as restic's adapter
         previous = self._latest_contents(service_id)
         stored = self._store(service_id, reason, contents, sources)
         new = [path for path in contents if path not in previous]
@@ -136,6 +143,7 @@ class MemoryBackupEngine:
         self._gate("snapshots")
         found = [s.snapshot for s in self._stored]
         if service_id is not None:
+            service_tag(service_id)
             found = [snap for snap in found if snap.service_id == service_id]
         return sorted(found, key=lambda snap: snap.time)
 

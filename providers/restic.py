@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from providers.base.backup import (
-    SERVICE_TAG,
     BackupError,
     BackupProgress,
     BackupReason,
@@ -43,6 +42,7 @@ from providers.base.backup import (
     RetentionPolicy,
     RetentionResult,
     Snapshot,
+    service_tag,
     tags_for,
 )
 
@@ -168,7 +168,7 @@ class ResticBackupEngine:
         # Without a lock, the list can be read while a prune holds the exclusive one.
         args = ["snapshots", "--json", "--no-lock"]
         if service_id is not None:
-            args += ["--tag", f"{SERVICE_TAG}{service_id}"]
+            args += ["--tag", service_tag(service_id)]
         outcome = await self._restic(args, self._settings.timeout)
         found = [parse_snapshot(row) for row in json.loads(outcome.stdout or "[]") or []]
         return sorted(found, key=lambda snap: snap.time)
@@ -422,7 +422,11 @@ class _BackupStream:
             return
         if final or self._last_report is None or now - self._last_report >= self._interval:
             self._last_report = now
-            await self._on_progress(progress)
+            try:
+                await self._on_progress(progress)
+            except Exception:
+                # A progress message that cannot be shown must not stop the backup.
+                logger.exception("backup progress report failed")
 
     async def result(self) -> BackupResult:
         summary = self._summary

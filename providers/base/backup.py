@@ -11,6 +11,7 @@ A restore writes every file under ``target_dir`` at its original absolute path
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,8 +32,19 @@ class BackupError(Exception):
     """A backup operation failed; the message is one short sentence, safe to show."""
 
 
+_SERVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def service_tag(service_id: str) -> str:
+    """The tag of a service's snapshots. Ids come from the catalogue; anything else (a comma
+    would split restic's tag list) is refused."""
+    if not _SERVICE_ID.match(service_id):
+        raise BackupError("That is not a service id.")
+    return f"{SERVICE_TAG}{service_id}"
+
+
 def tags_for(service_id: str, reason: BackupReason) -> tuple[str, str]:
-    return (f"{SERVICE_TAG}{service_id}", f"{REASON_TAG}{reason.value}")
+    return (service_tag(service_id), f"{REASON_TAG}{reason.value}")
 
 
 def service_of(tags: Sequence[str]) -> str | None:

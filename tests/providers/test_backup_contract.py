@@ -326,3 +326,30 @@ async def test_a_missing_folder_is_not_backed_up(engine: BackupEngine, tmp_path:
     with pytest.raises(BackupError, match="Nothing to back up"):
         await engine.backup(service, [tmp_path / "gone"], MANUAL)
     assert await engine.snapshots(service) == []
+
+
+@not_on_s3
+async def test_a_service_id_outside_the_catalogue_is_refused(
+    engine: BackupEngine, source: Path
+) -> None:
+    with pytest.raises(BackupError, match=r"^That is not a service id\.$"):
+        await engine.backup("app,reason:manual", [source], MANUAL)
+    with pytest.raises(BackupError, match=r"^That is not a service id\.$"):
+        await engine.snapshots("--all")
+
+
+@not_on_s3
+async def test_a_failing_progress_report_does_not_stop_the_backup(
+    engine: BackupEngine, source: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = new_service()
+
+    async def broken(report: BackupProgress) -> None:
+        raise RuntimeError("chat is down")
+
+    result = await engine.backup(service, [source], MANUAL, broken)
+
+    assert [s.id[: len(result.snapshot_id)] for s in await engine.snapshots(service)] == [
+        result.snapshot_id
+    ]
+    assert "backup progress report failed" in caplog.text
