@@ -233,29 +233,33 @@ class ResticBackupEngine:
         file's sha256 and size with the repository's copy read by ``restic dump`` (another
         code path than restore) and the size ``restic ls`` records."""
         started = time.monotonic()
-        found = await self.snapshots(service_id)
-        if not found:
+        selector = (
+            ["latest"] if service_id is None else ["latest", "--tag", service_tag(service_id)]
+        )
+        snapshot_id, sample = await self._sample_files(
+            selector, min(max(sample_size, 1), MAX_DRILL_SAMPLE)
+        )
+        if snapshot_id is None:
             raise BackupError("There is no snapshot to test yet.")
-        snap = found[-1]
-        sample = await self._sample_files(snap.id, min(max(sample_size, 1), MAX_DRILL_SAMPLE))
         if not sample:
-            return DrillResult(snap.id, 0, (), time.monotonic() - started)
+            return DrillResult(snapshot_id, 0, (), time.monotonic() - started)
         folder = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="drill-", dir=tmp_dir))
         try:
-            await self._restore_sample(snap.id, folder, [path for path, _ in sample])
+            await self._restore_sample(snapshot_id, folder, [path for path, _ in sample])
             if self._drill_hook is not None:
                 self._drill_hook(folder)
             gate = asyncio.Semaphore(DRILL_PARALLEL)
 
             async def compare(path: str, size: int) -> bool:
                 async with gate:
-                    return await self._same(snap.id, path, size, folder / path.lstrip("/"))
+                    return await self._same(snapshot_id, path, size, folder / path.lstrip("/"))
 
             same = await asyncio.gather(*(compare(path, size) for path, size in sample))
             mismatches = [path for (path, _), ok in zip(sample, same, strict=True) if not ok]
         finally:
             await asyncio.to_thread(shutil.rmtree, folder, True)
-        return DrillResult(snap.id, len(sample), tuple(mismatches), time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        return DrillResult(snapshot_id, len(sample), tuple(mismatches), elapsed)
 
     async def stats(self) -> RepoStats:
         outcome = await self._restic(
@@ -268,15 +272,21 @@ class ResticBackupEngine:
             blob_count=data.get("total_blob_count"),
         )
 
-    async def _sample_files(self, snapshot_id: str, size: int) -> list[tuple[str, int]]:
-        """Reservoir sampling over ``restic ls --json``, so a huge snapshot is never held in
+    async def _sample_files(
+        self, selector: list[str], size: int
+    ) -> tuple[str | None, list[tuple[str, int]]]:
+        """The newest matching snapshot's id (``ls`` prints it first; None when nothing
+        matches) and a reservoir sample of its files, so a huge snapshot is never held in
         memory."""
         sample: list[tuple[str, int]] = []
+        snapshot_id: str | None = None
         seen = 0
 
         async def node(line: str) -> None:
-            nonlocal seen
+            nonlocal seen, snapshot_id
             row = json.loads(line)
+            if row.get("struct_type") == "snapshot":
+                snapshot_id = str(row["id"])
             if row.get("struct_type") != "node" or row.get("type") != "file":
                 return
             seen += 1
@@ -285,8 +295,8 @@ class ResticBackupEngine:
                 entry = (str(row["path"]), int(row.get("size", 0)))
                 sample[slot:slot + 1] = [entry]  # fmt: skip
 
-        await self._restic(["ls", "--json", snapshot_id], self._settings.timeout, sink=_lines(node))
-        return sample
+        await self._restic(["ls", "--json", *selector], self._settings.timeout, sink=_lines(node))
+        return snapshot_id, sample
 
     async def _restore_sample(self, snapshot_id: str, folder: Path, paths: list[str]) -> None:
         """A file that cannot be restored is a finding of the drill, not a failure of it."""
