@@ -29,7 +29,7 @@ from providers.base.backup import (
 from providers.restic import ResticBackupEngine, ResticSettings
 from tests.support.moto import MotoS3
 from tests.support.restic_fixtures import (
-    local_settings,
+    copy_of,
     make_source_tree,
     s3_settings,
     tree_digests,
@@ -82,13 +82,15 @@ not_on_s3 = pytest.mark.parametrize("backend", ENGINES[:2], indirect=True)
 @pytest.fixture(scope="module", params=ENGINES)
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Backend:
     root = tmp_path_factory.mktemp(request.param)
-    password = root / "password"
-    password.write_text("correct horse battery staple\n")
     if request.param == "memory":
         found = Backend("memory", root, memory=MemoryBackupEngine())
     elif request.param == "restic-local":
-        found = Backend("restic-local", root, settings=local_settings(root, password))
+        # A copy of the session's empty repository; the S3 one below is made by init.
+        empty: ResticSettings = request.getfixturevalue("empty_repo")
+        found = Backend("restic-local", root, settings=copy_of(empty, root))
     else:
+        password = root / "password"
+        password.write_text("correct horse battery staple\n")
         moto: MotoS3 = request.getfixturevalue("moto_s3")
         found = Backend("restic-s3", root, settings=s3_settings(moto, root, password), moto=moto)
     asyncio.run(found.engine().init())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import time
 from dataclasses import replace
@@ -20,7 +19,7 @@ from providers.restic import ResticBackupEngine, ResticSettings, explain
 from tests.support.moto import MotoS3
 from tests.support.restic_fixtures import (
     CallRecorder,
-    local_settings,
+    copy_of,
     make_source_tree,
     record_calls,
 )
@@ -36,26 +35,9 @@ ALLOWED_ENV = {
 
 
 @pytest.fixture(scope="module")
-def empty_repo(tmp_path_factory: pytest.TempPathFactory) -> ResticSettings:
-    """An initialised, empty local repository; tests copy it (making one costs seconds of
-    key derivation)."""
-    root = tmp_path_factory.mktemp("restic")
-    password = root / "password"
-    password.write_text("a password nobody types\n")
-    settings = local_settings(root, password)
-    asyncio.run(ResticBackupEngine(settings).init())
-    return settings
-
-
-@pytest.fixture(scope="module")
 def repo(empty_repo: ResticSettings, tmp_path_factory: pytest.TempPathFactory) -> ResticSettings:
     """A repository shared by the tests that do not damage it."""
     return copy_of(empty_repo, tmp_path_factory.mktemp("shared"))
-
-
-def copy_of(settings: ResticSettings, root: Path) -> ResticSettings:
-    shutil.copytree(settings.repository, root / "repo")
-    return replace(settings, repository=str(root / "repo"), cache_dir=root / "cache")
 
 
 def big_tree(root: Path) -> Path:

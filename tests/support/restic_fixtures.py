@@ -9,6 +9,7 @@ They also import its helpers, so it is imported before pytest could rewrite its 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -19,17 +20,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from providers.restic import ResticSettings
+from providers.restic import ResticBackupEngine, ResticSettings
 from tests.support.moto import MotoS3, moto_s3
 
 __all__ = [
     "CallRecorder",
+    "empty_repo",
     "held_lock",
     "moto_s3",
     "password_file",
@@ -69,6 +71,26 @@ def local_settings(root: Path, password: Path, **overrides: Any) -> ResticSettin
         "long_timeout": 60.0,
     }
     return ResticSettings(**{**values, **overrides})
+
+
+def copy_of(settings: ResticSettings, root: Path) -> ResticSettings:
+    """The same local repository (same key) in another folder, with its own cache."""
+    shutil.copytree(settings.repository, root / "repo")
+    return replace(settings, repository=str(root / "repo"), cache_dir=root / "cache")
+
+
+@pytest.fixture(scope="session")
+def empty_repo(tmp_path_factory: pytest.TempPathFactory) -> ResticSettings:
+    """An initialised, empty local repository made once; tests use copies of it. restic
+    tunes its key derivation to take about half a second when a repository is made, so a
+    new repository costs seconds, a copy milliseconds."""
+    root = tmp_path_factory.mktemp("restic-template")
+    password = root / "password"
+    password.write_text("a password nobody types\n")
+    password.chmod(0o600)
+    settings = local_settings(root, password)
+    asyncio.run(ResticBackupEngine(settings).init())
+    return settings
 
 
 def s3_settings(moto: MotoS3, root: Path, password: Path, **overrides: Any) -> ResticSettings:
