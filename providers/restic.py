@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 _URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
 _LOCKED = ("repository is already locked", "unable to create lock")
 MAX_DRILL_SAMPLE = 200
-# Each restic process derives the key anew (scrypt, about 60 MiB and 0.3 s): a few at a time.
+# Every restic process derives the key anew (scrypt, 32 MiB, tuned when the repository is made
+# to take about half a second): a few at a time.
 DRILL_PARALLEL = 3
 
 # The first marker found wins: S3 "connection refused" also says "unable to open config file".
@@ -90,10 +91,13 @@ _EXPLANATIONS = (
 
 @dataclass(frozen=True, slots=True)
 class ResticSettings:
-    repository: str
+    """From the configuration: STEWARD_RESTIC_REPOSITORY (a path, ``s3:``, ``sftp:`` or
+    ``rest:`` URL), STEWARD_RESTIC_PASSWORD_FILE, and the usual AWS_* variables for S3."""
+
+    repository: str = field(repr=False)  # a rest: URL may hold a password
     password_file: Path
     aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_default_region: str | None = None
     cache_dir: Path | None = None
     timeout: float = 300.0

@@ -286,3 +286,16 @@ def test_restics_messages_become_short_sentences() -> None:
         "The backup repository password is wrong."
     )
     assert explain("Fatal: something new\n", "stats") == "restic stats failed."
+
+
+def test_settings_never_print_their_secrets() -> None:
+    settings = ResticSettings(
+        "rest:https://backup:hunter2@example.org/repo", Path("/run/keys/restic"),
+        aws_access_key_id="key-id", aws_secret_access_key="aws-secret",
+    )  # fmt: skip
+
+    shown = repr(settings)
+
+    assert "hunter2" not in shown
+    assert "aws-secret" not in shown
+    assert "key-id" in shown
