@@ -227,7 +227,9 @@ class ResticBackupEngine:
         text = f"{outcome.stdout}\n{outcome.stderr}"
         if "repository contains errors" not in text:
             raise self._failure("check", outcome)
-        problems = [line.strip() for line in text.splitlines() if "error" in line.lower()]
+        # restic names each damaged pack or tree on stderr, then ends with the Fatal line.
+        lines = [line.strip() for line in outcome.stderr.splitlines()]
+        problems = [line for line in lines if line and not line.startswith("Fatal:")]
         return CheckResult(False, read_data_subset, tuple(problems[:10]))
 
     async def drill(

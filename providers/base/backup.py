@@ -193,7 +193,10 @@ class BackupEngine(Protocol):
         include_paths: Sequence[str] = (),
         *,
         verify: bool = True,
-    ) -> RestoreResult: ...
+    ) -> RestoreResult:
+        """Restore into ``target_dir``, a new staging folder (what it already holds is
+        overwritten, and counted). ``include_paths`` are absolute paths in the snapshot."""
+        ...
 
     async def forget(self, snapshot_id: str) -> None:
         """Remove one snapshot from the list; its data goes at the next pruning retention."""
