@@ -1,0 +1,215 @@
+"""Backups: the Protocol every backup engine follows, and the records it returns.
+
+A snapshot belongs to one service and says why it was taken through two tags,
+``service:<id>`` and ``reason:<scheduled|manual|pre-restore>``. Retention only ever
+touches scheduled snapshots: a manual or pre-restore snapshot stays until someone forgets it.
+
+A restore writes every file under ``target_dir`` at its original absolute path
+(``/var/lib/app/db`` lands in ``<target_dir>/var/lib/app/db``), as restic does.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+SERVICE_TAG = "service:"
+REASON_TAG = "reason:"
+
+
+class BackupReason(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    PRE_RESTORE = "pre-restore"
+
+
+class BackupError(Exception):
+    """A backup operation failed; the message is one short sentence, safe to show."""
+
+
+_SERVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def service_tag(service_id: str) -> str:
+    """The tag of a service's snapshots. Ids come from the catalogue; anything else (a comma
+    would split restic's tag list) is refused."""
+    if not _SERVICE_ID.match(service_id):
+        raise BackupError("That is not a service id.")
+    return f"{SERVICE_TAG}{service_id}"
+
+
+def tags_for(service_id: str, reason: BackupReason) -> tuple[str, str]:
+    return (service_tag(service_id), f"{REASON_TAG}{reason.value}")
+
+
+def service_of(tags: Sequence[str]) -> str | None:
+    return next(
+        (tag.removeprefix(SERVICE_TAG) for tag in tags if tag.startswith(SERVICE_TAG)), None
+    )
+
+
+def reason_of(tags: Sequence[str]) -> BackupReason | None:
+    for tag in tags:
+        if tag.startswith(REASON_TAG):
+            try:
+                return BackupReason(tag.removeprefix(REASON_TAG))
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    id: str
+    short_id: str
+    time: datetime
+    tags: tuple[str, ...]
+    paths: tuple[str, ...]
+    hostname: str
+    size_bytes: int | None = None
+
+    @property
+    def service_id(self) -> str | None:
+        return service_of(self.tags)
+
+    @property
+    def reason(self) -> BackupReason | None:
+        return reason_of(self.tags)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupProgress:
+    percent: float
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    seconds_elapsed: float
+    seconds_remaining: float | None = None
+
+
+ProgressCallback = Callable[[BackupProgress], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    snapshot_id: str
+    files_new: int
+    files_changed: int
+    files_unmodified: int
+    bytes_added: int
+    bytes_processed: int
+    duration_seconds: float
+    # Files that could not be read: the snapshot exists but lacks them.
+    unreadable: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    snapshot_id: str
+    target_dir: Path
+    files: int
+    bytes: int
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    keep_last: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not any(
+            (self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionResult:
+    kept: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    read_data_subset: str
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DrillResult:
+    """A restore drill: sampled files restored and their sha256 compared with the repository's
+    own copy of the same files."""
+
+    snapshot_id: str
+    files_compared: int
+    mismatches: tuple[str, ...]
+    duration_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.files_compared > 0 and not self.mismatches
+
+
+@dataclass(frozen=True, slots=True)
+class RepoStats:
+    stored_bytes: int
+    snapshot_count: int
+    blob_count: int | None = None
+
+
+class BackupEngine(Protocol):
+    async def init(self) -> None:
+        """Create the repository; a repository that already exists is fine (its password is
+        checked)."""
+        ...
+
+    async def backup(
+        self,
+        service_id: str,
+        paths: Sequence[Path],
+        reason: BackupReason,
+        on_progress: ProgressCallback | None = None,
+    ) -> BackupResult: ...
+
+    async def snapshots(self, service_id: str | None = None) -> list[Snapshot]:
+        """Oldest first."""
+        ...
+
+    async def restore(
+        self,
+        snapshot_id: str,
+        target_dir: Path,
+        include_paths: Sequence[str] = (),
+        *,
+        verify: bool = True,
+    ) -> RestoreResult:
+        """Restore into ``target_dir``, a new staging folder (what it already holds is
+        overwritten, and counted). ``include_paths`` are absolute paths in the snapshot."""
+        ...
+
+    async def forget(self, snapshot_id: str) -> None:
+        """Remove one snapshot from the list; its data goes at the next pruning retention."""
+        ...
+
+    async def apply_retention(self, policy: RetentionPolicy) -> RetentionResult:
+        """Forget and prune scheduled snapshots beyond the policy, per service."""
+        ...
+
+    async def check(self, read_data_subset: str = "5%") -> CheckResult: ...
+
+    async def drill(
+        self, sample_size: int, tmp_dir: Path, service_id: str | None = None
+    ) -> DrillResult: ...
+
+    async def stats(self) -> RepoStats: ...

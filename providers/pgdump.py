@@ -1,0 +1,143 @@
+"""PostgreSQL databases into and out of files, with ``pg_dump`` and ``pg_restore`` from PATH.
+
+A service's database is dumped to a file in its backup folder before restic runs, and restored
+from that file after a restore. The password never goes in argv: it is read from
+``password_file`` and handed to libpq through a private, temporary ``PGPASSFILE`` (mode 0600)
+that is deleted afterwards. The child's environment is built here; no ``PG*`` variable of the
+bot's own environment leaks in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from providers.base.backup import BackupError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+
+
+class DatabaseDumpError(BackupError):
+    """pg_dump or pg_restore failed; the message is one short sentence, safe to show."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    host: str = "/run/postgresql"  # a socket folder or a host name
+    port: int = 5432
+    user: str = "postgres"
+    password_file: Path | None = None
+    timeout: float = 3600.0
+    pg_dump: str = "pg_dump"
+    pg_restore: str = "pg_restore"
+
+
+async def dump_database(name: str, target_file: Path, settings: PostgresSettings) -> int:
+    """Dump ``name`` in pg_dump's custom format; the file appears only when the dump is
+    complete. Returns its size in bytes."""
+    _check_name(name)
+    partial = target_file.with_name(target_file.name + ".partial")
+    args = ["--format=custom", "--file", str(partial), *_connection(settings), "--dbname", name]
+    try:
+        await _run(settings.pg_dump, args, settings, name)
+        return await asyncio.to_thread(_publish, partial, target_file)
+    finally:
+        await asyncio.to_thread(partial.unlink, True)
+
+
+async def restore_database(name: str, source_file: Path, settings: PostgresSettings) -> None:
+    """Replace the objects of ``name`` by those in the dump, in one transaction: a failed
+    restore leaves the database as it was."""
+    _check_name(name)
+    args = [
+        "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
+        *_connection(settings), "--dbname", name, "--", str(source_file),
+    ]  # fmt: skip
+    await _run(settings.pg_restore, args, settings, name)
+
+
+def _connection(settings: PostgresSettings) -> list[str]:
+    return [
+        "--host", settings.host, "--port", str(settings.port),
+        "--username", settings.user, "--no-password",
+    ]  # fmt: skip
+
+
+def _check_name(name: str) -> None:
+    # Without this, a name holding "=" would be read by libpq as a connection string.
+    if not _NAME.match(name):
+        raise DatabaseDumpError("That is not a database name.")
+
+
+def _publish(partial: Path, target: Path) -> int:
+    size = partial.stat().st_size
+    os.replace(partial, target)
+    return size
+
+
+async def _run(tool: str, args: list[str], settings: PostgresSettings, name: str) -> None:
+    with _passfile(settings.password_file) as passfile:
+        env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
+        if passfile is not None:
+            env["PGPASSFILE"] = str(passfile)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                tool, *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env,
+            )  # fmt: skip
+        except OSError as exc:
+            raise DatabaseDumpError(f"{tool} cannot be started: {exc.strerror}.") from None
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), settings.timeout)
+        except TimeoutError:
+            raise DatabaseDumpError(f"{tool} timed out after {settings.timeout:g} s.") from None
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    if proc.returncode != 0:
+        raise DatabaseDumpError(explain(err.decode(errors="replace"), tool, name))
+
+
+def explain(stderr: str, tool: str, name: str) -> str:
+    if f'database "{name}" does not exist' in stderr:
+        return f"Database {name} does not exist."
+    if "password authentication failed" in stderr or "no password supplied" in stderr:
+        return "PostgreSQL refused the password."
+    if "Connection refused" in stderr or "could not connect" in stderr or "timeout" in stderr:
+        return "PostgreSQL cannot be reached."
+    if "permission denied" in stderr:
+        return f"PostgreSQL refused access to database {name}."
+    if "No space left on device" in stderr:
+        return "The disk is full."
+    return f"{Path(tool).name} failed for database {name}."
+
+
+@contextlib.contextmanager
+def _passfile(password_file: Path | None) -> Iterator[Path | None]:
+    """A pgpass file that matches every server, readable by this user only."""
+    if password_file is None:
+        yield None
+        return
+    try:
+        password = password_file.read_text().strip("\n")
+    except OSError:
+        raise DatabaseDumpError("The PostgreSQL password file cannot be read.") from None
+    folder = Path(tempfile.mkdtemp(prefix="steward-pgpass-"))
+    try:
+        path = folder / "pgpass"
+        escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"*:*:*:*:{escaped}\n")
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
