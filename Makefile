@@ -3,11 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# moto's S3 server for the restic tests, in its own venv (about 60 s, once).
+MOTO := .moto
+MOTO_STAMP := $(MOTO)/.installed
 # A real Synapse homeserver for the Matrix tests, in its own venv (it pins its own deps).
 SYNAPSE := .synapse
 SYNAPSE_STAMP := $(SYNAPSE)/.installed
 
-.PHONY: install synapse tools run test lint typecheck layers pytest bench clean
+.PHONY: install synapse moto tools run test lint typecheck layers pytest bench clean
 
 install: $(STAMP)
 
@@ -26,6 +29,14 @@ $(SYNAPSE_STAMP):
 	$(SYNAPSE)/venv/bin/python -m pip install --quiet --upgrade pip
 	$(SYNAPSE)/venv/bin/python -m pip install --quiet 'matrix-synapse>=1.150,<2'
 	touch $(SYNAPSE_STAMP)
+
+moto: $(MOTO_STAMP)
+
+$(MOTO_STAMP):
+	test -x $(MOTO)/venv/bin/python || $(PYTHON) -m venv $(MOTO)/venv
+	$(MOTO)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(MOTO)/venv/bin/python -m pip install --quiet 'moto[server]>=5,<6'
+	touch $(MOTO_STAMP)
 
 # Debian tools the suite drives, installed when missing (needs root): nix-instantiate for
 # tests/nixos, knotd for the RFC 2136 DNS tests, restic for the backup tests.
@@ -54,7 +65,7 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-pytest: install $(SYNAPSE_STAMP) tools
+pytest: install $(SYNAPSE_STAMP) $(MOTO_STAMP) tools
 	$(BIN)/pytest -q
 
 test: lint typecheck layers pytest
@@ -71,4 +82,4 @@ bench: install $(SYNAPSE_STAMP)
 	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) $(SYNAPSE) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(SYNAPSE) $(MOTO) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
