@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
+from providers.base.backup import BackupEngine
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
@@ -114,6 +116,7 @@ def build_app(
         cloud=server.cloud if server else _cloud(settings),
         storage=server.storage if server else _storage(settings),
         dns=server.dns if server else _dns(settings),
+        backups=server.backups if server else _backups(settings),
         demo=server.host if server else None,
         site=Site(
             domain=settings.domain or (server.domain if server else None),
@@ -201,6 +204,25 @@ def _dns(settings: Settings) -> DnsProvider | None:
 
         return Rfc2136Dns(settings.rfc2136_server, settings.rfc2136_tsig_file)
     return None
+
+
+def _backups(settings: Settings) -> BackupEngine | None:
+    if settings.restic_repository is None:
+        return None
+    if settings.restic_password_file is None:
+        raise ConfigError("STEWARD_RESTIC_REPOSITORY needs STEWARD_RESTIC_PASSWORD_FILE")
+    from providers.restic import ResticBackupEngine, ResticSettings  # noqa: PLC0415
+
+    return ResticBackupEngine(
+        ResticSettings(
+            repository=settings.restic_repository,
+            password_file=settings.restic_password_file,
+            aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            aws_default_region=os.environ.get("AWS_DEFAULT_REGION"),
+            cache_dir=settings.state_dir / "restic-cache",
+        )
+    )
 
 
 def _storage(settings: Settings) -> BackupStorage | None:

@@ -216,6 +216,12 @@ class Settings:
 
     restic_repository: str | None = None
     restic_password_file: Path | None = None
+    backup_schedule: Annotated[str, _schedule] = "daily 03:30"
+    keep_last: Annotated[int, _number(int, 0, 1000)] = 3
+    keep_daily: Annotated[int, _number(int, 0, 1000)] = 7
+    keep_weekly: Annotated[int, _number(int, 0, 1000)] = 4
+    keep_monthly: Annotated[int, _number(int, 0, 1000)] = 6
+    keep_yearly: Annotated[int, _number(int, 0, 1000)] = 1
     heartbeat_url: str | None = None
     report_schedule: Annotated[str, _schedule] = "daily 08:00"
     alert_interval_seconds: Annotated[int, _number(int, 60, 3600)] = 300

@@ -10,8 +10,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot.scheduler import Scheduler
-from handlers.core.messages import Reply
+from handlers.backups import scheduled_backup
+from handlers.core.context import Context
+from handlers.core.messages import Actor, ChatRef, Command, Reply
+from handlers.core.progress import NoProgress
+from handlers.core.spec import Role
 from handlers.reports import build_report, check_alerts, subscribers
+from providers.base.backup import RetentionPolicy
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -45,9 +50,17 @@ class Routine:
         self._scheduler.register("alerts", self._alerts)
         if settings.heartbeat_url:
             self._scheduler.register("heartbeat", self._heartbeat)
+        backups = self._app.engine.deps.backups is not None
+        if backups:
+            self._scheduler.register("backup", self._backup)
         self._scheduler.start()
         chosen = await self._app.kv.get(CHOSEN + "report")
         self._scheduler.plan("report", chosen or settings.report_schedule)
+        if backups:
+            chosen = await self._app.kv.get(CHOSEN + "backup")
+            self._scheduler.plan("backup", chosen or settings.backup_schedule)
+        else:
+            self._scheduler.cancel("backup")
         self._scheduler.every("alerts", settings.alert_interval_seconds)
         if settings.heartbeat_url:
             self._scheduler.every("heartbeat", 60)
@@ -66,6 +79,18 @@ class Routine:
     async def _alerts(self) -> None:
         for reply in await check_alerts(self._app.engine.deps, self._app.engine.clock()):
             await self._broadcast(reply)
+
+    async def _backup(self) -> None:
+        settings, deps, now = self._app.settings, self._app.engine.deps, self._app.engine.clock()
+        policy = RetentionPolicy(
+            keep_last=settings.keep_last, keep_daily=settings.keep_daily,
+            keep_weekly=settings.keep_weekly, keep_monthly=settings.keep_monthly,
+            keep_yearly=settings.keep_yearly,
+        )  # fmt: skip
+        scheduler = Actor("system", "scheduler", "the schedule")
+        command = Command("backup", (), scheduler, ChatRef("system", "scheduler"), now)
+        ctx = Context(command, Role.ADMIN, deps, NoProgress(), now)
+        await self._broadcast(await scheduled_backup(deps, ctx, policy))
 
     async def _broadcast(self, reply: Reply) -> None:
         """To the subscribed chats; until there are any, to the admins."""

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import datetime
 
 from handlers.alerting import DISK, MEMORY, AlertState, Kind, Level, Transition, step
+from handlers.backups import last_backups
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
@@ -113,6 +114,9 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
         lines.append("⚠️ failed units: unknown (systemd did not answer)")
     else:
         lines.append("✅ no failed units")
+    backup_lines = await last_backups(deps, now)
+    green &= all(line.startswith("✅") for line in backup_lines)
+    lines.extend(backup_lines)
     lines.extend(await _provider_lines(deps))
     open_alerts = [s for s in await alert_states(deps) if s.level is not Level.OK]
     if open_alerts:

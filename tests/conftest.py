@@ -124,6 +124,7 @@ def make_harness(
 ) -> Harness:
     server = DemoServer.create(step_seconds=step_seconds)
     clock = FakeClock()
+    server.backups.clock = clock  # snapshots are made at the engine's time
     outbox = RecordingOutbox()
     deps = Deps(
         host=server.host,
@@ -140,6 +141,7 @@ def make_harness(
         cloud=server.cloud,
         storage=server.storage,
         dns=server.dns,
+        backups=server.backups,
         demo=server.host,
         site=Site(domain=DEMO_DOMAIN),
     )

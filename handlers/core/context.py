@@ -11,6 +11,7 @@ from handlers.core.messages import Command
 from handlers.core.progress import Progress
 from handlers.core.records import AuditLog, DemoControls, Notes, Schedules
 from handlers.core.spec import Role
+from providers.base.backup import BackupEngine
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
@@ -75,6 +76,7 @@ class Deps:
     storage: BackupStorage | None = None
     dns: DnsProvider | None = None
     site: Site = field(default_factory=Site)
+    backups: BackupEngine | None = None
     schedules: Schedules | None = None  # only while `steward run` serves
     demo: DemoControls | None = None  # only on the demo server
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from providers.backup_memory import MemoryBackupEngine
 from providers.base.dns import DnsRecord
 from providers.catalogue import ServiceCatalogue, ServiceInfo
 from providers.dns.memory import MemoryDns
@@ -366,6 +367,7 @@ class DemoServer:
     cloud: MemoryServerProvider
     storage: MemoryBackupStorage
     dns: MemoryDns
+    backups: MemoryBackupEngine
     domain: str = DEMO_DOMAIN
 
     @classmethod
@@ -413,5 +415,5 @@ class DemoServer:
         demo_host = DemoHost(host, sizes=sizes, devices=devices)
         return cls(
             catalogue, manager, demo_host, nixos, desired, rebuilds, cloud, demo_storage(),
-            _demo_dns(),
+            _demo_dns(), MemoryBackupEngine.demo(step_seconds),
         )  # fmt: skip

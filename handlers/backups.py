@@ -1,0 +1,235 @@
+"""Backups with restic: /backup, /backups and /forget, and the scheduled backup.
+
+Each service's catalogue folders are one snapshot, tagged with the service and the reason
+(scheduled, manual, pre-restore). Progress is one message, edited in place.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from handlers.core.context import CommandError, Context, Deps
+from handlers.core.messages import Reply, esc
+from handlers.core.registry import Registry
+from handlers.core.spec import SERVICE, Arg, Role, Word
+from providers.base.backup import (
+    BackupEngine,
+    BackupError,
+    BackupProgress,
+    BackupReason,
+    RetentionPolicy,
+    Snapshot,
+)
+from providers.catalogue import ServiceInfo
+
+commands = Registry()
+NO_BACKUPS = (
+    "Backups are not set up: set <code>STEWARD_RESTIC_REPOSITORY</code> and "
+    "<code>STEWARD_RESTIC_PASSWORD_FILE</code>."
+)
+MB = 1000**2
+
+
+def engine(ctx: Context) -> BackupEngine:
+    if ctx.deps.backups is None:
+        raise CommandError(NO_BACKUPS)
+    return ctx.deps.backups
+
+
+def backed_up(deps: Deps) -> list[ServiceInfo]:
+    """The services with folders to back up, in catalogue order."""
+    return [deps.catalogue[sid] for sid in deps.catalogue if deps.catalogue[sid].folders]
+
+
+def _targets(ctx: Context, service: str | None) -> list[ServiceInfo]:
+    if service in (None, "all"):
+        found = backed_up(ctx.deps)
+        if not found:
+            raise CommandError("No service in the catalogue has folders to back up.")
+        return found
+    info = ctx.deps.catalogue.get(service or "")
+    if info is None:
+        known = ", ".join(s.id for s in backed_up(ctx.deps))
+        raise CommandError(f"Unknown service {esc(service)}. Backed up: {esc(known)}.")
+    if not info.folders:
+        raise CommandError(f"{esc(info.name)} has no folders to back up.")
+    return [info]
+
+
+@dataclass
+class _Shown:
+    """Progress of a run over several services, for one edited message."""
+
+    ctx: Context
+    label: str
+    index: int
+    total: int
+
+    async def __call__(self, progress: BackupProgress) -> None:
+        left = (
+            f", about {progress.seconds_remaining:.0f} s left"
+            if progress.seconds_remaining is not None
+            else ""
+        )
+        await self.ctx.progress.update(
+            f"💾 Backing up {esc(self.label)} ({self.index}/{self.total}): "
+            f"{progress.percent:.0f}%, {progress.files_done}/{progress.files_total} files, "
+            f"{progress.bytes_done / MB:.1f} of {progress.bytes_total / MB:.1f} MB{left}"
+        )
+
+
+async def run_backups(
+    ctx: Context, services: list[ServiceInfo], reason: BackupReason
+) -> tuple[list[str], list[str]]:
+    """Back up each service in turn; one failure does not stop the others."""
+    backups = engine(ctx)
+    done, failed = [], []
+    for index, info in enumerate(services, 1):
+        started = time.monotonic()
+        shown = _Shown(ctx, info.name, index, len(services))
+        try:
+            result = await backups.backup(
+                info.id, [Path(folder) for folder in info.folders], reason, shown
+            )
+        except BackupError as exc:
+            failed.append(f"❌ {esc(info.name)}: {esc(exc)}")
+            continue
+        seconds = time.monotonic() - started
+        done.append(
+            f"✅ {esc(info.name)}: snapshot <code>{esc(result.snapshot_id)}</code>, "
+            f"{result.files_new} new and {result.files_changed} changed files, "
+            f"{result.bytes_added / MB:.1f} MB added, {seconds:.0f} s"
+        )
+    return done, failed
+
+
+SERVICE_OR_ALL = Arg("service", SERVICE, required=False, help="a service id, or all (default)")
+
+
+@commands.command("backup", "Back up a service, or all of them, now", args=(SERVICE_OR_ALL,),
+                  role=Role.OPERATOR, changes=True, background=True)  # fmt: skip
+async def backup(ctx: Context, service: str | None = None) -> Reply:
+    done, failed = await run_backups(ctx, _targets(ctx, service), BackupReason.MANUAL)
+    if failed and not done:
+        raise CommandError("The backup failed:\n" + "\n".join(failed))
+    return Reply("\n".join(["<b>Backup</b>", *done, *failed]))
+
+
+@backup.preview
+async def _backup_preview(ctx: Context, service: str | None = None) -> str:
+    engine(ctx)
+    targets = _targets(ctx, service)
+    folders = sum(len(info.folders) for info in targets)
+    names = ", ".join(esc(info.name) for info in targets)
+    return f"Backs up {names} now: {folders} folder(s), as manual snapshots."
+
+
+@backup.resume
+async def _backup_resume(ctx: Context, service: str | None = None) -> Reply:
+    raise CommandError(
+        "The bot restarted during the backup. restic keeps what it had written; /backups "
+        "shows which snapshots exist, and /backup starts again."
+    )
+
+
+@commands.command("backups", "List the backup snapshots", args=(SERVICE_OR_ALL,))
+async def backups(ctx: Context, service: str | None = None) -> Reply:
+    wanted = None if service in (None, "all") else _targets(ctx, service)[0].id
+    try:
+        found = await engine(ctx).snapshots(wanted)
+    except BackupError as exc:
+        raise CommandError(esc(exc)) from None
+    if not found:
+        return Reply("There are no snapshots yet. /backup takes one.")
+    found.sort(key=lambda s: s.time, reverse=True)
+    lines = ["<b>Snapshots</b> (newest first)"]
+    for snap in found[:30]:
+        lines.append(_snapshot_line(ctx, snap))
+    if len(found) > 30:
+        lines.append(f"… and {len(found) - 30} older ones.")
+    return Reply("\n".join(lines))
+
+
+def _snapshot_line(ctx: Context, snap: Snapshot) -> str:
+    size = f", {snap.size_bytes / MB:.1f} MB" if snap.size_bytes is not None else ""
+    reason = snap.reason.value if snap.reason is not None else "untagged"
+    return (
+        f"• <code>{esc(snap.short_id)}</code> {ctx.local(snap.time):%Y-%m-%d %H:%M} "
+        f"{esc(snap.service_id or '?')} ({esc(reason)}{size})"
+    )
+
+
+SNAPSHOT = Arg("snapshot", Word(metavar="snapshot", pattern=r"[0-9a-f]{8,64}"))
+
+
+async def _find(ctx: Context, snapshot: str) -> Snapshot:
+    try:
+        found = await engine(ctx).snapshots()
+    except BackupError as exc:
+        raise CommandError(esc(exc)) from None
+    matches = [s for s in found if s.id.startswith(snapshot) or s.short_id == snapshot]
+    if len(matches) != 1:
+        raise CommandError(f"No single snapshot matches {esc(snapshot)}; /backups lists them.")
+    return matches[0]
+
+
+@commands.command("forget", "Forget a backup snapshot", args=(SNAPSHOT,), role=Role.ADMIN,
+                  changes=True)  # fmt: skip
+async def forget(ctx: Context, snapshot: str) -> Reply:
+    found = await _find(ctx, snapshot)
+    try:
+        await engine(ctx).forget(found.id)
+    except BackupError as exc:
+        raise CommandError(esc(exc)) from None
+    return Reply(
+        f"🗑 Snapshot <code>{esc(found.short_id)}</code> is forgotten; its space comes back at "
+        "the next pruning."
+    )
+
+
+@forget.preview
+async def _forget_preview(ctx: Context, snapshot: str) -> str:
+    found = await _find(ctx, snapshot)
+    return f"Forgets this snapshot for good:\n{_snapshot_line(ctx, found)}"
+
+
+async def scheduled_backup(deps: Deps, ctx: Context, policy: RetentionPolicy) -> Reply:
+    """The scheduled run: every service, then the retention policy on scheduled snapshots."""
+    done, failed = await run_backups(ctx, backed_up(deps), BackupReason.SCHEDULED)
+    lines = ["<b>Scheduled backup</b>", *done, *failed]
+    if not policy.empty:
+        try:
+            kept = await engine(ctx).apply_retention(policy)
+            lines.append(f"🧹 retention: {len(kept.removed)} old snapshot(s) forgotten and pruned")
+        except BackupError as exc:
+            failed.append(f"retention: {exc}")
+            lines.append(f"❌ retention: {esc(exc)}")
+    return Reply("\n".join(lines), silent=not failed)
+
+
+async def last_backups(deps: Deps, now: datetime) -> list[str]:
+    """For the daily report: the age of each service's newest snapshot."""
+    if deps.backups is None:
+        return []
+    try:
+        found = await deps.backups.snapshots()
+    except BackupError as exc:
+        return [f"❌ backups: {esc(exc)}"]
+    newest: dict[str, datetime] = {}
+    for snap in found:
+        sid = snap.service_id
+        if sid is not None and (sid not in newest or snap.time > newest[sid]):
+            newest[sid] = snap.time
+    lines = []
+    for info in backed_up(deps):
+        when = newest.get(info.id)
+        if when is None:
+            lines.append(f"⚠️ {esc(info.name)}: never backed up")
+            continue
+        hours = (now - when).total_seconds() / 3600
+        mark = "✅" if hours < 48 else "⚠️"
+        lines.append(f"{mark} {esc(info.name)}: last backup {hours:.0f} h ago")
+    return lines

@@ -1,0 +1,107 @@
+"""/backup, /backups, /forget and the scheduled backup through the engine, on the demo's
+in-memory backup engine (the restic adapter itself is tested against real restic)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from handlers.backups import scheduled_backup
+from handlers.core.context import Context
+from handlers.core.messages import Command
+from handlers.core.progress import NoProgress
+from handlers.core.spec import Role
+from providers.backup_memory import WRONG_PASSWORD
+from providers.base.backup import BackupReason, RetentionPolicy
+from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
+
+
+async def test_a_manual_backup_takes_one_tagged_snapshot_and_shows_progress(
+    harness: Harness,
+) -> None:
+    harness.server.backups.step_seconds = 0.02
+    assert "There are no snapshots yet" in await harness.say("/backups", VIEWER)
+    prompt = await harness.say("/backup nextcloud", OPERATOR)
+    assert "Backs up Nextcloud now: 1 folder(s)" in prompt
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    job = harness.outbox.last
+    shown = [job.reply.text, *(edit.text for edit in job.edits)]
+    assert any("Backing up Nextcloud (1/1)" in text for text in shown)
+    assert "✅ Nextcloud: snapshot <code>" in job.current.text
+    (snap,) = await harness.server.backups.snapshots("nextcloud")
+    assert snap.reason is BackupReason.MANUAL
+    listing = await harness.say("/backups nextcloud", VIEWER)
+    assert f"<code>{snap.short_id}</code>" in listing
+    assert "nextcloud (manual" in listing
+
+
+async def test_backup_all_covers_every_service_with_folders(harness: Harness) -> None:
+    await harness.say("/backup all", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    found = await harness.server.backups.snapshots()
+    with_folders = {
+        sid for sid in harness.server.catalogue if harness.server.catalogue[sid].folders
+    }
+    assert {s.service_id for s in found} == with_folders
+    assert "ocserv" not in with_folders  # no folders: nothing to back up
+
+
+async def test_a_failing_service_is_reported_and_the_others_still_run(harness: Harness) -> None:
+    harness.server.backups.fail_next["backup"] = "The repository is locked by another run."
+    await harness.say("/backup", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    text = harness.outbox.last.current.text
+    assert "❌ Forgejo: The repository is locked by another run." in text
+    assert "✅ Nextcloud" in text
+
+
+async def test_forget_names_the_snapshot_and_needs_an_admin(harness: Harness) -> None:
+    await harness.say("/backup vaultwarden", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    (snap,) = await harness.server.backups.snapshots("vaultwarden")
+    assert "needs the admin role" in await harness.say(f"/forget {snap.short_id}", OPERATOR)
+    prompt = await harness.say(f"/forget {snap.short_id}")
+    assert "vaultwarden (manual" in prompt
+    await harness.press(1)
+    assert await harness.server.backups.snapshots("vaultwarden") == []
+    assert "No single snapshot matches" in await harness.say("/forget deadbeef")
+
+
+async def test_bad_input_and_a_broken_repository_get_one_sentence(harness: Harness) -> None:
+    assert "Unknown service nope" in await harness.say("/backup nope", OPERATOR)
+    assert "OpenConnect VPN has no folders" in await harness.say("/backup ocserv", OPERATOR)
+    harness.server.backups.wrong_password = True
+    assert WRONG_PASSWORD in await harness.say("/backups")
+    harness.engine.deps = replace(harness.engine.deps, backups=None)
+    assert "STEWARD_RESTIC_REPOSITORY" in await harness.say("/backups")
+
+
+async def test_the_scheduled_backup_applies_retention_to_scheduled_snapshots_only(
+    harness: Harness,
+) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    ctx = Context(Command("backup", (), ADMIN, CHAT, clock()), Role.ADMIN, deps, NoProgress(),
+                  clock())  # fmt: skip
+    await harness.say("/backup forgejo", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    policy = RetentionPolicy(keep_last=1)
+    for _ in range(3):
+        reply = await scheduled_backup(deps, ctx, policy)
+    assert reply.silent  # all went well
+    assert "retention:" in reply.text
+    forgejo = await harness.server.backups.snapshots("forgejo")
+    reasons = sorted(s.reason.value for s in forgejo if s.reason is not None)
+    assert reasons == ["manual", "scheduled"]
+
+
+async def test_the_report_says_how_old_each_services_last_backup_is(harness: Harness) -> None:
+    text = await harness.say("/report")
+    assert "⚠️ Nextcloud: never backed up" in text
+    await harness.say("/backup nextcloud", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    assert "✅ Nextcloud: last backup 0 h ago" in await harness.say("/report")
