@@ -5,12 +5,14 @@ time set from chat is kept in the database and wins over the configured one."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.scheduler import Scheduler
-from handlers.backups import scheduled_backup
+from handlers.backups import monthly_drill, scheduled_backup, weekly_check
 from handlers.core.context import Context
 from handlers.core.messages import Actor, ChatRef, Command, Reply
 from handlers.core.progress import NoProgress
@@ -53,14 +55,19 @@ class Routine:
         backups = self._app.engine.deps.backups is not None
         if backups:
             self._scheduler.register("backup", self._backup)
+            self._scheduler.register("check", self._check)
+            self._scheduler.register("drill", self._drill)
         self._scheduler.start()
         chosen = await self._app.kv.get(CHOSEN + "report")
         self._scheduler.plan("report", chosen or settings.report_schedule)
         if backups:
             chosen = await self._app.kv.get(CHOSEN + "backup")
             self._scheduler.plan("backup", chosen or settings.backup_schedule)
+            self._scheduler.plan("check", "weekly 05:00")
+            self._scheduler.plan("drill", "monthly 05:30")
         else:
-            self._scheduler.cancel("backup")
+            for name in ("backup", "check", "drill"):
+                self._scheduler.cancel(name)
         self._scheduler.every("alerts", settings.alert_interval_seconds)
         if settings.heartbeat_url:
             self._scheduler.every("heartbeat", 60)
@@ -91,6 +98,16 @@ class Routine:
         command = Command("backup", (), scheduler, ChatRef("system", "scheduler"), now)
         ctx = Context(command, Role.ADMIN, deps, NoProgress(), now)
         await self._broadcast(await scheduled_backup(deps, ctx, policy))
+
+    async def _check(self) -> None:
+        deps = self._app.engine.deps
+        await self._broadcast(await weekly_check(deps, self._app.engine.clock()))
+
+    async def _drill(self) -> None:
+        deps = self._app.engine.deps
+        with tempfile.TemporaryDirectory(prefix="steward-drill-") as folder:
+            reply = await monthly_drill(deps, self._app.engine.clock(), Path(folder))
+        await self._broadcast(reply)
 
     async def _broadcast(self, reply: Reply) -> None:
         """To the subscribed chats; until there are any, to the admins."""

@@ -233,3 +233,61 @@ async def last_backups(deps: Deps, now: datetime) -> list[str]:
         mark = "✅" if hours < 48 else "⚠️"
         lines.append(f"{mark} {esc(info.name)}: last backup {hours:.0f} h ago")
     return lines
+
+
+# --- checks and drills ---------------------------------------------------------------------
+
+CHECKED = "backup:last-check"
+DRILLED = "backup:last-drill"
+
+
+async def weekly_check(deps: Deps, now: datetime) -> Reply:
+    """``restic check`` reading a subset of the data; loud when it finds a problem."""
+    assert deps.backups is not None  # noqa: S101 - scheduled only with backups
+    try:
+        result = await deps.backups.check("5%")
+    except BackupError as exc:
+        ok, text = False, f"❌ <b>Backup check failed</b>: {esc(exc)}"
+    else:
+        ok = result.ok
+        problems = "\n".join(esc(p) for p in result.problems[:10])
+        text = (
+            f"✅ Backup check: the repository is sound ({esc(result.read_data_subset)} of the "
+            "data read)."
+            if ok
+            else f"❌ <b>Backup check found damage</b>:\n<pre>{problems}</pre>"
+        )
+    await deps.notes.set(CHECKED, f"{now.isoformat()} {'ok' if ok else 'failed'}", now)
+    return Reply(text, silent=ok)
+
+
+async def monthly_drill(deps: Deps, now: datetime, tmp_dir: Path) -> Reply:
+    """Restore a sample of files to a temporary folder and compare their checksums."""
+    assert deps.backups is not None  # noqa: S101 - scheduled only with backups
+    try:
+        result = await deps.backups.drill(20, tmp_dir)
+    except BackupError as exc:
+        ok, text = False, f"❌ <b>Restore drill failed</b>: {esc(exc)}"
+    else:
+        ok = result.ok
+        text = (
+            f"✅ Restore drill: {result.files_compared} files restored from "
+            f"<code>{esc(result.snapshot_id[:8])}</code> match."
+            if ok
+            else f"❌ <b>Restore drill</b>: {len(result.mismatches)} of {result.files_compared} "
+            f"restored files differ: {esc(', '.join(result.mismatches[:5]))}"
+        )
+    await deps.notes.set(DRILLED, f"{now.isoformat()} {'ok' if ok else 'failed'}", now)
+    return Reply(text, silent=ok)
+
+
+async def check_lines(deps: Deps) -> list[str]:
+    """For the daily report: the last check and drill, when there were any."""
+    lines = []
+    for key, what in ((CHECKED, "check"), (DRILLED, "restore drill")):
+        raw = await deps.notes.get(key)
+        if raw:
+            when, _, state = raw.partition(" ")
+            mark = "✅" if state == "ok" else "❌"
+            lines.append(f"{mark} last backup {what} {when[:10]}: {state}")
+    return lines

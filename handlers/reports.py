@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import datetime
 
 from handlers.alerting import DISK, MEMORY, AlertState, Kind, Level, Transition, step
-from handlers.backups import last_backups
+from handlers.backups import check_lines, last_backups
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
@@ -115,6 +115,8 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
     else:
         lines.append("✅ no failed units")
     backup_lines = await last_backups(deps, now)
+    if deps.backups is not None:
+        backup_lines += await check_lines(deps)
     green &= all(line.startswith("✅") for line in backup_lines)
     lines.extend(backup_lines)
     lines.extend(await _provider_lines(deps))

@@ -4,8 +4,9 @@ in-memory backup engine (the restic adapter itself is tested against real restic
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
-from handlers.backups import scheduled_backup
+from handlers.backups import monthly_drill, scheduled_backup, weekly_check
 from handlers.core.context import Context
 from handlers.core.messages import Command
 from handlers.core.progress import NoProgress
@@ -105,3 +106,26 @@ async def test_the_report_says_how_old_each_services_last_backup_is(harness: Har
     await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     assert "✅ Nextcloud: last backup 0 h ago" in await harness.say("/report")
+
+
+async def test_the_weekly_check_and_the_monthly_drill_report_and_are_remembered(
+    harness: Harness, tmp_path: Path
+) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    await harness.say("/backup nextcloud", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    checked = await weekly_check(deps, clock())
+    assert checked.silent
+    assert "the repository is sound" in checked.text
+    drilled = await monthly_drill(deps, clock(), tmp_path)
+    assert drilled.silent
+    assert "files restored from" in drilled.text
+    report = await harness.say("/report")
+    assert "✅ last backup check 2026-11-28: ok" in report
+    assert "✅ last backup restore drill 2026-11-28: ok" in report
+    harness.server.backups.damaged = True
+    broken = await weekly_check(deps, clock())
+    assert not broken.silent
+    assert "damage" in broken.text
+    assert "❌ last backup check 2026-11-28: failed" in await harness.say("/report")
