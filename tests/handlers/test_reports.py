@@ -52,6 +52,11 @@ async def test_the_report_covers_the_host_and_is_loud_when_something_is_wrong(
 async def test_an_all_green_report_is_silent(harness: Harness) -> None:
     heal_units(harness)
     await harness.say("/report")
+    assert not harness.outbox.last.reply.silent  # nothing is backed up yet
+    await harness.say("/backup all")
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    await harness.say("/report")
     assert harness.outbox.last.reply.silent
     assert "✅ no failed units" in harness.outbox.last.reply.text
 
@@ -127,7 +132,10 @@ async def test_the_routine_plans_the_report_and_a_time_set_from_chat_survives_a_
     await routine.start()
     try:
         planned = {name: when for name, when, _ in routine.planned()}
-        assert planned == {"report": "daily 08:00", "alerts": "300s"}
+        assert planned == {
+            "report": "daily 08:00", "alerts": "300s", "backup": "daily 03:30",
+            "check": "weekly 05:00", "drill": "monthly 05:30",
+        }  # fmt: skip
         engine = app.engine
         await engine.handle_command(
             Command("schedule", ("report", "daily", "7:15"), ADMIN, CHAT, engine.clock())
@@ -137,9 +145,9 @@ async def test_the_routine_plans_the_report_and_a_time_set_from_chat_survives_a_
         shown = outbox.last.current.text
         assert "report: daily 07:15, next" in shown
         await engine.handle_command(
-            Command("schedule", ("backup", "daily", "03:30"), ADMIN, CHAT, engine.clock())
+            Command("schedule", ("backup", "weekly", "02:00"), ADMIN, CHAT, engine.clock())
         )
-        assert "Backups are not set up" in outbox.last.current.text
+        assert "Backup: weekly at 02:00" in outbox.last.current.text
         # The alert check goes to the admins' chats while nobody has subscribed.
         fill_app(app, 93)
         before = len(outbox.messages)
@@ -157,6 +165,7 @@ async def test_the_routine_plans_the_report_and_a_time_set_from_chat_survives_a_
     try:
         planned = {name: when for name, when, _ in later.planned()}
         assert planned["report"] == "daily 07:15"
+        assert planned["backup"] == "weekly 02:00"
     finally:
         later.stop()
         again.close()
