@@ -125,6 +125,7 @@ def build_app(
             ipv6=settings.public_ipv6,
             dkim_file=settings.dkim_file,
             dkim_selector=settings.dkim_selector,
+            acme_dir=settings.acme_dir,
         ),
     )
     access = AccessPolicy.from_lists(

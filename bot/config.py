@@ -209,6 +209,7 @@ class Settings:
     public_ipv6: str | None = None
     dkim_file: Path | None = None
     dkim_selector: str = "selector"
+    acme_dir: str = "/var/lib/acme"
 
     b2_key_id: Secret | None = None
     b2_key: Secret | None = None

@@ -199,6 +199,8 @@ async def _forget_preview(ctx: Context, snapshot: str) -> str:
 async def scheduled_backup(deps: Deps, ctx: Context, policy: RetentionPolicy) -> Reply:
     """The scheduled run: every service, then the retention policy on scheduled snapshots."""
     done, failed = await run_backups(ctx, backed_up(deps), BackupReason.SCHEDULED)
+    state = "failed " + ", ".join(line.split(":")[0][2:] for line in failed) if failed else "ok"
+    await deps.notes.set(LAST_RUN, f"{ctx.now.isoformat()} {state}", ctx.now)
     lines = ["<b>Scheduled backup</b>", *done, *failed]
     if not policy.empty:
         try:
@@ -237,6 +239,7 @@ async def last_backups(deps: Deps, now: datetime) -> list[str]:
 
 # --- checks and drills ---------------------------------------------------------------------
 
+LAST_RUN = "backup:last-run"
 CHECKED = "backup:last-check"
 DRILLED = "backup:last-drill"
 
@@ -291,3 +294,45 @@ async def check_lines(deps: Deps) -> list[str]:
             mark = "✅" if state == "ok" else "❌"
             lines.append(f"{mark} last backup {what} {when[:10]}: {state}")
     return lines
+
+
+async def backup_readings(deps: Deps, now: datetime) -> list[tuple[str, None, float, str]]:
+    """For the alert check: a backup older than two schedule periods, and the last
+    scheduled backup, check and drill when they failed. Levels, not thresholds."""
+    if deps.backups is None:
+        return []
+    found: list[tuple[str, None, float, str]] = []
+    period = _period_hours(deps)
+    try:
+        snapshots = await deps.backups.snapshots()
+    except BackupError as exc:
+        return [("backup:repository", None, 2.0, f"the backup repository: {exc}")]
+    newest: dict[str, datetime] = {}
+    for snap in snapshots:
+        sid = snap.service_id
+        if sid is not None and (sid not in newest or snap.time > newest[sid]):
+            newest[sid] = snap.time
+    for info in backed_up(deps):
+        when = newest.get(info.id)
+        if when is None:
+            continue  # never backed up yet: the first scheduled run says how it went
+        hours = (now - when).total_seconds() / 3600
+        level = 1.0 if hours > 2 * period else 0.0
+        found.append((f"backup:{info.id}", None, level,
+                      f"the last backup of {info.name} is {hours:.0f} h old"))  # fmt: skip
+    for key, what, bad in ((LAST_RUN, "scheduled backup", 1.0), (CHECKED, "backup check", 2.0),
+                           (DRILLED, "restore drill", 2.0)):  # fmt: skip
+        raw = await deps.notes.get(key)
+        if raw:
+            state = raw.partition(" ")[2]
+            failed = state != "ok"
+            found.append((key, None, bad if failed else 0.0,
+                          f"the last {what} {'failed' if failed else 'went well'}"))  # fmt: skip
+    return found
+
+
+def _period_hours(deps: Deps) -> float:
+    when = "daily"
+    if deps.schedules is not None:
+        when = next((w for name, w, _ in deps.schedules.planned() if name == "backup"), when)
+    return {"weekly": 168.0, "monthly": 744.0}.get(when.split()[0], 24.0)

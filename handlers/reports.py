@@ -4,11 +4,21 @@ scheduler runs: the daily report and the alert check."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from datetime import datetime
 
-from handlers.alerting import DISK, MEMORY, AlertState, Kind, Level, Transition, step
-from handlers.backups import check_lines, last_backups
+from handlers.alerting import (
+    DISK,
+    MEMORY,
+    AlertState,
+    Kind,
+    Level,
+    Thresholds,
+    Transition,
+    step,
+)
+from handlers.backups import backup_readings, check_lines, last_backups
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
@@ -17,6 +27,7 @@ from providers.base.server import ServerError
 from providers.base.storage import StorageError
 from providers.systemd import UnitError
 
+log = logging.getLogger(__name__)
 commands = Registry()
 SUBSCRIPTIONS = "subscriptions"
 ALERT = "alert:"
@@ -114,6 +125,9 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
         lines.append("⚠️ failed units: unknown (systemd did not answer)")
     else:
         lines.append("✅ no failed units")
+    cert_lines = await _certificate_lines(deps, now)
+    green &= all(line.startswith("✅") for line in cert_lines)
+    lines.extend(cert_lines)
     backup_lines = await last_backups(deps, now)
     if deps.backups is not None:
         backup_lines += await check_lines(deps)
@@ -125,6 +139,16 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
         green = False
         lines.append(f"🚨 {len(open_alerts)} open alert(s): /alerts")
     return Reply("\n".join(lines), silent=green)
+
+
+async def _certificate_lines(deps: Deps, now: datetime) -> list[str]:
+    lines = []
+    for name, expires in (await deps.host.certificates(deps.site.acme_dir)).items():
+        days = (expires - now).total_seconds() / 86400 if expires is not None else None
+        ok = days is not None and days >= 14
+        shown = f"{days:.0f} days left" if days is not None else "cannot be read"
+        lines.append(f"{_mark(ok)} certificate {esc(name)}: {shown}")
+    return lines
 
 
 async def _provider_lines(deps: Deps) -> list[str]:
@@ -196,25 +220,41 @@ def _dump_state(state: AlertState) -> str:
     return json.dumps(data)
 
 
-async def _readings(deps: Deps) -> list[tuple[str, str, float | None, str]]:
-    """(key, kind, value, detail): disks and memory in percent; failed units as a count."""
-    found: list[tuple[str, str, float | None, str]] = []
+Reading = tuple[str, Thresholds | None, float, str]
+
+
+async def _readings(deps: Deps, now: datetime) -> list[Reading]:
+    """(key, thresholds, value, detail). Without thresholds, value is the Level itself."""
+    found: list[Reading] = []
     try:
         m = await deps.host.metrics()
     except OSError:
         m = None
     if m is not None:
         for disk in m.disks:
-            found.append((f"disk:{disk.mount}", "disk", disk.percent,
+            found.append((f"disk:{disk.mount}", DISK, disk.percent,
                           f"disk {disk.mount} is {disk.percent:.0f}% full"))  # fmt: skip
-        found.append(("memory", "memory", m.memory_used_percent,
+        found.append(("memory", MEMORY, m.memory_used_percent,
                       f"memory is {m.memory_used_percent:.0f}% used"))  # fmt: skip
     try:
         failed = await deps.services.failed_units()
         detail = f"failed units: {', '.join(failed)}" if failed else "no failed units"
-        found.append(("units", "units", float(len(failed)), detail))
+        found.append(("units", None, float(Level.WARN if failed else Level.OK), detail))
     except UnitError:
         pass
+    for name, expires in (await deps.host.certificates(deps.site.acme_dir)).items():
+        if expires is None:
+            continue
+        days = (expires - now).total_seconds() / 86400
+        level = Level.CRITICAL if days < 7 else Level.WARN if days < 14 else Level.OK
+        found.append((f"cert:{name}", None, float(level),
+                      f"the certificate of {name} expires in {max(days, 0):.0f} days"))  # fmt: skip
+    found.extend(await backup_readings(deps, now))
+    try:
+        await deps.notes.set("alerts:probe", now.isoformat(), now)
+    except Exception:  # noqa: BLE001 - whatever the database raises, it is the alert
+        found.append(("database", None, float(Level.CRITICAL),
+                      "the bot's own database cannot be written"))  # fmt: skip
     return found
 
 
@@ -222,21 +262,22 @@ async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
     """Read everything once, move each alert's state, and return the messages to send."""
     states = {state.key: state for state in await alert_states(deps)}
     messages: list[Reply] = []
-    for key, kind, value, detail in await _readings(deps):
+    for key, thresholds, value, detail in await _readings(deps, now):
         state = states.get(key, AlertState(key))
-        if kind == "disk":
-            level = DISK.level(value or 0.0, state.level)
-        elif kind == "memory":
-            level = MEMORY.level(value or 0.0, state.level)
-        else:
-            level = Level.WARN if value else Level.OK
+        level = Level(int(value)) if thresholds is None else thresholds.level(value, state.level)
         new, transition = step(state, level, detail, now)
-        if new != state or key not in states:
-            states[key] = new
-            await deps.notes.set(ALERT + key, _dump_state(new), now)
         if transition is not None and transition.delivered:
             messages.append(alert_message(transition))
-    await deps.notes.set(ALERT_KEYS, json.dumps(sorted(states)), now)
+        if new != state or key not in states:
+            states[key] = new
+            try:
+                await deps.notes.set(ALERT + key, _dump_state(new), now)
+            except Exception:  # noqa: BLE001 - the database alert above says so already
+                log.warning("could not store the state of alert %s", key)
+    try:
+        await deps.notes.set(ALERT_KEYS, json.dumps(sorted(states)), now)
+    except Exception:  # noqa: BLE001
+        log.warning("could not store the list of alerts")
     return messages
 
 

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 # Pseudo and container filesystems say nothing about whether the disk fills up.
@@ -41,6 +42,27 @@ class HostMetrics:
     def memory_used_percent(self) -> float:
         used = self.memory_total_bytes - self.memory_available_bytes
         return 100.0 * used / self.memory_total_bytes if self.memory_total_bytes else 0.0
+
+
+def _cert_names(folder: str) -> list[str]:
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [
+        name
+        for name in entries
+        if not name.startswith(".") and os.path.isfile(os.path.join(folder, name, "cert.pem"))
+    ]
+
+
+def parse_enddate(text: str) -> datetime | None:
+    """``notAfter=Feb 26 12:00:00 2027 GMT`` (openssl x509 -enddate) as an aware datetime."""
+    _, _, value = text.strip().partition("=")
+    try:
+        return datetime.strptime(value.strip(), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def public_address() -> str | None:
@@ -90,6 +112,11 @@ class HostProbe(Protocol):
     async def grow_filesystem(self, device: str) -> None:
         """Grow the filesystem on ``device`` to the size of the device (after a volume resize).
         Raises OSError with a short reason."""
+        ...
+
+    async def certificates(self, folder: str) -> dict[str, datetime | None]:
+        """The ``cert.pem`` of each subfolder of ``folder`` (NixOS's /var/lib/acme) and when
+        it expires; None where it cannot be read."""
         ...
 
 
@@ -157,6 +184,23 @@ class PsutilHost:
             await run_tool("systemctl", ["start", "--", unit], self._du_timeout * 15)
         except UnitError as exc:
             raise OSError(str(exc)) from None
+
+    async def certificates(self, folder: str) -> dict[str, datetime | None]:
+        from providers.systemd import UnitError, run_tool  # noqa: PLC0415
+
+        names = await asyncio.to_thread(_cert_names, folder)
+        found: dict[str, datetime | None] = {}
+        for name in names:
+            path = os.path.join(folder, name, "cert.pem")
+            try:
+                out = await run_tool(
+                    "openssl", ["x509", "-noout", "-enddate", "-in", path], self._du_timeout
+                )
+            except UnitError:
+                found[name] = None
+                continue
+            found[name] = parse_enddate(out)
+        return found
 
     def _read(self) -> HostMetrics:
         import psutil  # noqa: PLC0415 - only the real adapter pays for it

@@ -54,6 +54,7 @@ class Site:
     dkim_file: Path | None = None
     dkim_selector: str = "selector"
     mail_service: str = "mailserver"  # the catalogue id whose being enabled means mail records
+    acme_dir: str = "/var/lib/acme"  # NixOS's certificates, one folder per certificate
 
 
 @dataclass(frozen=True, slots=True)

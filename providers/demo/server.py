@@ -147,6 +147,7 @@ class DemoHost:
     sizes: dict[str, int] = field(default_factory=dict)
     devices: dict[str, DiskUsage] = field(default_factory=dict)
     grown: list[str] = field(default_factory=list)
+    certs: dict[str, datetime | None] = field(default_factory=dict)
 
     async def metrics(self) -> HostMetrics:
         if self.down:
@@ -158,6 +159,9 @@ class DemoHost:
 
     async def device_usage(self, device: str) -> DiskUsage | None:
         return self.devices.get(device)
+
+    async def certificates(self, folder: str) -> dict[str, datetime | None]:
+        return dict(self.certs)
 
     def fill_disk(self, percent: float) -> str:
         first, *rest = self.metrics_value.disks
@@ -412,7 +416,12 @@ class DemoServer:
         cloud = demo_server_provider(step_seconds)
         (volume,) = cloud.volume_list.values()
         devices = {volume.linux_device: DiskUsage("/data", 100 * GiB, 71 * GiB)}
-        demo_host = DemoHost(host, sizes=sizes, devices=devices)
+        now = datetime.now(UTC)
+        certs: dict[str, datetime | None] = {
+            DEMO_DOMAIN: now + timedelta(days=61),
+            f"cloud.{DEMO_DOMAIN}": now + timedelta(days=58),
+        }
+        demo_host = DemoHost(host, sizes=sizes, devices=devices, certs=certs)
         return cls(
             catalogue, manager, demo_host, nixos, desired, rebuilds, cloud, demo_storage(),
             _demo_dns(), MemoryBackupEngine.demo(step_seconds),

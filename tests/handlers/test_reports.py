@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from bot.app import App, build_app
 from bot.config import load_settings
 from bot.routine import Routine
+from handlers.backups import weekly_check
 from handlers.core.messages import ChatRef, Command
+from handlers.core.records import Notes
 from handlers.reports import check_alerts, subscribers
 from providers.host import DiskUsage
 from providers.systemd import UnitStatus
@@ -191,3 +194,61 @@ async def test_the_demo_disk_command_fills_a_disk_and_shows_the_alert(harness: H
     assert "disk / is 93% full" in await harness.say("/alerts")
     harness.engine.deps = replace(harness.engine.deps, demo=None)
     assert "demo server only" in await harness.say("/demo disk 50")
+
+
+async def test_certificates_warn_at_14_days_and_are_critical_at_7(harness: Harness) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    heal_units(harness)
+    certs = harness.server.host.certs
+    certs.clear()
+    certs["example.org"] = clock() + timedelta(days=30)
+    assert await check_alerts(deps, clock()) == []
+    assert "✅ certificate example.org: 30 days left" in await harness.say("/report")
+    clock.advance(days=17)
+    (warning,) = await check_alerts(deps, clock())
+    assert "the certificate of example.org expires in 13 days" in warning.text
+    clock.advance(days=7)
+    (critical,) = await check_alerts(deps, clock())
+    assert "🚨 <b>Critical</b>" in critical.text
+    certs["example.org"] = clock() + timedelta(days=90)  # renewed
+    (recovered,) = await check_alerts(deps, clock())
+    assert recovered.text.startswith("✅ Recovered: the certificate of example.org expires in 90")
+
+
+async def test_old_and_failed_backups_raise_alerts(harness: Harness) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    heal_units(harness)
+    harness.server.host.certs.clear()
+    await harness.say("/backup nextcloud")
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    assert await check_alerts(deps, clock()) == []
+    clock.advance(hours=49)  # two daily periods and then some
+    (stale,) = await check_alerts(deps, clock())
+    assert "the last backup of Nextcloud is 49 h old" in stale.text
+    harness.server.backups.damaged = True
+    await weekly_check(deps, clock())
+    (damaged,) = await check_alerts(deps, clock())
+    assert "🚨 <b>Critical</b>: the last backup check failed" in damaged.text
+
+
+class BrokenNotes:
+    """The bot's database refuses writes (disk full, read-only): reads still work."""
+
+    def __init__(self, inner: Notes) -> None:
+        self.inner = inner
+
+    async def get(self, key: str) -> str | None:
+        return await self.inner.get(key)
+
+    async def set(self, key: str, value: str, now: datetime) -> None:
+        raise OSError("database or disk is full")
+
+    async def delete(self, key: str) -> None:
+        raise OSError("database or disk is full")
+
+
+async def test_an_unwritable_database_is_an_alert_of_its_own(harness: Harness) -> None:
+    deps = replace(harness.engine.deps, notes=BrokenNotes(harness.engine.deps.notes))
+    messages = await check_alerts(deps, harness.clock())
+    assert any("own database cannot be written" in m.text for m in messages)

@@ -3,6 +3,8 @@ against the machine's real ``du``."""
 
 from __future__ import annotations
 
+import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,31 @@ async def test_growing_a_filesystem_starts_the_growfs_unit_for_that_device(
 
 async def test_a_device_that_is_not_mounted_has_no_usage() -> None:
     assert await PsutilHost().device_usage("/dev/disk/by-id/scsi-0HC_Volume_404") is None
+
+
+@pytest.fixture
+def acme(tmp_path: Path) -> Path:
+    """An ACME folder as NixOS keeps it, with one real certificate valid for 10 days."""
+    site = tmp_path / "acme" / "example.org"
+    site.mkdir(parents=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "10", "-subj", "/CN=example.org",
+         "-keyout", str(site / "key.pem"), "-out", str(site / "cert.pem")],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return tmp_path / "acme"
+
+
+async def test_certificates_are_read_with_openssl(acme: Path, tmp_path: Path) -> None:
+    (tmp_path / "acme" / "broken.example").mkdir()
+    (tmp_path / "acme" / "broken.example" / "cert.pem").write_text("not a certificate")
+    (tmp_path / "acme" / ".lego").mkdir()
+    found = await PsutilHost().certificates(str(tmp_path / "acme"))
+    assert set(found) == {"example.org", "broken.example"}
+    assert found["broken.example"] is None
+    expires = found["example.org"]
+    assert expires is not None
+    left = expires - datetime.now(UTC)
+    assert timedelta(days=9) < left <= timedelta(days=10)
+    assert await PsutilHost().certificates(str(tmp_path / "nowhere")) == {}
