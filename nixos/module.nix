@@ -322,6 +322,16 @@ in
       '';
     };
 
+    certificateGroup = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "acme";
+      description = ''
+        The group that may read the ACME certificates (`security.acme.defaults.group`, `acme`
+        by default), so that reports and alerts can say when one expires. Read access only.
+      '';
+    };
+
     upgrade = {
       method = mkOption {
         type = types.enum [
@@ -377,7 +387,7 @@ in
       isSystemUser = true;
       group = "steward";
       # To read the journal of the units it follows.
-      extraGroups = [ "systemd-journal" ];
+      extraGroups = [ "systemd-journal" ] ++ lib.optional (cfg.certificateGroup != null) cfg.certificateGroup;
       home = cfg.stateDir;
       description = "Steward chat bot";
     };

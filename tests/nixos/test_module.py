@@ -462,3 +462,10 @@ def test_the_growfs_unit_refuses_anything_but_a_cloud_volume(
         )
         assert done.returncode == 2, bad
         assert "not a cloud volume" in done.stderr
+
+
+def test_the_bot_reads_certificates_only_when_given_their_group(nix_env: dict[str, str]) -> None:
+    plain = evaluate(nix_env, "{ enable = true; }")
+    assert plain["users"]["users"]["steward"]["extraGroups"] == ["systemd-journal"]
+    given = evaluate(nix_env, '{ enable = true; certificateGroup = "acme"; }')
+    assert given["users"]["users"]["steward"]["extraGroups"] == ["systemd-journal", "acme"]
