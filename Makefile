@@ -71,7 +71,7 @@ pytest: install $(SYNAPSE_STAMP) $(MOTO_STAMP) tools
 test: lint typecheck layers pytest
 
 # Every benchmark runs, even after one missed a target; the exit status says whether any did.
-bench: install $(SYNAPSE_STAMP)
+bench: install $(SYNAPSE_STAMP) tools
 	@failed=""; \
 	for b in benchmarks/bench_*.py; do \
 		[ -e "$$b" ] || { echo "no benchmarks yet"; break; }; \

@@ -3,10 +3,11 @@ scheduler runs: the daily report and the alert check."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import asdict
-from datetime import datetime
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta
 
 from handlers.alerting import (
     DISK,
@@ -307,8 +308,47 @@ async def alerts(ctx: Context) -> Reply:
     for state in sorted(open_, key=lambda s: -int(s.level)):
         icon = "🚨" if state.level is Level.CRITICAL else "⚠️"
         since = f" since {ctx.local(state.opened_at):%d %b %H:%M}" if state.opened_at else ""
-        lines.append(f"{icon} {esc(state.detail)}{since}")
+        quiet = (
+            f", quiet until {ctx.local(state.snoozed_until):%d %b %H:%M}"
+            if state.quiet(ctx.now) and state.snoozed_until is not None
+            else ""
+        )
+        lines.append(
+            f"{icon} {esc(state.detail)}{since}{quiet} — <code>{alert_id(state.key)}</code>"
+        )
+    lines.append("<code>/snooze ID</code> quiets one for an hour, <code>/mute ID</code> for a day.")
     return Reply("\n".join(lines))
+
+
+def alert_id(key: str) -> str:
+    """A short, stable name for an alert, to type on a phone."""
+    return hashlib.sha256(key.encode()).hexdigest()[:6]
+
+
+ALERT_ID = Arg("alert", Word(metavar="alert", pattern=r"[0-9a-f]{6}"))
+
+
+async def _quiet(ctx: Context, alert: str, hours: int) -> Reply:
+    state = next((s for s in await alert_states(ctx.deps) if alert_id(s.key) == alert), None)
+    if state is None:
+        raise CommandError(f"There is no alert {esc(alert)}; /alerts lists them with their ids.")
+    until = ctx.now + timedelta(hours=hours)
+    await ctx.deps.notes.set(ALERT + state.key, _dump_state(replace(state, snoozed_until=until)),
+                             ctx.now)  # fmt: skip
+    return Reply(
+        f"🔕 {esc(state.detail)}: no messages about it until "
+        f"{ctx.local(until):%d %b %H:%M}. It stays in /alerts."
+    )
+
+
+@commands.command("snooze", "Quiet an alert for an hour", args=(ALERT_ID,), role=Role.OPERATOR)
+async def snooze(ctx: Context, alert: str) -> Reply:
+    return await _quiet(ctx, alert, 1)
+
+
+@commands.command("mute", "Quiet an alert for a day", args=(ALERT_ID,), role=Role.OPERATOR)
+async def mute(ctx: Context, alert: str) -> Reply:
+    return await _quiet(ctx, alert, 24)
 
 
 # --- schedules ------------------------------------------------------------------------------

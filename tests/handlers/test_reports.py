@@ -16,10 +16,10 @@ from bot.routine import Routine
 from handlers.backups import weekly_check
 from handlers.core.messages import ChatRef, Command
 from handlers.core.records import Notes
-from handlers.reports import check_alerts, subscribers
+from handlers.reports import alert_id, check_alerts, subscribers
 from providers.host import DiskUsage
 from providers.systemd import UnitStatus
-from tests.conftest import ADMIN, CHAT, VIEWER, Harness
+from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
 from tests.support.chat import RecordingOutbox
 
 
@@ -252,3 +252,29 @@ async def test_an_unwritable_database_is_an_alert_of_its_own(harness: Harness) -
     deps = replace(harness.engine.deps, notes=BrokenNotes(harness.engine.deps.notes))
     messages = await check_alerts(deps, harness.clock())
     assert any("own database cannot be written" in m.text for m in messages)
+
+
+async def test_snooze_and_mute_quiet_an_alert_by_its_id(harness: Harness) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    heal_units(harness)
+    fill(harness, "/data", 91)
+    assert len(await check_alerts(deps, clock())) == 1
+    listing = await harness.say("/alerts", VIEWER)
+    ident = alert_id("disk:/data")
+    assert f"<code>{ident}</code>" in listing
+    assert "needs the operator role" in await harness.say(f"/snooze {ident}", VIEWER)
+    assert "no messages about it until" in await harness.say(f"/snooze {ident}", OPERATOR)
+    assert "quiet until" in await harness.say("/alerts")
+    fill(harness, "/data", 97)
+    assert await check_alerts(deps, clock()) == []  # critical, but snoozed: held back
+    clock.advance(minutes=61)
+    fill(harness, "/data", 40)
+    (recovered,) = await check_alerts(deps, clock())  # the snooze is over
+    assert recovered.text.startswith("✅ Recovered: disk /data is 40% full")
+    fill(harness, "/data", 92)
+    await check_alerts(deps, clock())
+    assert "no messages about it until" in await harness.say(f"/mute {ident}")
+    clock.advance(hours=23)
+    fill(harness, "/data", 10)
+    assert await check_alerts(deps, clock()) == []  # muted for a day
+    assert "There is no alert 000000" in await harness.say("/snooze 000000")
