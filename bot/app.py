@@ -13,7 +13,13 @@ from zoneinfo import ZoneInfo
 from bot.config import ConfigError, Settings
 from bot.notifier import Notifier
 from bot.storage.database import Database
-from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
+from bot.storage.stores import (
+    SqlAuditLog,
+    SqlConfirmationStore,
+    SqlJobStore,
+    SqlKeyValue,
+    SqlSamples,
+)
 from bot.transports.router import OutboxRouter
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
@@ -117,6 +123,7 @@ def build_app(
         storage=server.storage if server else _storage(settings),
         dns=server.dns if server else _dns(settings),
         backups=server.backups if server else _backups(settings),
+        samples=SqlSamples(db),
         demo=server.host if server else None,
         site=Site(
             domain=settings.domain or (server.domain if server else None),

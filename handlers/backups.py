@@ -231,7 +231,7 @@ async def last_backups(deps: Deps, now: datetime) -> list[str]:
         if when is None:
             lines.append(f"⚠️ {esc(info.name)}: never backed up")
             continue
-        hours = (now - when).total_seconds() / 3600
+        hours = max(0.0, (now - when).total_seconds() / 3600)
         mark = "✅" if hours < 48 else "⚠️"
         lines.append(f"{mark} {esc(info.name)}: last backup {hours:.0f} h ago")
     return lines

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 
@@ -26,6 +27,7 @@ from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from providers.base.server import ServerError
 from providers.base.storage import StorageError
+from providers.host import DiskUsage
 from providers.systemd import UnitError
 
 log = logging.getLogger(__name__)
@@ -107,13 +109,9 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
         f"{_mark(m.memory_used_percent < MEMORY.warn)} memory {m.memory_used_percent:.0f}% "
         f"of {m.memory_total_bytes / GiB:.1f} GiB"
     )
-    for disk in m.disks:
-        ok = disk.percent < DISK.warn
-        green &= ok
-        lines.append(
-            f"{_mark(ok)} <code>{esc(disk.mount)}</code> {disk.percent:.0f}% of "
-            f"{disk.total_bytes / GiB:.0f} GiB"
-        )
+    disk_lines = await _disk_lines(deps, m.disks, now)
+    green &= all(line.startswith("✅") for line in disk_lines)
+    lines.extend(disk_lines)
     try:
         failed = await deps.services.failed_units()
     except UnitError:
@@ -140,6 +138,19 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
         green = False
         lines.append(f"🚨 {len(open_alerts)} open alert(s): /alerts")
     return Reply("\n".join(lines), silent=green)
+
+
+async def _disk_lines(deps: Deps, disks: Sequence[DiskUsage], now: datetime) -> list[str]:
+    lines = []
+    for disk in disks:
+        days = await full_in_days(deps, disk.mount, now)
+        ok = disk.percent < DISK.warn and (days is None or days > 30)
+        soon = f", full in ~{days:.0f} days" if days is not None and days < 90 else ""
+        lines.append(
+            f"{_mark(ok)} <code>{esc(disk.mount)}</code> {disk.percent:.0f}% of "
+            f"{disk.total_bytes / GiB:.0f} GiB{soon}"
+        )
+    return lines
 
 
 async def _certificate_lines(deps: Deps, now: datetime) -> list[str]:
@@ -263,7 +274,9 @@ async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
     """Read everything once, move each alert's state, and return the messages to send."""
     states = {state.key: state for state in await alert_states(deps)}
     messages: list[Reply] = []
-    for key, thresholds, value, detail in await _readings(deps, now):
+    readings = await _readings(deps, now)
+    await _keep_samples(deps, now, readings)
+    for key, thresholds, value, detail in readings:
         state = states.get(key, AlertState(key))
         level = Level(int(value)) if thresholds is None else thresholds.level(value, state.level)
         new, transition = step(state, level, detail, now)
@@ -280,6 +293,39 @@ async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
     except Exception:  # noqa: BLE001
         log.warning("could not store the list of alerts")
     return messages
+
+
+async def _keep_samples(deps: Deps, now: datetime, readings: list[Reading]) -> None:
+    """Disk and memory percent, for the "full in ~N days" estimate; a year is kept."""
+    if deps.samples is None:
+        return
+    values = {key: value for key, thresholds, value, _ in readings if thresholds is not None}
+    try:
+        await deps.samples.add(now, values)
+        if now.minute < 5 and now.hour == 4:  # once a day is enough
+            await deps.samples.purge(now - timedelta(days=366))
+    except Exception:  # noqa: BLE001 - the database alert says so; samples are not vital
+        log.warning("could not keep the host samples")
+
+
+async def full_in_days(deps: Deps, mount: str, now: datetime) -> float | None:
+    """Days until ``mount`` is full at the pace of the last week (least squares), or None when
+    it is not filling up or there are too few samples."""
+    if deps.samples is None:
+        return None
+    points = await deps.samples.series(f"disk:{mount}", now - timedelta(days=7))
+    if len(points) < 12:
+        return None
+    xs = [(at - points[0][0]).total_seconds() / 86400 for at, _ in points]
+    ys = [value for _, value in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread == 0:
+        return None
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
+    if slope <= 0.01:  # percent per day: not filling up
+        return None
+    return max(0.0, (100.0 - ys[-1]) / slope)
 
 
 def alert_message(transition: Transition) -> Reply:

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from bot.storage.database import Database
-from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
+from bot.storage.stores import (
+    SqlAuditLog,
+    SqlConfirmationStore,
+    SqlJobStore,
+    SqlKeyValue,
+    SqlSamples,
+)
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy, StrangerLimiter
 from handlers.core.context import Deps, Site, SystemPolicy
@@ -142,6 +148,7 @@ def make_harness(
         storage=server.storage,
         dns=server.dns,
         backups=server.backups,
+        samples=SqlSamples(db),
         demo=server.host,
         site=Site(domain=DEMO_DOMAIN),
     )

@@ -22,7 +22,7 @@ from bot.errors import DatabaseError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import Executable, Select, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.storage.database import Database
-from bot.storage.models import audit_log, confirmations, jobs, kv
+from bot.storage.models import audit_log, confirmations, jobs, kv, samples
 from handlers.core.messages import Actor, ChatRef
 from handlers.core.records import (
     AuditEntry,
@@ -420,4 +420,36 @@ class SqlKeyValue(_Store):
         statement = delete(kv).where(
             kv.c.key.startswith(prefix, autoescape=True), kv.c.updated_at < before
         )
+        return await self._run(lambda: _execute(self.db, statement))
+
+
+class SqlSamples(_Store):
+    """Host readings over time."""
+
+    async def add(self, at: datetime, values: Mapping[str, float]) -> None:
+        rows = [{"at": at, "metric": metric, "value": value} for metric, value in values.items()]
+        if not rows:
+            return
+
+        def store() -> None:
+            with self.db.transaction() as conn:
+                conn.execute(insert(samples), rows)
+
+        await self._run(store)
+
+    async def series(self, metric: str, since: datetime) -> list[tuple[datetime, float]]:
+        query = (
+            select(samples.c.at, samples.c.value)
+            .where(samples.c.metric == metric, samples.c.at >= since)
+            .order_by(samples.c.at)
+        )
+
+        def load() -> list[tuple[datetime, float]]:
+            with self.db.transaction() as conn:
+                return [(row.at, row.value) for row in conn.execute(query)]
+
+        return await self._run(load)
+
+    async def purge(self, before: datetime) -> int:
+        statement = delete(samples).where(samples.c.at < before)
         return await self._run(lambda: _execute(self.db, statement))

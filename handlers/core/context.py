@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from handlers.core.messages import Command
 from handlers.core.progress import Progress
-from handlers.core.records import AuditLog, DemoControls, Notes, Schedules
+from handlers.core.records import AuditLog, DemoControls, Notes, Samples, Schedules
 from handlers.core.spec import Role
 from providers.base.backup import BackupEngine
 from providers.base.dns import DnsProvider
@@ -80,6 +80,7 @@ class Deps:
     backups: BackupEngine | None = None
     schedules: Schedules | None = None  # only while `steward run` serves
     demo: DemoControls | None = None  # only on the demo server
+    samples: Samples | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -170,6 +171,18 @@ class Schedules(Protocol):
     async def plan(self, name: str, when: str) -> None:
         """Run ``name`` ``when`` ("daily 03:30"), from now on and after restarts."""
         ...
+
+
+class Samples(Protocol):
+    """Host readings over time (disk and memory percent), one row per metric and moment."""
+
+    async def add(self, at: datetime, values: Mapping[str, float]) -> None: ...
+
+    async def series(self, metric: str, since: datetime) -> list[tuple[datetime, float]]:
+        """Oldest first."""
+        ...
+
+    async def purge(self, before: datetime) -> int: ...
 
 
 class DemoControls(Protocol):

@@ -21,7 +21,7 @@ from bot.errors import DatabaseError
 from bot.storage.database import SCHEMA_HEAD, Database, alembic_config
 from bot.storage.models import metadata as models_metadata
 
-TABLES = {"alembic_version", "audit_log", "confirmations", "jobs", "kv"}
+TABLES = {"alembic_version", "audit_log", "confirmations", "jobs", "kv", "samples"}
 
 
 @pytest.fixture

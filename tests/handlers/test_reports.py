@@ -278,3 +278,20 @@ async def test_snooze_and_mute_quiet_an_alert_by_its_id(harness: Harness) -> Non
     fill(harness, "/data", 10)
     assert await check_alerts(deps, clock()) == []  # muted for a day
     assert "There is no alert 000000" in await harness.say("/snooze 000000")
+
+
+async def test_the_report_says_when_a_filling_disk_will_be_full(harness: Harness) -> None:
+    deps, clock = harness.engine.deps, harness.clock
+    assert deps.samples is not None
+    await check_alerts(deps, clock())
+    assert await deps.samples.series("disk:/data", clock() - timedelta(hours=1)) == [
+        (clock(), 71.0)
+    ]
+    # /data went from 64% to 71% over the last week: 1% a day, so 29 days are left.
+    start = clock() - timedelta(days=7)
+    for hour in range(0, 7 * 24, 6):
+        await deps.samples.add(start + timedelta(hours=hour), {"disk:/data": 64 + hour / 24})
+    report = await harness.say("/report")
+    assert "<code>/data</code> 71% of 100 GiB, full in ~29 days" in report
+    assert "⚠️ <code>/data</code>" in report
+    assert "<code>/</code> 63% of 38 GiB\n" in report  # no trend there: no estimate
