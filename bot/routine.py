@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,8 +80,11 @@ class Routine:
         self._scheduler.shutdown()
 
     async def _report(self) -> None:
-        reply = await build_report(self._app.engine.deps, self._app.engine.clock())
-        await self._broadcast(reply)
+        deps, now = self._app.engine.deps, self._app.engine.clock()
+        await self._broadcast(await build_report(deps, now))
+        if deps.samples is not None:
+            # Once a day, off the alert check's path: samples older than a year go.
+            await deps.samples.purge(now - timedelta(days=366))
 
     async def _alerts(self) -> None:
         for reply in await check_alerts(self._app.engine.deps, self._app.engine.clock()):

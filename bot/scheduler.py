@@ -105,9 +105,6 @@ class Scheduler:
     def tasks(self) -> set[str]:
         return set(_TASKS)
 
-    def has(self, name: str) -> bool:
-        return self._scheduler.get_job(name) is not None
-
     def cancel(self, name: str) -> bool:
         try:
             self._scheduler.remove_job(name)

@@ -24,6 +24,7 @@ from typing import Any
 
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Offer, Reply, esc
+from handlers.core.text import duration
 from providers.nixos.desired import DesiredState, DesiredStateError, diff
 from providers.nixos.rebuild import REBUILD_UNIT, RebuildRun
 from providers.systemd import UnitError
@@ -180,11 +181,11 @@ async def _follow(ctx: Context, record: Record) -> Reply:
         last = "\n".join(line[:200] for line in record.tail[-4:])
         shown = f"\n<pre>{esc(last)}</pre>" if last else ""
         await ctx.progress.update(
-            f"🔄 <b>{esc(record.title)}</b>{joined}\n{phase} · {_duration(elapsed)}{shown}"
+            f"🔄 <b>{esc(record.title)}</b>{joined}\n{phase} · {duration(elapsed)}{shown}"
         )
         if elapsed > policy.rebuild_timeout:
             raise CommandError(
-                f"{esc(record.title)} still runs after {_duration(elapsed)}; I stopped "
+                f"{esc(record.title)} still runs after {duration(elapsed)}; I stopped "
                 "following it. /generations shows where the system is."
             )
         await asyncio.sleep(policy.poll_seconds)
@@ -216,7 +217,7 @@ async def _failed(ctx: Context, record: Record) -> str:
 async def _succeeded(ctx: Context, record: Record, elapsed: float, joined: str) -> Reply:
     after = await current_generation(ctx)
     before = record.before
-    head = f"✅ <b>{esc(record.title)}</b>: done in {_duration(elapsed)}{joined}."
+    head = f"✅ <b>{esc(record.title)}</b>: done in {duration(elapsed)}{joined}."
     if before is None or after is None:
         return Reply(f"{head}\nThe generations could not be read; /generations shows them.")
     if after == before:
@@ -236,11 +237,6 @@ def _phase(lines: tuple[str, ...], phase: str) -> str:
             if lowered.startswith(start):
                 phase = label
     return phase
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min {seconds % 60} s"
 
 
 # --- the desired state: read, describe a change, write and switch ----------------------------

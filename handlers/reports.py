@@ -25,6 +25,7 @@ from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
+from handlers.core.text import duration, mark
 from providers.base.server import ServerError
 from providers.base.storage import StorageError
 from providers.host import DiskUsage
@@ -96,7 +97,7 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
     current = next((g for g in generations if g.current), None)
     reboot = await deps.nixos.reboot_needed()
     lines = [f"<b>Daily report</b> for {esc(m.hostname)}, {now.astimezone(deps.timezone):%a %d %b}"]
-    head = f"⏱ up {_duration(m.uptime_seconds)}"
+    head = f"⏱ up {duration(m.uptime_seconds)}"
     if current is not None:
         head += f", generation {current.number} (NixOS {esc(current.nixos_version)})"
     lines.append(head)
@@ -105,8 +106,8 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
     load = m.load[0] / m.cores
     green &= load < 1.0 and m.memory_used_percent < MEMORY.warn
     lines.append(
-        f"{_mark(load < 1.0)} load {m.load[0]:.2f} on {m.cores} cores, "
-        f"{_mark(m.memory_used_percent < MEMORY.warn)} memory {m.memory_used_percent:.0f}% "
+        f"{mark(load < 1.0)} load {m.load[0]:.2f} on {m.cores} cores, "
+        f"{mark(m.memory_used_percent < MEMORY.warn)} memory {m.memory_used_percent:.0f}% "
         f"of {m.memory_total_bytes / GiB:.1f} GiB"
     )
     disk_lines = await _disk_lines(deps, m.disks, now)
@@ -147,7 +148,7 @@ async def _disk_lines(deps: Deps, disks: Sequence[DiskUsage], now: datetime) -> 
         ok = disk.percent < DISK.warn and (days is None or days > 30)
         soon = f", full in ~{days:.0f} days" if days is not None and days < 90 else ""
         lines.append(
-            f"{_mark(ok)} <code>{esc(disk.mount)}</code> {disk.percent:.0f}% of "
+            f"{mark(ok)} <code>{esc(disk.mount)}</code> {disk.percent:.0f}% of "
             f"{disk.total_bytes / GiB:.0f} GiB{soon}"
         )
     return lines
@@ -159,7 +160,7 @@ async def _certificate_lines(deps: Deps, now: datetime) -> list[str]:
         days = (expires - now).total_seconds() / 86400 if expires is not None else None
         ok = days is not None and days >= 14
         shown = f"{days:.0f} days left" if days is not None else "cannot be read"
-        lines.append(f"{_mark(ok)} certificate {esc(name)}: {shown}")
+        lines.append(f"{mark(ok)} certificate {esc(name)}: {shown}")
     return lines
 
 
@@ -187,17 +188,6 @@ async def _provider_lines(deps: Deps) -> list[str]:
 @commands.command("report", "The health report, now")
 async def report(ctx: Context) -> Reply:
     return await build_report(ctx.deps, ctx.now)
-
-
-def _mark(ok: bool) -> str:
-    return "✅" if ok else "⚠️"
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{days} d {hours} h" if days else f"{hours} h {minutes} min"
 
 
 # --- alerts ---------------------------------------------------------------------------------
@@ -273,6 +263,7 @@ async def _readings(deps: Deps, now: datetime) -> list[Reading]:
 async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
     """Read everything once, move each alert's state, and return the messages to send."""
     states = {state.key: state for state in await alert_states(deps)}
+    known = sorted(states)
     messages: list[Reply] = []
     readings = await _readings(deps, now)
     await _keep_samples(deps, now, readings)
@@ -288,10 +279,11 @@ async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
                 await deps.notes.set(ALERT + key, _dump_state(new), now)
             except Exception:  # noqa: BLE001 - the database alert above says so already
                 log.warning("could not store the state of alert %s", key)
-    try:
-        await deps.notes.set(ALERT_KEYS, json.dumps(sorted(states)), now)
-    except Exception:  # noqa: BLE001
-        log.warning("could not store the list of alerts")
+    if sorted(states) != known:
+        try:
+            await deps.notes.set(ALERT_KEYS, json.dumps(sorted(states)), now)
+        except Exception:  # noqa: BLE001
+            log.warning("could not store the list of alerts")
     return messages
 
 
@@ -302,8 +294,6 @@ async def _keep_samples(deps: Deps, now: datetime, readings: list[Reading]) -> N
     values = {key: value for key, thresholds, value, _ in readings if thresholds is not None}
     try:
         await deps.samples.add(now, values)
-        if now.minute < 5 and now.hour == 4:  # once a day is enough
-            await deps.samples.purge(now - timedelta(days=366))
     except Exception:  # noqa: BLE001 - the database alert says so; samples are not vital
         log.warning("could not keep the host samples")
 
@@ -332,17 +322,9 @@ def alert_message(transition: Transition) -> Reply:
     detail = esc(transition.detail)
     if transition.kind is Kind.RECOVERED:
         lasted = transition.lasted.total_seconds() if transition.lasted else 0.0
-        return Reply(f"✅ Recovered: {detail} (it lasted {_short(lasted)}).", silent=True)
+        return Reply(f"✅ Recovered: {detail} (it lasted {duration(lasted)}).", silent=True)
     icon, word = ("🚨", "Critical") if transition.kind is Kind.CRITICAL else ("⚠️", "Warning")
     return Reply(f"{icon} <b>{word}</b>: {detail}.")
-
-
-def _short(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @commands.command("alerts", "The open alerts")

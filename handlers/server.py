@@ -16,6 +16,7 @@ from providers.base.server import (
     ServerProvider,
     Snapshot,
     Volume,
+    check_new_volume_size,
 )
 from providers.base.storage import BackupStorage, StorageError
 
@@ -254,10 +255,7 @@ async def _resize_preview(ctx: Context, volume: str, size: int) -> str:
     found = await _volume(ctx, volume)
     try:
         if size <= found.size_gb:
-            # The provider's own rule gives the sentence; nothing is sent.
-            from providers.base.server import check_new_volume_size  # noqa: PLC0415
-
-            check_new_volume_size(found, size)
+            check_new_volume_size(found, size)  # the provider's own sentence; nothing is sent
         price = await cloud(ctx).volume_price(size)
     except ServerError as exc:
         raise _failed(exc) from None

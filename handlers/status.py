@@ -7,6 +7,7 @@ import asyncio
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
+from handlers.core.text import duration, mark
 from providers.systemd import UnitError
 
 commands = Registry()
@@ -27,15 +28,15 @@ async def status(ctx: Context) -> Reply:
         raise CommandError(f"Cannot read the host metrics: {esc(exc)}") from None
     load_ratio = m.load[0] / m.cores
     lines = [
-        f"<b>{esc(m.hostname)}</b> up {_duration(m.uptime_seconds)}",
-        f"{_mark(load_ratio < 1.0)} load {m.load[0]:.2f} / {m.load[1]:.2f} / {m.load[2]:.2f} "
+        f"<b>{esc(m.hostname)}</b> up {duration(m.uptime_seconds)}",
+        f"{mark(load_ratio < 1.0)} load {m.load[0]:.2f} / {m.load[1]:.2f} / {m.load[2]:.2f} "
         f"on {m.cores} cores",
-        f"{_mark(m.memory_used_percent < 90)} memory {m.memory_used_percent:.0f}% of "
+        f"{mark(m.memory_used_percent < 90)} memory {m.memory_used_percent:.0f}% of "
         f"{m.memory_total_bytes / GiB:.1f} GiB used",
     ]
     for disk in m.disks:
         lines.append(
-            f"{_mark(disk.percent < 90)} disk <code>{esc(disk.mount)}</code> {disk.percent:.0f}% "
+            f"{mark(disk.percent < 90)} disk <code>{esc(disk.mount)}</code> {disk.percent:.0f}% "
             f"of {disk.total_bytes / GiB:.0f} GiB"
         )
     if failed is None:
@@ -47,16 +48,3 @@ async def status(ctx: Context) -> Reply:
     if reboot:
         lines.append("🔁 reboot needed: the running kernel or initrd is not the current system's")
     return Reply("\n".join(lines))
-
-
-def _mark(ok: bool) -> str:
-    return "✅" if ok else "⚠️"
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days} d {hours} h"
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

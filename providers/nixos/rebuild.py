@@ -88,11 +88,16 @@ class SystemdRebuilds:
         self._timeout = timeout
 
     async def busy(self) -> str | None:
-        states = await self._show(list(STEWARD_UNITS), ("Id", "ActiveState"))
-        for props in states:
-            if props.get("ActiveState") in _BUSY:
-                return props.get("Id")
-        return None
+        # One call, and the rollback template's instances are found by pattern.
+        out = await run_tool(
+            "systemctl",
+            ["list-units", "--plain", "--no-legend", "--no-pager", "--all",
+             "--state=activating,deactivating,reloading", "--", *STEWARD_UNITS,
+             "steward-rollback@*.service"],
+            self._timeout,
+        )  # fmt: skip
+        names = [line.split()[0] for line in out.splitlines() if line.strip()]
+        return next((name for name in names if is_steward_unit(name)), None)
 
     async def prepare(self, unit: str) -> RebuildRun:
         _check(unit)

@@ -66,8 +66,8 @@ async def test_the_dkim_record_comes_from_the_key_file(harness: Harness, tmp_pat
     ("kind", "says"),
     [
         (DnsErrorKind.UNAUTHORIZED, "token"),
-        (DnsErrorKind.UNAVAILABLE, ""),
-        (DnsErrorKind.RATE_LIMITED, ""),
+        (DnsErrorKind.UNAVAILABLE, "not answering"),
+        (DnsErrorKind.RATE_LIMITED, "limiting requests"),
     ],
 )
 async def test_provider_errors_are_one_sentence_and_change_nothing(

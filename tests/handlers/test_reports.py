@@ -295,3 +295,12 @@ async def test_the_report_says_when_a_filling_disk_will_be_full(harness: Harness
     assert "<code>/data</code> 71% of 100 GiB, full in ~29 days" in report
     assert "⚠️ <code>/data</code>" in report
     assert "<code>/</code> 63% of 38 GiB\n" in report  # no trend there: no estimate
+
+
+async def test_samples_older_than_the_cutoff_are_purged(harness: Harness) -> None:
+    samples, now = harness.engine.deps.samples, harness.clock()
+    assert samples is not None
+    await samples.add(now - timedelta(days=400), {"memory": 50.0})
+    await samples.add(now, {"memory": 60.0, "disk:/": 70.0})
+    assert await samples.purge(now - timedelta(days=366)) == 1
+    assert await samples.series("memory", now - timedelta(days=500)) == [(now, 60.0)]

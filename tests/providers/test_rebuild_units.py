@@ -147,3 +147,15 @@ def test_journal_json_lines_are_decoded_and_stripped_of_colour() -> None:
     assert lines == ("error: it broke", "caf\ufffd \ufffd")
     assert cursor == "s=a;i=2"
     assert strip_ansi("\x1b]0;title\x07plain") == "plain"
+
+
+async def test_a_running_rollback_counts_as_a_rebuild_in_progress(system: FakeSystem) -> None:
+    first = system.current_generation()
+    system.add_generation()
+    system.rebuild_delay(0.3)
+    rebuilds = SystemdRebuilds()
+    assert await rebuilds.busy() is None
+    run = await rebuilds.start(await rebuilds.prepare(rollback_unit(first)))
+    assert await rebuilds.busy() == rollback_unit(first)
+    await follow(rebuilds, run)
+    assert await rebuilds.busy() is None

@@ -141,3 +141,9 @@ async def test_certificates_are_read_with_openssl(acme: Path, tmp_path: Path) ->
     left = expires - datetime.now(UTC)
     assert timedelta(days=9) < left <= timedelta(days=10)
     assert await PsutilHost().certificates(str(tmp_path / "nowhere")) == {}
+
+
+async def test_reboot_asks_systemctl_once(system: FakeSystem) -> None:
+    await SystemctlServiceManager().reboot()
+    assert system.calls("systemctl") == [["systemctl", "reboot"]]
+    assert system.state()["reboots"] == 1
