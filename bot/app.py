@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -37,6 +38,7 @@ from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
+from providers.restore import Restorer
 from providers.systemd import ServiceManager, SystemctlServiceManager
 
 if TYPE_CHECKING:
@@ -101,6 +103,11 @@ def build_app(
     db.ensure_schema()
     kv = SqlKeyValue(db)
     desired_path = settings.desired_state or settings.state_dir / "desired-state.json"
+    backups = server.backups if server else _backups(settings)
+    restorer = None
+    if backups is not None:
+        root = server.data_root(settings.state_dir / "demo-root") if server else Path("/")
+        restorer = Restorer(backups, services, settings.state_dir / "restore", root=root)
     deps = Deps(
         host=host,
         services=services,
@@ -122,7 +129,8 @@ def build_app(
         cloud=server.cloud if server else _cloud(settings),
         storage=server.storage if server else _storage(settings),
         dns=server.dns if server else _dns(settings),
-        backups=server.backups if server else _backups(settings),
+        backups=backups,
+        restorer=restorer,
         samples=SqlSamples(db),
         demo=server.host if server else None,
         site=Site(

@@ -20,6 +20,7 @@ from providers.host import HostProbe
 from providers.nixos.desired import DesiredStateStore
 from providers.nixos.rebuild import Rebuilds
 from providers.nixos.system import NixosSystem
+from providers.restore import Restorer
 from providers.systemd import ServiceManager
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class Deps:
     dns: DnsProvider | None = None
     site: Site = field(default_factory=Site)
     backups: BackupEngine | None = None
+    restorer: Restorer | None = None  # with backups
     schedules: Schedules | None = None  # only while `steward run` serves
     demo: DemoControls | None = None  # only on the demo server
     samples: Samples | None = None

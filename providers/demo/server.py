@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from providers.backup_memory import MemoryBackupEngine
 from providers.base.dns import DnsRecord
@@ -373,6 +374,16 @@ class DemoServer:
     dns: MemoryDns
     backups: MemoryBackupEngine
     domain: str = DEMO_DOMAIN
+
+    def data_root(self, folder: Path) -> Path:
+        """A folder that stands for the demo's ``/`` in restores, holding each service's data
+        as the demo backups see it."""
+        if not folder.exists():
+            for path, data in self.backups.files.items():
+                target = folder / path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        return folder
 
     @classmethod
     def create(cls, step_seconds: float = 0.3) -> DemoServer:

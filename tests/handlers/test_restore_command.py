@@ -1,0 +1,122 @@
+"""/restore through the engine, on the demo's in-memory backups and a data folder of its own
+(the steps themselves are tested with real restic in tests/providers/test_restore.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bot.storage.database import Database
+from providers.base.backup import BackupReason
+from providers.catalogue import ServiceCatalogue, ServiceInfo
+from providers.restore import Restorer
+from tests.conftest import ADMIN2, OPERATOR, Harness, make_harness
+
+NEXTCLOUD = "var/lib/nextcloud"
+
+
+def with_restorer(harness: Harness, tmp_path: Path) -> Path:
+    root = harness.server.data_root(tmp_path / "root")
+    restorer = Restorer(
+        harness.server.backups, harness.server.services, tmp_path / "work", root=root
+    )
+    harness.engine.deps = replace(harness.engine.deps, restorer=restorer)
+    return root
+
+
+@pytest.fixture
+def root(harness: Harness, tmp_path: Path) -> Path:
+    return with_restorer(harness, tmp_path)
+
+
+async def backed_up(harness: Harness, service: str) -> str:
+    await harness.say(f"/backup {service}")
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    snaps = await harness.server.backups.snapshots(service)
+    return snaps[-1].short_id
+
+
+async def test_restore_previews_the_snapshot_and_puts_the_data_back(
+    harness: Harness, root: Path
+) -> None:
+    snapshot = await backed_up(harness, "nextcloud")
+    data = root / NEXTCLOUD / "config.json"
+    before = data.read_bytes()
+    data.write_bytes(b"broken since")
+    harness.clock.advance(minutes=5)
+    prompt = await harness.say("/restore nextcloud latest")
+    assert f"snapshot <code>{snapshot}</code>, manual" in prompt
+    assert "Folders: <code>/var/lib/nextcloud</code>" in prompt
+    assert "Stops phpfpm-nextcloud.service, nginx.service, redis-nextcloud.service" in prompt
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    job = harness.outbox.last
+    assert f"Nextcloud is restored from snapshot <code>{snapshot}</code>" in job.current.text
+    assert any("into a staging folder, with verification" in e.text for e in job.edits)
+    assert data.read_bytes() == before
+    safety = [
+        s
+        for s in await harness.server.backups.snapshots("nextcloud")
+        if s.reason is BackupReason.PRE_RESTORE
+    ]
+    assert len(safety) == 1
+    assert f"<code>{safety[0].short_id}</code>" in job.current.text
+    # "latest" never means the safety snapshot: it still names the manual one.
+    assert f"snapshot <code>{snapshot}</code>" in await harness.say("/restore nextcloud latest")
+
+
+async def test_restore_needs_an_admin_and_refuses_bad_input_without_change(
+    harness: Harness, root: Path
+) -> None:
+    assert "needs the admin role" in await harness.say("/restore nextcloud latest", OPERATOR)
+    assert "has no snapshot yet" in await harness.say("/restore nextcloud latest")
+    assert "Unknown service nope" in await harness.say("/restore nope latest")
+    await backed_up(harness, "nextcloud")
+    said = await harness.say("/restore nextcloud deadbeef")
+    assert "No single snapshot of Nextcloud matches deadbeef" in said
+    assert "usage" in (await harness.say("/restore nextcloud")).lower()
+    assert "snapshot" in await harness.say("/restore nextcloud ../../etc")
+    assert len(await harness.server.backups.snapshots()) == 1
+
+
+async def test_a_failed_restore_says_the_old_data_is_back(harness: Harness, root: Path) -> None:
+    await backed_up(harness, "nextcloud")
+    data = root / NEXTCLOUD / "config.json"
+    data.write_bytes(b"today's data")
+    await harness.say("/restore nextcloud latest")
+    harness.server.backups.fail_next["restore"] = "The repository is locked by another run."
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    text = harness.outbox.last.current.text
+    assert "The restore of Nextcloud failed: The repository is locked" in text
+    assert "The old data is back in place" in text
+    assert data.read_bytes() == b"today's data"
+    units = harness.server.catalogue["nextcloud"].units
+    statuses = await harness.server.services.status(units)
+    assert all(s.active_state == "active" for s in statuses.values())
+
+
+async def test_restore_can_need_a_second_admin(sqlite_db: Database, tmp_path: Path) -> None:
+    harness = make_harness(sqlite_db, two_person=frozenset({"restore"}))
+    root = with_restorer(harness, tmp_path)
+    await backed_up(harness, "vaultwarden")
+    (root / "var/lib/bitwarden_rs/data.db").write_bytes(b"changed")
+    await harness.say("/restore vaultwarden latest")
+    assert "needs a second admin" in await harness.press(1)
+    assert (root / "var/lib/bitwarden_rs/data.db").read_bytes() == b"changed"
+    await harness.press(1, ADMIN2)
+    assert await harness.engine.wait_for_jobs(10)
+    assert (root / "var/lib/bitwarden_rs/data.db").read_bytes() != b"changed"
+
+
+async def test_a_unit_another_service_shares_keeps_running(harness: Harness, root: Path) -> None:
+    await backed_up(harness, "nextcloud")
+    catalogue = harness.server.catalogue
+    wiki = ServiceInfo("wiki", "Wiki", "", ("nginx.service", "wiki.service"), ("/var/lib/wiki",))
+    shared = ServiceCatalogue([*catalogue.values(), wiki])
+    harness.engine.deps = replace(harness.engine.deps, catalogue=shared)
+    prompt = await harness.say("/restore nextcloud latest")
+    assert "Stops phpfpm-nextcloud.service, redis-nextcloud.service during" in prompt
