@@ -38,7 +38,7 @@ from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
-from providers.restore import Restorer
+from providers.restore import DatabaseDumps, Restorer
 from providers.systemd import ServiceManager, SystemctlServiceManager
 
 if TYPE_CHECKING:
@@ -104,10 +104,11 @@ def build_app(
     kv = SqlKeyValue(db)
     desired_path = settings.desired_state or settings.state_dir / "desired-state.json"
     backups = server.backups if server else _backups(settings)
-    restorer = None
+    restorer, dumps = None, _dumps(settings) if not server else None
     if backups is not None:
         root = server.data_root(settings.state_dir / "demo-root") if server else Path("/")
-        restorer = Restorer(backups, services, settings.state_dir / "restore", root=root)
+        work = settings.state_dir / "restore"
+        restorer = Restorer(backups, services, work, root=root, dumps=dumps)
     deps = Deps(
         host=host,
         services=services,
@@ -131,6 +132,7 @@ def build_app(
         dns=server.dns if server else _dns(settings),
         backups=backups,
         restorer=restorer,
+        dumps=dumps,
         samples=SqlSamples(db),
         demo=server.host if server else None,
         site=Site(
@@ -239,6 +241,20 @@ def _backups(settings: Settings) -> BackupEngine | None:
             cache_dir=settings.state_dir / "restic-cache",
         )
     )
+
+
+def _dumps(settings: Settings) -> DatabaseDumps | None:
+    if settings.postgres_host is None:
+        return None
+    from providers.pgdump import PostgresDumps, PostgresSettings  # noqa: PLC0415
+
+    postgres = PostgresSettings(
+        host=settings.postgres_host,
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password_file=settings.postgres_password_file,
+    )
+    return PostgresDumps(postgres, settings.state_dir / "dumps")
 
 
 def _storage(settings: Settings) -> BackupStorage | None:

@@ -224,6 +224,11 @@ class Settings:
     keep_monthly: Annotated[int, _number(int, 0, 1000)] = 6
     keep_yearly: Annotated[int, _number(int, 0, 1000)] = 1
     heartbeat_url: str | None = None
+    # Dumps of the catalogue's PostgreSQL databases go into each backup when a host is set.
+    postgres_host: str | None = None
+    postgres_port: Annotated[int, _number(int, 1, 65535)] = 5432
+    postgres_user: str = "postgres"
+    postgres_password_file: Path | None = None
     report_schedule: Annotated[str, _schedule] = "daily 08:00"
     alert_interval_seconds: Annotated[int, _number(int, 60, 3600)] = 300
 

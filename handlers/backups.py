@@ -90,20 +90,37 @@ async def run_backups(
     for index, info in enumerate(services, 1):
         started = time.monotonic()
         shown = _Shown(ctx, info.name, index, len(services))
+        dumps = ctx.deps.dumps if info.databases else None
+        paths = [Path(folder) for folder in info.folders]
         try:
-            result = await backups.backup(
-                info.id, [Path(folder) for folder in info.folders], reason, shown
-            )
+            if dumps is not None:
+                await ctx.progress.update(f"💾 Dumping the databases of {esc(info.name)}")
+                paths.append(await dumps.dump(info.id, info.databases))
+            result = await backups.backup(info.id, paths, reason, shown)
         except BackupError as exc:
             failed.append(f"❌ {esc(info.name)}: {esc(exc)}")
             continue
+        finally:
+            if dumps is not None:
+                await dumps.clean(info.id)
         seconds = time.monotonic() - started
+        note = _undumped(ctx.deps, info)
         done.append(
             f"✅ {esc(info.name)}: snapshot <code>{esc(result.snapshot_id)}</code>, "
             f"{result.files_new} new and {result.files_changed} changed files, "
-            f"{result.bytes_added / MB:.1f} MB added, {seconds:.0f} s"
+            f"{result.bytes_added / MB:.1f} MB added, {seconds:.0f} s{note}"
         )
     return done, failed
+
+
+def _undumped(deps: Deps, info: ServiceInfo) -> str:
+    """A snapshot of a service's folders without its database is not the whole service."""
+    if not info.databases or deps.dumps is not None or deps.demo is not None:
+        return ""
+    return (
+        f"\n⚠️ Its database ({esc(', '.join(info.databases))}) is not in it: set "
+        "<code>STEWARD_POSTGRES_HOST</code> so that Steward dumps it."
+    )
 
 
 SERVICE_OR_ALL = Arg("service", SERVICE, required=False, help="a service id, or all (default)")

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,35 @@ class PostgresSettings:
     timeout: float = 3600.0
     pg_dump: str = "pg_dump"
     pg_restore: str = "pg_restore"
+
+
+class PostgresDumps:
+    """A service's databases dumped into ``<folder>/<service>/<name>.pgdump`` for its snapshot
+    (the ``DatabaseDumps`` of ``providers.restore``), and loaded back from a restored copy."""
+
+    def __init__(self, settings: PostgresSettings, folder: Path) -> None:
+        self._settings = settings
+        self._folder = folder
+
+    def folder(self, service_id: str) -> Path:
+        return self._folder / service_id
+
+    async def dump(self, service_id: str, databases: Sequence[str]) -> Path:
+        folder = self.folder(service_id)
+        await asyncio.to_thread(folder.mkdir, 0o700, True, True)
+        for name in databases:
+            await dump_database(name, folder / f"{name}.pgdump", self._settings)
+        return folder
+
+    async def load(self, dumps: Path, databases: Sequence[str]) -> None:
+        for name in databases:
+            source = dumps / f"{name}.pgdump"
+            if not source.is_file():
+                raise DatabaseDumpError(f"The snapshot holds no dump of database {name}.")
+            await restore_database(name, source, self._settings)
+
+    async def clean(self, service_id: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.folder(service_id), True)
 
 
 async def dump_database(name: str, target_file: Path, settings: PostgresSettings) -> int:

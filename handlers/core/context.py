@@ -20,7 +20,7 @@ from providers.host import HostProbe
 from providers.nixos.desired import DesiredStateStore
 from providers.nixos.rebuild import Rebuilds
 from providers.nixos.system import NixosSystem
-from providers.restore import Restorer
+from providers.restore import DatabaseDumps, Restorer
 from providers.systemd import ServiceManager
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ class Deps:
     site: Site = field(default_factory=Site)
     backups: BackupEngine | None = None
     restorer: Restorer | None = None  # with backups
+    dumps: DatabaseDumps | None = None  # with backups and STEWARD_POSTGRES_HOST
     schedules: Schedules | None = None  # only while `steward run` serves
     demo: DemoControls | None = None  # only on the demo server
     samples: Samples | None = None

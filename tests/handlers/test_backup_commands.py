@@ -3,6 +3,8 @@ in-memory backup engine (the restic adapter itself is tested against real restic
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -129,3 +131,54 @@ async def test_the_weekly_check_and_the_monthly_drill_report_and_are_remembered(
     assert not broken.silent
     assert "damage" in broken.text
     assert "❌ last backup check 2026-11-28: failed" in await harness.say("/report")
+
+
+class FileDumps:
+    """Database dumps as small files (pg_dump itself is tested against real PostgreSQL)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.calls: list[str] = []
+
+    def folder(self, service_id: str) -> Path:
+        return self.root / service_id
+
+    async def dump(self, service_id: str, databases: Sequence[str]) -> Path:
+        self.calls.append(f"dump {service_id} {','.join(databases)}")
+        self.folder(service_id).mkdir(parents=True)
+        for name in databases:
+            (self.folder(service_id) / f"{name}.pgdump").write_bytes(b"PGDMP " + name.encode())
+        return self.folder(service_id)
+
+    async def load(self, dumps: Path, databases: Sequence[str]) -> None:
+        raise AssertionError("a backup never loads")
+
+    async def clean(self, service_id: str) -> None:
+        self.calls.append(f"clean {service_id}")
+        shutil.rmtree(self.folder(service_id))
+
+
+async def test_databases_are_dumped_into_the_snapshot_and_the_dump_removed(
+    harness: Harness, tmp_path: Path
+) -> None:
+    dumps = FileDumps(tmp_path / "dumps")
+    harness.engine.deps = replace(harness.engine.deps, dumps=dumps)
+    await harness.say("/backup nextcloud", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    assert dumps.calls == ["dump nextcloud nextcloud", "clean nextcloud"]
+    (snap,) = await harness.server.backups.snapshots("nextcloud")
+    assert str(dumps.folder("nextcloud")) in snap.paths
+    assert not dumps.folder("nextcloud").exists()
+    assert "not in it" not in harness.outbox.last.current.text
+
+
+async def test_without_postgresql_settings_the_reply_says_the_database_is_missing(
+    harness: Harness,
+) -> None:
+    harness.engine.deps = replace(harness.engine.deps, demo=None)
+    await harness.say("/backup nextcloud", OPERATOR)
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    text = harness.outbox.last.current.text
+    assert "Its database (nextcloud) is not in it: set <code>STEWARD_POSTGRES_HOST</code>" in text

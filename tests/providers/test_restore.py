@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from providers.base.backup import BackupError, BackupReason
+from providers.pgdump import PostgresDumps
 from providers.restic import ResticBackupEngine, ResticSettings
 from providers.restore import RestoreError, RestorePlan, Restorer
+from tests.providers.test_pgdump import settings_for, sql
+from tests.support.postgres import create_database
 from tests.support.restic_fixtures import copy_of, tree_digests
 
 pytest_plugins = ["tests.support.restic_fixtures"]
@@ -266,3 +269,34 @@ async def test_a_crash_between_the_two_renames_of_a_swap_is_put_right(
     assert not restored
     assert setup.state() == setup.current
     assert setup.leftovers() == []
+
+
+@pytest.mark.postgres
+async def test_a_service_and_its_postgresql_database_come_back_together(
+    tmp_path: Path, empty_repo: ResticSettings, postgres_admin_url: str
+) -> None:
+    """Real restic, real PostgreSQL: the dump travels in the snapshot and is loaded back."""
+    name = "restore_app"
+    url = create_database(postgres_admin_url, name)
+    sql(url, "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
+    sql(url, "INSERT INTO notes VALUES (1, 'kept'), (2, 'also kept')")
+    engine = ResticBackupEngine(copy_of(empty_repo, tmp_path))
+    dumps = PostgresDumps(settings_for(postgres_admin_url), tmp_path / "state" / "dumps")
+    data = tmp_path / "srv" / "app"
+    fill(data, "old")
+    paths = [data, await dumps.dump("app", [name])]
+    snapshot = (await engine.backup("app", paths, BackupReason.MANUAL)).snapshot_id
+    await dumps.clean("app")
+    assert not dumps.folder("app").exists()
+    expected = tree_digests(data)
+    sql(url, "DELETE FROM notes WHERE id = 2")
+    fill(data, "new")
+    restorer = Restorer(engine, Units(), tmp_path / "work", dumps=dumps)
+    plan = RestorePlan("app", snapshot, (str(data),), UNITS, (name,))
+    await steps_of(restorer, plan)
+    assert tree_digests(data) == expected
+    assert sql(url, "SELECT id, body FROM notes ORDER BY id") == [(1, "kept"), (2, "also kept")]
+    # The safety snapshot holds the database as it was just before the restore.
+    safety = [s for s in await engine.snapshots("app") if s.reason is BackupReason.PRE_RESTORE]
+    assert str(dumps.folder("app")) in safety[0].paths
+    assert not dumps.folder("app").exists()
