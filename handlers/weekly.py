@@ -24,7 +24,7 @@ DAILY_HEADING = "<b>Daily report</b>"
 LOAD = "load"
 
 
-async def weekly_report(deps: Deps, now: datetime, timeout: float = 30) -> Reply:
+async def weekly_report(deps: Deps, now: datetime, *, chart_seconds: float = 30) -> Reply:
     since = now - WEEK
     lines = [f"📈 <b>Week of {since.astimezone(deps.timezone):%d %b %Y}</b>"]
     daily = await build_report(deps, now)
@@ -43,7 +43,7 @@ async def weekly_report(deps: Deps, now: datetime, timeout: float = 30) -> Reply
         data = ChartData(title, since.astimezone(deps.timezone), now.astimezone(deps.timezone),
                          local)  # fmt: skip
         try:
-            png = await render_week_chart(data, timeout)
+            png = await render_week_chart(data, chart_seconds)
             attachments = (Attachment("week.png", png, "image/png"),)
         except ChartError as exc:
             log.warning("weekly chart: %s", exc)

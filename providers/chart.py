@@ -56,13 +56,14 @@ class ChartData:
         ).encode()
 
 
-async def render_week_chart(payload: ChartData, timeout: float = 30) -> bytes:
-    """The chart as a PNG (800 x 400)."""
-    return await run_renderer(payload.to_json(), timeout)
+async def render_week_chart(payload: ChartData, timeout: float = 30) -> bytes:  # noqa: ASYNC109
+    """The chart as a PNG (800 x 400). At ``timeout`` seconds the child is killed and the
+    answer is a ChartError, a sentence to show, rather than a bare TimeoutError."""
+    return await run_renderer(payload.to_json(), time_limit=timeout)
 
 
 async def run_renderer(
-    document: bytes, timeout: float, command: Sequence[str] = RENDERER
+    document: bytes, *, time_limit: float, command: Sequence[str] = RENDERER
 ) -> bytes:
     """Run ``command`` with ``document`` on stdin; its stdout must be a PNG."""
     try:
@@ -74,9 +75,9 @@ async def run_renderer(
     except OSError as exc:
         raise ChartError(f"The chart renderer cannot be started: {exc.strerror}.") from None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(document), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(document), time_limit)
     except TimeoutError:
-        raise ChartError(f"The chart took longer than {timeout:g} s and was stopped.") from None
+        raise ChartError(f"The chart took longer than {time_limit:g} s and was stopped.") from None
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -10,6 +10,7 @@ not such a document, with one sentence on stderr.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import statistics
@@ -37,7 +38,7 @@ Point = tuple[datetime, float]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
-class BadInput(Exception):
+class InputError(Exception):
     """The input is not a chart document; the message is the one sentence for stderr."""
 
 
@@ -53,23 +54,23 @@ def parse(raw: bytes) -> Chart:
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadInput("The input is not a JSON document.") from None
+        raise InputError("The input is not a JSON document.") from None
     if not isinstance(doc, dict):
-        raise BadInput("The input is not a JSON object.")
+        raise InputError("The input is not a JSON object.")
     title = doc.get("title")
     if not isinstance(title, str):
-        raise BadInput('"title" must be a string.')
+        raise InputError('"title" must be a string.')
     since, until = _moment(doc.get("since"), "since"), _moment(doc.get("until"), "until")
     if until <= since:
-        raise BadInput('"until" must come after "since".')
+        raise InputError('"until" must come after "since".')
     raw_series = doc.get("series")
     if not isinstance(raw_series, dict):
-        raise BadInput('"series" must be an object of name: [[time, value], ...].')
+        raise InputError('"series" must be an object of name: [[time, value], ...].')
     if len(raw_series) > MAX_SERIES:
-        raise BadInput(f"At most {MAX_SERIES} series fit on the chart.")
+        raise InputError(f"At most {MAX_SERIES} series fit on the chart.")
     series = {str(name): _points(name, points) for name, points in raw_series.items()}
     if sum(len(points) for points in series.values()) > MAX_POINTS:
-        raise BadInput(f"At most {MAX_POINTS} points in all can be drawn.")
+        raise InputError(f"At most {MAX_POINTS} points in all can be drawn.")
     return Chart(title, since, until, series)
 
 
@@ -77,22 +78,26 @@ def _moment(value: Any, what: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except (TypeError, ValueError):
-        raise BadInput(f'"{what}" must be an ISO 8601 time with its offset.') from None
+        raise InputError(f'"{what}" must be an ISO 8601 time with its offset.') from None
     if moment.tzinfo is None:
-        raise BadInput(f'"{what}" must be an ISO 8601 time with its offset.')
+        raise InputError(f'"{what}" must be an ISO 8601 time with its offset.')
     return moment
 
 
 def _points(name: str, points: Any) -> list[Point]:
     if not isinstance(points, list):
-        raise BadInput(f'Series "{name}" must be a list of [time, value] pairs.')
+        raise InputError(f'Series "{name}" must be a list of [time, value] pairs.')
     parsed = []
     for point in points:
         if not (isinstance(point, list) and len(point) == 2):
-            raise BadInput(f'Series "{name}" must be a list of [time, value] pairs.')
+            raise InputError(f'Series "{name}" must be a list of [time, value] pairs.')
         at, value = point
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise BadInput(f'Series "{name}" has a value that is not a finite number.')
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise InputError(f'Series "{name}" has a value that is not a finite number.')
         parsed.append((_moment(at, f"{name}' time"), float(value)))
     parsed.sort(key=lambda p: p[0])
     return parsed
@@ -197,8 +202,9 @@ def _line(draw: ImageDraw.ImageDraw, frame: Frame, points: Sequence[Point], colo
 def _runs(points: Sequence[Point]) -> list[list[Point]]:
     if len(points) < 2:
         return [list(points)] if points else []
-    steps = [b[0] - a[0] for a, b in zip(points, points[1:], strict=False)]
-    gap = max(timedelta(hours=1), 3 * statistics.median(steps))
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(points)]
+    usual = statistics.median(step.total_seconds() for step in steps)
+    gap = max(timedelta(hours=1), timedelta(seconds=3 * usual))
     runs: list[list[Point]] = [[points[0]]]
     for step, point in zip(steps, points[1:], strict=True):
         if step > gap:
@@ -233,7 +239,7 @@ def _legend(
 def main() -> int:
     try:
         chart = parse(sys.stdin.buffer.read())
-    except BadInput as exc:
+    except InputError as exc:
         print(exc, file=sys.stderr)
         return 2
     sys.stdout.buffer.write(render(chart))

@@ -117,7 +117,7 @@ async def test_bad_input_becomes_a_chart_error() -> None:
             json.dumps(
                 {"title": "t", "since": UNTIL.isoformat(), "until": SINCE.isoformat(), "series": {}}
             ).encode(),
-            timeout=30,
+            time_limit=30,
         )
 
 
@@ -130,7 +130,7 @@ async def test_a_renderer_that_hangs_is_killed_at_the_timeout() -> None:
     hang = (sys.executable, "-c", "import time; time.sleep(60)")
     started = time.monotonic()
     with pytest.raises(ChartError, match=r"^The chart took longer than 0.5 s and was stopped\.$"):
-        await run_renderer(b"{}", timeout=0.5, command=hang)
+        await run_renderer(b"{}", time_limit=0.5, command=hang)
     assert time.monotonic() - started < 10
 
 
@@ -143,16 +143,16 @@ async def test_the_real_renderer_times_out_too() -> None:
 async def test_output_that_is_not_a_png_is_refused() -> None:
     text = (sys.executable, "-c", "print('hello')")
     with pytest.raises(ChartError, match=r"^The chart renderer did not return a PNG image\.$"):
-        await run_renderer(b"{}", timeout=30, command=text)
+        await run_renderer(b"{}", time_limit=30, command=text)
 
 
 async def test_a_crashing_renderer_gives_a_sentence_not_a_traceback() -> None:
     crash = (sys.executable, "-c", "raise SystemExit(3)")
     with pytest.raises(ChartError, match=r"^The chart renderer failed \(exit code 3\)\.$"):
-        await run_renderer(b"{}", timeout=30, command=crash)
+        await run_renderer(b"{}", time_limit=30, command=crash)
     missing = ("/nonexistent/python",)
     with pytest.raises(ChartError, match=r"^The chart renderer cannot be started"):
-        await run_renderer(b"{}", timeout=30, command=missing)
+        await run_renderer(b"{}", time_limit=30, command=missing)
 
 
 async def test_the_child_gets_none_of_the_bots_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,7 +164,7 @@ async def test_the_child_gets_none_of_the_bots_secrets(monkeypatch: pytest.Monke
         "import os, sys; sys.stdout.buffer.write(b'\\x89PNG\\r\\n\\x1a\\n' + "
         "' '.join(sorted(os.environ)).encode())",
     )
-    out = await run_renderer(b"{}", timeout=30, command=show)
+    out = await run_renderer(b"{}", time_limit=30, command=show)
     names = out[8:].decode().split()
     assert "STEWARD_TELEGRAM_TOKEN" not in names
     assert "PYTHONPATH" in names
