@@ -177,7 +177,7 @@ def _days(draw: ImageDraw.ImageDraw, frame: Frame, font: Font) -> None:
     while day < frame.until:
         following = day + timedelta(days=1)
         if day > frame.since:
-            x = frame.x(day)
+            x = round(frame.x(day) / SCALE) * SCALE  # on a pixel once scaled down: crisp
             draw.line([(x, frame.top), (x, frame.bottom)], fill=GRID, width=SCALE)
         shown_from, shown_to = max(day, frame.since), min(following, frame.until)
         if (shown_to - shown_from) >= timedelta(hours=8):  # room for the label
