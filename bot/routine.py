@@ -18,6 +18,7 @@ from handlers.core.messages import Actor, ChatRef, Command, Reply
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
 from handlers.reports import build_report, check_alerts, subscribers
+from handlers.weekly import weekly_report
 from providers.base.backup import RetentionPolicy
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class Routine:
     async def start(self) -> None:
         settings = self._app.settings
         self._scheduler.register("report", self._report)
+        self._scheduler.register("weekly", self._weekly)
         self._scheduler.register("alerts", self._alerts)
         if settings.heartbeat_url:
             self._scheduler.register("heartbeat", self._heartbeat)
@@ -60,6 +62,7 @@ class Routine:
         self._scheduler.start()
         chosen = await self._app.kv.get(CHOSEN + "report")
         self._scheduler.plan("report", chosen or settings.report_schedule)
+        self._scheduler.plan("weekly", "weekly 08:05")  # Mondays; after the daily report
         if backups:
             chosen = await self._app.kv.get(CHOSEN + "backup")
             self._scheduler.plan("backup", chosen or settings.backup_schedule)
@@ -85,6 +88,10 @@ class Routine:
         if deps.samples is not None:
             # Once a day, off the alert check's path: samples older than a year go.
             await deps.samples.purge(now - timedelta(days=366))
+
+    async def _weekly(self) -> None:
+        deps, now = self._app.engine.deps, self._app.engine.clock()
+        await self._broadcast(await weekly_report(deps, now))
 
     async def _alerts(self) -> None:
         for reply in await check_alerts(self._app.engine.deps, self._app.engine.clock()):

@@ -223,6 +223,7 @@ def _dump_state(state: AlertState) -> str:
 
 
 Reading = tuple[str, Thresholds | None, float, str]
+LOAD = "load"  # a sample only, for the weekly chart: the 1-minute load in percent of the cores
 
 
 async def _readings(deps: Deps, now: datetime) -> list[Reading]:
@@ -238,6 +239,7 @@ async def _readings(deps: Deps, now: datetime) -> list[Reading]:
                           f"disk {disk.mount} is {disk.percent:.0f}% full"))  # fmt: skip
         found.append(("memory", MEMORY, m.memory_used_percent,
                       f"memory is {m.memory_used_percent:.0f}% used"))  # fmt: skip
+        found.append((LOAD, None, 100 * m.load[0] / m.cores, ""))
     try:
         failed = await deps.services.failed_units()
         detail = f"failed units: {', '.join(failed)}" if failed else "no failed units"
@@ -268,6 +270,8 @@ async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
     readings = await _readings(deps, now)
     await _keep_samples(deps, now, readings)
     for key, thresholds, value, detail in readings:
+        if key == LOAD:
+            continue  # charted, not alerted on
         state = states.get(key, AlertState(key))
         level = Level(int(value)) if thresholds is None else thresholds.level(value, state.level)
         new, transition = step(state, level, detail, now)
@@ -288,10 +292,12 @@ async def check_alerts(deps: Deps, now: datetime) -> list[Reply]:
 
 
 async def _keep_samples(deps: Deps, now: datetime, readings: list[Reading]) -> None:
-    """Disk and memory percent, for the "full in ~N days" estimate; a year is kept."""
+    """Disk and memory percent, for the "full in ~N days" estimate, and the load, for the
+    weekly chart; a year is kept."""
     if deps.samples is None:
         return
-    values = {key: value for key, thresholds, value, _ in readings if thresholds is not None}
+    values = {key: value for key, thresholds, value, _ in readings
+              if thresholds is not None or key == LOAD}  # fmt: skip
     try:
         await deps.samples.add(now, values)
     except Exception:  # noqa: BLE001 - the database alert says so; samples are not vital

@@ -32,6 +32,13 @@ python3Packages.buildPythonApplication {
       aiolimiter # python-telegram-bot[rate-limiter]
       matrix-nio
       sniffio
+      apscheduler
+      pillow # the weekly chart, drawn in a subprocess
+      # Providers, imported only when configured.
+      hcloud
+      b2sdk
+      cloudflare
+      dnspython
     ]
     ++ matrix-nio.optional-dependencies.e2e;
 

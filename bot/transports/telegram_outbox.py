@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TRANSPORT = "telegram"
 MAX_TRIES = 6
+PHOTO_TYPES = frozenset({"image/png", "image/jpeg"})
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
@@ -114,6 +115,18 @@ class TelegramOutbox:
                 raise
 
     async def send_document(self, chat: ChatRef, attachment: Attachment, reply: Reply) -> Message:
+        if attachment.mime in PHOTO_TYPES:
+            # Shown inline (Telegram recompresses it); a chart needs no tap to open.
+            return await self.call(
+                "sendPhoto",
+                lambda: self.bot.send_photo(
+                    int(chat.chat_id),
+                    attachment.data,
+                    filename=attachment.name,
+                    disable_notification=reply.silent,
+                    protect_content=reply.sensitive,
+                ),
+            )
         return await self.call(
             "sendDocument",
             lambda: self.bot.send_document(

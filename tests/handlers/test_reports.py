@@ -136,7 +136,8 @@ async def test_the_routine_plans_the_report_and_a_time_set_from_chat_survives_a_
     try:
         planned = {name: when for name, when, _ in routine.planned()}
         assert planned == {
-            "report": "daily 08:00", "alerts": "300s", "backup": "daily 03:30",
+            "report": "daily 08:00", "weekly": "weekly 08:05", "alerts": "300s",
+            "backup": "daily 03:30",
             "check": "weekly 05:00", "drill": "monthly 05:30",
         }  # fmt: skip
         engine = app.engine
@@ -158,6 +159,11 @@ async def test_the_routine_plans_the_report_and_a_time_set_from_chat_survives_a_
         alerts = outbox.messages[before:]
         assert {sent.chat for sent in alerts} == {ChatRef("telegram", ADMIN.user_id)}
         assert any("disk /data is 93% full" in sent.reply.text for sent in alerts)
+        before = len(outbox.messages)
+        await routine._weekly()
+        (weekly,) = outbox.messages[before:]
+        assert weekly.reply.text.startswith("📈 <b>Week of")
+        assert weekly.reply.silent
     finally:
         routine.stop()
         app.close()

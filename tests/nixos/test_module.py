@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -469,3 +470,18 @@ def test_the_bot_reads_certificates_only_when_given_their_group(nix_env: dict[st
     assert plain["users"]["users"]["steward"]["extraGroups"] == ["systemd-journal"]
     given = evaluate(nix_env, '{ enable = true; certificateGroup = "acme"; }')
     assert given["users"]["users"]["steward"]["extraGroups"] == ["systemd-journal", "acme"]
+
+
+def test_the_package_brings_every_runtime_dependency_of_pyproject() -> None:
+    """package.nix lists nixpkgs' Python packages by hand; one missing is a bot that fails to
+    import on the server, which no other test would notice."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {
+        re.split(r"[\[<>=!~ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]
+    }
+    listed = set(
+        re.findall(
+            r"^\s+([a-z0-9-]+)\s*(?:#.*)?$", (ROOT / "nixos" / "package.nix").read_text(), re.M
+        )
+    )
+    assert wanted - listed == set()

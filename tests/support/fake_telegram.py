@@ -27,10 +27,11 @@ import copy
 import itertools
 import json
 import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
@@ -602,6 +603,10 @@ class DocumentInfo:
     content: bytes
     mime_type: str | None
     file_id: str
+    # "photo": sent with sendPhoto, shown inline; the size is read from the image itself.
+    kind: str = "document"
+    width: int = 0
+    height: int = 0
 
 
 @dataclass
@@ -1516,6 +1521,12 @@ class FakeBotAPI:
         return self._message_dict(message)
 
     def _m_sendDocument(self, params: _Params) -> JSON:  # noqa: N802
+        return self._send_file(params, "document")
+
+    def _m_sendPhoto(self, params: _Params) -> JSON:  # noqa: N802
+        return self._send_file(params, "photo")
+
+    def _send_file(self, params: _Params, kind: str) -> JSON:
         chat_id = self._chat_id(params)
         parse_mode = self._parse_mode(params)
         caption_source = params.string("caption")
@@ -1530,15 +1541,15 @@ class FakeBotAPI:
                 "caption",
             )
         markup = self._markup(params)
-        upload = params.upload("document")
+        upload = params.upload(kind)
         if upload is not None:
             if not upload.data:
                 raise _bad("file must be non-empty")
             document = DocumentInfo(
                 upload.filename, upload.data, upload.content_type, self._new_file_id()
             )
-        elif params.present("document"):
-            reference = params.string("document") or ""
+        elif params.present(kind):
+            reference = params.string(kind) or ""
             if reference.startswith("attach://"):
                 attached = params.upload(reference.removeprefix("attach://"))
                 if attached is None:
@@ -1549,7 +1560,9 @@ class FakeBotAPI:
             else:
                 document = DocumentInfo(None, b"", None, reference)
         else:
-            raise _bad("there is no document in the request")
+            raise _bad(f"there is no {kind} in the request")
+        if kind == "photo":
+            document = _photo(document)
         self._known_chat(chat_id)
         reply_to = self._reply_target(chat_id, params)
         message = BotMessage(
@@ -1866,21 +1879,7 @@ class FakeBotAPI:
         if stored.edit_date is not None:
             message["edit_date"] = stored.edit_date
         if stored.document is not None:
-            document = stored.document
-            info: JSON = {
-                "file_id": document.file_id,
-                "file_unique_id": "AgAD" + document.file_id[-8:],
-            }
-            if document.filename is not None:
-                info["file_name"] = document.filename
-            if document.mime_type is not None:
-                info["mime_type"] = document.mime_type
-            info["file_size"] = len(document.content)
-            message["document"] = info
-            if stored.caption:
-                message["caption"] = stored.caption
-                if stored.entities:
-                    message["caption_entities"] = copy.deepcopy(stored.entities)
+            message.update(_file_fields(stored, stored.document))
         else:
             message["text"] = stored.text
             if stored.entities:
@@ -1939,6 +1938,7 @@ _METHODS = {
         "getUpdates",
         "sendMessage",
         "sendDocument",
+        "sendPhoto",
         "editMessageText",
         "editMessageReplyMarkup",
         "deleteMessage",
@@ -1949,3 +1949,48 @@ _METHODS = {
         "sendChatAction",
     )
 }
+
+
+def _photo(upload: DocumentInfo) -> DocumentInfo:
+    """Telegram takes a photo up to 10 MB whose width and height add up to at most 10,000 and
+    differ by a ratio of at most 20; anything it cannot decode fails with IMAGE_PROCESS_FAILED.
+    The fake decodes PNG headers only."""
+    data = upload.content
+    if upload.file_id and not data:
+        return replace(upload, kind="photo")  # a file_id sent before
+    if len(data) > 10 * 1024 * 1024:
+        raise _bad("PHOTO_TOO_BIG")  # not documented word for word
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise _bad("IMAGE_PROCESS_FAILED")
+    width, height = struct.unpack(">II", data[16:24])
+    if (
+        not width
+        or not height
+        or width + height > 10_000
+        or max(width, height) > 20 * min(width, height)
+    ):
+        raise _bad("PHOTO_INVALID_DIMENSIONS")
+    return replace(upload, kind="photo", width=width, height=height)
+
+
+def _file_fields(stored: BotMessage, file: DocumentInfo) -> JSON:
+    """A sent file as Telegram shows it: a document, or a photo as a list of sizes (one here)."""
+    fields: JSON = {}
+    if file.kind == "photo":
+        fields["photo"] = [{
+            "file_id": file.file_id, "file_unique_id": "AQAD" + file.file_id[-8:],
+            "width": file.width, "height": file.height, "file_size": len(file.content),
+        }]  # fmt: skip
+    else:
+        info: JSON = {"file_id": file.file_id, "file_unique_id": "AgAD" + file.file_id[-8:]}
+        if file.filename is not None:
+            info["file_name"] = file.filename
+        if file.mime_type is not None:
+            info["mime_type"] = file.mime_type
+        info["file_size"] = len(file.content)
+        fields["document"] = info
+    if stored.caption:
+        fields["caption"] = stored.caption
+        if stored.entities:
+            fields["caption_entities"] = copy.deepcopy(stored.entities)
+    return fields

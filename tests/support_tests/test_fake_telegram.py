@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -385,3 +386,24 @@ async def test_strict_chats_and_a_second_poller() -> None:
                 assert (await answer.json())["result"] == []
             with pytest.raises(Conflict, match="terminated by other getUpdates request"):
                 await first
+
+
+def _png(width: int, height: int) -> bytes:
+    """A PNG's signature and header chunk: all the fake reads of a photo."""
+    header = struct.pack(">II", width, height) + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header + b"\0" * 4
+
+
+async def test_send_photo_reads_the_size_and_refuses_what_is_not_an_image(
+    fake: FakeBotAPI, bot: Bot
+) -> None:
+    sent = await bot.send_photo(ALICE_ID, _png(800, 400), filename="week.png")
+    (size,) = sent.photo
+    assert (size.width, size.height) == (800, 400)
+    (stored,) = fake.messages(ALICE_ID)
+    assert stored.document is not None
+    assert stored.document.kind == "photo"
+    with pytest.raises(BadRequest, match="Image_process_failed"):
+        await bot.send_photo(ALICE_ID, b"not an image", filename="x.png")
+    with pytest.raises(BadRequest, match="Photo_invalid_dimensions"):
+        await bot.send_photo(ALICE_ID, _png(100, 2500), filename="tall.png")
