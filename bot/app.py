@@ -34,6 +34,7 @@ from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import CatalogueError, ServiceCatalogue
+from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs
 from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import SystemdRebuilds
@@ -104,11 +105,15 @@ def build_app(
     kv = SqlKeyValue(db)
     desired_path = settings.desired_state or settings.state_dir / "desired-state.json"
     backups = server.backups if server else _backups(settings)
-    restorer, dumps = None, _dumps(settings) if not server else None
-    if backups is not None:
+    dumps = _dumps(settings) if not server else None
+    data_jobs: DataJobs | None = None
+    if backups is not None and settings.backup_units:
+        data_jobs = UnitDataJobs(settings.state_dir / "jobs")
+    elif backups is not None:
         root = server.data_root(settings.state_dir / "demo-root") if server else Path("/")
         work = settings.state_dir / "restore"
         restorer = Restorer(backups, services, work, root=root, dumps=dumps)
+        data_jobs = LocalDataJobs(backups, restorer, dumps)
     deps = Deps(
         host=host,
         services=services,
@@ -131,7 +136,7 @@ def build_app(
         storage=server.storage if server else _storage(settings),
         dns=server.dns if server else _dns(settings),
         backups=backups,
-        restorer=restorer,
+        data_jobs=data_jobs,
         dumps=dumps,
         samples=SqlSamples(db),
         demo=server.host if server else None,
@@ -224,7 +229,7 @@ def _dns(settings: Settings) -> DnsProvider | None:
     return None
 
 
-def _backups(settings: Settings) -> BackupEngine | None:
+def _backups(settings: Settings, cache_dir: Path | None = None) -> BackupEngine | None:
     if settings.restic_repository is None:
         return None
     if settings.restic_password_file is None:
@@ -238,7 +243,7 @@ def _backups(settings: Settings) -> BackupEngine | None:
             aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
             aws_default_region=os.environ.get("AWS_DEFAULT_REGION"),
-            cache_dir=settings.state_dir / "restic-cache",
+            cache_dir=cache_dir or settings.state_dir / "restic-cache",
         )
     )
 

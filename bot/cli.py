@@ -31,18 +31,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         _logging(settings, quiet=args.command == "console")
-        if args.command == "db":
-            return _db(settings, args.action)
-        if args.command == "b2":
-            return b2_setup(settings, args.bucket, args.keep_days)
-        if args.command == "console":
-            return asyncio.run(_console(settings, demo=args.demo))
-        return _run(settings)
+        return _command(settings, args)
     except (ConfigError, DatabaseError) as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "db":
+        return _db(settings, args.action)
+    if args.command == "b2":
+        return b2_setup(settings, args.bucket, args.keep_days)
+    if args.command == "worker":
+        from bot.worker import work  # noqa: PLC0415
+
+        return work(settings, args.kind, args.instance)
+    if args.command == "console":
+        return asyncio.run(_console(settings, demo=args.demo))
+    return _run(settings)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the bot on the configured transports")
     console = sub.add_parser("console", help="talk to the bot on this terminal or a pipe")
     console.add_argument("--demo", action="store_true", help="use the in-memory demo server")
+    worker = sub.add_parser(
+        "worker", help="back up or restore one service's data (the root units run this)"
+    )
+    worker.add_argument("kind", choices=["backup", "restore"])
+    worker.add_argument("instance", help="SERVICE:REASON, SERVICE:SNAPSHOT or SERVICE:recover")
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade", "current"])
     b2 = sub.add_parser("b2", help="Backblaze B2 administration")

@@ -224,6 +224,9 @@ class Settings:
     keep_monthly: Annotated[int, _number(int, 0, 1000)] = 6
     keep_yearly: Annotated[int, _number(int, 0, 1000)] = 1
     heartbeat_url: str | None = None
+    # Back up and restore service data in the module's root units (steward-backup@ and
+    # steward-restore@) instead of in the bot, which may not read that data.
+    backup_units: bool = False
     # Dumps of the catalogue's PostgreSQL databases go into each backup when a host is set.
     postgres_host: str | None = None
     postgres_port: Annotated[int, _number(int, 1, 65535)] = 5432

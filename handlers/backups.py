@@ -24,6 +24,7 @@ from providers.base.backup import (
     Snapshot,
 )
 from providers.catalogue import ServiceInfo
+from providers.datajobs import DataJobs
 
 commands = Registry()
 NO_BACKUPS = (
@@ -37,6 +38,13 @@ def engine(ctx: Context) -> BackupEngine:
     if ctx.deps.backups is None:
         raise CommandError(NO_BACKUPS)
     return ctx.deps.backups
+
+
+def data_jobs(ctx: Context) -> DataJobs:
+    engine(ctx)  # says how to set backups up when they are not
+    if ctx.deps.data_jobs is None:
+        raise CommandError("Backups of service data are not set up on this server.")
+    return ctx.deps.data_jobs
 
 
 def backed_up(deps: Deps) -> list[ServiceInfo]:
@@ -85,24 +93,18 @@ async def run_backups(
     ctx: Context, services: list[ServiceInfo], reason: BackupReason
 ) -> tuple[list[str], list[str]]:
     """Back up each service in turn; one failure does not stop the others."""
-    backups = engine(ctx)
+    jobs = data_jobs(ctx)
     done, failed = [], []
     for index, info in enumerate(services, 1):
         started = time.monotonic()
         shown = _Shown(ctx, info.name, index, len(services))
-        dumps = ctx.deps.dumps if info.databases else None
-        paths = [Path(folder) for folder in info.folders]
+        if info.databases and ctx.deps.dumps is not None:
+            await ctx.progress.update(f"💾 Dumping the databases of {esc(info.name)}")
         try:
-            if dumps is not None:
-                await ctx.progress.update(f"💾 Dumping the databases of {esc(info.name)}")
-                paths.append(await dumps.dump(info.id, info.databases))
-            result = await backups.backup(info.id, paths, reason, shown)
+            result = await jobs.backup(info, reason, shown)
         except BackupError as exc:
             failed.append(f"❌ {esc(info.name)}: {esc(exc)}")
             continue
-        finally:
-            if dumps is not None:
-                await dumps.clean(info.id)
         seconds = time.monotonic() - started
         note = _undumped(ctx.deps, info)
         done.append(

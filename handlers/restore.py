@@ -7,14 +7,14 @@ old data back on any failure. Two-person approval comes from ``STEWARD_TWO_PERSO
 
 from __future__ import annotations
 
-from handlers.backups import MB, engine
+from handlers.backups import MB, data_jobs, engine
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import SERVICE, Arg, Role, Word
 from providers.base.backup import BackupError, BackupReason, Snapshot
 from providers.catalogue import ServiceInfo
-from providers.restore import RestoreError, RestorePlan, Restorer
+from providers.restore import RestoreError, RestorePlan, plan_restore
 
 commands = Registry()
 WHICH = Arg(
@@ -22,13 +22,6 @@ WHICH = Arg(
     Word(metavar="snapshot", pattern=r"latest|[0-9a-f]{8,64}"),
     help="a snapshot id from /backups, or latest",
 )
-
-
-def restorer(ctx: Context) -> Restorer:
-    engine(ctx)  # says how to set backups up when they are not
-    if ctx.deps.restorer is None:
-        raise CommandError("Restores are not set up on this server.")
-    return ctx.deps.restorer
 
 
 def _service(ctx: Context, service: str) -> ServiceInfo:
@@ -64,23 +57,13 @@ async def _plan(
 ) -> tuple[ServiceInfo, Snapshot, RestorePlan]:
     info = _service(ctx, service)
     snap = await _snapshot(ctx, info, which)
-    folders = tuple(folder for folder in info.folders if folder in snap.paths)
-    if not folders:
-        raise CommandError(
-            f"Snapshot <code>{esc(snap.short_id)}</code> holds none of "
-            f"{esc(info.name)}'s folders today."
-        )
-    dumps = restorer(ctx).dump_folder(info.id)
-    databases = info.databases if dumps is not None and dumps in snap.paths else ()
-    plan = RestorePlan(info.id, snap.id, folders, _own_units(ctx, info), databases)
+    dumps = ctx.deps.dumps
+    folder = str(dumps.folder(info.id)) if dumps is not None else None
+    try:
+        plan = plan_restore(info, snap, ctx.deps.catalogue, folder)
+    except BackupError as exc:
+        raise CommandError(esc(exc)) from None
     return info, snap, plan
-
-
-def _own_units(ctx: Context, info: ServiceInfo) -> tuple[str, ...]:
-    """The units only this service has: a shared one (nginx, redis) keeps serving the others."""
-    catalogue = ctx.deps.catalogue
-    shared = {unit for sid in catalogue if sid != info.id for unit in catalogue[sid].units}
-    return tuple(unit for unit in info.units if unit not in shared)
 
 
 @commands.command("restore", "Put a service's data back from a snapshot",
@@ -93,7 +76,7 @@ async def restore(ctx: Context, service: str, snapshot: str) -> Reply:
         await ctx.progress.update(f"♻️ Restoring {esc(info.name)}: {esc(text)}…")
 
     try:
-        done = await restorer(ctx).restore(plan, step)
+        done = await data_jobs(ctx).restore(plan, step)
     except RestoreError as exc:
         safety = (
             f"\nThe data as it was before is also in snapshot "
@@ -154,7 +137,7 @@ async def _restore_resume(ctx: Context, service: str, snapshot: str) -> Reply:
     async def step(text: str) -> None:
         await ctx.progress.update(f"♻️ {esc(text)}…")
 
-    restored, outcome = await restorer(ctx).recover(_service(ctx, service).id, step)
+    restored, outcome = await data_jobs(ctx).recover(_service(ctx, service).id, step)
     text = f"The bot restarted during the restore of {esc(service)}. {esc(outcome)}"
     if not restored:
         raise CommandError(text)

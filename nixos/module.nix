@@ -21,6 +21,14 @@ let
   # steward-growfs@<systemd-escaped device>.service grows the filesystem of a Hetzner volume
   # after /resize; the unit name holds a literal backslash (\x2d is an escaped "-").
   growfsUnit = "^steward-growfs@dev-disk-by\\\\x2did-scsi\\\\x2d0HC_Volume_[0-9]{1,12}\\.service$";
+  # steward-backup@<service>:<reason> and steward-restore@<service>:<snapshot|recover> back up
+  # and restore one service's data as root (the worker checks the instance again).
+  backedUp = lib.attrNames (lib.filterAttrs (_: service: service.folders != [ ]) cfg.services);
+  dataUnit =
+    if backedUp == [ ] then
+      "^$"
+    else
+      "^steward-(backup|restore)@(${lib.concatStringsSep "|" backedUp}):[a-z0-9-]{1,64}\\.service$";
 
   # option name -> (credential name, STEWARD_* variable that points at it)
   secretOptions = {
@@ -136,9 +144,10 @@ let
       var rebuildUnits = ${builtins.toJSON rebuildUnits};
       var rollbackUnit = new RegExp(${builtins.toJSON rollbackUnit});
       var growfsUnit = new RegExp(${builtins.toJSON growfsUnit});
+      var dataUnit = new RegExp(${builtins.toJSON dataUnit});
       var serviceUnits = ${builtins.toJSON catalogueUnits};
-      if ((rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit)) &&
-          verb == "start") {
+      if ((rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit) ||
+           dataUnit.test(unit)) && verb == "start") {
         return polkit.Result.YES;
       }
       if (serviceUnits.indexOf(unit) >= 0 && ${builtins.toJSON [
@@ -187,6 +196,53 @@ let
       pkgs.git
       pkgs.coreutils
     ];
+  };
+
+  # What the bot and its root workers share: settings, secrets as credentials, the catalogue.
+  botEnvironment =
+    settingsEnvironment
+    // credentialEnvironment
+    // {
+      STEWARD_STATE_DIR = cfg.stateDir;
+      STEWARD_CATALOGUE = catalogueFile;
+      # The bot may not read the services' data: backups and restores run in dataJob units.
+      STEWARD_BACKUP_UNITS = "1";
+    }
+    // lib.optionalAttrs cfg.postgresql.enable {
+      STEWARD_POSTGRES_HOST = "/run/postgresql";
+      STEWARD_POSTGRES_USER = "postgres";
+    };
+
+  # steward-backup@ and steward-restore@: `steward worker` as root, for one service at a time.
+  dataJob = kind: description: {
+    inherit description;
+    # A switch must not stop a restore half-way.
+    restartIfChanged = false;
+    stopIfChanged = false;
+    environment = botEnvironment;
+    path = [
+      pkgs.restic
+      config.systemd.package
+    ]
+    ++ lib.optional cfg.postgresql.enable config.services.postgresql.package;
+    serviceConfig = {
+      Type = "oneshot";
+      ExecStart = "${cfg.package}/bin/steward worker ${kind} %i";
+      LoadCredential = credentials;
+      CacheDirectory = "steward-worker";
+      UMask = "0077";
+      PrivateTmp = true;
+      NoNewPrivileges = true;
+      ProtectKernelTunables = true;
+      ProtectKernelModules = true;
+      ProtectKernelLogs = true;
+      ProtectControlGroups = true;
+      ProtectClock = true;
+      ProtectHostname = true;
+      RestrictRealtime = true;
+      RestrictSUIDSGID = true;
+      LockPersonality = true;
+    };
   };
 
   serviceType = types.submodule (
@@ -305,6 +361,17 @@ in
     b2KeyFile = secretOption "Backblaze B2 application key";
     resticPasswordFile = secretOption "restic repository password";
 
+    postgresql.enable = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Dump the catalogue's PostgreSQL databases (`services.<id>.databases`) into each backup
+        and load them back on a restore. The root backup units connect as `postgres` through
+        the local socket; this adds a peer map from root to postgres to
+        `services.postgresql`.
+      '';
+    };
+
     services = mkOption {
       type = types.attrsOf serviceType;
       default = { };
@@ -413,13 +480,11 @@ in
       path = [
         config.systemd.package
         config.system.build.nixos-rebuild
+        pkgs.restic # snapshots, check, drill and forget need no access to the services' data
       ];
       environment =
-        settingsEnvironment
-        // credentialEnvironment
+        botEnvironment
         // {
-          STEWARD_STATE_DIR = cfg.stateDir;
-          STEWARD_CATALOGUE = catalogueFile;
           STEWARD_DESIRED_STATE = "${cfg.stateDir}/desired-state.json";
         }
         // lib.optionalAttrs (cfg.upgrade.method == "flake") {
@@ -483,6 +548,19 @@ in
       else
         switchCommand [ "--upgrade" ]
     );
+    systemd.services."steward-backup@" = dataJob "backup" "Steward: back up %i";
+    systemd.services."steward-restore@" = dataJob "restore" "Steward: restore %i";
+
+    services.postgresql = lib.mkIf cfg.postgresql.enable {
+      identMap = lib.mkBefore ''
+        steward-dumps root postgres
+        steward-dumps postgres postgres
+      '';
+      authentication = lib.mkBefore ''
+        local all postgres peer map=steward-dumps
+      '';
+    };
+
     # /resize: grow the filesystem of a cloud volume to the volume's new size.
     systemd.services."steward-growfs@" = {
       description = "Steward: grow the filesystem on %I";

@@ -27,12 +27,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from providers.base.backup import BackupEngine, BackupError, BackupReason
+from providers.base.backup import BackupEngine, BackupError, BackupReason, Snapshot
+from providers.catalogue import ServiceInfo
 
 log = logging.getLogger(__name__)
 STAGING, OLD = ".steward-restore", ".steward-old"
@@ -80,6 +81,28 @@ class RestoreReport:
     files: int
     bytes: int
     databases: tuple[str, ...]
+
+
+def plan_restore(
+    info: ServiceInfo,
+    snapshot: Snapshot,
+    catalogue: Mapping[str, ServiceInfo],
+    dump_folder: str | None,
+) -> RestorePlan:
+    """What a restore of ``snapshot`` puts back: the service's folders that it holds, its
+    databases when it holds their dumps, and the units only this service has (a shared one,
+    such as nginx, keeps serving the others)."""
+    if snapshot.service_id != info.id:
+        raise BackupError(f"Snapshot {snapshot.short_id} is not one of {info.name}'s.")
+    folders = tuple(folder for folder in info.folders if folder in snapshot.paths)
+    if not folders:
+        raise BackupError(
+            f"Snapshot {snapshot.short_id} holds none of {info.name}'s folders today."
+        )
+    dumped = dump_folder is not None and dump_folder in snapshot.paths
+    shared = {unit for sid, other in catalogue.items() if sid != info.id for unit in other.units}
+    units = tuple(unit for unit in info.units if unit not in shared)
+    return RestorePlan(info.id, snapshot.id, folders, units, info.databases if dumped else ())
 
 
 class RestoreError(BackupError):

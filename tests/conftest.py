@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,9 @@ from handlers.core.context import Deps, Site, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import Actor, ChatRef, Command, Press
 from handlers.core.spec import Role
+from providers.datajobs import LocalDataJobs
 from providers.demo import DEMO_DOMAIN, DemoServer
+from providers.restore import Restorer
 from tests.support.chat import RecordingOutbox, Sent
 from tests.support.postgres import create_database, postgres_server
 
@@ -132,6 +135,8 @@ def make_harness(
     clock = FakeClock()
     server.backups.clock = clock  # snapshots are made at the engine's time
     outbox = RecordingOutbox()
+    # /restore tests give it a data folder of its own (tests/handlers/test_restore_command.py).
+    work = Path(tempfile.mkdtemp(prefix="steward-restore-"))
     deps = Deps(
         host=server.host,
         services=server.services,
@@ -148,6 +153,7 @@ def make_harness(
         storage=server.storage,
         dns=server.dns,
         backups=server.backups,
+        data_jobs=LocalDataJobs(server.backups, Restorer(server.backups, server.services, work)),
         samples=SqlSamples(db),
         demo=server.host,
         site=Site(domain=DEMO_DOMAIN),

@@ -16,11 +16,12 @@ from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import ServiceCatalogue
+from providers.datajobs import DataJobs
 from providers.host import HostProbe
 from providers.nixos.desired import DesiredStateStore
 from providers.nixos.rebuild import Rebuilds
 from providers.nixos.system import NixosSystem
-from providers.restore import DatabaseDumps, Restorer
+from providers.restore import DatabaseDumps
 from providers.systemd import ServiceManager
 
 if TYPE_CHECKING:
@@ -79,7 +80,9 @@ class Deps:
     dns: DnsProvider | None = None
     site: Site = field(default_factory=Site)
     backups: BackupEngine | None = None
-    restorer: Restorer | None = None  # with backups
+    # With backups: a service's own data is backed up and restored through these, which run
+    # in a root unit on a server.
+    data_jobs: DataJobs | None = None
     dumps: DatabaseDumps | None = None  # with backups and STEWARD_POSTGRES_HOST
     schedules: Schedules | None = None  # only while `steward run` serves
     demo: DemoControls | None = None  # only on the demo server

@@ -15,6 +15,8 @@ from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
 from providers.backup_memory import WRONG_PASSWORD
 from providers.base.backup import BackupReason, RetentionPolicy
+from providers.datajobs import LocalDataJobs
+from providers.restore import Restorer
 from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
 
 
@@ -162,7 +164,10 @@ async def test_databases_are_dumped_into_the_snapshot_and_the_dump_removed(
     harness: Harness, tmp_path: Path
 ) -> None:
     dumps = FileDumps(tmp_path / "dumps")
-    harness.engine.deps = replace(harness.engine.deps, dumps=dumps)
+    server = harness.server
+    restorer = Restorer(server.backups, server.services, tmp_path / "work")
+    jobs = LocalDataJobs(server.backups, restorer, dumps)
+    harness.engine.deps = replace(harness.engine.deps, dumps=dumps, data_jobs=jobs)
     await harness.say("/backup nextcloud", OPERATOR)
     await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)

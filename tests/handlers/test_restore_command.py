@@ -11,6 +11,7 @@ import pytest
 from bot.storage.database import Database
 from providers.base.backup import BackupReason
 from providers.catalogue import ServiceCatalogue, ServiceInfo
+from providers.datajobs import LocalDataJobs
 from providers.restore import Restorer
 from tests.conftest import ADMIN2, OPERATOR, Harness, make_harness
 
@@ -19,10 +20,10 @@ NEXTCLOUD = "var/lib/nextcloud"
 
 def with_restorer(harness: Harness, tmp_path: Path) -> Path:
     root = harness.server.data_root(tmp_path / "root")
-    restorer = Restorer(
-        harness.server.backups, harness.server.services, tmp_path / "work", root=root
-    )
-    harness.engine.deps = replace(harness.engine.deps, restorer=restorer)
+    server = harness.server
+    restorer = Restorer(server.backups, server.services, tmp_path / "work", root=root)
+    jobs = LocalDataJobs(server.backups, restorer)
+    harness.engine.deps = replace(harness.engine.deps, data_jobs=jobs)
     return root
 
 

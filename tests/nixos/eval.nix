@@ -16,6 +16,7 @@ let
     networking.proxy.envVars = { };
     system.build.nixos-rebuild = pkgs.nixos-rebuild;
     systemd.package = pkgs.systemd;
+    services.postgresql.package = pkgs.postgresql;
   };
   evaluated = module { inherit config lib pkgs; };
   cfg = lib.evalOptions "services.steward" evaluated.options.services.steward steward;

@@ -55,6 +55,7 @@ let
     };
 
     optional = condition: value: if condition then [ value ] else [ ];
+    mkBefore = value: value;
     optionalAttrs = condition: attrs: if condition then attrs else { };
     nameValuePair = name: value: { inherit name value; };
     filterAttrs =

@@ -14,6 +14,8 @@ in
   nixos-rebuild = package "nixos-rebuild";
   systemd = package "systemd";
   util-linux = package "util-linux";
+  restic = package "restic";
+  postgresql = package "postgresql";
   e2fsprogs = package "e2fsprogs";
   xfsprogs = package "xfsprogs";
 }

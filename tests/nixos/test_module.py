@@ -212,6 +212,7 @@ def test_settings_become_steward_environment_variables(system: dict[str, Any]) -
         "STEWARD_STATE_DIR": "/var/lib/steward",
         "STEWARD_CATALOGUE": "/etc/steward/catalogue.json",
         "STEWARD_DESIRED_STATE": "/var/lib/steward/desired-state.json",
+        "STEWARD_BACKUP_UNITS": "1",
     }
 
 
@@ -282,8 +283,8 @@ def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> 
         "vaultwarden.service",
     ]
     assert (
-        "(rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit)) &&"
-        '\n      verb == "start"' in rule
+        "(rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit) ||"
+        '\n       dataUnit.test(unit)) && verb == "start"' in rule
     )
     assert (
         'serviceUnits.indexOf(unit) >= 0 && ["start","stop","restart"].indexOf(verb) >= 0' in rule
@@ -485,3 +486,68 @@ def test_the_package_brings_every_runtime_dependency_of_pyproject() -> None:
         )
     )
     assert wanted - listed == set()
+
+
+def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
+    system: dict[str, Any], tmp_path: Path
+) -> None:
+    services = system["systemd"]["services"]
+    bot = unit(system)
+    for kind in ("backup", "restore"):
+        job = services[f"steward-{kind}@"]
+        config = job["serviceConfig"]
+        assert config["ExecStart"].endswith(f"/bin/steward worker {kind} %i")
+        assert config["Type"] == "oneshot"
+        assert "User" not in config  # root: it reads and writes the services' data
+        assert config["LoadCredential"] == bot["serviceConfig"]["LoadCredential"]
+        shared = {k: v for k, v in bot["environment"].items() if k != "STEWARD_DESIRED_STATE"}
+        assert job["environment"] == shared
+        assert any(path.endswith("-restic") for path in job["path"])
+        assert job["restartIfChanged"] is False
+        analyze = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+        rendered = tmp_path / f"steward-{kind}@.service"
+        rendered.write_text(render_unit(job, f"/bin/true {kind} %i"), encoding="utf-8")
+        done = subprocess.run([analyze, "verify", "--man=no", str(rendered)],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert any(path.endswith("-restic") for path in bot["path"])
+    rule = system["security"]["polkit"]["extraConfig"]
+    found = re.search(r"var dataUnit = new RegExp\((\".*?\")\);", rule)
+    assert found, "the data units are not in the polkit rule"
+    pattern = json.loads(found.group(1))
+    allowed = [
+        "steward-backup@nextcloud:manual.service",
+        f"steward-restore@nextcloud:{'a' * 64}.service",
+        "steward-restore@nextcloud:recover.service",
+    ]
+    for name in allowed:
+        assert re.search(pattern, name), name
+    refused = [
+        "steward-backup@vaultwarden:manual.service",  # no folders in the catalogue
+        "steward-backup@nextcloud:manual.service.d",
+        "steward-backup@nextcloud.service",
+        "steward-backup@nextcloudx:manual.service",
+        "steward-restore@nextcloud:../etc.service",
+        "steward-growfs@nextcloud:manual.service",
+    ]
+    for name in refused:
+        assert not re.search(pattern, name), name
+
+
+def test_postgresql_dumps_map_root_to_postgres_only_when_asked(
+    nix_env: dict[str, str], system: dict[str, Any]
+) -> None:
+    assert "postgresql" not in system.get("services", {})
+    assert "STEWARD_POSTGRES_HOST" not in unit(system)["environment"]
+    with_dumps = evaluate(
+        nix_env,
+        """{ enable = true; postgresql.enable = true;
+             services.nextcloud = { units = [ "phpfpm-nextcloud.service" ];
+               folders = [ "/var/lib/nextcloud" ]; databases = [ "nextcloud" ]; }; }""",
+    )
+    postgres = with_dumps["services"]["postgresql"]
+    assert "steward-dumps root postgres" in postgres["identMap"]
+    assert postgres["authentication"].strip() == "local all postgres peer map=steward-dumps"
+    job = with_dumps["systemd"]["services"]["steward-backup@"]
+    assert job["environment"]["STEWARD_POSTGRES_HOST"] == "/run/postgresql"
+    assert any(path.endswith("-postgresql") for path in job["path"])

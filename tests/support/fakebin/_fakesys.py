@@ -55,6 +55,12 @@ STEWARD_UNITS = {
 }
 # steward-rollback@N.service switches to generation N (a template unit, instantiated on use).
 ROLLBACK_TEMPLATE = re.compile(r"steward-rollback@([0-9]{1,9})\.service")
+# steward-backup@SERVICE:REASON and steward-restore@SERVICE:ARG run `steward worker KIND ARG`
+# as root; here they run state["data_worker"] ({"argv": [...], "env": {...}}, set by a test)
+# with KIND and the instance appended, and its output goes to the unit's journal.
+DATA_TEMPLATE = re.compile(
+    r"steward-(backup|restore)@([a-z0-9][a-z0-9_-]{0,63}:[a-z0-9-]{1,64})\.service"
+)
 NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 ANSI_RED, ANSI_GREEN, ANSI_NORMAL = "\x1b[31;1m", "\x1b[32;1m", "\x1b[0m"
 DEFAULT_PACKAGES: dict[str, list[Any]] = {
@@ -644,9 +650,13 @@ def _control(path: Path, verb: str, units: list[str], no_block: bool) -> int:  #
     rebuilds: list[str] = []
     waits: list[str] = []
     failed: list[str] = []
+    data_jobs: list[str] = []
     with locked(path) as state:
         for name in units:
             unit = state["units"].get(name)
+            if unit is None and DATA_TEMPLATE.fullmatch(name):
+                unit = add_unit(state, name, description=f"Steward: {name}",
+                                active_state="inactive", unit_type="oneshot")  # fmt: skip
             if unit is None and ROLLBACK_TEMPLATE.fullmatch(name):
                 number = ROLLBACK_TEMPLATE.fullmatch(name).group(1)  # type: ignore[union-attr]
                 description = f"Steward: switch to generation {number}"
@@ -661,6 +671,14 @@ def _control(path: Path, verb: str, units: list[str], no_block: bool) -> int:  #
                 continue
             if verb == "stop":
                 _stop(state, name)
+                continue
+            if DATA_TEMPLATE.fullmatch(name):
+                if unit["ActiveState"] != "activating":
+                    _systemd(state, name, f"Starting {unit['Description']}...")
+                    unit["MainPID"] = next_pid(state)
+                    set_active(state, name, "activating", "start")
+                    data_jobs.append(name)
+                waits.append(name)
                 continue
             if steward_action(name) is not None:
                 # A start while the oneshot runs joins the running job.
@@ -684,6 +702,8 @@ def _control(path: Path, verb: str, units: list[str], no_block: bool) -> int:  #
             unit["ExecMainStatus"] = 0
             set_active(state, name, "active", result="success")
             _systemd(state, name, f"Started {unit['Description']}.")
+    for name in data_jobs:
+        run_data_job(path, name)
     for name in rebuilds:
         if no_block:
             spawn_worker(path, name)
@@ -753,6 +773,33 @@ def _list_units(path: Path, patterns: list[str], opts: Mapping[str, list[str]]) 
 
 
 # --- the rebuild (nixos-rebuild itself, and the steward oneshot units) ----------------------
+
+
+def run_data_job(path: Path, name: str) -> None:
+    """Run the worker of a data unit to its end (``systemctl start`` waits for a oneshot)."""
+    match = DATA_TEMPLATE.fullmatch(name)
+    assert match is not None
+    worker = load(path).get("data_worker")
+    if worker is None:
+        code, output = 1, "steward: no worker configured in the fake system\n"
+    else:
+        done = subprocess.run(
+            [*worker["argv"], match.group(1), match.group(2)], env=worker["env"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        code, output = done.returncode, done.stdout
+    with locked(path) as state:
+        for line in output.splitlines():
+            append_journal(state, name, line)
+        unit = state["units"][name]
+        unit["ExecMainStatus"] = code
+        if code == 0:
+            set_active(state, name, "inactive", result="success")
+            _systemd(state, name, f"Finished {unit['Description']}.")
+        else:
+            set_active(state, name, "failed", result="exit-code")
+            _systemd(state, name, f"{name}: Main process exited, code=exited, status={code}", 5)
+            _systemd(state, name, f"Failed to start {unit['Description']}.", 3)
 
 
 def spawn_worker(path: Path, unit: str) -> None:

@@ -1,0 +1,111 @@
+"""``steward worker backup|restore SERVICE:ARG``: what the root units run.
+
+``steward-backup@nextcloud:manual.service`` runs ``steward worker backup nextcloud:manual``;
+``steward-restore@nextcloud:<snapshot id>.service`` restores that snapshot, and
+``steward-restore@nextcloud:recover.service`` puts right a restore that was cut short. The
+worker trusts nothing it is given but a service id it finds in the catalogue (from the Nix
+store) and a reason or snapshot id of the right form: what to back up, which folders to
+restore and which units to stop come from the catalogue and the snapshot itself.
+
+Progress and the outcome go to ``STATE_DIR/jobs/<service>.json``, owned by the state
+folder's owner (the bot), which ``providers.datajobs.UnitDataJobs`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bot.app import _backups, _catalogue, _dumps
+from bot.config import Settings
+from providers.base.backup import BackupError, BackupProgress, BackupReason
+from providers.datajobs import (
+    INSTANCE,
+    RECOVER,
+    LocalDataJobs,
+    StatusFile,
+    result_to_json,
+    snapshot_arg,
+)
+from providers.restore import RestoreError, Restorer, plan_restore
+from providers.systemd import SystemctlServiceManager
+
+log = logging.getLogger("steward.worker")
+REASONS = (BackupReason.MANUAL, BackupReason.SCHEDULED)
+
+
+def work(settings: Settings, kind: str, instance: str) -> int:
+    found = INSTANCE.match(instance)
+    if found is None:
+        print(f"steward worker: {instance!r} is not SERVICE:ARG", file=sys.stderr)
+        return 2
+    service, arg = found.group("service"), found.group("arg")
+    info = _catalogue(settings).get(service)
+    if info is None or not info.folders:
+        print(f"steward worker: no service {service} with folders", file=sys.stderr)
+        return 2
+    folder = settings.state_dir
+    owner = (folder.stat().st_uid, folder.stat().st_gid)
+    status = StatusFile(folder / "jobs", service, owner)
+    status.write(state="running")
+    try:
+        result = asyncio.run(_work(settings, kind, service, arg, status))
+    except RestoreError as exc:
+        status.write(state="failed", error=str(exc), kept_old=exc.kept_old,
+                     safety_snapshot=exc.safety_snapshot)  # fmt: skip
+        return 1
+    except BackupError as exc:
+        status.write(state="failed", error=str(exc))
+        return 1
+    except Exception:
+        log.exception("%s of %s failed", kind, service)
+        status.write(state="failed", error=f"The {kind} failed; the journal of its unit says why.")
+        return 1
+    status.write(state="done", result=result)
+    return 0
+
+
+async def _work(
+    settings: Settings, kind: str, service: str, arg: str, status: StatusFile
+) -> dict[str, object]:
+    catalogue = _catalogue(settings)
+    info = catalogue[service]
+    # Root's own cache (CacheDirectory= in the unit): files it left in the bot's cache would
+    # be root's, and the bot could no longer update them.
+    cache = os.environ.get("CACHE_DIRECTORY")
+    backups = _backups(settings, Path(cache) if cache else settings.state_dir / "worker-cache")
+    if backups is None:
+        raise BackupError("Backups are not set up: STEWARD_RESTIC_REPOSITORY is unset.")
+    dumps = _dumps(settings)
+    work_dir = settings.state_dir / "restore"
+    restorer = Restorer(backups, SystemctlServiceManager(), work_dir, dumps=dumps)
+    jobs = LocalDataJobs(backups, restorer, dumps)
+
+    async def step(text: str) -> None:
+        log.info("%s", text)
+        await asyncio.to_thread(status.write, state="running", step=text)
+
+    if kind == "backup":
+        reason = next((r for r in REASONS if r.value == arg), None)
+        if reason is None:
+            raise BackupError("That is not a reason for a backup.")
+
+        async def progress(report: BackupProgress) -> None:
+            await asyncio.to_thread(
+                status.write, state="running", progress=dataclasses.asdict(report)
+            )
+
+        return result_to_json(await jobs.backup(info, reason, progress))
+    if snapshot_arg(arg) == RECOVER:
+        restored, said = await jobs.recover(service, step)
+        return {"restored": restored, "said": said}
+    snapshots = [s for s in await backups.snapshots(service) if s.id.startswith(arg)]
+    if len(snapshots) != 1:
+        raise BackupError("No single snapshot of this service matches.")
+    dump_folder = str(dumps.folder(service)) if dumps is not None else None
+    plan = plan_restore(info, snapshots[0], catalogue, dump_folder)
+    return result_to_json(await jobs.restore(plan, step))

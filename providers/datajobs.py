@@ -1,0 +1,236 @@
+"""Backups and restores of a service's own data, in the bot or in a root unit.
+
+Reading a service's folders, writing them back and dumping its databases need root; the bot
+runs unprivileged. On a server the NixOS module declares two root template units, and the bot
+starts ``steward-backup@<service>:<reason>.service`` or
+``steward-restore@<service>:<snapshot|recover>.service`` (polkit lets it start exactly those)
+and reads their progress and outcome from a status file the unit writes into the state
+folder. ``steward worker`` (bot/worker.py) is what those units run, with :class:`LocalDataJobs`
+doing the work, as it does in the bot itself in the demo, in tests and on a machine where the
+bot may read and write the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from providers.base.backup import (
+    BackupEngine,
+    BackupError,
+    BackupProgress,
+    BackupReason,
+    BackupResult,
+    ProgressCallback,
+)
+from providers.catalogue import ServiceInfo
+from providers.restore import (
+    DatabaseDumps,
+    RestoreError,
+    RestorePlan,
+    Restorer,
+    RestoreReport,
+    Step,
+)
+from providers.systemd import UnitError, run_tool
+
+INSTANCE = re.compile(r"^(?P<service>[a-z0-9][a-z0-9_-]{0,63}):(?P<arg>[a-z0-9-]{1,64})$")
+SNAPSHOT = re.compile(r"^[0-9a-f]{8,64}$")
+RECOVER = "recover"
+
+
+class DataJobs(Protocol):
+    async def backup(
+        self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
+    ) -> BackupResult:
+        """Dump the service's databases, back up its folders and the dumps, remove them."""
+        ...
+
+    async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport: ...
+
+    async def recover(self, service_id: str, step: Step) -> tuple[bool, str]: ...
+
+
+class LocalDataJobs:
+    def __init__(
+        self, backups: BackupEngine, restorer: Restorer, dumps: DatabaseDumps | None = None
+    ) -> None:
+        self._backups = backups
+        self._restorer = restorer
+        self._dumps = dumps
+
+    async def backup(
+        self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
+    ) -> BackupResult:
+        paths = [Path(folder) for folder in info.folders]
+        dumps = self._dumps if info.databases else None
+        try:
+            if dumps is not None:
+                paths.append(await dumps.dump(info.id, info.databases))
+            return await self._backups.backup(info.id, paths, reason, on_progress)
+        finally:
+            if dumps is not None:
+                await dumps.clean(info.id)
+
+    async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport:
+        return await self._restorer.restore(plan, step)
+
+    async def recover(self, service_id: str, step: Step) -> tuple[bool, str]:
+        return await self._restorer.recover(service_id, step)
+
+
+# -- the status file a unit writes and the bot reads ---------------------------------------
+
+
+class StatusFile:
+    """``<jobs>/<service>.json``: ``{"state": "running"|"done"|"failed", ...}``, replaced
+    atomically at each change and readable by the bot's user."""
+
+    def __init__(self, folder: Path, service_id: str, owner: tuple[int, int] | None = None) -> None:
+        self.path = folder / f"{service_id}.json"
+        self._owner = owner
+
+    def write(self, **data: Any) -> None:
+        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o640)
+        if self._owner is not None:  # a root unit writes it for the bot
+            os.chown(self.path.parent, *self._owner)
+            os.chown(temp, *self._owner)
+        os.replace(temp, self.path)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def result_to_json(result: BackupResult | RestoreReport) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(result).items()}  # fmt: skip
+
+
+def backup_result(data: dict[str, Any]) -> BackupResult:
+    return BackupResult(**data)
+
+
+def restore_report(data: dict[str, Any]) -> RestoreReport:
+    data = dict(data)
+    for key in ("folders", "databases"):
+        data[key] = tuple(data[key])
+    return RestoreReport(**data)
+
+
+# -- the bot's side: start the unit, follow the file ---------------------------------------
+
+
+class UnitDataJobs:
+    """Runs each job in its root unit. ``systemctl start`` waits for a oneshot unit to end;
+    meanwhile the status file is read every ``poll`` seconds for progress."""
+
+    def __init__(self, jobs_dir: Path, *, timeout: float = 6 * 3600, poll: float = 1.0) -> None:
+        self._dir = jobs_dir
+        self._timeout = timeout
+        self._poll = poll
+
+    async def backup(
+        self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
+    ) -> BackupResult:
+        async def shown(data: dict[str, Any]) -> None:
+            if isinstance(data.get("progress"), dict):
+                await on_progress(BackupProgress(**data["progress"]))
+
+        outcome = await self._run("steward-backup", info.id, reason.value, shown)
+        return backup_result(outcome["result"])
+
+    async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport:
+        async def shown(data: dict[str, Any]) -> None:
+            if isinstance(data.get("step"), str):
+                await step(data["step"])
+
+        outcome = await self._run("steward-restore", plan.service_id, plan.snapshot_id, shown)
+        return restore_report(outcome["result"])
+
+    async def recover(self, service_id: str, step: Step) -> tuple[bool, str]:
+        async def shown(data: dict[str, Any]) -> None:
+            if isinstance(data.get("step"), str):
+                await step(data["step"])
+
+        outcome = await self._run("steward-restore", service_id, RECOVER, shown)
+        return bool(outcome["result"]["restored"]), str(outcome["result"]["said"])
+
+    async def _run(
+        self,
+        template: str,
+        service_id: str,
+        arg: str,
+        shown: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        instance = f"{service_id}:{arg}"
+        if not INSTANCE.match(instance):
+            raise BackupError("That is not a service and snapshot.")
+        status = StatusFile(self._dir, service_id)
+        await asyncio.to_thread(status.clear)
+        unit = f"{template}@{instance}.service"
+        started = asyncio.ensure_future(run_tool("systemctl", ["start", "--", unit], self._timeout))
+        seen: object = None
+        try:
+            while not started.done():
+                await asyncio.wait({started}, timeout=self._poll)
+                data = await asyncio.to_thread(status.read)
+                if data is not None and data != seen and data.get("state") == "running":
+                    seen = data
+                    with contextlib.suppress(Exception):  # progress is best effort
+                        await shown(data)
+            failure: UnitError | None = None
+            try:
+                started.result()
+            except UnitError as exc:
+                failure = exc
+        finally:
+            if not started.done():
+                started.cancel()
+        outcome = await asyncio.to_thread(status.read)
+        return _outcome(outcome, failure, unit)
+
+
+def _outcome(data: dict[str, Any] | None, failure: UnitError | None, unit: str) -> dict[str, Any]:
+    if data is not None and data.get("state") == "done":
+        return data
+    if data is not None and data.get("state") == "failed":
+        message = str(data.get("error") or "The job failed.")
+        if "kept_old" in data:
+            raise RestoreError(
+                message,
+                kept_old=bool(data["kept_old"]),
+                safety_snapshot=data.get("safety_snapshot"),
+            )
+        raise BackupError(message)
+    why = f" ({failure})" if failure is not None else ""
+    raise BackupError(f"{unit} ended without an outcome{why}; journalctl -u {unit} says why.")
+
+
+def backup_progress_json(progress: BackupProgress) -> dict[str, Any]:
+    return asdict(progress)
+
+
+def snapshot_arg(arg: str) -> str:
+    if arg != RECOVER and not SNAPSHOT.match(arg):
+        raise BackupError("That is not a snapshot id.")
+    return arg

@@ -1,0 +1,176 @@
+"""Backups and restores in the root units: the bot starts ``steward-backup@…`` or
+``steward-restore@…`` through (fake) systemctl, the unit runs ``steward worker`` (a real
+process, real restic), and the bot reads progress and the outcome from the status file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from providers.base.backup import BackupError, BackupProgress, BackupReason
+from providers.catalogue import ServiceCatalogue
+from providers.datajobs import UnitDataJobs
+from providers.restic import ResticBackupEngine, ResticSettings
+from providers.restore import RestoreError, RestorePlan
+from tests.support.fake_system import FakeSystem
+from tests.support.restic_fixtures import copy_of, tree_digests
+
+pytest_plugins = ["tests.support.restic_fixtures"]
+pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Server:
+    def __init__(self, tmp_path: Path, repo: ResticSettings, monkeypatch: pytest.MonkeyPatch):
+        self.fake = FakeSystem(tmp_path)
+        self.fake.add_unit("app.service")
+        self.fake.add_unit("nginx.service")
+        self.state_dir = tmp_path / "state"
+        self.state_dir.mkdir()
+        self.data = tmp_path / "srv" / "app"
+        (self.data / "sub").mkdir(parents=True)
+        (self.data / "a.txt").write_text("as backed up\n")
+        (self.data / "sub" / "b.bin").write_bytes(b"\x00\x01" * 5000)
+        catalogue = {"services": [
+            {"id": "app", "name": "App", "units": ["app.service", "nginx.service"],
+             "folders": [str(self.data)]},
+            {"id": "web", "name": "Web", "units": ["nginx.service"], "folders": []},
+        ]}  # fmt: skip
+        catalogue_file = tmp_path / "catalogue.json"
+        catalogue_file.write_text(json.dumps(catalogue))
+        self.catalogue = ServiceCatalogue.from_json(catalogue)
+        self.engine = ResticBackupEngine(repo)
+        env = self.fake.env({
+            "PYTHONPATH": str(ROOT),
+            "HOME": str(tmp_path),
+            "STEWARD_STATE_DIR": str(self.state_dir),
+            "STEWARD_CATALOGUE": str(catalogue_file),
+            "STEWARD_RESTIC_REPOSITORY": repo.repository,
+            "STEWARD_RESTIC_PASSWORD_FILE": str(repo.password_file),
+        })  # fmt: skip
+        with self.fake.edit() as state:
+            state["data_worker"] = {"argv": [sys.executable, "-m", "bot", "worker"], "env": env}
+        self.fake.install(monkeypatch)
+        self.jobs = UnitDataJobs(self.state_dir / "jobs", poll=0.02)
+
+
+@pytest.fixture
+def server(tmp_path: Path, empty_repo: ResticSettings, monkeypatch: pytest.MonkeyPatch) -> Server:
+    return Server(tmp_path, copy_of(empty_repo, tmp_path), monkeypatch)
+
+
+async def test_a_backup_runs_in_its_unit_and_its_result_comes_back(server: Server) -> None:
+    seen: list[BackupProgress] = []
+
+    async def progress(report: BackupProgress) -> None:
+        seen.append(report)
+
+    result = await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, progress)
+    (snap,) = await server.engine.snapshots("app")
+    assert snap.id.startswith(result.snapshot_id) or snap.short_id == result.snapshot_id
+    assert snap.reason is BackupReason.MANUAL
+    assert str(server.data) in snap.paths
+    assert result.files_new == 2
+    unit = server.fake.unit("steward-backup@app:manual.service")
+    assert unit["Result"] == "success"
+    status = json.loads((server.state_dir / "jobs" / "app.json").read_text())
+    assert status["state"] == "done"
+
+
+async def test_a_restore_runs_in_its_unit_and_stops_only_the_services_own_units(
+    server: Server,
+) -> None:
+    async def quiet(_report: BackupProgress) -> None:
+        pass
+
+    await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+    expected = tree_digests(server.data)
+    (server.data / "a.txt").write_text("broken since\n")
+    (snap,) = await server.engine.snapshots("app")
+    server.fake.clear_calls()
+    steps: list[str] = []
+
+    async def step(text: str) -> None:
+        steps.append(text)
+
+    # The worker plans the restore itself; what the bot sends beyond the snapshot is ignored.
+    plan = RestorePlan("app", snap.id, ("/etc",), ("sshd.service",))
+    report = await server.jobs.restore(plan, step)
+    assert tree_digests(server.data) == expected
+    assert report.folders == (str(server.data),)
+    assert report.safety_snapshot
+    calls = [" ".join(c) for c in server.fake.calls("systemctl")]
+    assert "systemctl stop -- app.service" in calls
+    assert "systemctl start -- app.service" in calls
+    assert not any("nginx" in call for call in calls)  # the web service shares it
+    journal = "\n".join(server.fake.journal(f"steward-restore@app:{snap.id}.service"))
+    assert "with verification" in journal
+
+
+async def test_a_failed_restore_in_the_unit_says_the_old_data_is_back(server: Server) -> None:
+    async def quiet(_report: BackupProgress) -> None:
+        pass
+
+    await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+    (server.data / "a.txt").write_text("today\n")
+    (server.data.parent / ".app.steward-old").mkdir()  # in the way of the swap
+    (snap,) = await server.engine.snapshots("app")
+
+    async def step(_text: str) -> None:
+        pass
+
+    with pytest.raises(RestoreError, match="in the way") as failed:
+        await server.jobs.restore(RestorePlan("app", snap.id, (), ()), step)
+    assert failed.value.kept_old
+    assert failed.value.safety_snapshot
+    assert (server.data / "a.txt").read_text() == "today\n"
+    assert server.fake.unit(f"steward-restore@app:{snap.id}.service")["ActiveState"] == "failed"
+
+
+async def test_bad_requests_never_reach_a_unit_or_fail_in_it_without_change(
+    server: Server,
+) -> None:
+    async def step(_text: str) -> None:
+        pass
+
+    with pytest.raises(BackupError, match="not a service"):
+        await server.jobs.restore(RestorePlan("app", "../../etc", (), ()), step)
+    assert server.fake.calls("systemctl") == []
+    # Well-formed but unknown: the worker refuses, the unit fails, nothing was written.
+    with pytest.raises(BackupError, match="ended without an outcome"):
+        await server.jobs.restore(RestorePlan("nope", "0" * 8, (), ()), step)
+    with pytest.raises(BackupError, match="No single snapshot"):
+        await server.jobs.restore(RestorePlan("app", "0" * 8, (), ()), step)
+    assert (server.data / "a.txt").read_text() == "as backed up\n"
+    assert await server.engine.snapshots() == []
+
+
+async def test_a_restore_cut_short_is_put_right_by_the_recover_unit(server: Server) -> None:
+    async def quiet(_report: BackupProgress) -> None:
+        pass
+
+    await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+    (server.data / "a.txt").write_text("today\n")
+    # A restore killed after the live folder was moved aside: the journal says so.
+    old = server.data.parent / ".app.steward-old"
+    shutil.move(server.data, old)
+    work = server.state_dir / "restore"
+    work.mkdir()
+    (work / "app.json").write_text(json.dumps({
+        "service_id": "app", "snapshot_id": "x", "folders": [str(server.data)],
+        "units": ["app.service"], "existed": [str(server.data)],
+        "swapping": [str(server.data)], "committed": False, "safety_snapshot": None,
+    }))  # fmt: skip
+
+    async def step(_text: str) -> None:
+        pass
+
+    restored, said = await server.jobs.recover("app", step)
+    assert not restored
+    assert "old data is back" in said
+    assert (server.data / "a.txt").read_text() == "today\n"
+    assert not old.exists()
