@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from bot.app import App, build_app
 from bot.config import load_settings
@@ -310,3 +311,35 @@ async def test_samples_older_than_the_cutoff_are_purged(harness: Harness) -> Non
     await samples.add(now, {"memory": 60.0, "disk:/": 70.0})
     assert await samples.purge(now - timedelta(days=366)) == 1
     assert await samples.series("memory", now - timedelta(days=500)) == [(now, 60.0)]
+
+
+async def test_the_heartbeat_pings_its_url_every_minute_and_survives_a_dead_one(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pings: list[str] = []
+
+    async def ping(request: web.Request) -> web.Response:
+        pings.append(request.path)
+        return web.Response(text="OK")
+
+    server = web.Application()
+    server.router.add_get("/ping/{uuid}", ping)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("STEWARD_HEARTBEAT_URL", f"http://127.0.0.1:{port}/ping/abc")
+    app = build_app(load_settings(), demo=True)
+    routine = Routine(app)
+    await routine.start()
+    try:
+        assert {name: when for name, when, _ in routine.planned()}["heartbeat"] == "60s"
+        await routine._heartbeat()
+        assert pings == ["/ping/abc"]
+        await runner.cleanup()  # the checker is down: a warning, and the bot goes on
+        await routine._heartbeat()
+        assert "heartbeat failed" in caplog.text
+    finally:
+        routine.stop()
+        app.close()
