@@ -301,3 +301,22 @@ def test_the_demo_raises_an_alert_when_told_to_fill_a_disk(tmp_path: Path) -> No
     listed = _at(r"^⚠️ disk / is 92% full since ", out)
     recovered = _at(r"^✅ Recovered: disk / is 10% full \(it lasted \d+ s\)\.$", out)
     assert warned < listed < recovered
+
+
+def test_the_demo_backs_up_and_restores_through_staging(tmp_path: Path) -> None:
+    script = (
+        "/backup vaultwarden\npress 1\nwait\n/backups\n"
+        "/restore vaultwarden latest\npress 1\nwait\n/schedule\n/report\n"
+    )
+    done = _console(tmp_path, script, demo_delay="0.01")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    backed_up = _at(r"^✅ Vaultwarden: snapshot [0-9a-f]{8}, 3 new", out)
+    listed = _at(r"^• [0-9a-f]{8} \S+ \S+ vaultwarden \(manual", out)
+    preview = _at(r"^Puts Vaultwarden's data back as it was at ", out)
+    restored = _at(r"^\(edited\) ✅ Vaultwarden is restored from snapshot [0-9a-f]{8} ", out)
+    safety = _at(r"^The data as it was just before is in snapshot [0-9a-f]{8}; /restore it", out)
+    assert backed_up < listed < preview < restored < safety
+    assert "♻️ Restoring Vaultwarden: " in out
+    data = tmp_path / "state" / "demo-root" / "var" / "lib" / "bitwarden_rs"
+    assert sorted(p.name for p in data.iterdir()) == ["config.json", "data.db", "uploads"]
