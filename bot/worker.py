@@ -50,7 +50,7 @@ def work(settings: Settings, kind: str, instance: str) -> int:
         return 2
     folder = settings.state_dir
     owner = (folder.stat().st_uid, folder.stat().st_gid)
-    status = StatusFile(folder / "jobs", service, owner)
+    status = StatusFile(folder / "jobs", service, owner, f"steward-{kind}@{instance}.service")
     status.write(state="running")
     try:
         result = asyncio.run(_work(settings, kind, service, arg, status))

@@ -93,11 +93,20 @@ class StatusFile:
     """``<jobs>/<service>.json``: ``{"state": "running"|"done"|"failed", ...}``, replaced
     atomically at each change and readable by the bot's user."""
 
-    def __init__(self, folder: Path, service_id: str, owner: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        service_id: str,
+        owner: tuple[int, int] | None = None,
+        unit: str | None = None,
+    ) -> None:
         self.path = folder / f"{service_id}.json"
         self._owner = owner
+        self._unit = unit
 
     def write(self, **data: Any) -> None:
+        if self._unit is not None:
+            data["unit"] = self._unit
         self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         temp = self.path.with_suffix(".tmp")
         with open(temp, "w", encoding="utf-8") as handle:
@@ -168,6 +177,23 @@ class UnitDataJobs:
         return restore_report(outcome["result"])
 
     async def recover(self, service_id: str, step: Step) -> tuple[bool, str]:
+        """After the bot restarted: a restore unit outlives the bot, so its own outcome comes
+        first; only a restore that left none (the machine went down) is put right."""
+        status = StatusFile(self._dir, service_id)
+        data = await asyncio.to_thread(status.read)
+        unit = str(data.get("unit", "")) if data is not None else ""
+        if data is not None and unit.startswith("steward-restore@"):
+            while data is not None and data.get("state") == "running" and await _active(unit):
+                await asyncio.sleep(self._poll)
+                data = await asyncio.to_thread(status.read)
+            if data is not None and data.get("state") == "done" and "folders" in data["result"]:
+                done = restore_report(data["result"])
+                return True, f"It finished meanwhile: {done.files} files put back, verified."
+            if data is not None and data.get("state") == "failed" and "kept_old" in data:
+                kept = "the old data is back in place" if data["kept_old"] else (
+                    "the old data could not all be put back")  # fmt: skip
+                return False, f"It failed meanwhile ({data.get('error')}); {kept}."
+
         async def shown(data: dict[str, Any]) -> None:
             if isinstance(data.get("step"), str):
                 await step(data["step"])
@@ -208,6 +234,14 @@ class UnitDataJobs:
                 started.cancel()
         outcome = await asyncio.to_thread(status.read)
         return _outcome(outcome, failure, unit)
+
+
+async def _active(unit: str) -> bool:
+    try:
+        state = await run_tool("systemctl", ["is-active", "--", unit], 30)
+    except UnitError:
+        return False  # is-active exits non-zero when the unit is not active
+    return state.strip() in {"active", "activating", "reloading"}
 
 
 def _outcome(data: dict[str, Any] | None, failure: UnitError | None, unit: str) -> dict[str, Any]:

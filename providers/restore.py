@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -158,7 +159,8 @@ class Restorer:
 
     async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport:
         async with self._lock:
-            return await self._restore(plan, step)
+            with self._exclusive(plan.service_id):
+                return await self._restore(plan, step)
 
     async def _restore(self, plan: RestorePlan, step: Step) -> RestoreReport:
         if self._journal_path(plan.service_id).exists():
@@ -207,16 +209,20 @@ class Restorer:
         """Put right a restore a crash interrupted: (whether the restored data is in place,
         what was done)."""
         async with self._lock:
-            journal = await asyncio.to_thread(self._read, service_id)
-            if journal is None:
-                return False, "Nothing was changed."
-            if journal.committed:
-                await self._finish(journal, step)
-                return True, "The restore had finished; the service is started again."
-            await step("Putting the old data back")
-            if await self._roll_back(journal, journal.units):
-                return False, "It was cut short; the old data is back in place."
-            return False, "It was cut short, and the old data could not all be put back."
+            with self._exclusive(service_id):
+                return await self._recover(service_id, step)
+
+    async def _recover(self, service_id: str, step: Step) -> tuple[bool, str]:
+        journal = await asyncio.to_thread(self._read, service_id)
+        if journal is None:
+            return False, "Nothing was changed."
+        if journal.committed:
+            await self._finish(journal, step)
+            return True, "The restore had finished; the service is started again."
+        await step("Putting the old data back")
+        if await self._roll_back(journal, journal.units):
+            return False, "It was cut short; the old data is back in place."
+        return False, "It was cut short, and the old data could not all be put back."
 
     # -- the steps ----------------------------------------------------------------------------
 
@@ -322,6 +328,21 @@ class Restorer:
                 await self._units.start(unit)
 
     # -- the journal --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self, service_id: str) -> Iterator[None]:
+        """One restore of a service at a time, across processes (two root units, or a unit
+        and a bot that restarted)."""
+        self._work.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(self._work / f"{service_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise BackupError("Another restore of this service is running.") from None
+            yield
+        finally:
+            os.close(descriptor)
 
     def _journal_path(self, service_id: str) -> Path:
         return self._work / f"{service_id}.json"

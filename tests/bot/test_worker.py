@@ -174,3 +174,21 @@ async def test_a_restore_cut_short_is_put_right_by_the_recover_unit(server: Serv
     assert "old data is back" in said
     assert (server.data / "a.txt").read_text() == "today\n"
     assert not old.exists()
+
+
+async def test_after_a_bot_restart_the_units_own_outcome_is_reported(server: Server) -> None:
+    async def quiet(_report: BackupProgress) -> None:
+        pass
+
+    async def step(_text: str) -> None:
+        pass
+
+    await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+    (snap,) = await server.engine.snapshots("app")
+    await server.jobs.restore(RestorePlan("app", snap.id, (), ()), step)
+    server.fake.clear_calls()
+    # The bot lost track of the restore; the unit finished it on its own.
+    restored, said = await server.jobs.recover("app", step)
+    assert restored
+    assert "It finished meanwhile: 2 files put back" in said
+    assert not any("recover" in " ".join(c) for c in server.fake.calls("systemctl"))

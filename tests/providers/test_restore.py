@@ -4,8 +4,10 @@ all of the old data or all of the snapshot's, and the units run again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -300,3 +302,33 @@ async def test_a_service_and_its_postgresql_database_come_back_together(
     safety = [s for s in await engine.snapshots("app") if s.reason is BackupReason.PRE_RESTORE]
     assert str(dumps.folder("app")) in safety[0].paths
     assert not dumps.folder("app").exists()
+
+
+async def test_one_restore_of_a_service_at_a_time_even_across_processes(setup: Setup) -> None:
+    snapshot = await setup.snapshot()
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLD_LOCK, str(setup.work / "app.lock"),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None
+        assert (await other.stdout.readline()).strip() == b"locked"
+        with pytest.raises(BackupError, match="Another restore of this service is running"):
+            await steps_of(setup.restorer(), setup.plan(snapshot))
+        assert setup.units.calls == []
+        assert setup.state() == setup.current
+    finally:
+        other.kill()
+        await other.wait()
+    await steps_of(setup.restorer(), setup.plan(snapshot))  # free again
+    assert setup.state() == setup.expected
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
