@@ -52,11 +52,24 @@ async def _snapshot(ctx: Context, info: ServiceInfo, which: str) -> Snapshot:
     return matches[0]
 
 
+def _shown_key(ctx: Context, service: str) -> str:
+    chat, actor = ctx.command.chat, ctx.command.actor
+    return f"restore:{chat.transport}:{chat.chat_id}:{actor.key}:{service}"
+
+
 async def _plan(
-    ctx: Context, service: str, which: str
+    ctx: Context, service: str, which: str, *, preview: bool = False
 ) -> tuple[ServiceInfo, Snapshot, RestorePlan]:
     info = _service(ctx, service)
+    if which == "latest" and not preview:
+        # "latest" is the snapshot the confirmation showed, even if a backup ran since.
+        shown = await ctx.deps.notes.get(_shown_key(ctx, info.id))
+        if shown is None:
+            raise CommandError("Send /restore again: which snapshot was shown is not known.")
+        which = shown
     snap = await _snapshot(ctx, info, which)
+    if preview:
+        await ctx.deps.notes.set(_shown_key(ctx, info.id), snap.id, ctx.now)
     dumps = ctx.deps.dumps
     folder = str(dumps.folder(info.id)) if dumps is not None else None
     try:
@@ -113,7 +126,7 @@ async def restore(ctx: Context, service: str, snapshot: str) -> Reply:
 
 @restore.preview
 async def _restore_preview(ctx: Context, service: str, snapshot: str) -> str:
-    info, snap, plan = await _plan(ctx, service, snapshot)
+    info, snap, plan = await _plan(ctx, service, snapshot, preview=True)
     size = f", {snap.size_bytes / MB:.1f} MB" if snap.size_bytes is not None else ""
     reason = snap.reason.value if snap.reason is not None else "untagged"
     lines = [

@@ -121,3 +121,17 @@ async def test_a_unit_another_service_shares_keeps_running(harness: Harness, roo
     harness.engine.deps = replace(harness.engine.deps, catalogue=shared)
     prompt = await harness.say("/restore nextcloud latest")
     assert "Stops phpfpm-nextcloud.service, redis-nextcloud.service during" in prompt
+
+
+async def test_latest_is_the_snapshot_the_confirmation_showed(harness: Harness, root: Path) -> None:
+    shown = await backed_up(harness, "nextcloud")
+    harness.clock.advance(minutes=1)
+    prompt = await harness.say("/restore nextcloud latest")
+    assert f"snapshot <code>{shown}</code>" in prompt
+    asked = harness.last_prompt().message_id
+    harness.clock.advance(minutes=2)  # a backup runs before the press
+    newer = await backed_up(harness, "nextcloud")
+    assert newer != shown
+    await harness.press(1, message=asked)
+    assert await harness.engine.wait_for_jobs(10)
+    assert f"restored from snapshot <code>{shown}</code>" in harness.outbox.last.current.text
