@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,7 +137,8 @@ def make_harness(
     server.backups.clock = clock  # snapshots are made at the engine's time
     outbox = RecordingOutbox()
     # /restore tests give it a data folder of its own (tests/handlers/test_restore_command.py).
-    work = Path(tempfile.mkdtemp(prefix="steward-restore-"))
+    # Made only if a restore runs; those tests give it a folder of their own.
+    work = Path(tempfile.gettempdir()) / f"steward-restore-{secrets.token_hex(8)}"
     deps = Deps(
         host=server.host,
         services=server.services,
