@@ -13,24 +13,16 @@ from handlers import (
     services,
     status,
     system,
+    weekly,
 )
 from handlers.core.registry import Registry
+
+MODULES = (admin, audit, backups, dns, reports, restore, server, services, status, system, weekly)
 
 
 def build_registry() -> Registry:
     registry = Registry()
-    for module in (
-        admin,
-        audit,
-        backups,
-        dns,
-        reports,
-        restore,
-        server,
-        services,
-        status,
-        system,
-    ):
+    for module in MODULES:
         registry.include(module.commands)
     registry.check()
     return registry

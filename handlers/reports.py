@@ -22,7 +22,7 @@ from handlers.alerting import (
 )
 from handlers.backups import backup_readings, check_lines, last_backups
 from handlers.core.context import CommandError, Context, Deps
-from handlers.core.messages import ChatRef, Reply, esc
+from handlers.core.messages import Button, ChatRef, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from handlers.core.text import duration, mark
@@ -330,7 +330,13 @@ def alert_message(transition: Transition) -> Reply:
         lasted = transition.lasted.total_seconds() if transition.lasted else 0.0
         return Reply(f"✅ Recovered: {detail} (it lasted {duration(lasted)}).", silent=True)
     icon, word = ("🚨", "Critical") if transition.kind is Kind.CRITICAL else ("⚠️", "Warning")
-    return Reply(f"{icon} <b>{word}</b>: {detail}.")
+    short = alert_id(transition.key)
+    buttons = (
+        Button.run("Snooze 1h", f"snooze {short}"),
+        Button.run("Mute 24h", f"mute {short}"),
+        Button.run("Details", f"details {short}"),
+    )
+    return Reply(f"{icon} <b>{word}</b>: {detail}.", buttons=buttons)
 
 
 @commands.command("alerts", "The open alerts")
@@ -350,7 +356,10 @@ async def alerts(ctx: Context) -> Reply:
         lines.append(
             f"{icon} {esc(state.detail)}{since}{quiet} — <code>{alert_id(state.key)}</code>"
         )
-    lines.append("<code>/snooze ID</code> quiets one for an hour, <code>/mute ID</code> for a day.")
+    lines.append(
+        "<code>/snooze ID</code> quiets one for an hour, <code>/mute ID</code> for a day; "
+        "<code>/details ID</code> says more."
+    )
     return Reply("\n".join(lines))
 
 
@@ -362,10 +371,15 @@ def alert_id(key: str) -> str:
 ALERT_ID = Arg("alert", Word(metavar="alert", pattern=r"[0-9a-f]{6}"))
 
 
-async def _quiet(ctx: Context, alert: str, hours: int) -> Reply:
+async def _alert(ctx: Context, alert: str) -> AlertState:
     state = next((s for s in await alert_states(ctx.deps) if alert_id(s.key) == alert), None)
     if state is None:
         raise CommandError(f"There is no alert {esc(alert)}; /alerts lists them with their ids.")
+    return state
+
+
+async def _quiet(ctx: Context, alert: str, hours: int) -> Reply:
+    state = await _alert(ctx, alert)
     until = ctx.now + timedelta(hours=hours)
     await ctx.deps.notes.set(ALERT + state.key, _dump_state(replace(state, snoozed_until=until)),
                              ctx.now)  # fmt: skip
@@ -375,14 +389,48 @@ async def _quiet(ctx: Context, alert: str, hours: int) -> Reply:
     )
 
 
-@commands.command("snooze", "Quiet an alert for an hour", args=(ALERT_ID,), role=Role.OPERATOR)
+@commands.command("snooze", "Quiet an alert for an hour", args=(ALERT_ID,), role=Role.OPERATOR,
+                  button=True)  # fmt: skip
 async def snooze(ctx: Context, alert: str) -> Reply:
     return await _quiet(ctx, alert, 1)
 
 
-@commands.command("mute", "Quiet an alert for a day", args=(ALERT_ID,), role=Role.OPERATOR)
+@commands.command("mute", "Quiet an alert for a day", args=(ALERT_ID,), role=Role.OPERATOR,
+                  button=True)  # fmt: skip
 async def mute(ctx: Context, alert: str) -> Reply:
     return await _quiet(ctx, alert, 24)
+
+
+@commands.command("details", "More about an alert", args=(ALERT_ID,), button=True)
+async def details(ctx: Context, alert: str) -> Reply:
+    state = await _alert(ctx, alert)
+    level = {Level.OK: "✅ ok now", Level.WARN: "⚠️ warning", Level.CRITICAL: "🚨 critical"}
+    lines = [f"<b>{esc(state.detail)}</b>", f"Level: {level[state.level]}"]
+    if state.opened_at is not None and state.level is not Level.OK:
+        lasted = duration((ctx.now - state.opened_at).total_seconds())
+        lines.append(f"Open since {ctx.local(state.opened_at):%d %b %H:%M} ({lasted}).")
+    if state.quiet(ctx.now) and state.snoozed_until is not None:
+        lines.append(f"Quiet until {ctx.local(state.snoozed_until):%d %b %H:%M}.")
+    if state.key.startswith("disk:"):
+        lines += await _disk_details(ctx, state.key.removeprefix("disk:"))
+    return Reply("\n".join(lines))
+
+
+async def _disk_details(ctx: Context, mount: str) -> list[str]:
+    lines = []
+    days = await full_in_days(ctx.deps, mount, ctx.now)
+    if days is not None:
+        lines.append(f"At this week's pace it is full in ~{days:.0f} days.")
+    folders = [f for sid in ctx.deps.catalogue for f in ctx.deps.catalogue[sid].folders]
+    try:
+        sizes = await ctx.deps.host.folder_sizes(folders)
+    except OSError:
+        return lines
+    biggest = sorted(((n, f) for f, n in sizes.items() if n), reverse=True)[:5]
+    if biggest:
+        lines.append("Biggest service folders:")
+        lines += [f"• <code>{esc(f)}</code> {n / 1000**3:.1f} GB" for n, f in biggest]
+    return lines
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -445,4 +493,5 @@ async def demo_disk(ctx: Context, percent: int) -> Reply:
     lines.extend(reply.text for reply in found)
     if not found:
         lines.append("nothing new (alerts are sent on changes only).")
-    return Reply("\n".join(lines))
+    buttons = next((reply.buttons for reply in found if reply.buttons), ())
+    return Reply("\n".join(lines), buttons=buttons)

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from handlers.core.context import Deps
+from handlers.core.context import Context, Deps
 from handlers.core.messages import Attachment, Reply, esc
-from handlers.reports import build_report
+from handlers.core.registry import Registry
+from handlers.reports import LOAD, build_report
 from providers.chart import ChartData, ChartError, render_week_chart
 
 log = logging.getLogger(__name__)
 WEEK = timedelta(days=7)
 DAILY_HEADING = "<b>Daily report</b>"
-# Stored by the alert check (handlers.reports): "disk:<mount>", "memory", and "load" (percent
-# of the cores) once it is kept; a metric without samples is left off the chart.
-LOAD = "load"
+commands = Registry()
+
+
+@commands.command("report week", "The weekly report with its chart, now")
+async def report_week(ctx: Context) -> Reply:
+    return replace(await weekly_report(ctx.deps, ctx.now), silent=False)
 
 
 async def weekly_report(deps: Deps, now: datetime, *, chart_seconds: float = 30) -> Reply:

@@ -6,7 +6,9 @@
 - Buttons become reactions: the bot reacts ✅ and ❌ to its prompt, and the prompt names a
   short code for ``!confirm CODE`` and ``!cancel CODE``. Closing the prompt redacts the bot's
   reactions, as Telegram removes the keyboard.
-- Long output and attachments are uploaded as ``m.file``.
+- Long output and attachments are uploaded as ``m.file``; images (the weekly chart) as
+  ``m.image``, shown inline.
+- Buttons that run a command (an alert's Snooze) become the commands to send, in the text.
 
 matrix-nio returns errors as values; every response is checked here, and an error becomes a
 ``MatrixSendError``. Network errors and 429 are retried inside nio (its config is set in
@@ -18,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+import struct
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -58,9 +61,14 @@ class MatrixOutbox:
             text = f"The answer is long; it is in <code>{name}</code>."
             reply = replace(reply, text=text, attachments=(attachment, *reply.attachments))
         prompt: Prompt | None = None
-        if reply.buttons:
-            prompt = await self._new_prompt(room, reply.buttons)
+        runs = [b.command_line for b in reply.buttons if b.command_line is not None]
+        decides = [b for b in reply.buttons if b.command_line is None]
+        if decides:
+            prompt = await self._new_prompt(room, decides)
             text = f"{text}\n\n{_hint(prompt)}"
+        if runs:
+            # No inline buttons on Matrix: the commands they stand for, to send as text.
+            text += "\n" + " · ".join(f"<code>!{esc(line)}</code>" for line in runs)
         content = self._content(text, alert=reply_to is None and not reply.silent)
         if reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
@@ -155,11 +163,15 @@ class MatrixOutbox:
         )
         if not isinstance(uploaded, UploadResponse):
             raise MatrixSendError(f"upload of {attachment.name}: {describe(uploaded)}")
+        info: dict[str, Any] = {"mimetype": attachment.mime, "size": len(attachment.data)}
+        image = attachment.mime.startswith("image/")
+        if attachment.mime == "image/png" and attachment.data[12:16] == b"IHDR":
+            info["w"], info["h"] = struct.unpack(">II", attachment.data[16:24])
         content: dict[str, Any] = {
-            "msgtype": "m.file",
+            "msgtype": "m.image" if image else "m.file",
             "body": attachment.name,
             "filename": attachment.name,
-            "info": {"mimetype": attachment.mime, "size": len(attachment.data)},
+            "info": info,
         }
         if keys is not None:
             content["file"] = {**keys, "url": uploaded.content_uri}

@@ -20,6 +20,7 @@ from handlers.core.jobs import JobRunner
 from handlers.core.messages import (
     CANCEL,
     CONFIRM,
+    RUN,
     Actor,
     Button,
     ChatRef,
@@ -239,12 +240,41 @@ class Engine:
 
         ``answer`` gets the toast as soon as the press is decided, before a confirmed action
         runs: Telegram wants every callback query answered within seconds."""
+        if press.action.startswith(f"{RUN}:"):
+            return await self._run_button(press, answer)
         toast, confirmed = await self._decide_press(press)
         if answer is not None:
             await answer(toast)
         if confirmed is not None:
             await self.jobs.run_confirmed(confirmed)
         return toast
+
+    async def _run_button(self, press: Press, answer: Toast | None) -> str:
+        """A press of ``run:<command line>``: the presser sends that command, if it may be
+        run from a button; the command's answer goes to the chat as usual."""
+        role = self.access.role_of(press.actor)
+        name, *args = press.action.removeprefix(f"{RUN}:").split() or [""]
+        resolved = self.deps.registry.resolve(name, tuple(args)) if role is not None else None
+        toast = ""
+        if role is None:
+            toast = STRANGER_REPLY
+        elif resolved is None or not resolved[0].spec.button:
+            toast = "This button is not valid (anymore)."
+        elif role < resolved[0].spec.role:
+            spec = resolved[0].spec
+            toast = f"/{spec.name} needs the {spec.role.label} role; you are {role.label}."
+        if toast:
+            await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press", (),
+                             result=toast)  # fmt: skip
+            if answer is not None:
+                await answer(toast)
+            return toast
+        if answer is not None:
+            await answer("OK")
+        cmd = Command(name, tuple(args), press.actor, press.chat, press.received_at,
+                      press.message_id)  # fmt: skip
+        await self.handle_command(cmd)
+        return "OK"
 
     async def _decide_press(self, press: Press) -> tuple[str, Confirmation | None]:
         kind, _, nonce = press.action.partition(":")

@@ -63,15 +63,30 @@ class Press:
     message_id: str | None = None
 
 
-CONFIRM, CANCEL = "cf", "cx"
+CONFIRM, CANCEL, RUN = "cf", "cx", "run"
+MAX_ACTION_BYTES = 64  # Telegram's limit for callback_data
 
 
 @dataclass(frozen=True, slots=True)
 class Button:
-    """``action`` is opaque to transports: ``cf:<nonce>`` confirms, ``cx:<nonce>`` cancels."""
+    """``action`` is opaque to transports: ``cf:<nonce>`` confirms, ``cx:<nonce>`` cancels,
+    ``run:<command line>`` runs a command marked ``button`` as if the presser had sent it."""
 
     label: str
     action: str
+
+    def __post_init__(self) -> None:
+        if len(self.action.encode()) > MAX_ACTION_BYTES:
+            raise ValueError(f"button action over {MAX_ACTION_BYTES} bytes: {self.action!r}")
+
+    @classmethod
+    def run(cls, label: str, command_line: str) -> Button:
+        return cls(label, f"{RUN}:{command_line}")
+
+    @property
+    def command_line(self) -> str | None:
+        kind, _, rest = self.action.partition(":")
+        return rest if kind == RUN else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,10 +57,11 @@ class Registry:
         bare: str | None = None,
         internal: bool = False,
         lapse: str | None = None,
+        button: bool = False,
     ) -> Callable[[Run], Entry]:
         spec = CommandSpec(
             name, summary, args, role, changes, freshness, two_person, background, bare,
-            internal, lapse,
+            internal, lapse, button,
         )  # fmt: skip
 
         def register(fn: Run) -> Entry:

@@ -132,6 +132,9 @@ class CommandSpec:
     # or nobody answers in time.
     internal: bool = False
     lapse: str | None = None
+    # May be run from a button (``run:<command line>``, an alert's Snooze): pressing it is
+    # the same as sending the command line, so only commands that are safe as one tap.
+    button: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

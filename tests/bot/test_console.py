@@ -320,3 +320,14 @@ def test_the_demo_backs_up_and_restores_through_staging(tmp_path: Path) -> None:
     assert "♻️ Restoring Vaultwarden: " in out
     data = tmp_path / "state" / "demo-root" / "var" / "lib" / "bitwarden_rs"
     assert sorted(p.name for p in data.iterdir()) == ["config.json", "data.db", "uploads"]
+
+
+def test_the_demo_alert_has_buttons_that_snooze_and_explain(tmp_path: Path) -> None:
+    done = _console(tmp_path, "/demo disk 92\npress 3\npress 1\n/alerts\n")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    buttons = _at(r"^\[1\] Snooze 1h  \[2\] Mute 24h  \[3\] Details$", out)
+    details = _at(r"^Level: ⚠️ warning$", out)
+    snoozed = _at(r"^🔕 disk / is 92% full: no messages about it until ", out)
+    listed = _at(r"^⚠️ disk / is 92% full since .*, quiet until ", out)
+    assert buttons < details < snoozed < listed

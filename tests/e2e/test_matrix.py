@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.matrix_harness import MatrixBots, Message, Person, settle
+from tests.e2e.matrix_harness import JSON, MatrixBots, Message, Person, settle
 from tests.support.synapse import RegisteredUser, Synapse, unique
 
 CODE = re.compile(r"!confirm ([A-Z0-9]{6})")
@@ -505,3 +505,33 @@ async def test_a_failed_reply_becomes_an_incident_and_an_alert_that_mentions_the
     assert "Traceback" not in message.body
     await alice.wait(lambda: f"incident {found.group(1)}" in process.stderr, label="the log")
     assert alice.messages(muted, bots.bot.user_id) == []
+
+
+async def test_an_alerts_buttons_become_commands_to_send(bots: MatrixBots, alice: Person) -> None:
+    bots.start()
+    room = await admin_room(bots, alice)
+    asked = await alice.say(room, "!demo disk 93")
+    reply = await answer(alice, bots, room, asked)
+    short = re.search(r"!snooze ([0-9a-f]{6})", reply.body)
+    assert short, reply.body
+    assert f"!mute {short.group(1)} · !details {short.group(1)}" in reply.body
+    snoozed = await answer(alice, bots, room, await alice.say(room, f"!snooze {short.group(1)}"))
+    assert "no messages about it until" in snoozed.body
+
+
+async def test_the_weekly_chart_is_an_inline_image(bots: MatrixBots, alice: Person) -> None:
+    bots.start()
+    room = await admin_room(bots, alice)
+    await answer(alice, bots, room, await alice.say(room, "!demo disk 50"))
+    await alice.say(room, "!report week")
+
+    def chart() -> JSON | None:
+        events = alice.timeline.get(room, [])
+        return next((e for e in events if e.get("content", {}).get("msgtype") == "m.image"), None)
+
+    image = await alice.wait(chart, label="the chart")
+    assert image is not None
+    info = image["content"]["info"]
+    assert info["mimetype"] == "image/png"
+    assert (info["w"], info["h"]) == (800, 400)
+    assert image["content"]["url"].startswith("mxc://")

@@ -390,3 +390,41 @@ def test_after_downtime_reads_are_answered_and_stale_changes_refused(
     assert 590 <= int(lag.group(1)) <= 700
     assert steward.count("confirmations") == 0
     assert steward.count("jobs") == 0
+
+
+def test_an_alerts_snooze_button_snoozes_it_and_keeps_the_keyboard(
+    fake: FakeBotAPI, steward: Steward
+) -> None:
+    steward.start()
+    fake.send_text(ALICE, "/demo disk 93")
+    alert = wait_message(fake, uid(ALICE), "Warning")
+    assert [b["text"] for b in alert.buttons] == ["Snooze 1h", "Mute 24h", "Details"]
+    assert all(len(str(b["callback_data"]).encode()) <= 64 for b in alert.buttons)
+    query = fake.press(ALICE, alert.message_id, button_data(alert, "Snooze 1h"))
+    assert wait_answer(fake, query).text == "OK"
+    snoozed = wait_message(fake, uid(ALICE), "no messages about it until")
+    assert snoozed.text is not None
+    assert snoozed.text.startswith("🔕 disk / is 93% full")
+    kept = fake.message(uid(ALICE), alert.message_id)
+    assert [b["text"] for b in kept.buttons] == ["Snooze 1h", "Mute 24h", "Details"]
+    forged = fake.press(ALICE, alert.message_id, "run:restart nextcloud", strict=False)
+    assert wait_answer(fake, forged).text == "This button is not valid (anymore)."
+
+
+def test_the_weekly_report_comes_with_its_chart_as_a_photo(
+    fake: FakeBotAPI, steward: Steward
+) -> None:
+    steward.start()
+    fake.send_text(VICTOR, "/demo disk 50")  # a viewer may not fill disks
+    wait_message(fake, uid(VICTOR), "needs the admin role")
+    fake.send_text(ALICE, "/demo disk 50")  # the alert check keeps a sample
+    wait_message(fake, uid(ALICE), "Demo:")
+    fake.send_text(VICTOR, "/report week")
+    wait_message(fake, uid(VICTOR), "📈 Week of")
+    photo = fake.wait_for(
+        lambda f: next((m for m in f.messages(uid(VICTOR)) if m.document is not None), None)
+    )
+    assert photo is not None
+    assert photo.document is not None
+    assert photo.document.kind == "photo"
+    assert (photo.document.width, photo.document.height) == (800, 400)
