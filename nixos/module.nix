@@ -213,6 +213,21 @@ let
       STEWARD_POSTGRES_USER = "postgres";
     };
 
+  # Hardening the bot and its root workers share.
+  commonHardening = {
+    PrivateTmp = true;
+    NoNewPrivileges = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+  };
+
   # steward-backup@ and steward-restore@: `steward worker` as root, for one service at a time.
   dataJob = kind: description: {
     inherit description;
@@ -231,18 +246,8 @@ let
       LoadCredential = credentials;
       CacheDirectory = "steward-worker";
       UMask = "0077";
-      PrivateTmp = true;
-      NoNewPrivileges = true;
-      ProtectKernelTunables = true;
-      ProtectKernelModules = true;
-      ProtectKernelLogs = true;
-      ProtectControlGroups = true;
-      ProtectClock = true;
-      ProtectHostname = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      LockPersonality = true;
-    };
+    }
+    // commonHardening;
   };
 
   serviceType = types.submodule (
@@ -501,26 +506,15 @@ in
 
         UMask = "0027";
         ReadWritePaths = [ cfg.stateDir ];
-        NoNewPrivileges = true;
         ProtectSystem = "strict";
         ProtectHome = true;
-        PrivateTmp = true;
         PrivateDevices = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectClock = true;
-        ProtectHostname = true;
         RestrictAddressFamilies = [
           "AF_UNIX"
           "AF_INET"
           "AF_INET6"
         ];
         RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
         MemoryDenyWriteExecute = true;
         SystemCallArchitectures = "native";
         SystemCallFilter = [
@@ -531,6 +525,7 @@ in
         CapabilityBoundingSet = "";
         AmbientCapabilities = "";
       }
+      // commonHardening
       // lib.optionalAttrs (cfg.stateDir == "/var/lib/steward") {
         StateDirectory = "steward";
         StateDirectoryMode = "0700";

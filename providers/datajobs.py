@@ -169,11 +169,9 @@ class UnitDataJobs:
         return backup_result(outcome["result"])
 
     async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport:
-        async def shown(data: dict[str, Any]) -> None:
-            if isinstance(data.get("step"), str):
-                await step(data["step"])
-
-        outcome = await self._run("steward-restore", plan.service_id, plan.snapshot_id, shown)
+        outcome = await self._run(
+            "steward-restore", plan.service_id, plan.snapshot_id, _steps_to(step)
+        )
         return restore_report(outcome["result"])
 
     async def recover(self, service_id: str, step: Step) -> tuple[bool, str]:
@@ -194,11 +192,7 @@ class UnitDataJobs:
                     "the old data could not all be put back")  # fmt: skip
                 return False, f"It failed meanwhile ({data.get('error')}); {kept}."
 
-        async def shown(data: dict[str, Any]) -> None:
-            if isinstance(data.get("step"), str):
-                await step(data["step"])
-
-        outcome = await self._run("steward-restore", service_id, RECOVER, shown)
+        outcome = await self._run("steward-restore", service_id, RECOVER, _steps_to(step))
         return bool(outcome["result"]["restored"]), str(outcome["result"]["said"])
 
     async def _run(
@@ -234,6 +228,14 @@ class UnitDataJobs:
                 started.cancel()
         outcome = await asyncio.to_thread(status.read)
         return _outcome(outcome, failure, unit)
+
+
+def _steps_to(step: Step) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def shown(data: dict[str, Any]) -> None:
+        if isinstance(data.get("step"), str):
+            await step(data["step"])
+
+    return shown
 
 
 async def _active(unit: str) -> bool:
