@@ -61,14 +61,11 @@ class MatrixOutbox:
             text = f"The answer is long; it is in <code>{name}</code>."
             reply = replace(reply, text=text, attachments=(attachment, *reply.attachments))
         prompt: Prompt | None = None
-        runs = [b.command_line for b in reply.buttons if b.command_line is not None]
         decides = [b for b in reply.buttons if b.command_line is None]
         if decides:
             prompt = await self._new_prompt(room, decides)
             text = f"{text}\n\n{_hint(prompt)}"
-        if runs:
-            # No inline buttons on Matrix: the commands they stand for, to send as text.
-            text += "\n" + " · ".join(f"<code>!{esc(line)}</code>" for line in runs)
+        text += _commands_line(reply.buttons)
         content = self._content(text, alert=reply_to is None and not reply.silent)
         if reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
@@ -81,7 +78,7 @@ class MatrixOutbox:
 
     async def edit(self, ref: MessageRef, reply: Reply) -> None:
         room, event_id = ref.chat.chat_id, ref.message_id
-        new = self._content(reply.text[:MAX_TEXT], alert=False)
+        new = self._content(reply.text[:MAX_TEXT] + _commands_line(reply.buttons), alert=False)
         content = {
             "msgtype": new["msgtype"],
             "body": f"* {new['body']}",
@@ -91,7 +88,7 @@ class MatrixOutbox:
             "m.relates_to": {"rel_type": "m.replace", "event_id": event_id},
         }
         await self._send(room, "m.room.message", content)
-        if not reply.buttons:
+        if not any(b.command_line is None for b in reply.buttons):
             await self._close_prompt(room, event_id)
 
     # -- content ------------------------------------------------------------------------------
@@ -178,6 +175,13 @@ class MatrixOutbox:
         else:
             content["url"] = uploaded.content_uri
         await self._send(room, "m.room.message", content)
+
+
+def _commands_line(buttons: Sequence[Button]) -> str:
+    """No inline buttons on Matrix: the commands that run-buttons stand for, to send as text
+    (``!snooze a3f09c · !mute a3f09c``); "" when there are none."""
+    runs = [b.command_line for b in buttons if b.command_line is not None]
+    return "\n" + " · ".join(f"<code>!{esc(line)}</code>" for line in runs) if runs else ""
 
 
 def _hint(prompt: Prompt) -> str:

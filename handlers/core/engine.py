@@ -20,6 +20,7 @@ from handlers.core.jobs import JobRunner
 from handlers.core.messages import (
     CANCEL,
     CONFIRM,
+    MAX_ACTION_BYTES,
     RUN,
     Actor,
     Button,
@@ -45,6 +46,7 @@ from handlers.core.spec import Role, UsageError
 log = logging.getLogger(__name__)
 
 STRANGER_REPLY = "Sorry, this is a private bot."
+INVALID_BUTTON = "This button is not valid (anymore)."
 
 
 def utcnow() -> datetime:
@@ -251,21 +253,20 @@ class Engine:
 
     async def _run_button(self, press: Press, answer: Toast | None) -> str:
         """A press of ``run:<command line>``: the presser sends that command, if it may be
-        run from a button; the command's answer goes to the chat as usual."""
+        run from a button; the command's answer goes to the chat as usual.
+
+        What a button carries comes from the client and may be forged: only a command marked
+        ``button``, with arguments it takes, is run; anything else is refused with a toast and
+        an audit row naming what was pressed, and nothing is said in the chat."""
         role = self.access.role_of(press.actor)
         name, *args = press.action.removeprefix(f"{RUN}:").split() or [""]
-        resolved = self.deps.registry.resolve(name, tuple(args)) if role is not None else None
-        toast = ""
         if role is None:
-            toast = STRANGER_REPLY
-        elif resolved is None or not resolved[0].spec.button:
-            toast = "This button is not valid (anymore)."
-        elif role < resolved[0].spec.role:
-            spec = resolved[0].spec
-            toast = f"/{spec.name} needs the {spec.role.label} role; you are {role.label}."
+            toast, result = STRANGER_REPLY, "stranger"
+        else:
+            toast = result = self._button_problem(name, tuple(args), role)
         if toast:
-            await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press", (),
-                             result=toast)  # fmt: skip
+            await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press",
+                             (press.action[:MAX_ACTION_BYTES],), result=result)  # fmt: skip
             if answer is not None:
                 await answer(toast)
             return toast
@@ -275,6 +276,20 @@ class Engine:
                       press.message_id)  # fmt: skip
         await self.handle_command(cmd)
         return "OK"
+
+    def _button_problem(self, name: str, args: tuple[str, ...], role: Role) -> str:
+        """Why ``name args`` may not run from a button pressed by ``role``; "" when it may."""
+        resolved = self.deps.registry.resolve(name, args)
+        if resolved is None or not resolved[0].spec.button:
+            return INVALID_BUTTON
+        spec = resolved[0].spec
+        if role < spec.role:
+            return f"/{spec.name} needs the {spec.role.label} role; you are {role.label}."
+        try:
+            spec.parse(resolved[1])
+        except UsageError:
+            return INVALID_BUTTON  # we never build such a button: forged or from an old version
+        return ""
 
     async def _decide_press(self, press: Press) -> tuple[str, Confirmation | None]:
         kind, _, nonce = press.action.partition(":")
@@ -287,7 +302,7 @@ class Engine:
         if conf is None or conf.chat != press.chat:
             await self.audit(AuditEvent.REFUSED, press.actor, press.chat, "press", (),
                              result="unknown button")  # fmt: skip
-            return "This button is not valid (anymore).", None
+            return INVALID_BUTTON, None
         problem = self._may_decide(conf, kind, press.actor, role)
         if problem:
             await self.audit(AuditEvent.REFUSED, press.actor, press.chat, conf.command,

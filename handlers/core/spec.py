@@ -139,6 +139,8 @@ class CommandSpec:
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ValueError(f"bad command name {self.name!r}")
+        if self.button and self.internal:
+            raise ValueError(f"/{self.name}: an internal command cannot be run from a button")
         seen_optional = False
         for arg in self.args:
             if seen_optional and arg.required:
