@@ -37,6 +37,7 @@ from handlers.core.records import AuditEvent
 from handlers.core.spec import CommandSpec, split_command_line
 
 log = logging.getLogger(__name__)
+POOL_SIZE = 4
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -78,10 +79,12 @@ class TelegramTransport:
             Application.builder()
             .token(token)
             .base_url(api_url)
-            # Measured in benchmarks/: more parallel chats or open connections cost more CPU in
-            # httpcore's pool bookkeeping than they save in waiting.
-            .concurrent_updates(PerChatUpdateProcessor(16))
-            .connection_pool_size(4)
+            # Measured in benchmarks/: more open connections cost more CPU in httpcore's pool
+            # bookkeeping than they save in waiting. Requests beyond the pool wait in the
+            # outbox (max_in_flight), so many updates can be in progress cheaply: an update
+            # holds its place until its audit row is committed, which may take 20 ms.
+            .concurrent_updates(PerChatUpdateProcessor(64))
+            .connection_pool_size(POOL_SIZE)
         )
         # The limiter keeps to Telegram's flood limits; a loopback test server has none. It
         # only paces: retrying a 429 is TelegramOutbox.call's job, so there is one policy.
@@ -94,7 +97,7 @@ class TelegramTransport:
         self._attached = asyncio.Event()
         if engine is not None:
             self._attached.set()
-        self.outbox = TelegramOutbox(self.application.bot)
+        self.outbox = TelegramOutbox(self.application.bot, max_in_flight=POOL_SIZE)
         self._poll_timeout = poll_timeout
         self._background: set[asyncio.Task[None]] = set()
         app = self.application

@@ -43,16 +43,29 @@ _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
 class TelegramOutbox:
-    def __init__(self, bot: Bot, *, base_delay: float = 0.5, max_delay: float = 30.0) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        base_delay: float = 0.5,
+        max_delay: float = 30.0,
+        max_in_flight: int = 4,
+    ) -> None:
         self.bot = bot
         self._base_delay = base_delay
         self._max_delay = max_delay
+        # At most as many requests as the connection pool has connections: the others wait
+        # here, not in httpcore's pool, whose bookkeeping walks every waiting request on each
+        # request and response. Measured in benchmarks/: 1,000 commands from 50 chats cost
+        # 10-15 % less CPU per command. A retry waits outside.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     async def call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         """The one place that talks to the Bot API; see the module docstring for the policy."""
         for attempt in range(1, MAX_TRIES + 1):
             try:
-                return await fn()
+                async with self._in_flight:
+                    return await fn()
             except RetryAfter as exc:
                 if attempt == MAX_TRIES:
                     raise
