@@ -99,6 +99,8 @@ class BotRunner:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
+            # The checkout under test, not whatever the venv's editable install points at.
+            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
             "STEWARD_DEMO": "1",
             "STEWARD_DEMO_DELAY": "0.05",
             "STEWARD_STATE_DIR": str(self.state_dir),
