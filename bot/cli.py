@@ -18,6 +18,7 @@ from bot.transports.matrix_login import MatrixLogin
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.routine import Routine
     from bot.transports.matrix import MatrixTransport
     from bot.transports.router import OutboxRouter
     from bot.transports.telegram import TelegramTransport
@@ -161,7 +162,6 @@ def _run(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from bot.routine import Routine  # noqa: PLC0415
     from bot.transports.router import OutboxRouter  # noqa: PLC0415
 
     stop = asyncio.Event()
@@ -196,6 +196,10 @@ async def _serve(settings: Settings) -> int:
                 return 0
         log.info("listening on %s", ", ".join(type(t).__name__ for t in transports))
         await app.start()
+        # Only now: the scheduler's imports (SQLAlchemy's job store) would delay the
+        # connection to Telegram; by now the database has loaded SQLAlchemy anyway.
+        from bot.routine import Routine  # noqa: PLC0415
+
         routine = Routine(app)
         await routine.start()
         await stop.wait()
