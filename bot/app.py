@@ -108,7 +108,7 @@ def build_app(
     dumps = _dumps(settings) if not server else None
     data_jobs: DataJobs | None = None
     if backups is not None and settings.backup_units:
-        data_jobs = UnitDataJobs(settings.state_dir / "jobs")
+        data_jobs = UnitDataJobs(settings.work_dir / "jobs")
     elif backups is not None:
         root = server.data_root(settings.state_dir / "demo-root") if server else Path("/")
         work = settings.state_dir / "restore"
@@ -259,7 +259,7 @@ def _dumps(settings: Settings) -> DatabaseDumps | None:
         user=settings.postgres_user,
         password_file=settings.postgres_password_file,
     )
-    return PostgresDumps(postgres, settings.state_dir / "dumps")
+    return PostgresDumps(postgres, settings.work_dir / "dumps")
 
 
 def _storage(settings: Settings) -> BackupStorage | None:

@@ -227,6 +227,9 @@ class Settings:
     # Back up and restore service data in the module's root units (steward-backup@ and
     # steward-restore@) instead of in the bot, which may not read that data.
     backup_units: bool = False
+    # The root workers' own folder (journal of restores, database dumps, status for the bot);
+    # unset: the state folder, for a bot that backs up itself.
+    worker_dir: Path | None = None
     # Dumps of the catalogue's PostgreSQL databases go into each backup when a host is set.
     postgres_host: str | None = None
     postgres_port: Annotated[int, _number(int, 1, 65535)] = 5432
@@ -243,6 +246,10 @@ class Settings:
     cloudflare_token_file: Path | None = None
     b2_key_id_file: Path | None = None
     b2_key_file: Path | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        return self.worker_dir or self.state_dir
 
     @property
     def database(self) -> str:

@@ -7,8 +7,8 @@ worker trusts nothing it is given but a service id it finds in the catalogue (fr
 store) and a reason or snapshot id of the right form: what to back up, which folders to
 restore and which units to stop come from the catalogue and the snapshot itself.
 
-Progress and the outcome go to ``STATE_DIR/jobs/<service>.json``, owned by the state
-folder's owner (the bot), which ``providers.datajobs.UnitDataJobs`` reads.
+Progress and the outcome go to ``STEWARD_WORKER_DIR/jobs/<service>.json``, a folder only root
+writes and the bot reads (``providers.datajobs.UnitDataJobs``).
 """
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ def work(settings: Settings, kind: str, instance: str) -> int:
     if info is None or not info.folders:
         print(f"steward worker: no service {service} with folders", file=sys.stderr)
         return 2
-    folder = settings.state_dir
-    owner = (folder.stat().st_uid, folder.stat().st_gid)
-    status = StatusFile(folder / "jobs", service, owner, f"steward-{kind}@{instance}.service")
+    status = StatusFile(settings.work_dir / "jobs", service, f"steward-{kind}@{instance}.service")
     status.write(state="running")
     try:
         result = asyncio.run(_work(settings, kind, service, arg, status))
@@ -74,15 +72,15 @@ async def _work(
 ) -> dict[str, object]:
     catalogue = _catalogue(settings)
     info = catalogue[service]
-    # Root's own cache (CacheDirectory= in the unit): files it left in the bot's cache would
-    # be root's, and the bot could no longer update them.
+    # Root never writes into the bot's state folder (a link there could point anywhere): its
+    # journal, dumps and status go to STEWARD_WORKER_DIR, its restic cache to CacheDirectory=.
     cache = os.environ.get("CACHE_DIRECTORY")
-    backups = _backups(settings, Path(cache) if cache else settings.state_dir / "worker-cache")
+    backups = _backups(settings, Path(cache) if cache else settings.work_dir / "cache")
     if backups is None:
         raise BackupError("Backups are not set up: STEWARD_RESTIC_REPOSITORY is unset.")
     dumps = _dumps(settings)
-    work_dir = settings.state_dir / "restore"
-    restorer = Restorer(backups, SystemctlServiceManager(), work_dir, dumps=dumps)
+    restorer = Restorer(backups, SystemctlServiceManager(), settings.work_dir / "restore",
+                        dumps=dumps)  # fmt: skip
     jobs = LocalDataJobs(backups, restorer, dumps)
 
     async def step(text: str) -> None:

@@ -205,8 +205,10 @@ let
     // {
       STEWARD_STATE_DIR = cfg.stateDir;
       STEWARD_CATALOGUE = catalogueFile;
-      # The bot may not read the services' data: backups and restores run in dataJob units.
+      # The bot may not read the services' data: backups and restores run in dataJob units,
+      # which keep their journal, dumps and status in a folder of their own.
       STEWARD_BACKUP_UNITS = "1";
+      STEWARD_WORKER_DIR = "/var/lib/steward-worker";
     }
     // lib.optionalAttrs cfg.postgresql.enable {
       STEWARD_POSTGRES_HOST = "/run/postgresql";
@@ -245,6 +247,10 @@ let
       ExecStart = "${cfg.package}/bin/steward worker ${kind} %i";
       LoadCredential = credentials;
       CacheDirectory = "steward-worker";
+      # Root's own: it never writes where the bot could have left a link. The bot reads the
+      # status files in jobs/ (0644); the dumps and the journal stay 0700.
+      StateDirectory = "steward-worker";
+      StateDirectoryMode = "0755";
       UMask = "0077";
     }
     // commonHardening;

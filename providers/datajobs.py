@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -90,33 +91,33 @@ class LocalDataJobs:
 
 
 class StatusFile:
-    """``<jobs>/<service>.json``: ``{"state": "running"|"done"|"failed", ...}``, replaced
-    atomically at each change and readable by the bot's user."""
+    """``<jobs>/<service>.json``: ``{"state": "running"|"done"|"failed", "started": …, ...}``,
+    replaced atomically at each change. Only the worker (root) writes the folder; the bot reads
+    it (folder 0755, files 0644: progress and outcomes, never a secret). ``started`` tells the
+    bot which run wrote it."""
 
-    def __init__(
-        self,
-        folder: Path,
-        service_id: str,
-        owner: tuple[int, int] | None = None,
-        unit: str | None = None,
-    ) -> None:
+    def __init__(self, folder: Path, service_id: str, unit: str | None = None) -> None:
         self.path = folder / f"{service_id}.json"
-        self._owner = owner
         self._unit = unit
+        self._started = time.time()
 
     def write(self, **data: Any) -> None:
+        data["started"] = self._started
         if self._unit is not None:
             data["unit"] = self._unit
-        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o755)  # noqa: S103 - the bot reads it; the unit umask is 0077
         temp = self.path.with_suffix(".tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
+        temp.unlink(missing_ok=True)
+        # O_EXCL | O_NOFOLLOW: never through a link someone left in the folder.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        descriptor = os.open(temp, flags, 0o644)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)
             json.dump(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o640)
-        if self._owner is not None:  # a root unit writes it for the bot
-            os.chown(self.path.parent, *self._owner)
-            os.chown(temp, *self._owner)
         os.replace(temp, self.path)
 
     def read(self) -> dict[str, Any] | None:
@@ -125,9 +126,6 @@ class StatusFile:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def result_to_json(result: BackupResult | RestoreReport) -> dict[str, Any]:
@@ -206,14 +204,14 @@ class UnitDataJobs:
         if not INSTANCE.match(instance):
             raise BackupError("That is not a service and snapshot.")
         status = StatusFile(self._dir, service_id)
-        await asyncio.to_thread(status.clear)
+        began = time.time() - 1.0  # what an earlier run left is older
         unit = f"{template}@{instance}.service"
         started = asyncio.ensure_future(run_tool("systemctl", ["start", "--", unit], self._timeout))
         seen: object = None
         try:
             while not started.done():
                 await asyncio.wait({started}, timeout=self._poll)
-                data = await asyncio.to_thread(status.read)
+                data = _newer(await asyncio.to_thread(status.read), began)
                 if data is not None and data != seen and data.get("state") == "running":
                     seen = data
                     with contextlib.suppress(Exception):  # progress is best effort
@@ -226,8 +224,13 @@ class UnitDataJobs:
         finally:
             if not started.done():
                 started.cancel()
-        outcome = await asyncio.to_thread(status.read)
+        outcome = _newer(await asyncio.to_thread(status.read), began)
         return _outcome(outcome, failure, unit)
+
+
+def _newer(data: dict[str, Any] | None, began: float) -> dict[str, Any] | None:
+    started = data.get("started") if data is not None else None
+    return data if isinstance(started, (int, float)) and started >= began else None
 
 
 def _steps_to(step: Step) -> Callable[[dict[str, Any]], Awaitable[None]]:

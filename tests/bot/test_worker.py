@@ -31,6 +31,7 @@ class Server:
         self.fake.add_unit("nginx.service")
         self.state_dir = tmp_path / "state"
         self.state_dir.mkdir()
+        self.worker_dir = tmp_path / "worker"
         self.data = tmp_path / "srv" / "app"
         (self.data / "sub").mkdir(parents=True)
         (self.data / "a.txt").write_text("as backed up\n")
@@ -48,6 +49,7 @@ class Server:
             "PYTHONPATH": str(ROOT),
             "HOME": str(tmp_path),
             "STEWARD_STATE_DIR": str(self.state_dir),
+            "STEWARD_WORKER_DIR": str(self.worker_dir),
             "STEWARD_CATALOGUE": str(catalogue_file),
             "STEWARD_RESTIC_REPOSITORY": repo.repository,
             "STEWARD_RESTIC_PASSWORD_FILE": str(repo.password_file),
@@ -55,7 +57,7 @@ class Server:
         with self.fake.edit() as state:
             state["data_worker"] = {"argv": [sys.executable, "-m", "bot", "worker"], "env": env}
         self.fake.install(monkeypatch)
-        self.jobs = UnitDataJobs(self.state_dir / "jobs", poll=0.02)
+        self.jobs = UnitDataJobs(self.worker_dir / "jobs", poll=0.02)
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ async def test_a_backup_runs_in_its_unit_and_its_result_comes_back(server: Serve
     assert result.files_new == 2
     unit = server.fake.unit("steward-backup@app:manual.service")
     assert unit["Result"] == "success"
-    status = json.loads((server.state_dir / "jobs" / "app.json").read_text())
+    status = json.loads((server.worker_dir / "jobs" / "app.json").read_text())
     assert status["state"] == "done"
 
 
@@ -158,7 +160,7 @@ async def test_a_restore_cut_short_is_put_right_by_the_recover_unit(server: Serv
     # A restore killed after the live folder was moved aside: the journal says so.
     old = server.data.parent / ".app.steward-old"
     shutil.move(server.data, old)
-    work = server.state_dir / "restore"
+    work = server.worker_dir / "restore"
     work.mkdir()
     (work / "app.json").write_text(json.dumps({
         "service_id": "app", "snapshot_id": "x", "folders": [str(server.data)],
@@ -192,3 +194,32 @@ async def test_after_a_bot_restart_the_units_own_outcome_is_reported(server: Ser
     assert restored
     assert "It finished meanwhile: 2 files put back" in said
     assert not any("recover" in " ".join(c) for c in server.fake.calls("systemctl"))
+
+
+async def test_the_worker_never_follows_a_link_and_an_old_outcome_is_not_this_ones(
+    server: Server,
+) -> None:
+    async def quiet(_report: BackupProgress) -> None:
+        pass
+
+    await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+    jobs = server.worker_dir / "jobs"
+    assert oct(jobs.stat().st_mode & 0o777) == "0o755"
+    assert oct((jobs / "app.json").stat().st_mode & 0o777) == "0o644"
+    victim = server.state_dir / "victim"
+    victim.write_text("untouched\n")
+    (jobs / "app.tmp").symlink_to(victim)
+    # The next run's worker fails before it writes (the repository is gone): the "done" of
+    # the run before must not pass for its outcome.
+    shutil.rmtree(server.engine._settings.repository)
+    with pytest.raises(BackupError, match=r"[Rr]epository"):
+        await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+    assert victim.read_text() == "untouched\n"
+    assert not (jobs / "app.tmp").exists()
+    stale = json.loads((jobs / "app.json").read_text())
+    stale["state"], stale["started"] = "done", 0
+    (jobs / "app.json").write_text(json.dumps(stale))
+    with server.fake.edit() as state:
+        state["data_worker"]["argv"] = ["false"]
+    with pytest.raises(BackupError, match="ended without an outcome"):
+        await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)

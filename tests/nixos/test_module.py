@@ -213,6 +213,7 @@ def test_settings_become_steward_environment_variables(system: dict[str, Any]) -
         "STEWARD_CATALOGUE": "/etc/steward/catalogue.json",
         "STEWARD_DESIRED_STATE": "/var/lib/steward/desired-state.json",
         "STEWARD_BACKUP_UNITS": "1",
+        "STEWARD_WORKER_DIR": "/var/lib/steward-worker",
     }
 
 
@@ -504,6 +505,8 @@ def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
         assert job["environment"] == shared
         assert any(path.endswith("-restic") for path in job["path"])
         assert job["restartIfChanged"] is False
+        assert config["StateDirectory"] == "steward-worker"  # never the bot's state folder
+        assert job["environment"]["STEWARD_WORKER_DIR"] == "/var/lib/steward-worker"
         analyze = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
         rendered = tmp_path / f"steward-{kind}@.service"
         rendered.write_text(render_unit(job, f"/bin/true {kind} %i"), encoding="utf-8")
