@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.scheduler import Scheduler
+from handlers.alerts import check_alerts
 from handlers.backups import monthly_drill, scheduled_backup, weekly_check
 from handlers.core.context import Context
 from handlers.core.messages import Actor, ChatRef, Command, Reply
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
-from handlers.reports import build_report, check_alerts, subscribers
+from handlers.reports import build_report, subscribers
 from handlers.weekly import weekly_report
 from providers.base.backup import RetentionPolicy
 

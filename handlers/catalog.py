@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from handlers import (
     admin,
+    alerts,
     audit,
     backups,
     dns,
@@ -17,7 +18,20 @@ from handlers import (
 )
 from handlers.core.registry import Registry
 
-MODULES = (admin, audit, backups, dns, reports, restore, server, services, status, system, weekly)
+MODULES = (
+    admin,
+    alerts,
+    audit,
+    backups,
+    dns,
+    reports,
+    restore,
+    server,
+    services,
+    status,
+    system,
+    weekly,
+)
 
 
 def build_registry() -> Registry:

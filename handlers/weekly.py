@@ -12,10 +12,11 @@ import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from handlers.alerts import LOAD
 from handlers.core.context import Context, Deps
 from handlers.core.messages import Attachment, Reply, esc
 from handlers.core.registry import Registry
-from handlers.reports import LOAD, build_report
+from handlers.reports import build_report
 from providers.chart import ChartData, ChartError, render_week_chart
 
 log = logging.getLogger(__name__)

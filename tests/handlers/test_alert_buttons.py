@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from handlers.alerts import alert_id, alert_states, check_alerts
 from handlers.core.messages import Actor, Button, Press
-from handlers.reports import alert_id, alert_states, check_alerts
 from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
 
 

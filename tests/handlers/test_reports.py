@@ -14,10 +14,11 @@ from aiohttp import web
 from bot.app import App, build_app
 from bot.config import load_settings
 from bot.routine import Routine
+from handlers.alerts import alert_id, check_alerts
 from handlers.backups import weekly_check
 from handlers.core.messages import ChatRef, Command
 from handlers.core.records import Notes
-from handlers.reports import alert_id, check_alerts, subscribers
+from handlers.reports import subscribers
 from providers.host import DiskUsage
 from providers.systemd import UnitStatus
 from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness

@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import pytest
 
+from handlers.alerts import alert_id, alert_states, check_alerts
 from handlers.catalog import build_registry
 from handlers.core.context import Context
 from handlers.core.messages import Actor, ChatRef, Press, Reply
 from handlers.core.registry import Registry
 from handlers.core.spec import CommandSpec, Role
-from handlers.reports import alert_id, alert_states, check_alerts
 from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
 
 pytestmark = pytest.mark.timeout(60)
