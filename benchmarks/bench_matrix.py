@@ -38,6 +38,7 @@ from nio import (
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.steward_build import compile_steward  # noqa: E402
 from tests.support.fake_telegram import FakeBotAPI  # noqa: E402
 from tests.support.synapse import RegisteredUser, Synapse, unique  # noqa: E402
 
@@ -276,16 +277,6 @@ async def run(synapse: Synapse, work: Path) -> dict[str, Any]:
             fake.stop()
         await bench.client.close()
     return result
-
-
-def compile_steward() -> None:
-    """Bytecode for Steward, as an installed package has it (Nix compiles it at build time) and
-    as the baseline's libraries have it: with PYTHONDONTWRITEBYTECODE set, as on this machine,
-    each start would otherwise compile Steward's changed modules from source."""
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "bot", "handlers", "providers"],
-        cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=300,
-    )  # fmt: skip
 
 
 def main() -> int:

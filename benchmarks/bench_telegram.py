@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.steward_build import compile_steward  # noqa: E402
 from tests.support.fake_telegram import FakeBotAPI  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "60"))
@@ -176,16 +177,6 @@ def _summary(runs: list[tuple[float, bool, bool]]) -> tuple[float, bool, bool]:
     """Median throughput; correctness must hold in every run."""
     rate = statistics.median(run[0] for run in runs)
     return rate, all(run[1] for run in runs), all(run[2] for run in runs)
-
-
-def compile_steward() -> None:
-    """Bytecode for Steward, as an installed package has it (Nix compiles it at build time) and
-    as the baseline's libraries have it: with PYTHONDONTWRITEBYTECODE set, as on this machine,
-    each start would otherwise compile Steward's changed modules from source."""
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "bot", "handlers", "providers"],
-        cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=300,
-    )  # fmt: skip
 
 
 def main() -> int:

@@ -265,10 +265,6 @@ def _outcome(data: dict[str, Any] | None, failure: UnitError | None, unit: str) 
     raise BackupError(f"{unit} ended without an outcome{why}; journalctl -u {unit} says why.")
 
 
-def backup_progress_json(progress: BackupProgress) -> dict[str, Any]:
-    return asdict(progress)
-
-
 def snapshot_arg(arg: str) -> str:
     if arg != RECOVER and not SNAPSHOT.match(arg):
         raise BackupError("That is not a snapshot id.")

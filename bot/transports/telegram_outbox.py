@@ -128,21 +128,13 @@ class TelegramOutbox:
                 raise
 
     async def send_document(self, chat: ChatRef, attachment: Attachment, reply: Reply) -> Message:
-        if attachment.mime in PHOTO_TYPES:
-            # Shown inline (Telegram recompresses it); a chart needs no tap to open.
-            return await self.call(
-                "sendPhoto",
-                lambda: self.bot.send_photo(
-                    int(chat.chat_id),
-                    attachment.data,
-                    filename=attachment.name,
-                    disable_notification=reply.silent,
-                    protect_content=reply.sensitive,
-                ),
-            )
+        # An image goes as a photo, shown inline (Telegram recompresses it): a chart needs no
+        # tap to open. Anything else is a file.
+        photo = attachment.mime in PHOTO_TYPES
+        send = self.bot.send_photo if photo else self.bot.send_document
         return await self.call(
-            "sendDocument",
-            lambda: self.bot.send_document(
+            "sendPhoto" if photo else "sendDocument",
+            lambda: send(
                 int(chat.chat_id),
                 attachment.data,
                 filename=attachment.name,
