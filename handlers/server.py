@@ -152,26 +152,26 @@ async def snapshots(ctx: Context) -> Reply:
     return Reply("\n".join(lines))
 
 
-SNAPSHOT_ID = Arg("id", Integer(metavar="id", minimum=1))
+SNAPSHOT_ID = Arg("id", Word(metavar="id"))
 
 
 @commands.command("snapshots delete", "Delete a snapshot", args=(SNAPSHOT_ID,), role=Role.ADMIN,
                   changes=True)  # fmt: skip
-async def snapshot_delete(ctx: Context, id: int) -> Reply:
+async def snapshot_delete(ctx: Context, id: str) -> Reply:
     try:
         await cloud(ctx).delete_snapshot(id)
     except ServerError as exc:
         raise _failed(exc) from None
-    return Reply(f"🗑 Snapshot {id} deleted.")
+    return Reply(f"🗑 Snapshot {esc(id)} deleted.")
 
 
 @snapshot_delete.preview
-async def _snapshot_delete_preview(ctx: Context, id: int) -> str:
+async def _snapshot_delete_preview(ctx: Context, id: str) -> str:
     found = next((s for s in await _snapshots(ctx) if s.id == id), None)
     if found is None:
-        raise CommandError(f"There is no snapshot {id}; /snapshots lists them.")
+        raise CommandError(f"There is no snapshot {esc(id)}; /snapshots lists them.")
     return (
-        f"Deletes snapshot {id} ({_date(ctx, found.created)}, {esc(found.description)}) for "
+        f"Deletes snapshot {esc(id)} ({_date(ctx, found.created)}, {esc(found.description)}) for "
         f"good.{esc(_cost(found))} saved a month."
     )
 

@@ -111,10 +111,13 @@ class HetznerServerProvider:
 
         return await self._run(call)
 
-    async def delete_snapshot(self, snapshot_id: int) -> None:
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        if not snapshot_id.isdigit():
+            raise ServerError(f"There is no snapshot {snapshot_id}.", "not_found")
+
         def call() -> None:
             image = self._resolve(
-                lambda: self._client.images.get_by_id(snapshot_id),
+                lambda: self._client.images.get_by_id(int(snapshot_id)),
                 f"There is no snapshot {snapshot_id}.",
             )
             if image.type != "snapshot":
@@ -286,7 +289,7 @@ class HetznerServerProvider:
         net = server.public_net
         protection = server.protection or {"delete": False, "rebuild": False}
         return ServerInfo(
-            id=_known(server.id),
+            id=str(_known(server.id)),
             name=server.name or str(server.id),
             status=server.status or "unknown",
             server_type=stype.name or "" if stype else "",
@@ -325,11 +328,11 @@ class HetznerServerProvider:
 def _volume(volume: BoundVolume, per_gb: Price) -> Volume:
     size = int(volume.size or 0)
     return Volume(
-        id=_known(volume.id),
+        id=str(_known(volume.id)),
         name=volume.name or str(volume.id),
         size_gb=size,
         linux_device=volume.linux_device or "",
-        server_id=volume.server.id if volume.server is not None else None,
+        server_id=str(volume.server.id) if volume.server is not None else None,
         price_monthly=Price(per_gb.gross * size, per_gb.currency),
     )
 
@@ -338,7 +341,7 @@ def _snapshot(image: BoundImage, per_gb: Price) -> Snapshot:
     size = image.image_size
     cost = None if size is None else Price(Decimal(str(size)) * per_gb.gross, per_gb.currency)
     return Snapshot(
-        id=_known(image.id),
+        id=str(_known(image.id)),
         description=image.description or "",
         created=image.created or datetime.now(UTC),
         size_gb=size,

@@ -29,7 +29,7 @@ from providers.base.server import (
 _POWER_RESULT = {"poweron": "running", "poweroff": "off", "reset": "running"}
 
 
-def demo_server(server_id: int = 4711, name: str = "steward-demo") -> ServerInfo:
+def demo_server(server_id: str = "4711", name: str = "steward-demo") -> ServerInfo:
     return ServerInfo(
         id=server_id,
         name=name,
@@ -57,10 +57,10 @@ class MemoryServerProvider:
     provider error code, e.g. ``rate_limit_exceeded``), ``read_only`` (writes are forbidden),
     ``fail_actions`` (long operations end in error). ``calls`` records what was asked."""
 
-    servers: dict[int, ServerInfo] = field(default_factory=lambda: {4711: demo_server()})
-    this_server_id: int = 4711
-    volume_list: dict[int, Volume] = field(default_factory=dict)
-    snapshot_list: dict[int, Snapshot] = field(default_factory=dict)
+    servers: dict[str, ServerInfo] = field(default_factory=lambda: {"4711": demo_server()})
+    this_server_id: str = "4711"
+    volume_list: dict[str, Volume] = field(default_factory=dict)
+    snapshot_list: dict[str, Snapshot] = field(default_factory=dict)
     image_price_per_gb: Decimal = Decimal("0.0143")
     volume_price_per_gb: Decimal = Decimal("0.0571")
     currency: str = "EUR"
@@ -72,8 +72,8 @@ class MemoryServerProvider:
     calls: list[tuple[str, ...]] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(9001))
 
-    def add_volume(self, name: str, size_gb: int, server_id: int | None = None) -> Volume:
-        volume_id = next(self._ids)
+    def add_volume(self, name: str, size_gb: int, server_id: str | None = None) -> Volume:
+        volume_id = str(next(self._ids))
         volume = Volume(
             id=volume_id,
             name=name,
@@ -87,7 +87,7 @@ class MemoryServerProvider:
 
     def add_snapshot(self, description: str, size_gb: float | None, created: datetime) -> Snapshot:
         snapshot = Snapshot(
-            next(self._ids), description, created, size_gb, self._snapshot_cost(size_gb)
+            str(next(self._ids)), description, created, size_gb, self._snapshot_cost(size_gb)
         )
         self.snapshot_list[snapshot.id] = snapshot
         return snapshot
@@ -104,11 +104,13 @@ class MemoryServerProvider:
 
     async def volumes(self) -> list[Volume]:
         self._check("volumes")
-        return sorted(self.volume_list.values(), key=lambda volume: volume.id)
+        return sorted(self.volume_list.values(), key=lambda volume: int(volume.id))
 
     async def snapshots(self) -> list[Snapshot]:
         self._check("snapshots")
-        return sorted(self.snapshot_list.values(), key=lambda s: (s.created, s.id), reverse=True)
+        return sorted(
+            self.snapshot_list.values(), key=lambda s: (s.created, int(s.id)), reverse=True
+        )
 
     async def create_snapshot(self, description: str) -> Snapshot:
         self._check("create_snapshot", description, write=True)
@@ -116,8 +118,8 @@ class MemoryServerProvider:
         disk = self.servers[self.this_server_id].disk_gb
         return self.add_snapshot(description, round(disk * 0.3, 2), datetime.now(UTC))
 
-    async def delete_snapshot(self, snapshot_id: int) -> None:
-        self._check("delete_snapshot", str(snapshot_id), write=True)
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        self._check("delete_snapshot", snapshot_id, write=True)
         if snapshot_id not in self.snapshot_list:
             raise ServerError(f"There is no snapshot {snapshot_id}.", "not_found")
         del self.snapshot_list[snapshot_id]
@@ -161,13 +163,13 @@ class MemoryServerProvider:
 
     def _find_server(self, name_or_id: str) -> ServerInfo:
         for info in self.servers.values():
-            if name_or_id in (info.name, str(info.id)):
+            if name_or_id in (info.name, info.id):
                 return info
         raise ServerError(f"There is no server {name_or_id!r} in this project.", "not_found")
 
     def _find_volume(self, id_or_name: str) -> Volume:
         for volume in self.volume_list.values():
-            if id_or_name in (volume.name, str(volume.id)):
+            if id_or_name in (volume.name, volume.id):
                 return volume
         raise ServerError(f"There is no volume {id_or_name!r} in this project.", "not_found")
 

@@ -66,7 +66,7 @@ class Price:
 
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
-    id: int
+    id: str  # as the provider writes it: digits at Hetzner, UUIDs at Scaleway and OVHcloud
     name: str
     status: str  # running, off, starting, stopping, rebuilding, migrating, ...
     server_type: str
@@ -87,17 +87,17 @@ class ServerInfo:
 
 @dataclass(frozen=True, slots=True)
 class Volume:
-    id: int
+    id: str
     name: str
     size_gb: int
     linux_device: str
-    server_id: int | None
+    server_id: str | None
     price_monthly: Price
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    id: int
+    id: str
     description: str
     created: datetime
     size_gb: float | None  # compressed size; None while the snapshot is being made
@@ -131,7 +131,7 @@ class ServerProvider(Protocol):
         """Snapshot this server's disk; returns when the provider has finished it."""
         ...
 
-    async def delete_snapshot(self, snapshot_id: int) -> None: ...
+    async def delete_snapshot(self, snapshot_id: str) -> None: ...
 
     async def snapshot_cost_estimate(self) -> SnapshotCostEstimate: ...
 

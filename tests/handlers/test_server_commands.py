@@ -124,7 +124,7 @@ async def test_a_cloud_that_is_down_is_said_plainly(harness: Harness) -> None:
 
 async def test_power_needs_a_second_admin(harness: Harness) -> None:
     cloud = harness.server.cloud
-    other = demo_server(4712, "backup-box")
+    other = demo_server("4712", "backup-box")
     cloud.servers[other.id] = other
     prompt = await harness.say("/power backup-box poweroff")
     assert "poweroff backup-box" in prompt

@@ -47,7 +47,7 @@ class Harness:
     provider: ServerProvider
     state: Callable[[], Any]
     fail: Callable[[str], None]
-    snapshot_id: int
+    snapshot_id: str
 
 
 def hetzner_provider(fake: FakeHetzner, **kwargs: Any) -> HetznerServerProvider:
@@ -86,13 +86,13 @@ def _hetzner_harness() -> Iterator[Harness]:
                 for method in ("POST", "DELETE") if kind == "locked" else (None,):
                     fake.inject(code, times=None, method=method)
 
-        yield Harness("hetzner", provider, fake.state, fail, snap["id"])
+        yield Harness("hetzner", provider, fake.state, fail, str(snap["id"]))
 
 
 def _memory_harness() -> Iterator[Harness]:
-    provider = MemoryServerProvider(servers={1: demo_server(1, "steward")}, this_server_id=1)
-    provider.servers[2] = demo_server(2, "backup-box")
-    provider.add_volume("data", 20, server_id=1)
+    provider = MemoryServerProvider(servers={"1": demo_server("1", "steward")}, this_server_id="1")
+    provider.servers["2"] = demo_server("2", "backup-box")
+    provider.add_volume("data", 20, server_id="1")
     snap = provider.add_snapshot("before upgrade", 1.5, datetime.now(UTC) - timedelta(days=1))
 
     def state() -> Any:
@@ -224,7 +224,7 @@ async def test_a_volume_never_shrinks_or_stays(harness: Harness, size: int) -> N
 async def test_unknown_snapshot_and_bad_inputs_are_refused(harness: Harness) -> None:
     before = harness.state()
     with pytest.raises(ServerError, match=r"^There is no snapshot 999999\.$"):
-        await harness.provider.delete_snapshot(999999)
+        await harness.provider.delete_snapshot("999999")
     with pytest.raises(ServerError, match=r"^Unknown power action 'shutdown'; use one of"):
         await harness.provider.power("steward", "shutdown")  # type: ignore[arg-type]
     with pytest.raises(ServerError, match=r"^There is no server 'ghost'"):
@@ -234,7 +234,7 @@ async def test_unknown_snapshot_and_bad_inputs_are_refused(harness: Harness) -> 
     assert harness.state() == before
 
 
-WRITES: dict[str, Callable[[ServerProvider, int], Any]] = {
+WRITES: dict[str, Callable[[ServerProvider, str], Any]] = {
     "resize": lambda p, snap: p.resize_volume("data", 40),
     "snapshot": lambda p, snap: p.create_snapshot("x"),
     "delete": lambda p, snap: p.delete_snapshot(snap),
@@ -385,9 +385,9 @@ async def test_a_missing_snapshot_is_not_deleted_twice(fake: FakeHetzner) -> Non
     server = fake.add_server("steward")
     snap = fake.add_snapshot("old", 2.0, server["id"])
     provider = hetzner_provider(fake)
-    await provider.delete_snapshot(snap["id"])
+    await provider.delete_snapshot(str(snap["id"]))
     with pytest.raises(ServerError, match=rf"^There is no snapshot {snap['id']}\.$"):
-        await provider.delete_snapshot(snap["id"])
+        await provider.delete_snapshot(str(snap["id"]))
     assert [r.status for r in fake.requests if r.method == "DELETE"] == [204]
 
 
