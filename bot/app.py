@@ -58,6 +58,7 @@ class App:
     kv: SqlKeyValue
     demo: DemoServer | None
     notifier: Notifier
+    audit: SqlAuditLog
 
     async def start(self) -> None:
         """Re-attach to jobs a previous run left behind, then keep confirmations tidy."""
@@ -78,6 +79,10 @@ class App:
                 await self.engine.expire_confirmations()
             except Exception:
                 log.exception("expiring confirmations failed")
+
+    async def flush(self) -> None:
+        """On a clean stop: the audit rows still queued reach the database."""
+        await self.audit.flush()
 
     def close(self) -> None:
         self.db.dispose()
@@ -101,8 +106,9 @@ def build_app(
     services: ServiceManager = server.services if server else SystemctlServiceManager()
     catalogue = server.catalogue if server else _catalogue(settings)
     db = Database(settings.database)
-    db.ensure_schema()
+    db.ensure_schema_apart()
     kv = SqlKeyValue(db)
+    audit = SqlAuditLog(db)
     desired_path = settings.desired_state or settings.state_dir / "desired-state.json"
     backups = server.backups if server else _backups(settings)
     dumps = _dumps(settings) if not server else None
@@ -118,7 +124,7 @@ def build_app(
         host=host,
         services=services,
         catalogue=catalogue,
-        audit=SqlAuditLog(db),
+        audit=audit,
         registry=registry,
         timezone=_timezone(settings),
         nixos=server.nixos if server else NixosRebuildSystem(),
@@ -172,7 +178,7 @@ def build_app(
         await notifier.notify(Reply(text))
 
     engine.on_incident = tell_admins
-    return App(settings, db, engine, router, kv, server, notifier)
+    return App(settings, db, engine, router, kv, server, notifier, audit)
 
 
 def admin_chats(access: AccessPolicy) -> list[ChatRef]:

@@ -148,6 +148,7 @@ async def _console(settings: Settings, *, demo: bool) -> int:
         return await console.run(app.engine)
     finally:
         sweeper.cancel()
+        await app.flush()
         app.close()
 
 
@@ -212,6 +213,7 @@ async def _serve(settings: Settings) -> int:
         for transport in reversed(transports):
             await transport.stop()
         if app is not None:
+            await app.flush()
             app.close()
     return 0
 

@@ -502,6 +502,8 @@ in
           STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
         };
       serviceConfig = {
+        # Migrations run here, in a process of their own: Alembic never enters the bot.
+        ExecStartPre = "${cfg.package}/bin/steward db upgrade";
         ExecStart = "${cfg.package}/bin/steward run";
         User = "steward";
         Group = "steward";

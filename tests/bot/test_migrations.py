@@ -174,6 +174,54 @@ def test_ensure_schema_at_head_does_not_load_alembic(sqlite_db: Database, tmp_pa
     assert (result.returncode, result.stdout) == (0, "False False\n"), result.stderr
 
 
+def test_the_bot_migrates_a_new_database_in_a_child_and_never_imports_alembic(
+    tmp_path: Path,
+) -> None:
+    """A first start: the schema is behind, so ``steward db upgrade`` runs as a child; the
+    bot's own process ends up with the schema at head and without Alembic in memory."""
+    probe = (
+        "import sys\n"
+        "from bot.app import build_app\n"
+        "from bot.config import load_settings\n"
+        "app = build_app(load_settings(), demo=True)\n"
+        "print(app.db.revision(), 'alembic' in sys.modules)\n"
+        "app.close()\n"
+    )
+    state = tmp_path / "state"
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("STEWARD_")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={**clean, "STEWARD_STATE_DIR": str(state)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert (result.returncode, result.stdout) == (0, f"{SCHEMA_HEAD} False\n"), result.stderr
+    assert (state / "steward.db").is_file()
+
+
+def test_a_migration_that_fails_in_the_child_is_its_last_line(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child is `python -m bot db upgrade`; here an interpreter that fails as it would on a
+    # full disk, after some noise on stderr.
+    child = tmp_path / "python"
+    child.write_text(
+        "#!/bin/sh\necho 'INFO alembic starting' >&2\n"
+        "echo 'steward: cannot use the database: database or disk is full' >&2\nexit 2\n"
+    )
+    child.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(child))
+    db = Database(sqlite_url)
+    try:
+        with pytest.raises(DatabaseError) as caught:
+            db.ensure_schema_apart()
+        assert db.revision() is None
+    finally:
+        db.dispose()
+    assert str(caught.value) == "cannot use the database: database or disk is full"
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import secrets
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -468,25 +469,51 @@ async def test_a_value_is_stored_overwritten_and_deleted(db: Database) -> None:
     assert await kv.get("other") == "keep me"
 
 
-async def test_under_load_audit_rows_share_commits_and_a_lone_row_is_not_held(
-    db: Database,
-) -> None:
-    """Rows that arrive within ``min_interval`` of the last commit wait for the next one;
-    the first row after a quiet spell is committed at once."""
+async def test_rows_that_arrive_during_a_commit_share_the_next_one(db: Database) -> None:
+    """Group commit: the first row commits at once; the rows that arrive while its commit is
+    in flight (held here for 0.2 s) wait for it and then go together in one transaction."""
+    commits: list[int] = []
+    in_commit = threading.Event()
+
+    def slow_first_commit(_conn: object) -> None:
+        commits.append(1)
+        if len(commits) == 1:
+            in_commit.set()
+            time.sleep(0.2)
+
+    event.listen(db.engine, "commit", slow_first_commit)
+    log = SqlAuditLog(db)
+
+    first = asyncio.create_task(log.record(_entry(NOW, "first")))
+    await asyncio.to_thread(in_commit.wait, 5)
+    rest = [asyncio.create_task(log.record(_entry(NOW, f"cmd{i}"))) for i in range(10)]
+    await asyncio.gather(first, *rest)
+
+    assert len(commits) == 2
+    assert [entry.command for entry in await log.recent(20)][-1] == "first"
+    assert len(await log.recent(20)) == 11
+
+
+async def test_a_lone_row_commits_in_its_own_transaction_with_no_wait(db: Database) -> None:
+    """Back to back, each row finds the writer idle: one commit each, none held back for a
+    neighbour (a commit interval would gather these into fewer transactions)."""
     commits: list[int] = []
     event.listen(db.engine, "commit", lambda _conn: commits.append(1))
-    log = SqlAuditLog(db, min_interval=0.5)
+    log = SqlAuditLog(db)
 
-    await asyncio.wait_for(log.record(_entry(NOW, "first")), timeout=0.4)  # not held
-    assert len(commits) == 1
+    for index in range(5):
+        await log.record(_entry(NOW, f"cmd{index}"))
+        assert len(commits) == index + 1
 
-    async def trickle() -> None:
-        pending = []
-        for index in range(10):
-            pending.append(asyncio.create_task(log.record(_entry(NOW, f"cmd{index}"))))
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*pending)
 
-    await trickle()
-    assert len(commits) == 2  # ten rows, 10 ms apart: one transaction
-    assert len(await log.recent(20)) == 11
+async def test_flush_waits_for_rows_whose_callers_stopped_waiting(db: Database) -> None:
+    """A clean stop cancels handlers that still wait for their rows; flush still writes them."""
+    log = SqlAuditLog(db)
+    waiting = [asyncio.create_task(log.record(_entry(NOW, f"cmd{i}"))) for i in range(20)]
+    await asyncio.sleep(0)
+    for task in waiting:
+        task.cancel()
+
+    await log.flush()
+
+    assert len(await log.recent(50)) == 20

@@ -168,6 +168,8 @@ def test_the_bots_unit_is_fully_hardened(system: dict[str, Any]) -> None:
     assert re.fullmatch(
         r"/nix/store/[a-z0-9]{32}-steward-[0-9.]+/bin/steward run", config["ExecStart"]
     )
+    # The schema is migrated before the bot starts, by the same package, as the same user.
+    assert config["ExecStartPre"] == config["ExecStart"].replace(" run", " db upgrade")
 
 
 def test_secrets_reach_the_bot_as_credentials_never_through_the_store(
@@ -412,7 +414,12 @@ def render_unit(service: dict[str, Any], exec_start: str) -> str:
         "PATH": ":".join(f"{path}/bin" for path in service["path"]),
     }
     lines += [f'Environment="{key}={value}"' for key, value in sorted(environment.items())]
-    for key, setting in {**service["serviceConfig"], "ExecStart": exec_start}.items():
+    # Every Exec* command is the package's, which is not in this machine's store.
+    config = {
+        key: exec_start if key.startswith("Exec") else value
+        for key, value in service["serviceConfig"].items()
+    }
+    for key, setting in {**config, "ExecStart": exec_start}.items():
         items = setting if isinstance(setting, list) else [setting]
         lines += [f"{key}={_ini_value(item)}" for item in items]
     lines += ["", "[Install]"]
