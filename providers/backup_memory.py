@@ -88,7 +88,7 @@ class MemoryBackupEngine:
         )  # fmt: skip
         rng = random.Random(7)  # noqa: S311 (demo content, no secret)
         files = {
-            f"{folder}/{name}": rng.randbytes(rng.randrange(2_000, 60_000))
+            f"{folder}/{name}": rng.randbytes(rng.randrange(200, 6_000))
             for folder in folders
             for name in ("data.db", "config.json", "uploads/1.bin")
         }

@@ -86,6 +86,9 @@ class TelegramTransport:
             # holds its place until its audit row is committed, which may take 20 ms.
             .concurrent_updates(PerChatUpdateProcessor(64))
             .connection_pool_size(POOL_SIZE)
+            # Steward schedules with its own APScheduler (bot/scheduler.py): PTB's JobQueue
+            # would be a second scheduler that nothing uses.
+            .job_queue(None)
         )
         # The limiter keeps to Telegram's flood limits; a loopback test server has none. It
         # only paces: retrying a 429 is TelegramOutbox.call's job, so there is one policy.
