@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from providers.digitalocean import DigitalOceanServerProvider
 from tests.support.loopback_api import JSON, Answer, LoopbackApi
 
 TOKEN = "dop_v1_test"  # read and write
@@ -354,3 +355,13 @@ def _json_body(body: bytes) -> JSON:
     if not isinstance(data, dict):
         raise ApiError("bad_request", "request body must be a JSON object")
     return data
+
+
+def digitalocean_adapter(fake: FakeDigitalOcean, **options: Any) -> DigitalOceanServerProvider:
+    """The real adapter on this fake: this droplet is ``steward``, and polls and waits are short
+    (the retry policy's waits are tested with their own values)."""
+    settings: dict[str, Any] = {"droplet": "steward", "poll_interval": 0.01,
+                                "action_timeout": 5.0, "retry_backoff": 0.0} | options  # fmt: skip
+    return DigitalOceanServerProvider(
+        settings.pop("token", TOKEN), api_url=fake.api_url, **settings
+    )
