@@ -93,6 +93,7 @@ class FakeDigitalOcean(LoopbackApi):
         self.action_polls = 1
         self.hold_actions = False
         self.fail_types: set[str] = set()
+        self.always_next = False  # a broken API that offers a next page even past the end
         self.droplets: dict[int, JSON] = {}
         self.volumes: dict[str, JSON] = {}
         self.snapshots: dict[str, JSON] = {}
@@ -254,7 +255,7 @@ class FakeDigitalOcean(LoopbackApi):
         pages: JSON = {}
         if page > 1:
             pages.update(first=link(1), prev=link(min(page - 1, last)))
-        if page < last:
+        if page < last or self.always_next:
             pages.update(last=link(last), next=link(page + 1))
         chunk = rows[(page - 1) * per_page : page * per_page]
         return {key: copy.deepcopy(chunk), "links": {"pages": pages}, "meta": {"total": len(rows)}}
