@@ -9,8 +9,8 @@ for, unless that is longer than 20 s: then the rate limit is reported at once. A
 a read timeout is tried again only for GET and DELETE, after 0.5, 1, 2 s: a POST may have
 started an action before its answer was lost. A refused or dropped connection is not retried.
 An error becomes one ``ServerError`` sentence. Long operations (snapshot, resize, power) poll
-the DigitalOcean action until it is ``completed`` or ``errored``, at most ``action_timeout``
-seconds.
+the DigitalOcean action until it is ``completed`` or ``errored`` (after 0.1, 0.2, 0.4 ... s, then
+every ``poll_interval``), at most ``action_timeout`` seconds.
 
 Prices: the droplet's size carries its monthly price (USD). Volumes and snapshots are billed per
 GB-month at the rates DigitalOcean publishes (below); the API has no price list for them.
@@ -208,6 +208,7 @@ class DigitalOceanServerProvider:
 
     def _wait(self, action: JSON, what: str) -> None:
         deadline = time.monotonic() + self._action_timeout
+        polls = 0
         while action.get("status") == "in-progress":
             if time.monotonic() >= deadline:
                 raise ServerError(
@@ -215,7 +216,9 @@ class DigitalOceanServerProvider:
                     "it may still be running.",
                     "action_timeout",
                 )
-            time.sleep(self._poll_interval)
+            # Power actions end within seconds: look soon, then every poll_interval.
+            time.sleep(min(self._poll_interval, 0.1 * 2**polls))
+            polls += 1
             polled = self._client.actions.get(action["id"], **self._options)
             action = _expect(polled, "action", "DigitalOcean lost track of the action.")
         if action.get("status") != "completed":
