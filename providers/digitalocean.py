@@ -293,7 +293,7 @@ def _expect(answer: JSON | None, key: str, missing: str) -> JSON:
     if answer is not None and key in answer:
         found: JSON = answer[key]
         return found
-    _refusal(answer or {}, missing)
+    return _refusal(answer or {}, missing)
 
 
 def _refusal(body: JSON, missing: str) -> NoReturn:

@@ -10,6 +10,7 @@ when DigitalOcean is configured.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -114,7 +115,7 @@ def status_code(status: int, body: Mapping[str, Any]) -> str:
 
 def _body(exc: HttpResponseError) -> Mapping[str, Any]:
     try:
-        found = exc.response.json() if exc.response is not None else None
+        found = json.loads(exc.response.text()) if exc.response is not None else None
     except ValueError:
         return {}
     return found if isinstance(found, dict) else {}

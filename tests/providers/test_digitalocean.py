@@ -4,6 +4,7 @@ is pointed at the loopback fake with ``Client(token, endpoint=...)``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -151,7 +152,7 @@ async def test_a_slow_api_is_a_timeout_after_four_tries(fake: FakeDigitalOcean) 
     with pytest.raises(ServerError, match="did not answer in time") as caught:
         await provider.this_server()
     assert caught.value.code == "timeout"
-    time.sleep(0.7)  # the fake answers the last slow request after the client left
+    await asyncio.sleep(0.7)  # the fake records the last slow request after the client left
     assert len([r for r in fake.requests if r.method == "GET"]) == 4
 
 
@@ -197,7 +198,7 @@ async def test_an_action_that_never_ends_times_out_and_locks_the_droplet(
 async def test_power_actions_use_digitaloceans_names(fake: FakeDigitalOcean) -> None:
     provider = digitalocean_adapter(fake)
     for action in ("poweroff", "poweron", "reset"):
-        await provider.power("steward", action)  # type: ignore[arg-type]
+        await provider.power("steward", action)
     assert [a["type"] for a in fake.actions.values()] == ["power_off", "power_on", "power_cycle"]
 
 

@@ -123,7 +123,7 @@ class FakeDigitalOcean(LoopbackApi):
                "type": "public"}] if ipv4 else []  # fmt: skip
         v6 = [{"ip_address": ipv6, "netmask": 64, "gateway": "2a03:b0c0:3:d0::1",
                "type": "public"}] if ipv6 else []  # fmt: skip
-        droplet = {
+        droplet: JSON = {
             "id": next(self._ids), "name": name, "memory": memory, "vcpus": vcpus, "disk": disk,
             "locked": False, "status": status, "created_at": _now(),
             "features": ["backups"] if backups else [], "backup_ids": [],
@@ -138,7 +138,7 @@ class FakeDigitalOcean(LoopbackApi):
         return droplet
 
     def add_volume(self, name: str, size: int, droplet_id: int | None) -> JSON:
-        volume = {
+        volume: JSON = {
             "id": str(uuid.uuid4()), "region": REGIONS["fra1"], "name": name,
             "droplet_ids": [] if droplet_id is None else [droplet_id],
             "description": "", "size_gigabytes": size, "created_at": _now(),
@@ -243,14 +243,17 @@ class FakeDigitalOcean(LoopbackApi):
                 return 204, None
         raise ApiError("not_found")
 
-    def _list(self, path: str, key: str, items: Iterable[JSON], query: dict[str, list[str]]) -> JSON:
+    def _list(
+        self, path: str, key: str, items: Iterable[JSON], query: dict[str, list[str]]
+    ) -> JSON:
         rows = [r for r in items if "name" not in query or r.get("name") == query["name"][0]]
         page, per_page = _int(query, "page", 1), min(_int(query, "per_page", 20), 200)
         last = max(1, math.ceil(len(rows) / per_page))
 
         def link(number: int) -> str:
             kept = {k: v[0] for k, v in query.items() if k not in {"page", "per_page"}}
-            return f"{self.base_url}{path}?{urlencode({**kept, 'page': number, 'per_page': per_page})}"
+            kept.update(page=str(number), per_page=str(per_page))
+            return f"{self.base_url}{path}?{urlencode(kept)}"
 
         pages: JSON = {}
         if page > 1:
@@ -314,9 +317,11 @@ class FakeDigitalOcean(LoopbackApi):
     def _start(
         self, kind: str, rtype: str, rid: Any, region: JSON, effect: Callable[[bool], None]
     ) -> JSON:
-        action = {"id": next(self._ids), "status": "in-progress", "type": kind,
-                  "started_at": _now(), "completed_at": None, "resource_id": rid,
-                  "resource_type": rtype, "region": region, "region_slug": region["slug"]}  # fmt: skip
+        action = {
+            "id": next(self._ids), "status": "in-progress", "type": kind, "started_at": _now(),
+            "completed_at": None, "resource_id": rid, "resource_type": rtype, "region": region,
+            "region_slug": region["slug"],
+        }  # fmt: skip
         self.actions[action["id"]] = action
         self._pending[action["id"]] = (self.action_polls, effect)
         return copy.deepcopy(action)

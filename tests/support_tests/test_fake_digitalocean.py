@@ -39,6 +39,7 @@ def call(
     method: str,
     path: str,
     body: Any = None,
+    *,
     token: str | None = TOKEN,
     timeout: float = 5,
 ) -> Reply:
