@@ -199,6 +199,8 @@ def _demo_server(settings: Settings) -> DemoServer:
 
 def _cloud(settings: Settings) -> ServerProvider | None:
     """The configured cloud, its SDK imported only now; None on one's own hardware."""
+    if settings.server_provider == "digitalocean":
+        return _digitalocean(settings)
     if settings.server_provider != "hetzner":
         return None
     if settings.hcloud_token is None:
@@ -210,6 +212,24 @@ def _cloud(settings: Settings) -> ServerProvider | None:
         server=settings.hcloud_server,
         public_ip=None if settings.hcloud_server else public_address(),
         api_url=settings.hcloud_api_url or DEFAULT_API_URL,
+    )
+
+
+def _digitalocean(settings: Settings) -> ServerProvider:
+    if settings.digitalocean_token is None:
+        raise ConfigError(
+            "STEWARD_SERVER_PROVIDER=digitalocean needs STEWARD_DIGITALOCEAN_TOKEN(_FILE)"
+        )
+    from providers.digitalocean import (  # noqa: PLC0415
+        DEFAULT_API_URL,
+        DigitalOceanServerProvider,
+    )
+
+    return DigitalOceanServerProvider(
+        settings.digitalocean_token.get_secret_value(),
+        droplet=settings.digitalocean_droplet,
+        public_ip=None if settings.digitalocean_droplet else public_address(),
+        api_url=settings.digitalocean_api_url or DEFAULT_API_URL,
     )
 
 

@@ -48,6 +48,10 @@ let
       credential = "hcloud-token";
       variable = "STEWARD_HCLOUD_TOKEN_FILE";
     };
+    digitaloceanTokenFile = {
+      credential = "digitalocean-token";
+      variable = "STEWARD_DIGITALOCEAN_TOKEN_FILE";
+    };
     cloudflareTokenFile = {
       credential = "cloudflare-token";
       variable = "STEWARD_CLOUDFLARE_TOKEN_FILE";
@@ -77,6 +81,7 @@ let
     "matrix_password"
     "matrix_access_token"
     "hcloud_token"
+    "digitalocean_token"
     "cloudflare_token"
     "b2_key_id"
     "b2_key"
@@ -366,6 +371,7 @@ in
     matrixPasswordFile = secretOption "Matrix password";
     matrixAccessTokenFile = secretOption "Matrix access token";
     hcloudTokenFile = secretOption "Hetzner Cloud API token";
+    digitaloceanTokenFile = secretOption "DigitalOcean API token";
     cloudflareTokenFile = secretOption "Cloudflare API token";
     rfc2136TsigFile = secretOption "TSIG key for RFC 2136 updates";
     b2KeyIdFile = secretOption "Backblaze B2 key id";

@@ -1,5 +1,6 @@
 """One ServerProvider contract, run against the Hetzner adapter (official hcloud client on a
-loopback fake of the Hetzner Cloud API) and against the in-memory provider of demo mode.
+loopback fake of the Hetzner Cloud API), the DigitalOcean adapter (official pydo client on a
+loopback fake of the DigitalOcean API v2) and the in-memory provider of demo mode.
 
 Every refusal is one clear ServerError sentence and leaves the cloud as it was.
 """
@@ -10,9 +11,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import pytest
 from providers.base.server import ServerError, ServerProvider
 from providers.hetzner import HetznerServerProvider
 from providers.server_memory import MemoryServerProvider, demo_server, demo_server_provider
+from tests.support import fake_digitalocean
+from tests.support.fake_digitalocean import FakeDigitalOcean, digitalocean_adapter
 from tests.support.fake_hetzner import TOKEN, FakeHetzner
 
 pytestmark = pytest.mark.timeout(30)
@@ -38,16 +42,45 @@ SENTENCES = {
 }
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What this server is and what its provider reports, where providers truly differ.
+    The defaults are Hetzner's (and the demo's)."""
+
+    location: tuple[str, str] = ("fsn1", "Falkenstein")
+    currency: str = "EUR"
+    disk_gb: int = 40
+    ipv6_network: bool = True  # Hetzner routes a /64; DigitalOcean reports one address
+    traffic_included: int = 20 * 1000**4
+    traffic_used_reported: bool = True
+    protection: bool = True  # delete and rebuild protection; DigitalOcean has neither
+    volume_device: str = "/dev/disk/by-id/scsi-0HC_Volume_"
+
+
+DIGITALOCEAN_FACTS = Facts(
+    location=("fra1", "Frankfurt"),
+    currency="USD",
+    disk_gb=80,  # s-2vcpu-4gb
+    ipv6_network=False,
+    traffic_included=4 * 1000**4,
+    traffic_used_reported=False,
+    protection=False,
+    volume_device="/dev/disk/by-id/scsi-0DO_Volume_",
+)
+
+
 @dataclass
 class Harness:
-    """A provider with: this server ``steward`` (cx22, 40 GB, Falkenstein), a second server
-    ``backup-box`` without IPv4, a 20 GB volume ``data`` and a 1.5 GB snapshot."""
+    """A provider with: this server ``steward`` (2 cores, 4 GB memory; cx22 with 40 GB at
+    Falkenstein, s-2vcpu-4gb with 80 GB at DigitalOcean's fra1), a second server ``backup-box``
+    without IPv4, a 20 GB volume ``data`` and a 1.5 GB snapshot."""
 
     kind: str
     provider: ServerProvider
     state: Callable[[], Any]
     fail: Callable[[str], None]
     snapshot_id: str
+    facts: Facts = field(default_factory=Facts)
 
 
 def hetzner_provider(fake: FakeHetzner, **kwargs: Any) -> HetznerServerProvider:
@@ -89,6 +122,29 @@ def _hetzner_harness() -> Iterator[Harness]:
         yield Harness("hetzner", provider, fake.state, fail, str(snap["id"]))
 
 
+def _digitalocean_harness() -> Iterator[Harness]:
+    with FakeDigitalOcean() as fake:
+        fake.retry_after = 0  # the policy's waits are tested on their own
+        this = fake.add_droplet("steward")
+        fake.add_droplet("backup-box", ipv4=None, ipv6="2a03:b0c0:3:d0::beef:1", region="ams3")
+        fake.add_volume("data", 20, this["id"])
+        snap = fake.add_snapshot("before upgrade", 1.5, this["id"])
+
+        def fail(kind: str) -> None:
+            if kind == "read_only":
+                fake.tokens[fake_digitalocean.TOKEN] = "read"
+            elif kind == "action_error":
+                fake.fail_types.update({"resize", "snapshot", "power_off"})
+            else:
+                aliases = {"down": "drop", "rate_limited": "too_many_requests",
+                           "service_error": "service_unavailable"}  # fmt: skip
+                for method in ("POST", "DELETE") if kind == "locked" else (None,):
+                    fake.inject(aliases.get(kind, kind), times=None, method=method)
+
+        provider = digitalocean_adapter(fake)
+        yield Harness("digitalocean", provider, fake.state, fail, snap["id"], DIGITALOCEAN_FACTS)
+
+
 def _memory_harness() -> Iterator[Harness]:
     provider = MemoryServerProvider(servers={"1": demo_server("1", "steward")}, this_server_id="1")
     provider.servers["2"] = demo_server("2", "backup-box")
@@ -111,29 +167,40 @@ def _memory_harness() -> Iterator[Harness]:
     yield Harness("memory", provider, state, fail, snap.id)
 
 
-@pytest.fixture(params=["hetzner", "memory"])
+HARNESSES = {
+    "hetzner": _hetzner_harness,
+    "digitalocean": _digitalocean_harness,
+    "memory": _memory_harness,
+}
+
+
+@pytest.fixture(params=list(HARNESSES))
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    yield from (_hetzner_harness() if request.param == "hetzner" else _memory_harness())
+    yield from HARNESSES[request.param]()
 
 
 # --- reading -----------------------------------------------------------------------------------
 
 
 async def test_this_server_has_its_facts_and_price(harness: Harness) -> None:
+    facts = harness.facts
     info = await harness.provider.this_server()
     assert (info.name, info.status, info.ipv4) == ("steward", "running", IPV4)
     assert info.ipv6 is not None
-    assert info.ipv6.endswith("/64")
-    assert (info.cores, info.memory_gb, info.disk_gb) == (2, 4.0, 40)
-    assert (info.location, info.city) == ("fsn1", "Falkenstein")
+    assert ip_interface(info.ipv6).version == 6
+    assert info.ipv6.endswith("/64") == facts.ipv6_network
+    assert (info.cores, info.memory_gb, info.disk_gb) == (2, 4.0, facts.disk_gb)
+    assert (info.location, info.city) == facts.location
     assert info.price_monthly is not None
-    assert info.price_monthly.currency == "EUR"
-    assert Decimal("1") < info.price_monthly.gross < Decimal("20")
-    assert info.traffic_included_bytes == 20 * 1000**4
-    assert info.traffic_used_bytes is not None
-    assert info.traffic_used_bytes > 0
-    assert info.delete_protection
-    assert info.rebuild_protection
+    assert info.price_monthly.currency == facts.currency
+    assert Decimal("1") < info.price_monthly.gross < Decimal("50")
+    assert info.traffic_included_bytes == facts.traffic_included
+    if facts.traffic_used_reported:
+        assert info.traffic_used_bytes is not None
+        assert info.traffic_used_bytes > 0
+    else:
+        assert info.traffic_used_bytes is None
+    assert info.delete_protection == info.rebuild_protection == facts.protection
     assert not info.backups_enabled
 
 
@@ -150,7 +217,7 @@ async def test_volumes_with_their_monthly_price(harness: Harness) -> None:
     this = await harness.provider.this_server()
     [volume] = await harness.provider.volumes()
     assert (volume.name, volume.size_gb, volume.server_id) == ("data", 20, this.id)
-    assert volume.linux_device.startswith("/dev/disk/by-id/scsi-0HC_Volume_")
+    assert volume.linux_device.startswith(harness.facts.volume_device)
     assert volume.price_monthly == await harness.provider.volume_price(20)
     forty = await harness.provider.volume_price(40)
     assert forty.gross == 2 * volume.price_monthly.gross > 0
@@ -164,7 +231,9 @@ async def test_snapshots_are_priced_per_gb_month(harness: Harness) -> None:
     assert snap.monthly_cost.gross == Decimal("1.5") * estimate.price_per_gb_month.gross
     assert estimate.existing_count == 1
     assert estimate.existing_monthly == snap.monthly_cost
-    assert estimate.new_snapshot_max_monthly.gross == 40 * estimate.price_per_gb_month.gross
+    assert estimate.new_snapshot_max_monthly.gross == (
+        harness.facts.disk_gb * estimate.price_per_gb_month.gross
+    )
 
 
 # --- changing ------------------------------------------------------------------------------------
@@ -205,7 +274,7 @@ async def test_power_off_and_on(harness: Harness) -> None:
 async def test_an_unknown_volume_is_refused(harness: Harness) -> None:
     before = harness.state()
     with pytest.raises(
-        ServerError, match=r"^There is no volume 'nosuch' in this (Hetzner )?project\.$"
+        ServerError, match=r"^There is no volume 'nosuch' in this (\w+ )?(project|account)\.$"
     ) as caught:
         await harness.provider.resize_volume("nosuch", 50)
     assert caught.value.code == "not_found"
