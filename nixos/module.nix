@@ -48,6 +48,14 @@ let
       credential = "hcloud-token";
       variable = "STEWARD_HCLOUD_TOKEN_FILE";
     };
+    scalewayAccessKeyFile = {
+      credential = "scaleway-access-key";
+      variable = "STEWARD_SCALEWAY_ACCESS_KEY_FILE";
+    };
+    scalewaySecretKeyFile = {
+      credential = "scaleway-secret-key";
+      variable = "STEWARD_SCALEWAY_SECRET_KEY_FILE";
+    };
     cloudflareTokenFile = {
       credential = "cloudflare-token";
       variable = "STEWARD_CLOUDFLARE_TOKEN_FILE";
@@ -77,6 +85,8 @@ let
     "matrix_password"
     "matrix_access_token"
     "hcloud_token"
+    "scaleway_access_key"
+    "scaleway_secret_key"
     "cloudflare_token"
     "b2_key_id"
     "b2_key"
@@ -366,6 +376,8 @@ in
     matrixPasswordFile = secretOption "Matrix password";
     matrixAccessTokenFile = secretOption "Matrix access token";
     hcloudTokenFile = secretOption "Hetzner Cloud API token";
+    scalewayAccessKeyFile = secretOption "Scaleway API access key";
+    scalewaySecretKeyFile = secretOption "Scaleway API secret key";
     cloudflareTokenFile = secretOption "Cloudflare API token";
     rfc2136TsigFile = secretOption "TSIG key for RFC 2136 updates";
     b2KeyIdFile = secretOption "Backblaze B2 key id";

@@ -45,6 +45,11 @@ def test_the_demo_loads_no_sdk_and_no_chat_library(tmp_path: Path) -> None:
     assert not modules & unexpected
 
 
+def test_the_demo_loads_no_scaleway_sdk(tmp_path: Path) -> None:
+    modules = _modules_after_start(tmp_path)
+    assert not modules & {"scaleway", "scaleway_core", "yaml", "dateutil"}
+
+
 TRANSPORTS_PROBE = """
 import json, sys
 from bot.app import build_app
