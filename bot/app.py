@@ -228,6 +228,7 @@ def _scaleway(settings: Settings) -> ServerProvider:
         api_url=settings.scaleway_api_url or DEFAULT_API_URL,
     )
 
+
 def _dns(settings: Settings) -> DnsProvider | None:
     if settings.dns_provider == "cloudflare":
         if settings.cloudflare_token is None:

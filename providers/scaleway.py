@@ -46,7 +46,7 @@ from providers.base.server import (
     check_power_action,
     server_error,
 )
-from providers.scaleway_transport import ScalewayFailure, ScalewayTransport, through
+from providers.scaleway_transport import ScalewayApiError, ScalewayTransport, through
 
 DEFAULT_API_URL = "https://api.scaleway.com"
 HOURS_PER_MONTH = Decimal(730)  # Scaleway bills a month at 730 hours at most
@@ -185,7 +185,9 @@ class ScalewayServerProvider:
                 "volume resize",
             )
             if done.size != new_size_gb * GB:
-                raise ServerError("Scaleway reports that the volume resize failed.", "action_failed")
+                raise ServerError(
+                    "Scaleway reports that the volume resize failed.", "action_failed"
+                )
             return self._volume(done)
 
         return await self._run(call)
@@ -226,7 +228,7 @@ class ScalewayServerProvider:
     def _translated(call: Callable[[], _T]) -> _T:
         try:
             return call()
-        except ScalewayFailure as failure:
+        except ScalewayApiError as failure:
             raise server_error(failure.code) from None
 
     def _settle(self, fetch: Callable[[], _T], done: Callable[[_T], bool], what: str) -> _T:
@@ -299,7 +301,7 @@ class ScalewayServerProvider:
     def _resolve(lookup: Callable[[], _T | None], missing: str) -> _T:
         try:
             found = lookup()
-        except ScalewayFailure as failure:
+        except ScalewayApiError as failure:
             if failure.code != "not_found":
                 raise
             found = None

@@ -14,7 +14,7 @@ Retry policy (at most ``max_tries`` tries in all, 3 by default):
   A write that failed that way may have happened; sending it again could, say, take two
   snapshots, so it is reported instead.
 - Anything else (401, 403, 404, 409, a refused or dropped connection) is never retried.
-Every failure becomes ``ScalewayFailure(code)`` with a code of ``providers.base.server``.
+Every failure becomes ``ScalewayApiError(code)`` with a code of ``providers.base.server``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _STATUSES = {
 }
 
 
-class ScalewayFailure(Exception):
+class ScalewayApiError(Exception):
     """A request that failed for good; ``code`` is one of ``providers.base.server``'s."""
 
     def __init__(self, code: str) -> None:
@@ -88,7 +88,7 @@ class ScalewayTransport:
         headers: Mapping[str, str],
         body: Any,
     ) -> requests.Response:
-        """Send one SDK request; returns a 2xx answer or raises ScalewayFailure."""
+        """Send one SDK request; returns a 2xx answer or raises ScalewayApiError."""
         method = method.upper()
         data = body if isinstance(body, bytes) else json.dumps({} if body is None else body)
         query = list(_flatten(params))
@@ -97,7 +97,7 @@ class ScalewayTransport:
             last = attempt == self._max_tries
             if answer is None:  # a timeout
                 if method != "GET" or last:
-                    raise ScalewayFailure("timeout")
+                    raise ScalewayApiError("timeout")
                 self._sleep(self._step(attempt))
                 continue
             wait = self._retry_wait(method, answer, attempt)
@@ -107,7 +107,12 @@ class ScalewayTransport:
         raise AssertionError("unreachable: the last try returns or raises")
 
     def _try(
-        self, method: str, url: str, query: list[tuple[str, Any]], headers: dict[str, str], data: Any
+        self,
+        method: str,
+        url: str,
+        query: list[tuple[str, Any]],
+        headers: dict[str, str],
+        data: Any,
     ) -> requests.Response | None:
         import requests  # noqa: PLC0415
 
@@ -118,7 +123,7 @@ class ScalewayTransport:
         except requests.Timeout:
             return None
         except requests.RequestException:
-            raise ScalewayFailure("unreachable") from None
+            raise ScalewayApiError("unreachable") from None
 
     def _retry_wait(self, method: str, answer: requests.Response, attempt: int) -> float | None:
         """Seconds to wait before trying again, or None: the answer is final."""
@@ -137,7 +142,7 @@ class ScalewayTransport:
 
 def _checked(answer: requests.Response) -> requests.Response:
     if answer.status_code >= 400:
-        raise ScalewayFailure(error_code(answer.status_code, answer.content))
+        raise ScalewayApiError(error_code(answer.status_code, answer.content))
     total = answer.headers.get("X-Total-Count")
     if total is not None and answer.content:
         # The SDK reads the count from the body's total_count; the API sends it as a header.
@@ -180,7 +185,7 @@ def _flatten(params: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
 def through(api_class: type[Any], client: Any, transport: ScalewayTransport) -> Any:
     """An instance of the SDK's ``api_class`` whose requests all go through ``transport``."""
 
-    def _request(
+    def _request(  # noqa: PLR0917 - the SDK's own signature, which it calls
         self: Any,
         method: str,
         path: str,

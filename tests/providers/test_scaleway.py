@@ -4,6 +4,7 @@ and settings that never echo a key. Real SDK, real adapter, loopback fake of the
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ async def test_a_slow_answer_times_out_and_a_read_is_tried_again(fake: FakeScale
     with pytest.raises(ServerError, match="did not answer in time") as caught:
         await scaleway_provider(fake, transport=seam).this_server()
     assert caught.value.code == "timeout"
-    time.sleep(0.6)  # the fake's slow answers finish before the count
+    await asyncio.sleep(0.6)  # the fake's slow answers finish before the count
     assert len(fake.requests) == 3
 
 

@@ -176,7 +176,7 @@ class FakeScaleway:
         return server
 
     def add_volume(self, name: str, size_gb: int, server_id: str | None) -> JSON:
-        volume = {
+        volume: JSON = {
             "id": str(uuid.uuid4()), "name": name, "type": "sbs_5k", "size": size_gb * GB,
             "project_id": PROJECT, "created_at": _now(), "updated_at": _now(), "references": [],
             "parent_snapshot_id": None, "status": "available", "tags": [],
@@ -190,7 +190,7 @@ class FakeScaleway:
 
     def add_snapshot(self, name: str, size_gb: float, volume_id: str) -> JSON:
         parent = self.volumes[volume_id]
-        snapshot = {
+        snapshot: JSON = {
             "id": str(uuid.uuid4()), "name": name, "size": int(size_gb * GB),
             "parent_volume": {"id": parent["id"], "name": parent["name"], "type": parent["type"],
                               "status": parent["status"]},
@@ -268,39 +268,45 @@ class FakeScaleway:
         if permission == "read" and method != "GET":
             raise ApiError("forbidden", details=[{"action": "write"}])
 
-    def _route(  # noqa: PLR0911 - one flat table of routes reads best
+    def _route(  # noqa: PLR0911, PLR0912 - one flat table of routes reads best
         self, method: str, path: str, query: dict[str, list[str]], body: bytes
     ) -> tuple[int, JSON | None, dict[str, str]]:
         parts = [p for p in path.split("/") if p]
+        if len(parts) > 3 and parts[2] == "zones" and parts[3] != ZONE:
+            raise ApiError("invalid_input", f"unknown zone {parts[3]}", fields={"zone": []})
         data = _json_body(body) if method in {"POST", "PATCH"} else {}
         match method, parts:
-            case "GET", ["instance", "v1", "zones", zone, "servers"]:
+            case "GET", ["instance", "v1", "zones", _, "servers"]:
                 rows = [s for s in self.servers.values() if _matches(s, query, "project")]
                 return _instance_page("servers", rows, query)
-            case "GET", ["instance", "v1", "zones", zone, "servers", sid]:
-                return 200, {"server": self._advance(self._get("servers", sid, "instance_server"))}, {}
-            case "POST", ["instance", "v1", "zones", zone, "servers", sid, "action"]:
+            case "GET", ["instance", "v1", "zones", _, "servers", sid]:
+                return (
+                    200,
+                    {"server": self._advance(self._get("servers", sid, "instance_server"))},
+                    {},
+                )
+            case "POST", ["instance", "v1", "zones", _, "servers", sid, "action"]:
                 server = self._get("servers", sid, "instance_server")
                 return 202, {"task": self._action(server, data.get("action", "poweron"))}, {}
-            case "GET", ["instance", "v1", "zones", zone, "products", "servers"]:
+            case "GET", ["instance", "v1", "zones", _, "products", "servers"]:
                 return _instance_page("servers", _server_types(), query, keyed=True)
-            case "GET", ["block", "v1alpha1", "zones", zone, "volume-types"]:
+            case "GET", ["block", "v1alpha1", "zones", _, "volume-types"]:
                 return _block_page("volume_types", _volume_types(), query)
-            case "GET", ["block", "v1alpha1", "zones", zone, "volumes"]:
+            case "GET", ["block", "v1alpha1", "zones", _, "volumes"]:
                 rows = [v for v in self.volumes.values() if _matches(v, query, "project_id")]
                 return _block_page("volumes", rows, query)
-            case "GET", ["block", "v1alpha1", "zones", zone, "volumes", vid]:
+            case "GET", ["block", "v1alpha1", "zones", _, "volumes", vid]:
                 return 200, self._advance(self._get("volumes", vid, "volume")), {}
-            case "PATCH", ["block", "v1alpha1", "zones", zone, "volumes", vid]:
+            case "PATCH", ["block", "v1alpha1", "zones", _, "volumes", vid]:
                 return 200, self._resize(self._get("volumes", vid, "volume"), data), {}
-            case "GET", ["block", "v1alpha1", "zones", zone, "snapshots"]:
+            case "GET", ["block", "v1alpha1", "zones", _, "snapshots"]:
                 rows = [s for s in self.snapshots.values() if _matches(s, query, "project_id")]
                 return _block_page("snapshots", rows, query)
-            case "POST", ["block", "v1alpha1", "zones", zone, "snapshots"]:
+            case "POST", ["block", "v1alpha1", "zones", _, "snapshots"]:
                 return 200, self._snapshot(data), {}
-            case "GET", ["block", "v1alpha1", "zones", zone, "snapshots", snap]:
+            case "GET", ["block", "v1alpha1", "zones", _, "snapshots", snap]:
                 return 200, self._advance(self._get("snapshots", snap, "snapshot")), {}
-            case "DELETE", ["block", "v1alpha1", "zones", zone, "snapshots", snap]:
+            case "DELETE", ["block", "v1alpha1", "zones", _, "snapshots", snap]:
                 self._check_steady(self._get("snapshots", snap, "snapshot"))
                 del self.snapshots[snap]
                 return 204, None, {}
@@ -325,10 +331,12 @@ class FakeScaleway:
             raise ApiError("invalid_input", f"server should be {needed}")
         before = server["state"]
         server["state"] = during
-        task = {"id": str(uuid.uuid4()), "description": f"server_{action}", "status": "pending",
-                "progress": 0, "href_from": f"/servers/{server['id']}/action",
-                "href_result": f"/servers/{server['id']}", "started_at": _now(),
-                "terminated_at": None, "zone": ZONE}  # fmt: skip
+        task: JSON = {
+            "id": str(uuid.uuid4()), "description": f"server_{action}", "status": "pending",
+            "progress": 0, "href_from": f"/servers/{server['id']}/action",
+            "href_result": f"/servers/{server['id']}", "started_at": _now(),
+            "terminated_at": None, "zone": ZONE,
+        }  # fmt: skip
 
         def effect(ok: bool) -> None:
             server["state"] = STEADY[during] if ok else before
