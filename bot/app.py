@@ -218,15 +218,18 @@ def _scaleway(settings: Settings) -> ServerProvider:
         )
     from providers.scaleway import DEFAULT_API_URL, ScalewayServerProvider  # noqa: PLC0415
 
-    return ScalewayServerProvider(
-        access.get_secret_value(),
-        secret.get_secret_value(),
-        project_id=settings.scaleway_project_id,
-        zone=settings.scaleway_zone or "fr-par-1",
-        server=settings.scaleway_server,
-        public_ip=None if settings.scaleway_server else public_address(),
-        api_url=settings.scaleway_api_url or DEFAULT_API_URL,
-    )
+    try:
+        return ScalewayServerProvider(
+            access.get_secret_value(),
+            secret.get_secret_value(),
+            project_id=settings.scaleway_project_id,
+            zone=settings.scaleway_zone or "fr-par-1",
+            server=settings.scaleway_server,
+            public_ip=None if settings.scaleway_server else public_address(),
+            api_url=settings.scaleway_api_url or DEFAULT_API_URL,
+        )
+    except ValueError as exc:  # names the setting, never its value
+        raise ConfigError(str(exc)) from None
 
 
 def _dns(settings: Settings) -> DnsProvider | None:

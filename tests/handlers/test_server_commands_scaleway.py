@@ -148,3 +148,16 @@ def test_missing_keys_are_one_config_line() -> None:
     with pytest.raises(ConfigError, match="STEWARD_SCALEWAY_ACCESS_KEY") as caught:
         _cloud(settings)
     assert "\n" not in str(caught.value)
+
+
+def test_a_malformed_secret_key_is_one_config_line_that_hides_it() -> None:
+    settings = load_settings(
+        server_provider="scaleway",
+        scaleway_access_key=ACCESS_KEY,
+        scaleway_secret_key="hunter2",
+        scaleway_project_id=PROJECT,
+        scaleway_server="steward",
+    )
+    with pytest.raises(ConfigError, match="^STEWARD_SCALEWAY_SECRET_KEY is not") as caught:
+        _cloud(settings)
+    assert "hunter2" not in str(caught.value)
