@@ -158,6 +158,6 @@ def test_a_malformed_secret_key_is_one_config_line_that_hides_it() -> None:
         scaleway_project_id=PROJECT,
         scaleway_server="steward",
     )
-    with pytest.raises(ConfigError, match="^STEWARD_SCALEWAY_SECRET_KEY is not") as caught:
+    with pytest.raises(ConfigError, match=r"^STEWARD_SCALEWAY_SECRET_KEY is not") as caught:
         _cloud(settings)
     assert "hunter2" not in str(caught.value)
