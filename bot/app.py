@@ -201,6 +201,8 @@ def _cloud(settings: Settings) -> ServerProvider | None:
     """The configured cloud, its SDK imported only now; None on one's own hardware."""
     if settings.server_provider == "digitalocean":
         return _digitalocean(settings)
+    if settings.server_provider == "scaleway":
+        return _scaleway(settings)
     if settings.server_provider != "hetzner":
         return None
     if settings.hcloud_token is None:
@@ -231,6 +233,29 @@ def _digitalocean(settings: Settings) -> ServerProvider:
         public_ip=None if settings.digitalocean_droplet else public_address(),
         api_url=settings.digitalocean_api_url or DEFAULT_API_URL,
     )
+
+
+def _scaleway(settings: Settings) -> ServerProvider:
+    access, secret = settings.scaleway_access_key, settings.scaleway_secret_key
+    if access is None or secret is None or not settings.scaleway_project_id:
+        raise ConfigError(
+            "STEWARD_SERVER_PROVIDER=scaleway needs STEWARD_SCALEWAY_ACCESS_KEY(_FILE), "
+            "STEWARD_SCALEWAY_SECRET_KEY(_FILE) and STEWARD_SCALEWAY_PROJECT_ID"
+        )
+    from providers.scaleway import DEFAULT_API_URL, ScalewayServerProvider  # noqa: PLC0415
+
+    try:
+        return ScalewayServerProvider(
+            access.get_secret_value(),
+            secret.get_secret_value(),
+            project_id=settings.scaleway_project_id,
+            zone=settings.scaleway_zone or "fr-par-1",
+            server=settings.scaleway_server,
+            public_ip=None if settings.scaleway_server else public_address(),
+            api_url=settings.scaleway_api_url or DEFAULT_API_URL,
+        )
+    except ValueError as exc:  # names the setting, never its value
+        raise ConfigError(str(exc)) from None
 
 
 def _dns(settings: Settings) -> DnsProvider | None:

@@ -193,13 +193,19 @@ class Settings:
     preview_build: bool = False
     rebuild_poll_seconds: Annotated[float, _number(float, 0.05, 60.0)] = 1.0
 
-    server_provider: Literal["hetzner", "digitalocean", "none"] = "none"
+    server_provider: Literal["hetzner", "digitalocean", "scaleway", "ovh", "none"] = "none"
     hcloud_token: Secret | None = None
     hcloud_api_url: str | None = None
     hcloud_server: str | None = None
     digitalocean_token: Secret | None = None
     digitalocean_api_url: str | None = None
     digitalocean_droplet: str | None = None
+    scaleway_access_key: Secret | None = None
+    scaleway_secret_key: Secret | None = None
+    scaleway_project_id: str | None = None
+    scaleway_zone: str | None = None
+    scaleway_server: str | None = None
+    scaleway_api_url: str | None = None
     snapshot_before_upgrade: bool = False
 
     dns_provider: Literal["cloudflare", "rfc2136", "none"] = "none"
@@ -247,6 +253,8 @@ class Settings:
     matrix_access_token_file: Path | None = None
     hcloud_token_file: Path | None = None
     digitalocean_token_file: Path | None = None
+    scaleway_access_key_file: Path | None = None
+    scaleway_secret_key_file: Path | None = None
     cloudflare_token_file: Path | None = None
     b2_key_id_file: Path | None = None
     b2_key_file: Path | None = None

@@ -52,6 +52,14 @@ let
       credential = "digitalocean-token";
       variable = "STEWARD_DIGITALOCEAN_TOKEN_FILE";
     };
+    scalewayAccessKeyFile = {
+      credential = "scaleway-access-key";
+      variable = "STEWARD_SCALEWAY_ACCESS_KEY_FILE";
+    };
+    scalewaySecretKeyFile = {
+      credential = "scaleway-secret-key";
+      variable = "STEWARD_SCALEWAY_SECRET_KEY_FILE";
+    };
     cloudflareTokenFile = {
       credential = "cloudflare-token";
       variable = "STEWARD_CLOUDFLARE_TOKEN_FILE";
@@ -82,6 +90,8 @@ let
     "matrix_access_token"
     "hcloud_token"
     "digitalocean_token"
+    "scaleway_access_key"
+    "scaleway_secret_key"
     "cloudflare_token"
     "b2_key_id"
     "b2_key"
@@ -372,6 +382,8 @@ in
     matrixAccessTokenFile = secretOption "Matrix access token";
     hcloudTokenFile = secretOption "Hetzner Cloud API token";
     digitaloceanTokenFile = secretOption "DigitalOcean API token";
+    scalewayAccessKeyFile = secretOption "Scaleway API access key";
+    scalewaySecretKeyFile = secretOption "Scaleway API secret key";
     cloudflareTokenFile = secretOption "Cloudflare API token";
     rfc2136TsigFile = secretOption "TSIG key for RFC 2136 updates";
     b2KeyIdFile = secretOption "Backblaze B2 key id";

@@ -37,6 +37,7 @@ python3Packages.buildPythonApplication {
       # Providers, imported only when configured.
       hcloud
       pydo
+      scaleway
       b2sdk
       cloudflare
       dnspython

@@ -35,6 +35,8 @@ SECRETS = {
     "matrixAccessTokenFile": ("matrix-access-token", "STEWARD_MATRIX_ACCESS_TOKEN_FILE"),
     "hcloudTokenFile": ("hcloud-token", "STEWARD_HCLOUD_TOKEN_FILE"),
     "digitaloceanTokenFile": ("digitalocean-token", "STEWARD_DIGITALOCEAN_TOKEN_FILE"),
+    "scalewayAccessKeyFile": ("scaleway-access-key", "STEWARD_SCALEWAY_ACCESS_KEY_FILE"),
+    "scalewaySecretKeyFile": ("scaleway-secret-key", "STEWARD_SCALEWAY_SECRET_KEY_FILE"),
     "cloudflareTokenFile": ("cloudflare-token", "STEWARD_CLOUDFLARE_TOKEN_FILE"),
     "rfc2136TsigFile": ("tsig-key", "STEWARD_RFC2136_TSIG_FILE"),
     "b2KeyIdFile": ("b2-key-id", "STEWARD_B2_KEY_ID_FILE"),

@@ -1,6 +1,7 @@
 """One ServerProvider contract, run against the Hetzner adapter (official hcloud client on a
 loopback fake of the Hetzner Cloud API), the DigitalOcean adapter (official pydo client on a
-loopback fake of the DigitalOcean API v2) and the in-memory provider of demo mode.
+loopback fake of the DigitalOcean API v2), the Scaleway adapter (official scaleway SDK on a
+loopback fake of the Scaleway APIs) and the in-memory provider of demo mode.
 
 Every refusal is one clear ServerError sentence and leaves the cloud as it was.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from providers.server_memory import MemoryServerProvider, demo_server, demo_serv
 from tests.support import fake_digitalocean
 from tests.support.fake_digitalocean import FakeDigitalOcean, digitalocean_adapter
 from tests.support.fake_hetzner import TOKEN, FakeHetzner
+from tests.support.scaleway_harness import scaleway_harness
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,9 +54,9 @@ class Facts:
     currency: str = "EUR"
     disk_gb: int = 40
     ipv6_network: bool = True  # Hetzner routes a /64; DigitalOcean reports one address
-    traffic_included: int = 20 * 1000**4
+    traffic_included: int | None = 20 * 1000**4
     traffic_used_reported: bool = True
-    protection: bool = True  # delete and rebuild protection; DigitalOcean has neither
+    protection: tuple[bool, bool] = (True, True)  # delete, rebuild; DigitalOcean has neither
     volume_device: str = "/dev/disk/by-id/scsi-0HC_Volume_"
 
 
@@ -64,8 +67,17 @@ DIGITALOCEAN_FACTS = Facts(
     ipv6_network=False,
     traffic_included=4 * 1000**4,
     traffic_used_reported=False,
-    protection=False,
+    protection=(False, False),
     volume_device="/dev/disk/by-id/scsi-0DO_Volume_",
+)
+
+# Scaleway: no traffic allowance, one protection flag (deletion), its own device names.
+SCALEWAY_FACTS = Facts(
+    location=("fr-par-1", "Paris"),
+    traffic_included=None,
+    traffic_used_reported=False,
+    protection=(True, False),
+    volume_device="/dev/disk/by-id/scsi-0SCW_sbs_volume-",
 )
 
 
@@ -170,6 +182,7 @@ def _memory_harness() -> Iterator[Harness]:
 HARNESSES = {
     "hetzner": _hetzner_harness,
     "digitalocean": _digitalocean_harness,
+    "scaleway": lambda: scaleway_harness(partial(Harness, facts=SCALEWAY_FACTS)),
     "memory": _memory_harness,
 }
 
@@ -200,7 +213,7 @@ async def test_this_server_has_its_facts_and_price(harness: Harness) -> None:
         assert info.traffic_used_bytes > 0
     else:
         assert info.traffic_used_bytes is None
-    assert info.delete_protection == info.rebuild_protection == facts.protection
+    assert (info.delete_protection, info.rebuild_protection) == facts.protection
     assert not info.backups_enabled
 
 
