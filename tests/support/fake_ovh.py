@@ -192,11 +192,14 @@ class FakeOvh:
             self.volumes[volume["id"]] = volume
         return volume
 
-    def add_snapshot(self, name: str, size: float | None, instance_id: str) -> JSON:
+    def add_snapshot(
+        self, name: str, size: float | None, instance_id: str, created: datetime | None = None
+    ) -> JSON:
+        made = (created or datetime.now(UTC)).replace(microsecond=0).isoformat()
         image = {
             "id": self._id(), "name": name, "region": self.instances[instance_id]["region"],
             "visibility": "private", "type": "linux", "minDisk": 40, "minRam": 0,
-            "size": size, "creationDate": _now(), "status": "active", "user": "ubuntu",
+            "size": size, "creationDate": made, "status": "active", "user": "ubuntu",
             "flavorType": None, "tags": None, "planCode": "snapshot.consumption",
         }  # fmt: skip
         with self._lock:
