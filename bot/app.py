@@ -193,6 +193,8 @@ def _demo_server(settings: Settings) -> DemoServer:
 
 def _cloud(settings: Settings) -> ServerProvider | None:
     """The configured cloud, its SDK imported only now; None on one's own hardware."""
+    if settings.server_provider == "ovh":
+        return _ovh(settings)
     if settings.server_provider != "hetzner":
         return None
     if settings.hcloud_token is None:
@@ -204,6 +206,28 @@ def _cloud(settings: Settings) -> ServerProvider | None:
         server=settings.hcloud_server,
         public_ip=None if settings.hcloud_server else public_address(),
         api_url=settings.hcloud_api_url or DEFAULT_API_URL,
+    )
+
+
+def _ovh(settings: Settings) -> ServerProvider:
+    keys = (settings.ovh_application_key, settings.ovh_application_secret, settings.ovh_consumer_key)
+    if None in keys or not settings.ovh_project_id:
+        raise ConfigError(
+            "STEWARD_SERVER_PROVIDER=ovh needs STEWARD_OVH_APPLICATION_KEY, "
+            "STEWARD_OVH_APPLICATION_SECRET, STEWARD_OVH_CONSUMER_KEY (or their _FILE) and "
+            "STEWARD_OVH_PROJECT_ID"
+        )
+    from providers.ovh import OvhServerProvider  # noqa: PLC0415
+
+    app_key, app_secret, consumer_key = (k.get_secret_value() for k in keys if k is not None)
+    return OvhServerProvider(
+        application_key=app_key,
+        application_secret=app_secret,
+        consumer_key=consumer_key,
+        project_id=settings.ovh_project_id,
+        endpoint=settings.ovh_endpoint,
+        instance=settings.ovh_instance,
+        public_ip=None if settings.ovh_instance else public_address(),
     )
 
 

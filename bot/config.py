@@ -193,10 +193,16 @@ class Settings:
     preview_build: bool = False
     rebuild_poll_seconds: Annotated[float, _number(float, 0.05, 60.0)] = 1.0
 
-    server_provider: Literal["hetzner", "none"] = "none"
+    server_provider: Literal["hetzner", "ovh", "none"] = "none"
     hcloud_token: Secret | None = None
     hcloud_api_url: str | None = None
     hcloud_server: str | None = None
+    ovh_endpoint: str = "ovh-eu"  # ovh-eu, ovh-ca, ovh-us, or a URL (tests)
+    ovh_application_key: Secret | None = None
+    ovh_application_secret: Secret | None = None
+    ovh_consumer_key: Secret | None = None
+    ovh_project_id: str | None = None
+    ovh_instance: str | None = None
     snapshot_before_upgrade: bool = False
 
     dns_provider: Literal["cloudflare", "rfc2136", "none"] = "none"
@@ -243,6 +249,9 @@ class Settings:
     matrix_password_file: Path | None = None
     matrix_access_token_file: Path | None = None
     hcloud_token_file: Path | None = None
+    ovh_application_key_file: Path | None = None
+    ovh_application_secret_file: Path | None = None
+    ovh_consumer_key_file: Path | None = None
     cloudflare_token_file: Path | None = None
     b2_key_id_file: Path | None = None
     b2_key_file: Path | None = None

@@ -48,6 +48,18 @@ let
       credential = "hcloud-token";
       variable = "STEWARD_HCLOUD_TOKEN_FILE";
     };
+    ovhApplicationKeyFile = {
+      credential = "ovh-application-key";
+      variable = "STEWARD_OVH_APPLICATION_KEY_FILE";
+    };
+    ovhApplicationSecretFile = {
+      credential = "ovh-application-secret";
+      variable = "STEWARD_OVH_APPLICATION_SECRET_FILE";
+    };
+    ovhConsumerKeyFile = {
+      credential = "ovh-consumer-key";
+      variable = "STEWARD_OVH_CONSUMER_KEY_FILE";
+    };
     cloudflareTokenFile = {
       credential = "cloudflare-token";
       variable = "STEWARD_CLOUDFLARE_TOKEN_FILE";
@@ -77,6 +89,9 @@ let
     "matrix_password"
     "matrix_access_token"
     "hcloud_token"
+    "ovh_application_key"
+    "ovh_application_secret"
+    "ovh_consumer_key"
     "cloudflare_token"
     "b2_key_id"
     "b2_key"
@@ -366,6 +381,9 @@ in
     matrixPasswordFile = secretOption "Matrix password";
     matrixAccessTokenFile = secretOption "Matrix access token";
     hcloudTokenFile = secretOption "Hetzner Cloud API token";
+    ovhApplicationKeyFile = secretOption "OVHcloud application key";
+    ovhApplicationSecretFile = secretOption "OVHcloud application secret";
+    ovhConsumerKeyFile = secretOption "OVHcloud consumer key";
     cloudflareTokenFile = secretOption "Cloudflare API token";
     rfc2136TsigFile = secretOption "TSIG key for RFC 2136 updates";
     b2KeyIdFile = secretOption "Backblaze B2 key id";

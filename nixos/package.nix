@@ -36,6 +36,7 @@ python3Packages.buildPythonApplication {
       pillow # the weekly chart, drawn in a subprocess
       # Providers, imported only when configured.
       hcloud
+      ovh
       b2sdk
       cloudflare
       dnspython
