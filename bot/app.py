@@ -210,7 +210,11 @@ def _cloud(settings: Settings) -> ServerProvider | None:
 
 
 def _ovh(settings: Settings) -> ServerProvider:
-    keys = (settings.ovh_application_key, settings.ovh_application_secret, settings.ovh_consumer_key)
+    keys = (
+        settings.ovh_application_key,
+        settings.ovh_application_secret,
+        settings.ovh_consumer_key,
+    )
     if None in keys or not settings.ovh_project_id:
         raise ConfigError(
             "STEWARD_SERVER_PROVIDER=ovh needs STEWARD_OVH_APPLICATION_KEY, "

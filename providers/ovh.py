@@ -51,6 +51,7 @@ from providers.base.server import (
     server_error,
 )
 from providers.ovh_catalogue import SNAPSHOT_PLAN, SUBSIDIARY, VOLUME_PLAN, PriceCatalogue
+from providers.ovh_errors import classify
 
 if TYPE_CHECKING:
     from ovh import Client
@@ -67,19 +68,15 @@ _POWER = {"reset": ("reboot", "ACTIVE"), "poweroff": ("stop", "SHUTOFF"),
 _CITIES = {"GRA": "Gravelines", "SBG": "Strasbourg", "RBX": "Roubaix", "BHS": "Beauharnois",
            "WAW": "Warsaw", "UK": "London", "DE": "Frankfurt", "SGP": "Singapore",
            "SYD": "Sydney", "EU-WEST-PAR": "Paris", "EU-SOUTH-MIL": "Milan",
-           "US-EAST-VA": "Vint Hill", "US-WEST-OR": "Hillsboro", "CA-EAST-TOR": "Toronto"}  # fmt: skip
-_TRANSIENT = {500, 502, 503, 504}
-_UNAUTHORIZED = {"INVALID_CREDENTIAL", "INVALID_KEY", "NOT_CREDENTIAL", "INVALID_SIGNATURE",
-                 "QUERY_TIME_OUT"}  # fmt: skip
-_BY_STATUS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "locked",
-              429: "rate_limit_exceeded", 400: "invalid_input"}  # fmt: skip
+           "US-EAST-VA": "Vint Hill", "US-WEST-OR": "Hillsboro",
+           "CA-EAST-TOR": "Toronto"}  # fmt: skip
 
 
 class OvhServerProvider:
     """``instance`` is this instance's id or name (STEWARD_OVH_INSTANCE); without it the
     instance is the one with the public address ``public_ip``."""
 
-    def __init__(  # noqa: PLR0913 - the settings as they are named in the configuration
+    def __init__(
         self,
         *,
         application_key: str,
@@ -107,7 +104,7 @@ class OvhServerProvider:
             timeout=request_timeout,
         )
         if named != endpoint:
-            self._client._endpoint = endpoint.rstrip("/")  # noqa: SLF001 - see the docstring
+            self._client._endpoint = endpoint.rstrip("/")  # private: see the module docstring
         self._subsidiary = SUBSIDIARY.get(named, "FR")
         self._base = f"/cloud/project/{project_id}"
         self._instance_ref = instance
@@ -216,7 +213,7 @@ class OvhServerProvider:
             try:
                 return self._client.call(method, path, data, need_auth=auth)
             except APIError as exc:
-                code, wait = _classify(exc, method)
+                code, wait = classify(exc, method)
                 if wait is None or attempt == self._retries:
                     raise server_error(code) from None
             time.sleep(min(self._max_wait, wait if wait >= 0 else self._backoff * 2**attempt))
@@ -256,7 +253,9 @@ class OvhServerProvider:
                 volume["status"] in {"available", "in-use"} and volume["size"] == size
             )
 
-        volume = self._settle(lambda: self._get(f"/volume/{volume_id}"), done, "volume resize")
+        volume: JSON = self._settle(
+            lambda: self._get(f"/volume/{volume_id}"), done, "volume resize"
+        )
         if volume["status"].startswith("error"):
             raise _failed("volume resize")
         return volume
@@ -318,7 +317,8 @@ class OvhServerProvider:
             if id_or_name in (volume["id"], volume.get("name")):
                 found: JSON = volume
                 return found
-        raise ServerError(f"There is no volume {id_or_name!r} in this OVHcloud project.", "not_found")
+        missing = f"There is no volume {id_or_name!r} in this OVHcloud project."
+        raise ServerError(missing, "not_found")
 
     @staticmethod
     def _resolve(lookup: Callable[[], _T], missing: ServerError) -> _T:
@@ -400,45 +400,6 @@ class OvhServerProvider:
             size_gb=size,
             monthly_cost=cost,
         )
-
-
-def _classify(exc: Exception, method: str) -> tuple[str, float | None]:
-    """(error code, seconds to wait before a retry: -1 for the backoff, None for no retry)."""
-    import requests  # noqa: PLC0415 - comes with ovh
-    from ovh.exceptions import HTTPError, InvalidResponse  # noqa: PLC0415
-
-    retry_server_side = -1.0 if method == "GET" else None
-    if isinstance(exc, HTTPError):
-        cause = exc.args[1] if len(exc.args) > 1 else None
-        if isinstance(cause, requests.Timeout):
-            return "timeout", retry_server_side
-        return "unreachable", None
-    response = getattr(exc, "response", None)
-    if isinstance(exc, InvalidResponse) or response is None:
-        return "service_error", retry_server_side  # a proxy's HTML page, not the API's JSON
-    status = response.status_code
-    if status == 429:
-        return "rate_limit_exceeded", _retry_after(response.headers.get("Retry-After"))
-    if status in _TRANSIENT or status >= 500:
-        return "service_error", retry_server_side if status in _TRANSIENT else None
-    if _error_code(response) in _UNAUTHORIZED:
-        return "unauthorized", None
-    return _BY_STATUS.get(status, "invalid_input"), None
-
-
-def _error_code(response: Any) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return str(body.get("errorCode") or "") if isinstance(body, dict) else ""
-
-
-def _retry_after(header: str | None) -> float:
-    try:
-        return max(0.0, float(header)) if header else -1.0
-    except ValueError:
-        return -1.0
 
 
 def _failed(what: str) -> ServerError:

@@ -53,7 +53,7 @@ def test_missing_keys_are_one_line_naming_what_to_set() -> None:
 
 
 def test_an_unknown_provider_name_is_refused() -> None:
-    with pytest.raises(ConfigError, match="^STEWARD_SERVER_PROVIDER: 'ovhcloud' is not one of"):
+    with pytest.raises(ConfigError, match=r"^STEWARD_SERVER_PROVIDER: 'ovhcloud' is not one of"):
         load_settings(server_provider="ovhcloud")
 
 

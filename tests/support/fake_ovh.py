@@ -96,7 +96,10 @@ class FakeOvh:
 
     def __init__(self) -> None:
         self.applications = {APP_KEY: APP_SECRET}
-        self.consumers = {CONSUMER_KEY: {"GET", "POST", "PUT", "DELETE"}, READ_CONSUMER_KEY: {"GET"}}
+        self.consumers = {
+            CONSUMER_KEY: {"GET", "POST", "PUT", "DELETE"},
+            READ_CONSUMER_KEY: {"GET"},
+        }
         self.skew = 0
         self.time_window = 30
         self.operation_polls = 1
@@ -121,6 +124,10 @@ class FakeOvh:
         if self._httpd is None:
             raise RuntimeError("the fake OVHcloud API is not started")
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/1.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.api_url.rsplit(":", 1)[1].split("/")[0])
 
     def start(self) -> FakeOvh:
         fake = self
@@ -169,8 +176,9 @@ class FakeOvh:
         monthly: bool = False,
     ) -> JSON:
         addresses = [{"ip": ip, "type": "public", "version": version, "networkId": "ext-net",
-                      "gatewayIp": None} for ip, version in ((ipv4, 4), (ipv6, 6)) if ip]  # fmt: skip
-        instance = {
+                      "gatewayIp": None}
+                     for ip, version in ((ipv4, 4), (ipv6, 6)) if ip]  # fmt: skip
+        instance: JSON = {
             "id": self._id(), "name": name, "status": "ACTIVE", "region": region,
             "flavor": self._flavor(flavor, region), "ipAddresses": addresses, "created": _now(),
             "image": None, "sshKey": None, "planCode": f"{flavor}.consumption",
@@ -182,7 +190,7 @@ class FakeOvh:
         return instance
 
     def add_volume(self, name: str, size: int, instance_id: str | None) -> JSON:
-        volume = {
+        volume: JSON = {
             "id": self._id(), "name": name, "description": "", "size": size, "region": "GRA11",
             "type": "classic", "status": "in-use" if instance_id else "available",
             "attachedTo": [instance_id] if instance_id else [], "bootable": False,
@@ -196,7 +204,7 @@ class FakeOvh:
         self, name: str, size: float | None, instance_id: str, created: datetime | None = None
     ) -> JSON:
         made = (created or datetime.now(UTC)).replace(microsecond=0).isoformat()
-        image = {
+        image: JSON = {
             "id": self._id(), "name": name, "region": self.instances[instance_id]["region"],
             "visibility": "private", "type": "linux", "minDisk": 40, "minRam": 0,
             "size": size, "creationDate": made, "status": "active", "user": "ubuntu",
@@ -238,7 +246,8 @@ class FakeOvh:
         return {"id": f"{name}-{region}", "name": name, "region": region, "vcpus": vcpus,
                 "ram": ram, "disk": disk, "type": "ovh.ssd.eg", "osType": "linux",
                 "available": True, "inboundBandwidth": 250, "outboundBandwidth": 250,
-                "planCodes": {"monthly": f"{name}.monthly.postpaid", "hourly": f"{name}.consumption"}}  # fmt: skip
+                "planCodes": {"monthly": f"{name}.monthly.postpaid",
+                              "hourly": f"{name}.consumption"}}  # fmt: skip
 
     # -- request handling (server threads) -----------------------------------------------------
 
@@ -254,9 +263,7 @@ class FakeOvh:
                 self.requests.append(Request(method, path, 0))
                 return 0, None
             try:
-                if fault in FAULTS:
-                    raise OvhError(FAULTS[fault][0], FAULTS[fault][2], FAULTS[fault][1])
-                status, payload = self._answer(method, url, path, headers, body)
+                status, payload = self._answer(method, url, path, headers, body, fault=fault)
             except OvhError as err:
                 status, payload = err.status, err.body()
             self.requests.append(Request(method, path, status))
@@ -272,7 +279,12 @@ class FakeOvh:
                 return fault.kind
         return None
 
-    def _answer(self, method: str, url: str, path: str, headers: Any, body: bytes) -> Any:
+    def _answer(
+        self, method: str, url: str, path: str, headers: Any, body: bytes, *, fault: str | None
+    ) -> Any:
+        if fault in FAULTS:
+            status, code, message = FAULTS[fault]
+            raise OvhError(status, message, code)
         if method == "GET" and path == "/auth/time":
             return 200, int(time.time()) + self.skew
         if method == "GET" and path == "/order/catalog/public/cloud":
@@ -310,7 +322,8 @@ class FakeOvh:
             case "GET", ["instance", iid]:
                 return 200, copy.deepcopy(self._read(self._get(self.instances, iid)))
             case "POST", ["instance", iid, verb]:
-                return 200, self._instance_call(self._get(self.instances, iid), verb, data)
+                self._instance_call(self._get(self.instances, iid), verb, data)
+                return 200, None
             case "GET", ["volume"]:
                 return 200, [copy.deepcopy(self._read(v)) for v in list(self.volumes.values())]
             case "GET", ["volume", vid]:
@@ -322,7 +335,8 @@ class FakeOvh:
             case "GET", ["snapshot", sid]:
                 return 200, copy.deepcopy(self._read(self._get(self.images, sid)))
             case "DELETE", ["snapshot", sid]:
-                return 200, self._delete_image(self._get(self.images, sid))
+                self._delete_image(self._get(self.images, sid))
+                return 200, None
         raise OvhError(404, f"Got an invalid (or empty) URL {path}")
 
     @staticmethod
@@ -360,7 +374,8 @@ class FakeOvh:
 
     def _instance_call(self, instance: JSON, verb: str, data: JSON) -> None:
         if verb == "snapshot":
-            return self._snapshot(instance, data)
+            self._snapshot(instance, data)
+            return
         settled = {"reboot": "ACTIVE", "stop": "SHUTOFF", "start": "ACTIVE"}.get(verb)
         if settled is None:
             raise OvhError(404, f"Got an invalid (or empty) URL /instance/{verb}")
@@ -376,7 +391,6 @@ class FakeOvh:
             instance["status"] = settled if ok else "ERROR"
 
         self._begin(instance["id"], finish)
-        return None
 
     def _snapshot(self, instance: JSON, data: JSON) -> None:
         name = data.get("snapshotName")
@@ -392,7 +406,6 @@ class FakeOvh:
                 image.update(status="error", size=None)
 
         self._begin(image["id"], finish)
-        return None
 
     def _upsize(self, volume: JSON, data: JSON) -> JSON:
         size = data.get("size")
@@ -403,7 +416,7 @@ class FakeOvh:
         volume["status"] = "extending"
 
         def finish(ok: bool) -> None:
-            volume.update(status=before, size=size) if ok else volume.update(status="error_extending")
+            volume.update({"status": before, "size": size} if ok else {"status": "error_extending"})
 
         self._begin(volume["id"], finish)
         return copy.deepcopy(volume)
@@ -412,7 +425,6 @@ class FakeOvh:
         if image["status"] == "saving":
             raise OvhError(409, "The snapshot is being made")
         del self.images[image["id"]]
-        return None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -426,7 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        host = f"http://127.0.0.1:{self.api.port}"
         status, payload = self.api.handle(self.command, host + self.path, self.headers, body)
         if status == 0:
             self.close_connection = True
