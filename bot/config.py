@@ -147,6 +147,12 @@ def _time_zone(raw: str) -> str:
     return raw
 
 
+def _ovh_endpoint(raw: str) -> str:
+    if raw in {"ovh-eu", "ovh-ca", "ovh-us"} or re.fullmatch(r"https?://\S+", raw):
+        return raw
+    raise ValueError(f"{raw!r} is not ovh-eu, ovh-ca, ovh-us or an http(s) URL")
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -197,7 +203,7 @@ class Settings:
     hcloud_token: Secret | None = None
     hcloud_api_url: str | None = None
     hcloud_server: str | None = None
-    ovh_endpoint: str = "ovh-eu"  # ovh-eu, ovh-ca, ovh-us, or a URL (tests)
+    ovh_endpoint: Annotated[str, _ovh_endpoint] = "ovh-eu"  # or a URL (tests)
     ovh_application_key: Secret | None = None
     ovh_application_secret: Secret | None = None
     ovh_consumer_key: Secret | None = None

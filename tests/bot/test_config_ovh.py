@@ -52,9 +52,12 @@ def test_missing_keys_are_one_line_naming_what_to_set() -> None:
     assert "STEWARD_OVH_PROJECT_ID" in message
 
 
-def test_an_unknown_provider_name_is_refused() -> None:
+def test_an_unknown_provider_or_endpoint_name_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"^STEWARD_SERVER_PROVIDER: 'ovhcloud' is not one of"):
         load_settings(server_provider="ovhcloud")
+    with pytest.raises(ConfigError, match=r"^STEWARD_OVH_ENDPOINT: 'ovh-fr' is not ovh-eu"):
+        load_settings(ovh_endpoint="ovh-fr")
+    assert load_settings(ovh_endpoint="ovh-ca").ovh_endpoint == "ovh-ca"
 
 
 async def test_the_settings_build_an_adapter_that_talks_to_the_api() -> None:

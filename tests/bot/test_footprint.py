@@ -41,8 +41,16 @@ def test_alembic_is_imported_only_while_the_schema_is_behind(tmp_path: Path) -> 
 
 def test_the_demo_loads_no_sdk_and_no_chat_library(tmp_path: Path) -> None:
     modules = _modules_after_start(tmp_path)
-    unexpected = {"telegram", "nio", "hcloud", "ovh", "b2sdk", "cloudflare", "apscheduler"}
-    unexpected.add("psutil")
+    unexpected = {
+        "telegram",
+        "nio",
+        "hcloud",
+        "ovh",
+        "b2sdk",
+        "cloudflare",
+        "apscheduler",
+        "psutil",
+    }
     assert not modules & unexpected
 
 
