@@ -203,6 +203,8 @@ def _cloud(settings: Settings) -> ServerProvider | None:
         return _digitalocean(settings)
     if settings.server_provider == "scaleway":
         return _scaleway(settings)
+    if settings.server_provider == "ovh":
+        return _ovh(settings)
     if settings.server_provider != "hetzner":
         return None
     if settings.hcloud_token is None:
@@ -256,6 +258,32 @@ def _scaleway(settings: Settings) -> ServerProvider:
         )
     except ValueError as exc:  # names the setting, never its value
         raise ConfigError(str(exc)) from None
+
+
+def _ovh(settings: Settings) -> ServerProvider:
+    keys = (
+        settings.ovh_application_key,
+        settings.ovh_application_secret,
+        settings.ovh_consumer_key,
+    )
+    if None in keys or not settings.ovh_project_id:
+        raise ConfigError(
+            "STEWARD_SERVER_PROVIDER=ovh needs STEWARD_OVH_APPLICATION_KEY, "
+            "STEWARD_OVH_APPLICATION_SECRET, STEWARD_OVH_CONSUMER_KEY (or their _FILE) and "
+            "STEWARD_OVH_PROJECT_ID"
+        )
+    from providers.ovh import OvhServerProvider  # noqa: PLC0415
+
+    app_key, app_secret, consumer_key = (k.get_secret_value() for k in keys if k is not None)
+    return OvhServerProvider(
+        application_key=app_key,
+        application_secret=app_secret,
+        consumer_key=consumer_key,
+        project_id=settings.ovh_project_id,
+        endpoint=settings.ovh_endpoint,
+        instance=settings.ovh_instance,
+        public_ip=None if settings.ovh_instance else public_address(),
+    )
 
 
 def _dns(settings: Settings) -> DnsProvider | None:

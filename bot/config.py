@@ -147,6 +147,12 @@ def _time_zone(raw: str) -> str:
     return raw
 
 
+def _ovh_endpoint(raw: str) -> str:
+    if raw in {"ovh-eu", "ovh-ca", "ovh-us"} or re.fullmatch(r"https?://\S+", raw):
+        return raw
+    raise ValueError(f"{raw!r} is not ovh-eu, ovh-ca, ovh-us or an http(s) URL")
+
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -206,6 +212,12 @@ class Settings:
     scaleway_zone: str | None = None
     scaleway_server: str | None = None
     scaleway_api_url: str | None = None
+    ovh_endpoint: Annotated[str, _ovh_endpoint] = "ovh-eu"  # or a URL (tests)
+    ovh_application_key: Secret | None = None
+    ovh_application_secret: Secret | None = None
+    ovh_consumer_key: Secret | None = None
+    ovh_project_id: str | None = None
+    ovh_instance: str | None = None
     snapshot_before_upgrade: bool = False
 
     dns_provider: Literal["cloudflare", "rfc2136", "none"] = "none"
@@ -255,6 +267,9 @@ class Settings:
     digitalocean_token_file: Path | None = None
     scaleway_access_key_file: Path | None = None
     scaleway_secret_key_file: Path | None = None
+    ovh_application_key_file: Path | None = None
+    ovh_application_secret_file: Path | None = None
+    ovh_consumer_key_file: Path | None = None
     cloudflare_token_file: Path | None = None
     b2_key_id_file: Path | None = None
     b2_key_file: Path | None = None

@@ -60,6 +60,18 @@ let
       credential = "scaleway-secret-key";
       variable = "STEWARD_SCALEWAY_SECRET_KEY_FILE";
     };
+    ovhApplicationKeyFile = {
+      credential = "ovh-application-key";
+      variable = "STEWARD_OVH_APPLICATION_KEY_FILE";
+    };
+    ovhApplicationSecretFile = {
+      credential = "ovh-application-secret";
+      variable = "STEWARD_OVH_APPLICATION_SECRET_FILE";
+    };
+    ovhConsumerKeyFile = {
+      credential = "ovh-consumer-key";
+      variable = "STEWARD_OVH_CONSUMER_KEY_FILE";
+    };
     cloudflareTokenFile = {
       credential = "cloudflare-token";
       variable = "STEWARD_CLOUDFLARE_TOKEN_FILE";
@@ -92,6 +104,9 @@ let
     "digitalocean_token"
     "scaleway_access_key"
     "scaleway_secret_key"
+    "ovh_application_key"
+    "ovh_application_secret"
+    "ovh_consumer_key"
     "cloudflare_token"
     "b2_key_id"
     "b2_key"
@@ -384,6 +399,9 @@ in
     digitaloceanTokenFile = secretOption "DigitalOcean API token";
     scalewayAccessKeyFile = secretOption "Scaleway API access key";
     scalewaySecretKeyFile = secretOption "Scaleway API secret key";
+    ovhApplicationKeyFile = secretOption "OVHcloud application key";
+    ovhApplicationSecretFile = secretOption "OVHcloud application secret";
+    ovhConsumerKeyFile = secretOption "OVHcloud consumer key";
     cloudflareTokenFile = secretOption "Cloudflare API token";
     rfc2136TsigFile = secretOption "TSIG key for RFC 2136 updates";
     b2KeyIdFile = secretOption "Backblaze B2 key id";

@@ -38,6 +38,7 @@ python3Packages.buildPythonApplication {
       hcloud
       pydo
       scaleway
+      ovh
       b2sdk
       cloudflare
       dnspython

@@ -47,6 +47,7 @@ def test_the_demo_loads_no_sdk_and_no_chat_library(tmp_path: Path) -> None:
     unexpected = {"telegram", "nio", "hcloud", "b2sdk", "cloudflare", "apscheduler", "psutil"}
     unexpected |= {"pydo", "azure"}  # DigitalOcean's SDK and the azure-core under it
     unexpected |= {"scaleway", "scaleway_core", "yaml", "dateutil"}  # Scaleway's
+    unexpected |= {"ovh"}
     assert not modules & unexpected
 
 

@@ -1,7 +1,8 @@
 """One ServerProvider contract, run against the Hetzner adapter (official hcloud client on a
 loopback fake of the Hetzner Cloud API), the DigitalOcean adapter (official pydo client on a
 loopback fake of the DigitalOcean API v2), the Scaleway adapter (official scaleway SDK on a
-loopback fake of the Scaleway APIs) and the in-memory provider of demo mode.
+loopback fake of the Scaleway APIs), the OVHcloud adapter (official ovh SDK on a loopback
+fake of the OVHcloud API) and the in-memory provider of demo mode.
 
 Every refusal is one clear ServerError sentence and leaves the cloud as it was.
 """
@@ -28,6 +29,7 @@ from providers.server_memory import MemoryServerProvider, demo_server, demo_serv
 from tests.support import fake_digitalocean
 from tests.support.fake_digitalocean import FakeDigitalOcean, digitalocean_adapter
 from tests.support.fake_hetzner import TOKEN, FakeHetzner
+from tests.support.ovh_harness import ovh_contract_parts
 from tests.support.scaleway_harness import scaleway_harness
 
 pytestmark = pytest.mark.timeout(30)
@@ -80,6 +82,17 @@ SCALEWAY_FACTS = Facts(
     volume_device="/dev/disk/by-id/scsi-0SCW_sbs_volume-",
 )
 
+# OVHcloud: one IPv6 address, regions such as GRA11, no traffic counters, no protection flags,
+# and virtio volumes named by the start of their id.
+OVH_FACTS = Facts(
+    location=("GRA11", "Gravelines"),
+    ipv6_network=False,
+    traffic_included=None,
+    traffic_used_reported=False,
+    protection=(False, False),
+    volume_device="/dev/disk/by-id/virtio-",
+)
+
 
 @dataclass
 class Harness:
@@ -93,6 +106,8 @@ class Harness:
     fail: Callable[[str], None]
     snapshot_id: str
     facts: Facts = field(default_factory=Facts)
+    # The state a failed long operation leaves, from the state before and the write.
+    after_failure: Callable[[Any, str], Any] = lambda before, write: before
 
 
 def hetzner_provider(fake: FakeHetzner, **kwargs: Any) -> HetznerServerProvider:
@@ -179,10 +194,16 @@ def _memory_harness() -> Iterator[Harness]:
     yield Harness("memory", provider, state, fail, snap.id)
 
 
+def _ovh_harness() -> Iterator[Harness]:
+    for parts in ovh_contract_parts():
+        yield Harness("ovh", **parts, facts=OVH_FACTS)
+
+
 HARNESSES = {
     "hetzner": _hetzner_harness,
     "digitalocean": _digitalocean_harness,
     "scaleway": lambda: scaleway_harness(partial(Harness, facts=SCALEWAY_FACTS)),
+    "ovh": _ovh_harness,
     "memory": _memory_harness,
 }
 
@@ -363,7 +384,7 @@ async def test_a_failed_action_is_reported_and_changes_nothing(
     with pytest.raises(ServerError, match="failed") as caught:
         await WRITES[write](harness.provider, harness.snapshot_id)
     assert caught.value.code == "action_failed"
-    assert harness.state() == before
+    assert harness.state() == harness.after_failure(before, write)
 
 
 # --- Hetzner only ---------------------------------------------------------------------------------
