@@ -33,10 +33,10 @@ Reading = tuple[str, None, float, str]
 def _problems(disk: DiskHealth, rising: tuple[int, int] | None) -> tuple[str, list[str]]:
     """Why the disk is failing ("" if it is not), and what is wrong short of that."""
     why = ""
-    if disk.passed is False:
-        why = "SMART says it is failing"
-    elif disk.critical_warning:
+    if disk.critical_warning:
         why = f"NVMe critical warning 0x{disk.critical_warning:02x}"
+    elif disk.passed is False:
+        why = "SMART says it is failing"
     elif disk.failing:
         why = "a SMART attribute is past its threshold"
     bad = [f"{count} {what} sectors" for what, count in
