@@ -106,7 +106,7 @@ class Routine:
             await self._broadcast(reply)
 
     async def _public_ip(self) -> None:
-        """To the admins, whose button opens the /dns fix preview."""
+        """To the admins: only they may confirm /dns fix."""
         deps, now = self._app.engine.deps, self._app.engine.clock()
         for reply in await follow_public_ip(deps, now):
             await self._app.notifier.notify(reply)

@@ -161,10 +161,8 @@ def _digest(zone: str, changes: DnsChanges) -> str:
     return hashlib.sha256(f"{zone}\n{changes!r}".encode()).hexdigest()
 
 
-# A button may run it (after the public address changed): the tap shows the preview, and the
-# change still needs its own Confirm.
 @commands.command("dns fix", "Create or correct the records the server needs", role=Role.ADMIN,
-                  changes=True, button=True)  # fmt: skip
+                  changes=True)  # fmt: skip
 async def dns_fix(ctx: Context) -> Reply:
     provider = _provider(ctx)
     zone, result = await compare_zone(ctx)

@@ -3,8 +3,9 @@ report's line.
 
 When the address changes, the DNS records Steward owns must follow. They follow through the
 same diff as /dns fix: with ``STEWARD_DNS_AUTO_FOLLOW_IP=1`` it is applied at once and the
-admins are told what changed; otherwise the admins get the diff and a button that opens the
-/dns fix preview, whose Confirm applies exactly what it shows.
+admins are told what changed; otherwise the admins get the diff and are asked to send
+/dns fix, whose preview and Confirm apply exactly what it shows. (No button: a button may only
+run commands that change nothing, tests/handlers/test_run_button_checks.py.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 from datetime import datetime
 
 from handlers.core.context import CommandError, Context, Deps
-from handlers.core.messages import Actor, Button, ChatRef, Command, Reply, esc
+from handlers.core.messages import Actor, ChatRef, Command, Reply, esc
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
 from handlers.dns import OBSERVED, compare_zone, describe_changes
@@ -68,8 +69,8 @@ async def _follow(deps: Deps, now: datetime, head: str) -> Reply:
     changes = "\n".join(describe_changes(result.changes))
     if not deps.site.follow_ip:
         return Reply(
-            f"{head}\n/dns fix would make these changes in {esc(zone)}:\n{changes}",
-            buttons=(Button.run("Preview /dns fix", "dns fix"),),
+            f"{head}\n/dns fix would make these changes in {esc(zone)}:\n{changes}\n"
+            "Send /dns fix to see them again and confirm."
         )
     try:
         assert deps.dns is not None  # noqa: S101 - checked above

@@ -91,9 +91,11 @@ def test_demo_home_is_the_home_server_demo_and_a_typo_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("STEWARD_DEMO", "Home")
-    assert load_settings().demo == "home" and load_settings().demo_home
+    assert load_settings().demo == "home"
+    assert load_settings().demo_home
     monkeypatch.setenv("STEWARD_DEMO", "yes")
-    assert load_settings().demo is True and not load_settings().demo_home
+    assert load_settings().demo is True
+    assert not load_settings().demo_home
     monkeypatch.setenv("STEWARD_DEMO", "hom")
     with pytest.raises(ConfigError, match=r"^STEWARD_DEMO: 'hom' is not a boolean or 'home'$"):
         load_settings()
@@ -108,7 +110,8 @@ def test_the_public_ip_check_runs_every_minute_to_every_day(
     monkeypatch.setenv("STEWARD_PUBLIC_IP_INTERVAL_SECONDS", "600")
     monkeypatch.setenv("STEWARD_DNS_AUTO_FOLLOW_IP", "1")
     settings = load_settings()
-    assert settings.public_ip_interval_seconds == 600 and settings.dns_auto_follow_ip
+    assert settings.public_ip_interval_seconds == 600
+    assert settings.dns_auto_follow_ip
 
 
 @pytest.mark.parametrize("value", ["-1", "61", "nan", "inf", "fast"])

@@ -350,7 +350,8 @@ def test_the_home_demo_shows_the_failing_disk_the_degraded_mirror_and_the_change
     array_at = _at(r"^❌ RAID md0 is degraded: raid1 \[U_\]$", out)
     report_at = _at(r"^Daily report for ", out)
     assert status_at < disk_at < array_at < report_at
-    assert out.count("RAID md0 is degraded") == 2 and out.count("8 pending sectors") == 2
+    assert out.count("RAID md0 is degraded") == 2
+    assert out.count("8 pending sectors") == 2
     _at(r"^✅ UPS ups@localhost is on mains, battery 100%, ~42 min left$", out)
     _at(r"^⚠️ public address 203\.0\.113\.77, but the DNS says 203\.0\.113\.10: /dns fix$", out)
     assert "☁️ server" not in out  # one's own hardware: no cloud

@@ -40,9 +40,13 @@ async def test_failing_disks_are_failing_by_status_bits_and_by_content(home: Hom
 
     sata, nvme = await SmartctlDisks().disks()
 
-    assert sata.failing and sata.passed is False and sata.exit_status & BIT_DISK_FAILING
+    assert sata.failing
+    assert sata.passed is False
+    assert sata.exit_status & BIT_DISK_FAILING
     assert (sata.reallocated, sata.pending) == (2712, 48)
-    assert nvme.failing and nvme.critical_warning == 5 and nvme.percentage_used == 97
+    assert nvme.failing
+    assert nvme.critical_warning == 5
+    assert nvme.percentage_used == 97
 
 
 async def test_a_sleeping_disk_is_not_woken_and_a_missing_one_says_why(home: HomeFakes) -> None:
@@ -51,7 +55,9 @@ async def test_a_sleeping_disk_is_not_woken_and_a_missing_one_says_why(home: Hom
 
     asleep, missing = await SmartctlDisks().disks()
 
-    assert asleep.asleep and not asleep.problem and not asleep.failing
+    assert asleep.asleep
+    assert not asleep.problem
+    assert not asleep.failing
     assert "Unable to detect device type" in missing.problem
 
 
@@ -110,8 +116,10 @@ async def test_zpool_and_btrfs_are_asked_only_where_present(
     _, without_zfs = await HostArrays(md, mounts).arrays()
 
     by_name = {a.name: a for a in found}
-    assert answered == {"mdadm", "zfs", "btrfs"} and without_zfs == {"mdadm", "btrfs"}
-    assert by_name["tank"].state == "degraded" and "scrub repaired" in by_name["tank"].detail
+    assert answered == {"mdadm", "zfs", "btrfs"}
+    assert without_zfs == {"mdadm", "btrfs"}
+    assert by_name["tank"].state == "degraded"
+    assert "scrub repaired" in by_name["tank"].detail
     assert by_name["/"].state == "degraded"
     assert by_name["/"].detail == "device errors: /dev/sdb1 read_io 3, /dev/sdb1 write_io 12"
     assert ["device", "stats", "--", "/"] in home.calls("btrfs")  # one call per filesystem
@@ -120,7 +128,8 @@ async def test_zpool_and_btrfs_are_asked_only_where_present(
 
 async def test_a_missing_mdstat_means_no_md_driver_not_an_error(tmp_path: Path) -> None:
     found, answered = await HostArrays(tmp_path / "none", tmp_path / "none").arrays()
-    assert found == [] and "mdadm" not in answered
+    assert found == []
+    assert "mdadm" not in answered
 
 
 async def test_upsc_reads_status_charge_and_runtime(home: HomeFakes) -> None:
@@ -128,7 +137,9 @@ async def test_upsc_reads_status_charge_and_runtime(home: HomeFakes) -> None:
 
     status = await NutUps("ups").status()
 
-    assert status.on_battery and status.low_battery and status.runtime_minutes == 21
+    assert status.on_battery
+    assert status.low_battery
+    assert status.runtime_minutes == 21
     assert status.charge == 64
     home.ups("ups", None)
     with pytest.raises(OSError, match="Driver not connected"):

@@ -86,7 +86,7 @@ class AddressServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 body = owner.answer.encode()
                 self.send_response(owner.status)
                 self.send_header("Content-Length", str(len(body)))

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - recorded text, kept verbatim
 """Recorded /proc/mdstat texts (Linux 6.1, mdadm 4.2)."""
 
 DEGRADED_RECOVERING = """\

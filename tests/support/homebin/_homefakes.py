@@ -40,8 +40,21 @@ def smartctl(data: Path, args: list[str]) -> int:
     path = data / "smartctl" / name
     if not path.exists():
         # smartctl's own answer for a device it cannot open: bit 1.
-        sys.stdout.write(json.dumps({"smartctl": {"exit_status": 2, "messages": [
-            {"string": f"{args[-1]}: Unable to detect device type", "severity": "error"}]}}))
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "smartctl": {
+                        "exit_status": 2,
+                        "messages": [
+                            {
+                                "string": f"{args[-1]}: Unable to detect device type",
+                                "severity": "error",
+                            }
+                        ],
+                    }
+                }
+            )
+        )
         return 2
     text = path.read_text()
     sys.stdout.write(text)
