@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from bot.config import ConfigError, Settings
@@ -29,18 +30,22 @@ from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
+from providers.arrays import ArrayProbe, HostArrays
 from providers.base.backup import BackupEngine
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import CatalogueError, ServiceCatalogue
 from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs
+from providers.disks import DiskProbe, SmartctlDisks
 from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
+from providers.public_ip import HttpPublicAddress, PublicAddressProbe
 from providers.restore import DatabaseDumps, Restorer
 from providers.systemd import ServiceManager, SystemctlServiceManager
+from providers.ups import NutUps, UpsProbe
 
 if TYPE_CHECKING:
     from providers.demo import DemoServer
@@ -95,7 +100,7 @@ def build_app(
     console_admin: bool = False,
     router: OutboxRouter | None = None,
 ) -> App:
-    demo = demo or settings.demo
+    demo = bool(demo or settings.demo)
     # Check everything in the config before touching the database.
     registry = build_registry()
     unknown = sorted(settings.two_person - {entry.spec.name for entry in registry})
@@ -120,6 +125,11 @@ def build_app(
         work = settings.state_dir / "restore"
         restorer = Restorer(backups, services, work, root=root, dumps=dumps)
         data_jobs = LocalDataJobs(backups, restorer, dumps)
+    hardware = (
+        Hardware(server.disks, server.arrays, server.ups, server.public_ip)
+        if server
+        else _hardware(settings)
+    )
     deps = Deps(
         host=host,
         services=services,
@@ -138,7 +148,7 @@ def build_app(
             upgrade_flake=settings.upgrade_flake,
             snapshot_before_upgrade=settings.snapshot_before_upgrade,
         ),
-        cloud=server.cloud if server else _cloud(settings),
+        cloud=(None if server.home else server.cloud) if server else _cloud(settings),
         storage=server.storage if server else _storage(settings),
         dns=server.dns if server else _dns(settings),
         backups=backups,
@@ -154,7 +164,12 @@ def build_app(
             dkim_file=settings.dkim_file,
             dkim_selector=settings.dkim_selector,
             acme_dir=settings.acme_dir,
+            follow_ip=settings.dns_auto_follow_ip,
         ),
+        disks=hardware.disks,
+        arrays=hardware.arrays,
+        ups=hardware.ups,
+        public_ip=hardware.public_ip,
     )
     access = AccessPolicy.from_lists(
         settings.admins,
@@ -194,7 +209,32 @@ def _demo_server(settings: Settings) -> DemoServer:
     # The demo's in-memory fakes are imported only in demo mode.
     from providers.demo import DemoServer  # noqa: PLC0415
 
-    return DemoServer.create(step_seconds=settings.demo_delay)
+    return DemoServer.create(step_seconds=settings.demo_delay, home=settings.demo_home)
+
+
+class Hardware(NamedTuple):
+    disks: DiskProbe | None = None
+    arrays: ArrayProbe | None = None
+    ups: UpsProbe | None = None
+    public_ip: PublicAddressProbe | None = None
+
+
+def _hardware(settings: Settings) -> Hardware:
+    """Disks and arrays on one's own hardware (a cloud VM has neither SMART nor RAID to see);
+    the UPS and the public-address check wherever they are configured."""
+    found: dict[str, Any] = {}
+    if settings.server_provider == "none" and settings.watch_hardware:
+        if settings.health_dir is not None or shutil.which("smartctl"):
+            found["disks"] = SmartctlDisks(recorded=settings.health_dir)
+        found["arrays"] = HostArrays(settings.mdstat_path, recorded=settings.health_dir)
+    if settings.ups:
+        found["ups"] = NutUps(settings.ups)
+    if settings.public_ip_url:
+        try:
+            found["public_ip"] = HttpPublicAddress(settings.public_ip_url)
+        except ValueError as exc:
+            raise ConfigError(f"STEWARD_PUBLIC_IP_URL: {exc}") from None
+    return Hardware(**found)
 
 
 def _cloud(settings: Settings) -> ServerProvider | None:

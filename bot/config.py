@@ -136,6 +136,16 @@ def _schedule(raw: str) -> str:
     return f"{every} {hour:02d}:{minute:02d}"
 
 
+def _demo(raw: str) -> bool | str:
+    """``1``/``true`` … the cloud demo, ``home`` the home-server demo, ``0`` none."""
+    if raw.strip().lower() == "home":
+        return "home"
+    try:
+        return _boolean(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a boolean or 'home'") from None
+
+
 def _time_zone(raw: str) -> str:
     from zoneinfo import ZoneInfo  # noqa: PLC0415 - only when a zone is configured
 
@@ -171,7 +181,7 @@ _BY_TYPE: dict[object, Parser] = {str: str, Path: Path, bool: _boolean, Secret: 
 class Settings:
     state_dir: Path = Path("state")
     database_url: str | None = None
-    demo: bool = False
+    demo: Annotated[bool | Literal["home"], _demo] = False
     demo_delay: Annotated[float, _number(float, 0.0, 60.0)] = 0.3
     log_level: Annotated[LogLevel, _log_level] = "INFO"
 
@@ -256,6 +266,15 @@ class Settings:
     postgres_port: Annotated[int, _number(int, 1, 65535)] = 5432
     postgres_user: str = "postgres"
     postgres_password_file: Path | None = None
+    # One's own hardware (server_provider none): disks (smartctl), arrays (/proc/mdstat, zpool,
+    # btrfs), a NUT UPS, and a dynamic public address that the DNS records follow.
+    watch_hardware: bool = True
+    health_dir: Path | None = None  # where the root steward-health unit records smartctl etc.
+    mdstat_path: Path = Path("/proc/mdstat")
+    ups: str | None = None  # upsc's name of the UPS, e.g. ups@localhost
+    public_ip_url: str | None = None
+    public_ip_interval_seconds: Annotated[int, _number(int, 60, 86400)] = 300
+    dns_auto_follow_ip: bool = False
     report_schedule: Annotated[str, _schedule] = "daily 08:00"
     alert_interval_seconds: Annotated[int, _number(int, 60, 3600)] = 300
 
@@ -285,6 +304,10 @@ class Settings:
     @property
     def confirm_ttl(self) -> timedelta:
         return timedelta(seconds=self.confirm_ttl_seconds)
+
+    @property
+    def demo_home(self) -> bool:
+        return self.demo == "home"
 
     @property
     def has_transport(self) -> bool:

@@ -1,5 +1,6 @@
 """The routine of a serving bot, on the scheduler: the daily report, the alert check every few
-minutes, and the heartbeat. It is also the ``Schedules`` that /schedule reads and changes: a
+minutes, the heartbeat, and
+the public-address check. It is also the ``Schedules`` that /schedule reads and changes: a
 time set from chat is kept in the database and wins over the configured one."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from handlers.core.context import Context
 from handlers.core.messages import Actor, ChatRef, Command, Reply
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
+from handlers.public_address import follow_public_ip
 from handlers.reports import build_report, subscribers
 from handlers.weekly import weekly_report
 from providers.base.backup import RetentionPolicy
@@ -77,6 +79,11 @@ class Routine:
             self._scheduler.every("heartbeat", 60)
         else:
             self._scheduler.cancel("heartbeat")
+        if self._app.engine.deps.public_ip is not None:
+            self._scheduler.register("public-ip", self._public_ip)
+            self._scheduler.every("public-ip", settings.public_ip_interval_seconds)
+        else:
+            self._scheduler.cancel("public-ip")
         engine = self._app.engine
         engine.deps = replace(engine.deps, schedules=self)
 
@@ -97,6 +104,12 @@ class Routine:
     async def _alerts(self) -> None:
         for reply in await check_alerts(self._app.engine.deps, self._app.engine.clock()):
             await self._broadcast(reply)
+
+    async def _public_ip(self) -> None:
+        """To the admins: only they may confirm /dns fix."""
+        deps, now = self._app.engine.deps, self._app.engine.clock()
+        for reply in await follow_public_ip(deps, now):
+            await self._app.notifier.notify(reply)
 
     async def _backup(self) -> None:
         settings, deps, now = self._app.settings, self._app.engine.deps, self._app.engine.clock()

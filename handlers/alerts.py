@@ -30,6 +30,7 @@ from handlers.core.messages import Button, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Integer, Role, Word
 from handlers.core.text import duration
+from handlers.hardware import hardware_readings
 from providers.systemd import UnitError
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ async def _readings(deps: Deps, now: datetime) -> list[Reading]:
         found.append((f"cert:{name}", None, float(level),
                       f"the certificate of {name} expires in {max(days, 0):.0f} days"))  # fmt: skip
     found.extend(await backup_readings(deps, now))
+    open_keys = {s.key for s in await alert_states(deps) if s.level is not Level.OK}
+    found.extend(await hardware_readings(deps, now, open_keys))
     try:
         await deps.notes.set("alerts:probe", now.isoformat(), now)
     except Exception:  # noqa: BLE001 - whatever the database raises, it is the alert

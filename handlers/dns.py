@@ -8,7 +8,7 @@ import hashlib
 import ipaddress
 from pathlib import Path
 
-from handlers.core.context import CommandError, Context
+from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Role
@@ -56,8 +56,28 @@ async def required(ctx: Context) -> tuple[str, list[DnsRecord]]:
     return site.zone or site.domain, records
 
 
+OBSERVED = "publicip:"  # notes: the public address last seen, by family (ipv4, ipv6)
+
+
+async def observed_addresses(deps: Deps) -> tuple[str | None, str | None]:
+    """The public addresses the dynamic-IP check saw last, when it runs."""
+    if deps.public_ip is None:
+        return None, None
+    return await deps.notes.get(OBSERVED + "ipv4"), await deps.notes.get(OBSERVED + "ipv6")
+
+
 async def _addresses(ctx: Context) -> tuple[str | None, str | None]:
     site = ctx.deps.site
+    ipv4, ipv6 = await observed_addresses(ctx.deps)
+    if ipv4 is None and ipv6 is None and ctx.deps.public_ip is not None:
+        # Not checked yet (a new install): ask now rather than trust a configured address.
+        try:
+            seen = await ctx.deps.public_ip.address()
+        except OSError:
+            seen = None
+        ipv4, ipv6 = (None, seen) if seen and ":" in seen else (seen, None)
+    if ipv4 or ipv6:
+        return ipv4 or site.ipv4, ipv6 or site.ipv6
     if site.ipv4 or site.ipv6:
         return site.ipv4, site.ipv6
     if ctx.deps.cloud is not None:
@@ -93,7 +113,7 @@ async def _dkim(path: Path | None, selector: str) -> tuple[str | None, str]:
     return value, selector
 
 
-async def _compare(ctx: Context) -> tuple[str, DnsDiff]:
+async def compare_zone(ctx: Context) -> tuple[str, DnsDiff]:
     zone, records = await required(ctx)
     try:
         present = await _provider(ctx).list_records(zone)
@@ -109,7 +129,7 @@ def _line(record: DnsRecord) -> str:
 @commands.command("dns", "Check the DNS records the server needs")
 async def dns(ctx: Context) -> Reply:
     provider = _provider(ctx)
-    zone, result = await _compare(ctx)
+    zone, result = await compare_zone(ctx)
     lines = [f"<b>DNS of {esc(zone)}</b> at {esc(provider.label)}"]
     for check in result.checks:
         line = f"{_ICON[check.state]} {_line(check.record)}"
@@ -145,7 +165,7 @@ def _digest(zone: str, changes: DnsChanges) -> str:
                   changes=True)  # fmt: skip
 async def dns_fix(ctx: Context) -> Reply:
     provider = _provider(ctx)
-    zone, result = await _compare(ctx)
+    zone, result = await compare_zone(ctx)
     if result.ok:
         return Reply("Nothing to fix: all records are as the server needs them.")
     shown = await ctx.deps.notes.get(_shown_key(ctx))
@@ -167,7 +187,7 @@ async def dns_fix(ctx: Context) -> Reply:
 @dns_fix.preview
 async def _dns_fix_preview(ctx: Context) -> str:
     provider = _provider(ctx)
-    zone, result = await _compare(ctx)
+    zone, result = await compare_zone(ctx)
     if result.ok:
         raise CommandError("Nothing to fix: all records are as the server needs them.")
     await ctx.deps.notes.set(_shown_key(ctx), _digest(zone, result.changes), ctx.now)

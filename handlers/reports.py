@@ -16,6 +16,8 @@ from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Role, Word
 from handlers.core.text import duration, mark
+from handlers.hardware import hardware_lines
+from handlers.public_address import address_lines
 from providers.base.server import ServerError
 from providers.base.storage import StorageError
 from providers.host import DiskUsage
@@ -98,7 +100,11 @@ async def build_report(deps: Deps, now: datetime) -> Reply:
         f"{mark(m.memory_used_percent < MEMORY.warn)} memory {m.memory_used_percent:.0f}% "
         f"of {m.memory_total_bytes / GiB:.1f} GiB"
     )
-    disk_lines = await _disk_lines(deps, m.disks, now)
+    disk_lines = [
+        *await _disk_lines(deps, m.disks, now),
+        *await hardware_lines(deps, now),
+        *await address_lines(deps),
+    ]
     green &= all(line.startswith("✅") for line in disk_lines)
     lines.extend(disk_lines)
     try:

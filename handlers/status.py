@@ -8,13 +8,14 @@ from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.text import duration, mark
+from handlers.hardware import hardware_lines
 from providers.systemd import UnitError
 
 commands = Registry()
 GiB = 1024**3
 
 
-@commands.command("status", "Uptime, load, memory, disks and failed units")
+@commands.command("status", "Uptime, load, memory, disks, arrays, UPS and failed units")
 async def status(ctx: Context) -> Reply:
     metrics_task = asyncio.create_task(ctx.deps.host.metrics())
     try:
@@ -39,6 +40,7 @@ async def status(ctx: Context) -> Reply:
             f"{mark(disk.percent < 90)} disk <code>{esc(disk.mount)}</code> {disk.percent:.0f}% "
             f"of {disk.total_bytes / GiB:.0f} GiB"
         )
+    lines.extend(await hardware_lines(ctx.deps, ctx.now))
     if failed is None:
         lines.append("⚠️ failed units: unknown (systemd did not answer)")
     elif failed:

@@ -286,6 +286,31 @@ let
     // commonHardening;
   };
 
+  # steward-health: what the bot may not read itself, recorded as root into a folder the bot
+  # reads (STEWARD_HEALTH_DIR). SMART needs raw commands to the disks (CAP_SYS_RAWIO for ATA
+  # pass-through, CAP_SYS_ADMIN for NVMe admin commands), zpool needs /dev/zfs. Giving the
+  # chat-facing bot those, or the disk group (read access to every byte on every disk), would
+  # be far more than it needs: this unit has them, no network and no bot code, and only
+  # writes smartctl's, zpool's and btrfs's own output for the bot to parse.
+  healthDir = "/var/lib/steward-health";
+  healthScript = ''
+    set -u
+    out="$STATE_DIRECTORY"
+    # Each file is replaced whole, so the bot never reads half of one.
+    write() { cat > "$out/.$1.tmp"; mv -f "$out/.$1.tmp" "$out/$1"; }
+    smartctl --json --scan > "$out/.scan"
+    jq -r '.devices[] | "\(.name) \(.type)"' "$out/.scan" | while read -r device type; do
+      name=$(printf '%s' "''${device#/dev/}" | tr / _).json
+      # -n standby: a sleeping disk is not spun up; smartctl's exit status is in its JSON.
+      smartctl --json -a -n standby -d "$type" "$device" | write "$name" || true
+    done
+    write scan.json < "$out/.scan" # last: its time stamp says when the disks were read
+    ${if cfg.hardware.zfs then "zpool status -x | write zpool-status.txt" else ""}
+    awk '$3 == "btrfs" { print $2 }' /proc/self/mounts | sort -u | while read -r mount; do
+      btrfs device stats -- "$mount" | write "btrfs-$(systemd-escape --path "$mount").txt" || true
+    done
+  '';
+
   serviceType = types.submodule (
     { name, ... }:
     {
@@ -446,6 +471,28 @@ in
       '';
     };
 
+    hardware = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Watch this machine's own hardware (with `settings.server_provider = "none"`): disk
+          health from smartctl, mdadm arrays, btrfs device errors and, with `hardware.zfs`,
+          ZFS pools. A root unit, `steward-health`, records what needs root on a timer.
+        '';
+      };
+      zfs = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Also record `zpool status -x` (this machine has ZFS pools).";
+      };
+      interval = mkOption {
+        type = types.str;
+        default = "10min";
+        description = "How often `steward-health` reads the disks (a systemd time span).";
+      };
+    };
+
     upgrade = {
       method = mkOption {
         type = types.enum [
@@ -528,7 +575,9 @@ in
         config.systemd.package
         config.system.build.nixos-rebuild
         pkgs.restic # snapshots, check, drill and forget need no access to the services' data
-      ];
+      ]
+      # upsc asks upsd over TCP: no privilege needed.
+      ++ lib.optional ((cfg.settings.ups or null) != null) pkgs.nut;
       environment =
         botEnvironment
         // {
@@ -536,6 +585,9 @@ in
         }
         // lib.optionalAttrs (cfg.upgrade.method == "flake") {
           STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
+        }
+        // lib.optionalAttrs cfg.hardware.enable {
+          STEWARD_HEALTH_DIR = healthDir;
         };
       serviceConfig = {
         # Migrations run here, in a process of their own: Alembic never enters the bot.
@@ -624,6 +676,51 @@ in
           *) echo "error: cannot grow a '$fstype' filesystem on $device" >&2; exit 1 ;;
         esac
       '';
+    };
+
+    systemd.services.steward-health = lib.mkIf cfg.hardware.enable {
+      description = "Steward: record disk and pool health";
+      path = [
+        pkgs.smartmontools
+        pkgs.jq
+        pkgs.gawk
+        pkgs.coreutils
+        pkgs.btrfs-progs
+        config.systemd.package
+      ]
+      ++ lib.optional cfg.hardware.zfs pkgs.zfs;
+      script = healthScript;
+      serviceConfig = {
+        Type = "oneshot";
+        StateDirectory = "steward-health";
+        StateDirectoryMode = "0755"; # the bot reads it; only root writes
+        UMask = "0022";
+        CapabilityBoundingSet = [
+          "CAP_SYS_RAWIO"
+          "CAP_SYS_ADMIN"
+        ];
+        # Read-only access to the disks (smartctl opens them O_RDONLY) and nothing else in /dev.
+        DevicePolicy = "closed";
+        DeviceAllow = [
+          "block-sd r"
+          "block-blkext r"
+          "char-nvme r"
+        ]
+        ++ lib.optional cfg.hardware.zfs "/dev/zfs rw";
+        PrivateNetwork = true;
+        RestrictAddressFamilies = [ "AF_UNIX" ];
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        SystemCallArchitectures = "native";
+      }
+      // commonHardening;
+    };
+    systemd.timers.steward-health = lib.mkIf cfg.hardware.enable {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnBootSec = "2min";
+        OnUnitActiveSec = cfg.hardware.interval;
+      };
     };
 
     # A template: the instance is the generation. The bot validates the number; so does this.

@@ -32,7 +32,7 @@ from providers.restore import Restorer
 from tests.support.chat import RecordingOutbox, Sent
 from tests.support.postgres import create_database, postgres_server
 
-pytest_plugins = ["tests.support.synapse_fixture", "tests.support.knot"]
+pytest_plugins = ["tests.support.synapse_fixture", "tests.support.knot", "tests.support.home_fakes"]
 
 _counter = itertools.count()
 

@@ -11,18 +11,22 @@ from handlers.core.messages import Command
 from handlers.core.progress import Progress
 from handlers.core.records import AuditLog, DemoControls, Notes, Samples, Schedules
 from handlers.core.spec import Role
+from providers.arrays import ArrayProbe
 from providers.base.backup import BackupEngine
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import ServiceCatalogue
 from providers.datajobs import DataJobs
+from providers.disks import DiskProbe
 from providers.host import HostProbe
 from providers.nixos.desired import DesiredStateStore
 from providers.nixos.rebuild import Rebuilds
 from providers.nixos.system import NixosSystem
+from providers.public_ip import PublicAddressProbe
 from providers.restore import DatabaseDumps
 from providers.systemd import ServiceManager
+from providers.ups import UpsProbe
 
 if TYPE_CHECKING:
     from handlers.core.registry import Registry
@@ -57,6 +61,8 @@ class Site:
     dkim_selector: str = "selector"
     mail_service: str = "mailserver"  # the catalogue id whose being enabled means mail records
     acme_dir: str = "/var/lib/acme"  # NixOS's certificates, one folder per certificate
+    # When the public address changes, apply the /dns fix diff without asking first.
+    follow_ip: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,11 @@ class Deps:
     schedules: Schedules | None = None  # only while `steward run` serves
     demo: DemoControls | None = None  # only on the demo server
     samples: Samples | None = None
+    # One's own hardware; None where it is not there or not configured.
+    disks: DiskProbe | None = None
+    arrays: ArrayProbe | None = None
+    ups: UpsProbe | None = None
+    public_ip: PublicAddressProbe | None = None
 
 
 @dataclass(frozen=True, slots=True)

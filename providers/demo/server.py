@@ -8,9 +8,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from providers.arrays import MemoryArrays
 from providers.backup_memory import MemoryBackupEngine
 from providers.base.dns import DnsRecord
 from providers.catalogue import ServiceCatalogue, ServiceInfo
+from providers.demo.home import home_hardware
+from providers.disks import MemoryDisks
 from providers.dns.memory import MemoryDns
 from providers.host import DiskUsage, HostMetrics
 from providers.nixos.desired import DesiredState, MemoryDesiredState, ServiceState
@@ -21,9 +24,11 @@ from providers.nixos.rebuild import (
     is_steward_unit,
 )
 from providers.nixos.system import Generation
+from providers.public_ip import MemoryPublicAddress
 from providers.server_memory import MemoryServerProvider, demo_server_provider
 from providers.storage_memory import MemoryBackupStorage, demo_storage
 from providers.systemd import UnitError, UnitStatus, missing
+from providers.ups import MemoryUps
 
 DEMO_DOMAIN = "example.org"
 GiB = 1024**3
@@ -374,6 +379,12 @@ class DemoServer:
     dns: MemoryDns
     backups: MemoryBackupEngine
     domain: str = DEMO_DOMAIN
+    # The home-server demo (STEWARD_DEMO=home): its own hardware, no cloud.
+    home: bool = False
+    disks: MemoryDisks | None = None
+    arrays: MemoryArrays | None = None
+    ups: MemoryUps | None = None
+    public_ip: MemoryPublicAddress | None = None
 
     def data_root(self, folder: Path) -> Path:
         """A folder that stands for the demo's ``/`` in restores, holding each service's data
@@ -386,7 +397,7 @@ class DemoServer:
         return folder
 
     @classmethod
-    def create(cls, step_seconds: float = 0.3) -> DemoServer:
+    def create(cls, step_seconds: float = 0.3, *, home: bool = False) -> DemoServer:
         catalogue = demo_catalogue()
         started = datetime.now(UTC) - timedelta(days=12, hours=3)
         units = {
@@ -433,7 +444,11 @@ class DemoServer:
             f"cloud.{DEMO_DOMAIN}": now + timedelta(days=58),
         }
         demo_host = DemoHost(host, sizes=sizes, devices=devices, certs=certs)
-        return cls(
+        server = cls(
             catalogue, manager, demo_host, nixos, desired, rebuilds, cloud, demo_storage(),
             _demo_dns(), MemoryBackupEngine.demo(step_seconds),
         )  # fmt: skip
+        if not home:
+            return server
+        disks, arrays, ups, public_ip = home_hardware()
+        return replace(server, home=True, disks=disks, arrays=arrays, ups=ups, public_ip=public_ip)

@@ -87,6 +87,33 @@ def test_the_log_level_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> N
     assert _error(monkeypatch, "STEWARD_LOG_LEVEL", "trace").startswith("STEWARD_LOG_LEVEL: ")
 
 
+def test_demo_home_is_the_home_server_demo_and_a_typo_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STEWARD_DEMO", "Home")
+    assert load_settings().demo == "home"
+    assert load_settings().demo_home
+    monkeypatch.setenv("STEWARD_DEMO", "yes")
+    assert load_settings().demo is True
+    assert not load_settings().demo_home
+    monkeypatch.setenv("STEWARD_DEMO", "hom")
+    with pytest.raises(ConfigError, match=r"^STEWARD_DEMO: 'hom' is not a boolean or 'home'$"):
+        load_settings()
+
+
+def test_the_public_ip_check_runs_every_minute_to_every_day(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STEWARD_PUBLIC_IP_INTERVAL_SECONDS", "30")
+    with pytest.raises(ConfigError, match="STEWARD_PUBLIC_IP_INTERVAL_SECONDS"):
+        load_settings()
+    monkeypatch.setenv("STEWARD_PUBLIC_IP_INTERVAL_SECONDS", "600")
+    monkeypatch.setenv("STEWARD_DNS_AUTO_FOLLOW_IP", "1")
+    settings = load_settings()
+    assert settings.public_ip_interval_seconds == 600
+    assert settings.dns_auto_follow_ip
+
+
 @pytest.mark.parametrize("value", ["-1", "61", "nan", "inf", "fast"])
 def test_the_demo_delay_is_a_number_from_0_to_60(
     monkeypatch: pytest.MonkeyPatch, value: str

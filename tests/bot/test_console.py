@@ -331,3 +331,27 @@ def test_the_demo_alert_has_buttons_that_snooze_and_explain(tmp_path: Path) -> N
     snoozed = _at(r"^🔕 disk / is 92% full: no messages about it until ", out)
     listed = _at(r"^⚠️ disk / is 92% full since .*, quiet until ", out)
     assert buttons < details < snoozed < listed
+
+
+def test_the_home_demo_shows_the_failing_disk_the_degraded_mirror_and_the_changed_address(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path) | {"STEWARD_DEMO": "home"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "console", "--demo"],
+        input="/status\n/report\n", capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=30, check=False,
+    )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+
+    status_at = _at(r"^\S+ load \d+\.\d+ ", out)
+    disk_at = _at(r"^⚠️ disk /dev/sdb \(ST4000VN008-2DR166\): SMART passed, 8 pending sectors", out)
+    array_at = _at(r"^❌ RAID md0 is degraded: raid1 \[U_\]$", out)
+    report_at = _at(r"^Daily report for ", out)
+    assert status_at < disk_at < array_at < report_at
+    assert out.count("RAID md0 is degraded") == 2
+    assert out.count("8 pending sectors") == 2
+    _at(r"^✅ UPS ups@localhost is on mains, battery 100%, ~42 min left$", out)
+    _at(r"^⚠️ public address 203\.0\.113\.77, but the DNS says 203\.0\.113\.10: /dns fix$", out)
+    assert "☁️ server" not in out  # one's own hardware: no cloud

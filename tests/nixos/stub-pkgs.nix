@@ -18,4 +18,10 @@ in
   postgresql = package "postgresql";
   e2fsprogs = package "e2fsprogs";
   xfsprogs = package "xfsprogs";
+  smartmontools = package "smartmontools";
+  jq = package "jq";
+  gawk = package "gawk";
+  btrfs-progs = package "btrfs-progs";
+  zfs = package "zfs";
+  nut = package "nut";
 }

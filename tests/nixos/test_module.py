@@ -8,6 +8,7 @@ nixpkgs and KVM; it runs in `nix flake check`, not here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -416,7 +417,7 @@ def render_unit(service: dict[str, Any], exec_start: str) -> str:
     lines += [f"Wants={target}" for target in service.get("wants", [])]
     lines += ["", "[Service]"]
     environment = {
-        **service["environment"],
+        **service.get("environment", {}),
         "PATH": ":".join(f"{path}/bin" for path in service["path"]),
     }
     lines += [f'Environment="{key}={value}"' for key, value in sorted(environment.items())]
@@ -567,3 +568,67 @@ def test_postgresql_dumps_map_root_to_postgres_only_when_asked(
     job = with_dumps["systemd"]["services"]["steward-backup@"]
     assert job["environment"]["STEWARD_POSTGRES_HOST"] == "/run/postgresql"
     assert any(path.endswith("-postgresql") for path in job["path"])
+
+
+def test_disk_health_is_recorded_by_a_narrow_root_unit_the_bot_only_reads(
+    nix_env: dict[str, str], system: dict[str, Any], tmp_path: Path
+) -> None:
+    assert "steward-health" not in system["systemd"]["services"]
+    assert "STEWARD_HEALTH_DIR" not in unit(system)["environment"]
+    home = evaluate(
+        nix_env,
+        """{ enable = true; hardware = { enable = true; zfs = true; };
+             settings = { server_provider = "none"; ups = "ups@localhost"; }; }""",
+    )
+    health = home["systemd"]["services"]["steward-health"]
+    config = health["serviceConfig"]
+    bot = unit(home)
+
+    assert "User" not in config
+    assert config["Type"] == "oneshot"
+    assert sorted(config["CapabilityBoundingSet"]) == ["CAP_SYS_ADMIN", "CAP_SYS_RAWIO"]
+    assert config["DevicePolicy"] == "closed"
+    assert config["DeviceAllow"] == ["block-sd r", "block-blkext r", "char-nvme r", "/dev/zfs rw"]
+    assert config["PrivateNetwork"] is True
+    assert config["RestrictAddressFamilies"] == ["AF_UNIX"]
+    assert config["StateDirectory"] == "steward-health"
+    assert config["NoNewPrivileges"] is True
+    assert bot["environment"]["STEWARD_HEALTH_DIR"] == "/var/lib/steward-health"
+    # The bot itself gains nothing: no capability, no device.
+    assert bot["serviceConfig"]["CapabilityBoundingSet"] == ""
+    assert bot["serviceConfig"]["PrivateDevices"] is True
+    assert any(path.endswith("-nut") for path in bot["path"])
+    assert "smartctl --json -a -n standby" in health["script"]
+    assert "zpool status -x | write zpool-status.txt" in health["script"]
+    timer = home["systemd"]["timers"]["steward-health"]["timerConfig"]
+    assert timer["OnUnitActiveSec"] == "10min"
+    analyze = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
+    rendered = tmp_path / "steward-health.service"
+    rendered.write_text(render_unit(health, "/bin/true"), encoding="utf-8")
+    done = subprocess.run([analyze, "verify", "--man=no", str(rendered)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_what_the_health_unit_records_is_what_the_bot_reads(
+    nix_env: dict[str, str], tmp_path: Path
+) -> None:
+    from providers.disks import SmartctlDisks  # noqa: PLC0415
+    from tests.support.home_fakes import HomeFakes  # noqa: PLC0415
+
+    home = evaluate(nix_env, "{ enable = true; hardware = { enable = true; zfs = true; }; }")
+    script = home["systemd"]["services"]["steward-health"]["script"]
+    fakes = HomeFakes(tmp_path)
+    fakes.disks(sda="sata-healthy", nvme0="nvme-failing")
+    out = tmp_path / "steward-health"
+    out.mkdir()
+    env = {"PATH": f"{fakes.path}:/usr/bin:/bin", "STATE_DIRECTORY": str(out), "LC_ALL": "C"}
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    sda, nvme = asyncio.run(SmartctlDisks(recorded=out).disks())
+    assert (sda.device, sda.failing, nvme.device, nvme.failing) == (
+        "/dev/sda", False, "/dev/nvme0", True)  # fmt: skip
+    assert (out / "zpool-status.txt").read_text() == "no pools available\n"
+    assert ["--json", "-a", "-n", "standby", "-d", "sat", "/dev/sda"] in fakes.calls("smartctl")
