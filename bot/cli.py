@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from bot import logs
-from bot.config import SECRETS, ConfigError, Secret, Settings, load_settings
+from bot.config import SECRETS, ConfigError, Secret, Settings, check_extras, load_settings
 from bot.errors import DatabaseError
 from bot.transports.matrix_login import MatrixLogin
 
@@ -50,6 +50,8 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
 
         return work(settings, args.kind, args.instance)
     if args.command == "console":
+        if not (args.demo or settings.demo):
+            check_extras(settings)
         return asyncio.run(_console(settings, demo=args.demo))
     return _run(settings)
 
@@ -89,6 +91,7 @@ def b2_setup(
                 "b2 setup needs an account key that may create buckets and keys, in "
                 "STEWARD_B2_KEY_ID and STEWARD_B2_KEY (or their _FILE twins)"
             )
+        check_extras(settings)
         from providers.b2 import B2BackupStorage  # noqa: PLC0415
 
         storage = B2BackupStorage(
@@ -157,8 +160,10 @@ def _run(settings: Settings) -> int:
         print("No transport is configured: starting the console on the demo server.",
               file=sys.stderr)  # fmt: skip
         return asyncio.run(_console(settings, demo=True))
+    if not settings.demo:
+        check_extras(settings)  # a config error shows before anything starts
     if settings.matrix_homeserver is not None:
-        _matrix_login(settings)  # a config error shows before anything starts
+        _matrix_login(settings)
     return asyncio.run(_serve(settings))
 
 

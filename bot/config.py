@@ -9,6 +9,7 @@ callable in ``Annotated[...]`` is the field's own parser. Adding a setting is ad
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -356,6 +357,40 @@ def load_settings(**overrides: object) -> Settings:
         if (path := values.get(f"{name}_file")) is not None:
             values[name] = Secret(_read_secret_file(f"{PREFIX}{name.upper()}_FILE", path))
     return Settings(**values)
+
+
+# What each extra brings, by the module the adapter imports (pyproject.toml's extras).
+EXTRA_MODULES = {
+    "matrix": "nio",
+    "hetzner": "hcloud",
+    "digitalocean": "pydo",
+    "scaleway": "scaleway",
+    "ovh": "ovh",
+    "cloudflare": "cloudflare",
+    "b2": "b2sdk",
+}
+
+
+def check_extras(settings: Settings) -> None:
+    """A configured transport or provider whose extra is not installed stops the start in one
+    line, before anything connects. ``find_spec`` looks without importing."""
+    wanted: list[tuple[str, str]] = []
+    if settings.matrix_homeserver is not None:
+        wanted.append(("matrix", "STEWARD_MATRIX_HOMESERVER"))
+    if settings.server_provider != "none":
+        wanted.append(
+            (settings.server_provider, f"STEWARD_SERVER_PROVIDER={settings.server_provider}")
+        )
+    if settings.dns_provider == "cloudflare":
+        wanted.append(("cloudflare", "STEWARD_DNS_PROVIDER=cloudflare"))
+    if settings.b2_key_id is not None:
+        wanted.append(("b2", "STEWARD_B2_KEY_ID"))
+    for extra, setting in wanted:
+        if importlib.util.find_spec(EXTRA_MODULES[extra]) is None:
+            raise ConfigError(
+                f"{setting} needs Steward's {extra} extra, which is not installed: "
+                f"pip install 'steward[{extra}]' (the NixOS module adds it by itself)"
+            )
 
 
 def _text(value: object) -> str | None:

@@ -11,6 +11,21 @@ let
   inherit (lib) mkOption types;
   cfg = config.services.steward;
 
+  # pyproject.toml's extras that these settings need: a Telegram-only bot installs no Matrix
+  # library, a server at home no cloud SDK (package.nix maps each to nixpkgs' packages).
+  cloudExtras = [
+    "hetzner"
+    "digitalocean"
+    "scaleway"
+    "ovh"
+  ];
+  neededExtras =
+    lib.optional ((cfg.settings.matrix_homeserver or null) != null) "matrix"
+    ++ lib.optional (builtins.elem (cfg.settings.server_provider or "none") cloudExtras) cfg.settings.server_provider
+    ++ lib.optional ((cfg.settings.dns_provider or "none") == "cloudflare") "cloudflare"
+    ++ lib.optional (cfg.b2KeyIdFile != null) "b2"
+    ++ lib.optional (lib.hasPrefix "postgresql" (cfg.settings.database_url or "")) "postgres";
+
   catalogueFile = "/etc/steward/catalogue.json";
   rebuildUnits = [
     "steward-rebuild.service"
@@ -374,10 +389,31 @@ in
   options.services.steward = {
     enable = lib.mkEnableOption "Steward, the chat bot that runs this server";
 
+    extras = mkOption {
+      type = types.listOf (
+        types.enum (
+          cloudExtras
+          ++ [
+            "matrix"
+            "cloudflare"
+            "b2"
+            "postgres"
+          ]
+        )
+      );
+      default = neededExtras;
+      defaultText = lib.literalExpression "the extras that `settings` needs";
+      description = ''
+        Optional parts of Steward to install: `matrix` with `settings.matrix_homeserver`, the
+        SDK of `settings.server_provider` and of `settings.dns_provider = "cloudflare"`, `b2`
+        with `b2KeyIdFile`, `postgres` with a PostgreSQL `settings.database_url`.
+      '';
+    };
+
     package = mkOption {
       type = types.package;
-      default = pkgs.callPackage ./package.nix { };
-      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { }";
+      default = pkgs.callPackage ./package.nix { inherit (cfg) extras; };
+      defaultText = lib.literalExpression "pkgs.callPackage ./package.nix { inherit (cfg) extras; }";
       description = "The Steward package.";
     };
 

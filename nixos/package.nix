@@ -2,7 +2,31 @@
 {
   lib,
   python3Packages,
+  # pyproject.toml's optional parts; the NixOS module passes what its settings need.
+  extras ? [
+    "matrix"
+    "hetzner"
+    "digitalocean"
+    "scaleway"
+    "ovh"
+    "cloudflare"
+    "b2"
+    "postgres"
+  ],
 }:
+let
+  # Each extra of pyproject.toml, as nixpkgs' Python packages.
+  optional = with python3Packages; {
+    matrix = [ matrix-nio ] ++ matrix-nio.optional-dependencies.e2e;
+    hetzner = [ hcloud ];
+    digitalocean = [ pydo ];
+    scaleway = [ scaleway ];
+    ovh = [ ovh ];
+    cloudflare = [ cloudflare ];
+    b2 = [ b2sdk ];
+    postgres = [ psycopg ];
+  };
+in
 python3Packages.buildPythonApplication {
   pname = "steward";
   version = "0.1.0";
@@ -30,20 +54,12 @@ python3Packages.buildPythonApplication {
       psutil
       python-telegram-bot
       aiolimiter # python-telegram-bot[rate-limiter]
-      matrix-nio
       sniffio
       apscheduler
       pillow # the weekly chart, drawn in a subprocess
-      # Providers, imported only when configured.
-      hcloud
-      pydo
-      scaleway
-      ovh
-      b2sdk
-      cloudflare
       dnspython
     ]
-    ++ matrix-nio.optional-dependencies.e2e;
+    ++ lib.concatMap (extra: optional.${extra}) extras;
 
   # pyproject.toml pins the versions CI tests on PyPI; nixpkgs moves on its own schedule.
   pythonRelaxDeps = true;

@@ -445,3 +445,46 @@ def test_the_program_stops_with_status_2_on_an_unknown_two_person_command(
     assert lines[0].startswith("steward: STEWARD_TWO_PERSON: ")
     assert "nosuchcommand" in lines[0]
     assert done.stdout == ""
+
+
+MISSING_EXTRA_PROBE = """
+import sys
+sys.modules[sys.argv[1]] = None  # as if its extra were not installed
+from bot.cli import main
+raise SystemExit(main(["run"]))
+"""
+
+
+MATRIX = {"STEWARD_MATRIX_HOMESERVER": "http://127.0.0.1:9", "STEWARD_MATRIX_USER": "@s:localhost",
+          "STEWARD_MATRIX_PASSWORD": "x"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("module", "env", "setting", "extra"),
+    [
+        ("nio", MATRIX, "STEWARD_MATRIX_HOMESERVER", "matrix"),
+        ("hcloud", {"STEWARD_SERVER_PROVIDER": "hetzner", "STEWARD_HCLOUD_TOKEN": "t"},
+         "STEWARD_SERVER_PROVIDER=hetzner", "hetzner"),
+        ("pydo", {"STEWARD_SERVER_PROVIDER": "digitalocean"},
+         "STEWARD_SERVER_PROVIDER=digitalocean", "digitalocean"),
+        ("cloudflare", {"STEWARD_DNS_PROVIDER": "cloudflare"}, "STEWARD_DNS_PROVIDER=cloudflare",
+         "cloudflare"),
+    ],
+    ids=["matrix", "hetzner", "digitalocean", "cloudflare"],
+)  # fmt: skip
+def test_a_configured_sdk_that_is_not_installed_stops_the_start_in_one_line(
+    tmp_path: Path, module: str, env: dict[str, str], setting: str, extra: str
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEWARD_")}
+    variables = {**clean, "STEWARD_STATE_DIR": str(tmp_path), "STEWARD_TELEGRAM_TOKEN": "1:x",
+                 "STEWARD_TELEGRAM_API_URL": "http://127.0.0.1:9/bot", **env}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING_EXTRA_PROBE, module],
+        capture_output=True, text=True, env=variables, cwd=tmp_path, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"steward: {setting} needs Steward's {extra} extra, which is not installed: "
+        f"pip install 'steward[{extra}]' (the NixOS module adds it by itself)"
+    ]
+    assert not (tmp_path / "steward.db").exists()  # nothing started

@@ -21,4 +21,5 @@ let
   evaluated = module { inherit config lib pkgs; };
   cfg = lib.evalOptions "services.steward" evaluated.options.services.steward steward;
 in
-lib.resolve evaluated.config
+# The extras the package is built with ride along, for the tests.
+lib.resolve evaluated.config // { stewardExtras = cfg.extras; }

@@ -377,7 +377,7 @@ def test_the_bot_has_a_static_system_user_that_reads_the_journal(system: dict[st
 
 
 def test_a_disabled_module_configures_nothing(nix_env: dict[str, str]) -> None:
-    assert evaluate(nix_env, "{ }") == {}
+    assert evaluate(nix_env, "{ }") == {"stewardExtras": []}  # the extras are eval.nix's own
 
 
 def test_a_state_dir_elsewhere_is_created_by_tmpfiles(nix_env: dict[str, str]) -> None:
@@ -488,19 +488,53 @@ def test_the_bot_reads_certificates_only_when_given_their_group(nix_env: dict[st
     assert given["users"]["users"]["steward"]["extraGroups"] == ["systemd-journal", "acme"]
 
 
-def test_the_package_brings_every_runtime_dependency_of_pyproject() -> None:
+def _names(deps: list[str]) -> set[str]:
+    """PyPI names of requirements, without extras or versions; Steward's own extras expanded by
+    the caller."""
+    return {re.split(r"[\[<>=!~ ]", dep, maxsplit=1)[0].lower() for dep in deps}
+
+
+NIXPKGS_NAMES = {"matrix-nio": "matrix-nio", "psycopg": "psycopg"}
+
+
+def test_the_package_brings_every_runtime_dependency_and_extra_of_pyproject() -> None:
     """package.nix lists nixpkgs' Python packages by hand; one missing is a bot that fails to
-    import on the server, which no other test would notice."""
+    import on the server, which no other test would notice. Core and each extra separately."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {
-        re.split(r"[\[<>=!~ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]
-    }
-    listed = set(
-        re.findall(
-            r"^\s+([a-z0-9-]+)\s*(?:#.*)?$", (ROOT / "nixos" / "package.nix").read_text(), re.M
-        )
+    text = (ROOT / "nixos" / "package.nix").read_text()
+    core_block = text[text.index("dependencies =") :]
+    listed_core = set(re.findall(r"^\s+([a-z0-9-]+)\s*(?:#.*)?$", core_block, re.M))
+    assert _names(project["dependencies"]) - listed_core == set()
+    optional = project["optional-dependencies"]
+    mapped = dict(re.findall(r"^\s+([a-z0-9]+) = \[ ([a-z0-9-]+) \]", text, re.M))
+    for extra in ("matrix", "hetzner", "digitalocean", "scaleway", "ovh", "cloudflare", "b2",
+                  "postgres"):  # fmt: skip
+        (wanted,) = _names(optional[extra])
+        assert mapped.get(extra) == wanted, extra
+    assert _names(optional["all"]) == {"steward"}
+    assert set(optional["all"][0].split("[")[1].rstrip("]").split(",")) == set(mapped)
+
+
+@pytest.mark.parametrize(
+    ("settings", "extra_secrets", "extras"),
+    [
+        ('{ telegram_rate_limit = true; }', "", []),
+        ('{ matrix_homeserver = "https://m.example.org"; server_provider = "hetzner"; }', "",
+         ["matrix", "hetzner"]),
+        ('{ server_provider = "none"; dns_provider = "cloudflare"; }', "", ["cloudflare"]),
+        ('{ server_provider = "ovh"; database_url = "postgresql://steward@/steward"; }', "",
+         ["ovh", "postgres"]),
+        ("{ }", "b2KeyIdFile = /dev/null;", ["b2"]),
+    ],
+    ids=["telegram-only", "matrix-hetzner", "home-cloudflare", "ovh-postgres", "b2"],
+)  # fmt: skip
+def test_the_package_carries_only_the_extras_the_settings_need(
+    nix_env: dict[str, str], settings: str, extra_secrets: str, extras: list[str]
+) -> None:
+    evaluated = evaluate(
+        nix_env, f"{{ enable = true; settings = {settings}; {extra_secrets} services = {{ }}; }}"
     )
-    assert wanted - listed == set()
+    assert evaluated["stewardExtras"] == extras
 
 
 def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
