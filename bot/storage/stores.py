@@ -289,8 +289,9 @@ class SqlAuditLog(_Store):
     INSERT carries many rows, and a lone command never waits for another's interval.
 
     ``record`` returns once the row has committed: the engine awaits it before an action runs,
-    and before a chat's next message is handled. ``flush`` waits for every queued row; a clean
-    stop calls it, so a row whose reply went out first is not lost then either."""
+    and before a chat's next message is handled. ``submit`` queues the row at once and returns
+    what to await, so a read-only command's commit runs while its reply is on its way.
+    ``flush`` waits for every queued row; a clean stop calls it."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
@@ -298,12 +299,15 @@ class SqlAuditLog(_Store):
         self._writer: asyncio.Task[None] | None = None
 
     async def record(self, entry: AuditEntry) -> None:
+        await self.submit(entry)
+
+    def submit(self, entry: AuditEntry) -> asyncio.Future[None]:
         done = asyncio.get_running_loop().create_future()
         self._queue.append((_audit_values(entry), done))
         if self._writer is None or self._writer.done():
             # The task first runs on the loop's next turn: rows queued in this turn join it.
             self._writer = asyncio.create_task(self._write())
-        await done
+        return done
 
     async def flush(self) -> None:
         """Wait until every row queued so far has been written (or has failed)."""

@@ -123,16 +123,20 @@ class Engine:
         started = time.monotonic()
         ctx = Context(cmd, role, self.deps, NoProgress(), self.clock())
         reply, event, result = await self.invoke(entry, ctx, values)
+        # Queued before the reply is sent, so its commit runs while the reply is on its way;
+        # awaited after, so the chat's next message waits for it (and a clean stop flushes it).
+        written = self._audit_soon(
+            event, cmd.actor, cmd.chat, cmd.name, cmd.args, result=result, started=started
+        )
         try:
             await self.outbox.send(cmd.chat, reply, cmd.message_id)
         except Exception as exc:
-            # The command ran; that it could not answer belongs in the audit row too.
-            result = f"{result}; reply not delivered: {type(exc).__name__}"
+            # The command ran and its row says so; that it could not answer is a row too.
+            await self.audit(AuditEvent.ERROR, cmd.actor, cmd.chat, cmd.name, cmd.args,
+                             result=f"reply not delivered: {type(exc).__name__}")  # fmt: skip
             raise
         finally:
-            await self.audit(
-                event, cmd.actor, cmd.chat, cmd.name, cmd.args, result=result, started=started
-            )
+            await written
 
     async def invoke(
         self, entry: Entry, ctx: Context, values: Mapping[str, object]
@@ -409,17 +413,43 @@ class Engine:
         approver: Actor | None = None,
         started: float | None = None,
     ) -> None:
+        await self._audit_soon(event, actor, chat, command, args, result=result,
+                               approver=approver, started=started)  # fmt: skip
+
+    def _audit_soon(
+        self,
+        event: AuditEvent,
+        actor: Actor,
+        chat: ChatRef | None,
+        command: str = "",
+        args: tuple[str, ...] = (),
+        *,
+        result: str = "",
+        approver: Actor | None = None,
+        started: float | None = None,
+    ) -> Awaitable[None]:
+        """Queues the row now and returns what completes once it has committed. That never
+        raises: losing an audit row is bad; losing the answer to the user as well is worse."""
         duration = None if started is None else int((time.monotonic() - started) * 1000)
         entry = AuditEntry(self.clock(), event, actor, chat, command, args[:20], approver,
                            result[:500], duration)  # fmt: skip
         try:
-            await self.deps.audit.record(entry)
+            return _logged(self.deps.audit.submit(entry), command)
         except Exception:
-            # Losing an audit row is bad; losing the answer to the user as well is worse.
             log.exception("could not write the audit row for /%s", command)
+            return _logged(None, command)
 
     async def wait_for_jobs(self, seconds: float) -> bool:
         return await self.jobs.wait(seconds)
+
+
+async def _logged(written: Awaitable[None] | None, command: str) -> None:
+    if written is None:
+        return
+    try:
+        await written
+    except Exception:
+        log.exception("could not write the audit row for /%s", command)
 
 
 def _prompt_head(conf: Confirmation) -> str:

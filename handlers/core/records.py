@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -194,6 +194,13 @@ class DemoControls(Protocol):
 
 
 class AuditLog(Protocol):
-    async def record(self, entry: AuditEntry) -> None: ...
+    async def record(self, entry: AuditEntry) -> None:
+        """Returns once the row has committed."""
+        ...
+
+    def submit(self, entry: AuditEntry) -> Awaitable[None]:
+        """Queues the row for the next commit now; the awaitable completes once it has
+        committed. The work between the two (sending a reply) overlaps the commit."""
+        ...
 
     async def recent(self, limit: int) -> list[AuditEntry]: ...

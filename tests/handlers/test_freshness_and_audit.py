@@ -333,6 +333,8 @@ async def test_a_reply_that_cannot_be_delivered_is_still_audited(harness: Harnes
     with pytest.raises(ConnectionError):
         await harness.engine.handle_command(harness.command("/whoami", ADMIN))
 
-    (row,) = await audit_rows(harness)
-    assert row.command == "whoami"
-    assert row.result == "ok; reply not delivered: ConnectionError"
+    # The command ran (its row), then its answer was lost (a second row).
+    ran, lost = await audit_rows(harness)
+    assert (ran.command, ran.event, ran.result) == ("whoami", AuditEvent.OUTCOME, "ok")
+    assert (lost.command, lost.event) == ("whoami", AuditEvent.ERROR)
+    assert lost.result == "reply not delivered: ConnectionError"
