@@ -55,6 +55,8 @@ class Container:
             "systemd-nspawn", "-b", "-D", str(self.root), "--register=no", "--keep-unit",
             "--console=read-only", "--volatile=overlay", "--private-network",
             f"--bind-ro={self.checkout}:{SRC}", f"--machine={self.name}",
+            # The root lies in the checkout: hide it, or the container sees its own mounts.
+            f"--tmpfs={SRC}/.systemd-root:mode=0755",
         ]  # fmt: skip
         began = time.monotonic()
         with self.log.open("wb") as out:
@@ -128,8 +130,18 @@ class Container:
             except subprocess.TimeoutExpired:
                 self._nspawn.kill()
                 self._nspawn.wait(10)
-        # nspawn leaves its cgroups behind; they are empty once it is gone.
+        # nspawn leaves its cgroups behind (and the container's own inside payload/); they are
+        # empty once it is gone, and removed deepest first.
         for cgroup in _cgroups(self.name):
-            for child in ("payload", "supervisor", ""):
-                with contextlib.suppress(OSError):
-                    (cgroup / child).rmdir() if child else cgroup.rmdir()
+            remove_cgroup(cgroup)
+
+
+def remove_cgroup(cgroup: Path) -> None:
+    if not cgroup.is_dir():
+        return
+    for child in sorted(cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if child.is_dir():
+            with contextlib.suppress(OSError):
+                child.rmdir()
+    with contextlib.suppress(OSError):
+        cgroup.rmdir()
