@@ -148,7 +148,10 @@ def _check(unit: str) -> None:
 
 
 def _judge(
-    run: RebuildRun, props: dict[str, str], lines: tuple[str, ...], invocations: tuple[str, ...] = ()
+    run: RebuildRun,
+    props: dict[str, str],
+    lines: tuple[str, ...],
+    invocations: tuple[str, ...] = (),
 ) -> RebuildPoll:
     invocation = props.get("InvocationID", "")
     state = props.get("ActiveState", "")

@@ -20,6 +20,7 @@ from pathlib import Path
 CGROUP_HIERARCHIES = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 SRC = "/opt/steward/src"  # the checkout, bound read-only; the root's venv has it on its path
 PYTHON = "/opt/steward/venv/bin/python"
+INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class BootError(RuntimeError):
@@ -60,9 +61,10 @@ class Container:
         ]  # fmt: skip
         began = time.monotonic()
         with self.log.open("wb") as out:
-            self._nspawn = subprocess.Popen(  # noqa: PLW1509 - the cgroup move must precede exec
+            # preexec_fn: the cgroup move must happen between fork and exec (no threads here).
+            self._nspawn = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=own_cgroup,
+                preexec_fn=own_cgroup,  # noqa: PLW1509
             )  # fmt: skip
         deadline = began + timeout
         state = ""
@@ -100,7 +102,7 @@ class Container:
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         """``argv`` inside the container, as root or as ``user`` (runuser: its groups too)."""
-        inner = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+        inner = ["env", "-i", f"PATH={INSIDE_PATH}", "LANG=C.UTF-8",
                  *(f"{k}={v}" for k, v in (env or {}).items()), *argv]  # fmt: skip
         if user is not None:
             inner = ["runuser", "-u", user, "--", *inner]

@@ -53,7 +53,8 @@ async def rebuild_follow(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 async def backup(service: str) -> dict[str, Any]:
-    info = ServiceCatalogue.from_json(json.loads(CATALOGUE.read_text()))[service]
+    text = await asyncio.to_thread(CATALOGUE.read_text)
+    info = ServiceCatalogue.from_json(json.loads(text))[service]
     seen: list[dict[str, Any]] = []
 
     async def progress(report: BackupProgress) -> None:

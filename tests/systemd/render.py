@@ -80,7 +80,7 @@ def render_service(name: str, service: dict[str, Any]) -> tuple[str, dict[str, s
         config["ExecStart"] = f"{path} {service.get('scriptArgs', '')}".rstrip()
     for key, setting in config.items():
         items = setting if isinstance(setting, list) else [setting]
-        if items == [""] or items == []:
+        if items in ([""], []):
             body.append(f"{key}=")
         body += [f"{key}={_value(item)}" for item in items if item != ""]
     install = [f"WantedBy={x}" for x in service.get("wantedBy", [])]
@@ -102,7 +102,9 @@ def install(container: Container, system: dict[str, Any]) -> dict[str, str]:
     for path, entry in system["environment"]["etc"].items():
         container.write(f"/etc/{path}", entry["text"])
     # NixOS writes security.polkit.extraConfig to this file.
-    container.write("/etc/polkit-1/rules.d/10-nixos.rules", system["security"]["polkit"]["extraConfig"])
+    container.write(
+        "/etc/polkit-1/rules.d/10-nixos.rules", system["security"]["polkit"]["extraConfig"]
+    )
     rules = system["systemd"].get("tmpfiles", {}).get("rules", [])
     if rules:
         container.write("/etc/tmpfiles.d/00-nixos.conf", "\n".join(rules) + "\n")

@@ -214,7 +214,10 @@ def test_a_backup_and_a_restore_run_the_worker_as_root_with_real_restic(booted: 
     assert "error" not in done, done
     assert done["files_new"] == 2
     (snapshot,) = json.loads(restic(container, "snapshots", "--json"))
-    assert snapshot["id"].startswith(done["snapshot_id"]) or snapshot["short_id"] == done["snapshot_id"]
+    assert (
+        snapshot["id"].startswith(done["snapshot_id"])
+        or snapshot["short_id"] == done["snapshot_id"]
+    )
     assert snapshot["paths"] == ["/srv/app"]
     assert snapshot["username"] == "root"  # the unit ran as root; the bot could not read sub/b.txt
     status = container.path("/var/lib/steward-worker/jobs/app.json")
