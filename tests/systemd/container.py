@@ -56,9 +56,11 @@ class Container:
             "systemd-nspawn", "-b", "-D", str(self.root), "--register=no", "--keep-unit",
             "--console=read-only", "--volatile=overlay", "--private-network",
             f"--bind-ro={self.checkout}:{SRC}", f"--machine={self.name}",
-            # The root lies in the checkout: hide it, or the container sees its own mounts.
-            f"--tmpfs={SRC}/.systemd-root:mode=0755",
         ]  # fmt: skip
+        if self.root.resolve().is_relative_to(self.checkout.resolve()):
+            # The root lies in the checkout: hide it, or the container sees its own mounts.
+            inner = self.root.resolve().relative_to(self.checkout.resolve()).parts[0]
+            argv.append(f"--tmpfs={SRC}/{inner}:mode=0755")
         began = time.monotonic()
         with self.log.open("wb") as out:
             # preexec_fn: the cgroup move must happen between fork and exec (no threads here).
