@@ -9,8 +9,13 @@ MOTO_STAMP := $(MOTO)/.installed
 # A real Synapse homeserver for the Matrix tests, in its own venv (it pins its own deps).
 SYNAPSE := .synapse
 SYNAPSE_STAMP := $(SYNAPSE)/.installed
+# A Debian bookworm root booted with systemd-nspawn for tests/systemd (about 90 s, once; needs
+# root). Rebuilt when the dependencies or the build script change.
+SYSTEMD_ROOT := .systemd-root
+SYSTEMD_STAMP := $(SYSTEMD_ROOT)/.installed
 
-.PHONY: install synapse moto tools run test lint typecheck layers pytest bench clean
+.PHONY: install synapse moto tools run test lint typecheck layers pytest bench clean \
+	systemd-root systemd-test
 
 install: $(STAMP)
 
@@ -52,6 +57,24 @@ tools:
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+systemd-root: $(SYSTEMD_STAMP)
+
+$(SYSTEMD_STAMP): pyproject.toml tests/systemd/build-root.sh
+	@command -v systemd-nspawn >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || { \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+			systemd-container debootstrap >/dev/null; }
+	mkdir -p $(SYSTEMD_ROOT)
+	tests/systemd/build-root.sh $(SYSTEMD_ROOT)/root .
+	touch $(SYSTEMD_STAMP)
+
+# The NixOS module's units, polkit rule and user on a real systemd 252 with dbus and polkitd
+# (tests/systemd). Plain `make test` skips that folder; this target runs it, and fails when
+# the container cannot boot.
+systemd-test: install tools $(SYSTEMD_STAMP)
+	STEWARD_SYSTEMD_ROOT=$(CURDIR)/$(SYSTEMD_ROOT)/root $(BIN)/pytest -q \
+		--durations=5 tests/systemd
+
 run: install
 	$(BIN)/steward run
 
@@ -82,4 +105,4 @@ bench: install $(SYNAPSE_STAMP) tools
 	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) $(SYNAPSE) $(MOTO) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(SYNAPSE) $(MOTO) $(SYSTEMD_ROOT) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -690,9 +690,11 @@ in
 
     # /resize: grow the filesystem of a cloud volume to the volume's new size.
     systemd.services."steward-growfs@" = {
-      description = "Steward: grow the filesystem on %I";
+      # %f, not %I: the instance is a path escaped without its leading "/", which %I does not
+      # give back (it passed "dev/disk/…", and the script refused every volume).
+      description = "Steward: grow the filesystem on %f";
       serviceConfig.Type = "oneshot";
-      scriptArgs = "%I";
+      scriptArgs = "%f";
       path = [
         pkgs.util-linux
         pkgs.e2fsprogs
@@ -704,8 +706,10 @@ in
           /dev/disk/by-id/scsi-0HC_Volume_[0-9]*) ;;
           *) echo "error: not a cloud volume: $device" >&2; exit 2 ;;
         esac
-        fstype=$(findmnt --noheadings --first-only --output FSTYPE --source "$device")
-        target=$(findmnt --noheadings --first-only --output TARGET --source "$device")
+        # || true: findmnt fails when nothing is mounted from the device, and the unit script
+        # runs under `set -e`, which ended it without a word; the message below says why.
+        fstype=$(findmnt --noheadings --first-only --output FSTYPE --source "$device" || true)
+        target=$(findmnt --noheadings --first-only --output TARGET --source "$device" || true)
         case "$fstype" in
           ext2 | ext3 | ext4) resize2fs "$device" ;;
           xfs) xfs_growfs "$target" ;;

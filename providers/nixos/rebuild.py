@@ -102,7 +102,7 @@ class SystemdRebuilds:
     async def prepare(self, unit: str) -> RebuildRun:
         _check(unit)
         (props,) = await self._show([unit], ("Id", "ActiveState", "InvocationID"))
-        _, cursor = await self._journal(unit, "", last=True)
+        _, cursor, _ = await self._journal(unit, "", last=True)
         invocation = props.get("InvocationID", "")
         if props.get("ActiveState") in _BUSY:
             return RebuildRun(unit, invocation, invocation, cursor, joined=True, started=True)
@@ -117,9 +117,9 @@ class SystemdRebuilds:
     async def poll(self, run: RebuildRun) -> RebuildPoll:
         # The state first, then the journal: every line written before the end is then read.
         (props,) = await self._show([run.unit], ("ActiveState", "Result", "InvocationID"))
-        lines, cursor = await self._journal(run.unit, run.cursor)
+        lines, cursor, invocations = await self._journal(run.unit, run.cursor)
         run = replace(run, cursor=cursor or run.cursor)
-        return _judge(run, props, lines)
+        return _judge(run, props, lines, invocations)
 
     async def _show(self, units: list[str], props: tuple[str, ...]) -> list[dict[str, str]]:
         out = await run_tool(
@@ -130,7 +130,7 @@ class SystemdRebuilds:
 
     async def _journal(
         self, unit: str, cursor: str, *, last: bool = False
-    ) -> tuple[tuple[str, ...], str]:
+    ) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
         args = ["--unit", unit, "--output", "json", "--no-pager", "--quiet"]
         if last:
             args += ["--lines", "1"]
@@ -139,7 +139,7 @@ class SystemdRebuilds:
         else:
             args += ["--lines", "500"]
         out = await run_tool("journalctl", args, self._timeout)
-        return parse_journal_json(out)
+        return _parse_journal(out)
 
 
 def _check(unit: str) -> None:
@@ -147,11 +147,23 @@ def _check(unit: str) -> None:
         raise UnitError(f"{unit} is not one of Steward's rebuild units")
 
 
-def _judge(run: RebuildRun, props: dict[str, str], lines: tuple[str, ...]) -> RebuildPoll:
+def _judge(
+    run: RebuildRun,
+    props: dict[str, str],
+    lines: tuple[str, ...],
+    invocations: tuple[str, ...] = (),
+) -> RebuildPoll:
     invocation = props.get("InvocationID", "")
     state = props.get("ActiveState", "")
     if not run.run_id and invocation and invocation != run.before_id:
         run = replace(run, run_id=invocation)
+    if not run.run_id:
+        # A run that succeeded before the first poll (the bot was restarting) is gone from
+        # `systemctl show`: systemd unloads a finished oneshot, and its InvocationID reads "".
+        # The journal lines read since the start still carry the run's invocation.
+        begun = next((found for found in invocations if found != run.before_id), "")
+        if begun:
+            run = replace(run, run_id=begun)
     if not run.run_id:
         return RebuildPoll(run, lines, finished=False, succeeded=False)
     if invocation != run.run_id:
@@ -166,7 +178,15 @@ def _judge(run: RebuildRun, props: dict[str, str], lines: tuple[str, ...]) -> Re
 def parse_journal_json(text: str) -> tuple[tuple[str, ...], str]:
     """``journalctl -o json``: one object per line. MESSAGE is a string, or a list of bytes
     when it was not valid UTF-8. Returns the messages and the last cursor."""
+    lines, cursor, _ = _parse_journal(text)
+    return lines, cursor
+
+
+def _parse_journal(text: str) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """As parse_journal_json, and the invocation IDs of the entries, in order: the unit's own
+    output has ``_SYSTEMD_INVOCATION_ID``, systemd's lines about it ``INVOCATION_ID``."""
     lines: list[str] = []
+    invocations: list[str] = []
     cursor = ""
     for raw in text.splitlines():
         if not raw.strip():
@@ -182,4 +202,7 @@ def parse_journal_json(text: str) -> tuple[tuple[str, ...], str]:
             )
         lines.append(strip_ansi(str(message)))
         cursor = str(entry.get("__CURSOR", cursor))
-    return tuple(lines), cursor
+        invocation = entry.get("_SYSTEMD_INVOCATION_ID") or entry.get("INVOCATION_ID")
+        if isinstance(invocation, str) and invocation not in invocations:
+            invocations.append(invocation)
+    return tuple(lines), cursor, tuple(invocations)

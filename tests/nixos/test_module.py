@@ -21,13 +21,12 @@ import pytest
 
 from providers.catalogue import ServiceCatalogue
 from providers.host import systemd_escape_path
+from tests.support import nixos_eval
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 MODULE = ROOT / "nixos" / "module.nix"
 NIX_FILES = sorted([*(ROOT / "nixos").rglob("*.nix"), *HERE.glob("*.nix")])
-# Evaluate without a Nix daemon or a writable store: a dummy store that holds nothing.
-NIX_FLAGS = ["--store", "dummy://", "--readonly-mode"]
 
 REBUILD_UNITS = ["steward-rebuild.service", "steward-upgrade.service"]
 SECRETS = {
@@ -60,38 +59,14 @@ CATALOGUE = """{
 
 @pytest.fixture(scope="module")
 def nix_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    found = shutil.which("nix-instantiate")
-    if found is None:
-        pytest.fail("nix-instantiate is missing: `make nix` installs Debian's nix-bin")
-    home = tmp_path_factory.mktemp("nix")
-    return {
-        "PATH": f"{Path(found).parent}:/usr/bin:/bin",
-        "HOME": str(home),
-        "NIX_STATE_DIR": str(home / "state"),
-        "NIX_CONF_DIR": str(home / "conf"),
-        "XDG_CACHE_HOME": str(home / "cache"),
-        "NIX_PATH": "",
-    }
+    try:
+        return nixos_eval.nix_env(tmp_path_factory.mktemp("nix"))
+    except nixos_eval.NixMissingError as exc:
+        pytest.fail(str(exc))
 
 
-def nix(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["nix-instantiate", *NIX_FLAGS, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def evaluate(env: dict[str, str], steward: str) -> dict[str, Any]:
-    done = nix(
-        env, "--eval", "--strict", "--json", str(HERE / "eval.nix"), "--arg", "steward", steward
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+nix = nixos_eval.nix
+evaluate = nixos_eval.evaluate
 
 
 @pytest.fixture(scope="module")
@@ -469,7 +444,7 @@ def test_the_growfs_unit_refuses_anything_but_a_cloud_volume(
     system: dict[str, Any], tmp_path: Path
 ) -> None:
     service = unit(system, "steward-growfs@")
-    assert service["scriptArgs"] == "%I"
+    assert service["scriptArgs"] == "%f"  # %I drops the leading "/"
     assert service["serviceConfig"] == {"Type": "oneshot"}
     body = tmp_path / "growfs.sh"
     body.write_text(service["script"], encoding="utf-8")
