@@ -290,17 +290,21 @@ class MatrixTransport:
                 cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id
             )
             return
-        found = await self.state.prompt_by_code(cmd.args[0]) if len(cmd.args) == 1 else None
+        # ``!confirm CODE 123456``: the prompt's code, then a one-time code when it asks for one.
+        fits = len(cmd.args) == 1 or (len(cmd.args) == 2 and cmd.name == "confirm")
+        found = await self.state.prompt_by_code(cmd.args[0]) if fits else None
         if found is None or found[1].room_id != cmd.chat.chat_id:
-            await self.engine.audit(AuditEvent.REFUSED, cmd.actor, cmd.chat, cmd.name, cmd.args,
-                                    result="unknown code")  # fmt: skip
+            # Never the one-time code in the audit row: only what names the prompt.
+            await self.engine.audit(AuditEvent.REFUSED, cmd.actor, cmd.chat, cmd.name,
+                                    cmd.args[:1], result="unknown code")  # fmt: skip
             usage = f"<code>!{cmd.name} CODE</code>"
             reply = Reply(f"No confirmation waits for that code. Usage: {usage}")
             await self.outbox.send(cmd.chat, reply, cmd.message_id)
             return
         prompt_id, prompt = found
         action = prompt.confirm if cmd.name == "confirm" else prompt.cancel
-        press = Press(action, cmd.actor, cmd.chat, cmd.received_at, prompt_id)
+        code = cmd.args[1] if len(cmd.args) == 2 else None
+        press = Press(action, cmd.actor, cmd.chat, cmd.received_at, prompt_id, code=code)
         await self._press(press, cmd.message_id)
 
     async def _on_reaction(self, room_id: str, event: ReactionEvent) -> None:
