@@ -94,7 +94,8 @@ async def test_sshkey_add_runs_only_with_a_valid_fresh_code_of_the_requester(
     assert [result for command, result in rows if command == "sshkey add"] == [
         "no code", "wrong code", rows[2][1], "code used before", "expired",
     ]  # fmt: skip
-    assert rows[2][1].startswith("Only ") and rows[2][1].endswith(" can confirm this.")
+    assert rows[2][1].startswith("Only ")
+    assert rows[2][1].endswith(" can confirm this.")
     assert not any(code in str(row) for row in bots.query("SELECT args FROM audit_log"))
 
 
