@@ -39,6 +39,7 @@ from nio import (
 from bot import logs
 from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
+from bot.transports.matrix_devices import DeviceWatch
 from bot.transports.matrix_login import MatrixLogin
 from bot.transports.matrix_outbox import KEYS, TRANSPORT, MatrixOutbox, describe
 from bot.transports.matrix_state import MatrixState, Session
@@ -97,6 +98,7 @@ class MatrixTransport:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_task: asyncio.Task[None] | None = None
         self._warned_encrypted: set[str] = set()
+        self.devices = DeviceWatch(self.client, state.kv, admins, self._new_device)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class MatrixTransport:
         # Only the very first sync of a bot that never synced is history, not for us.
         await self._handle(response, replay=token is not None)
         await self.state.save_next_batch(response.next_batch)
+        await self.devices.after_sync(response)
         if self.login.e2ee:
             await self._keep_keys()
         return str(response.next_batch)
@@ -382,6 +385,11 @@ class MatrixTransport:
         actor = Actor(TRANSPORT, event.state_key)
         await self.engine.audit(AuditEvent.OUTCOME, actor, ChatRef(TRANSPORT, room_id),
                                 "leave", result="no admin left in the room")  # fmt: skip
+
+    async def _new_device(self, user: str, device: str, text: str) -> None:
+        await self.engine.audit(AuditEvent.SECURITY, Actor(TRANSPORT, user), None, "new device",
+                                (device,), result="admins warned")  # fmt: skip
+        await self.engine.alert(text)
 
     # -- helpers --------------------------------------------------------------------------
 

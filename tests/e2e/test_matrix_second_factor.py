@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pyotp
 import pytest
+from nio import AsyncClient, LoginResponse
 
-from tests.e2e.matrix_harness import MatrixBots, Person
+from tests.e2e.matrix_harness import MatrixBots, Person, settle
 from tests.e2e.second_factor import enroll, key_file, wrong_code
 from tests.e2e.test_matrix import CODE, admin_room, prompt_for
 from tests.support.synapse import RegisteredUser, Synapse, unique
@@ -133,3 +134,41 @@ async def test_five_wrong_codes_lock_out_and_alert_and_lockdown_goes_on_and_off(
     assert security == [("totp enroll",), ("lockout",)]
     assert ("restart", "lockdown") not in refused(bots)  # refused on request, not on confirm
     assert any(result.startswith("🔒 Lock-down is on") for _, result in refused(bots))
+
+
+async def test_a_new_device_on_an_admins_account_is_told_to_the_admins_once(
+    bots: MatrixBots, admins: tuple[Person, Person], synapse: Synapse, tmp_path: Path
+) -> None:
+    alice, _ = admins
+    process = bots.start()
+    room = await admin_room(bots, alice)
+    await settle(1.0)  # the bot's first look at Alice's devices is the baseline
+
+    login = AsyncClient(synapse.url, alice.user_id)
+    logged_in = await login.login(alice.user.password, device_name="borrowed laptop")
+    await login.close()
+    assert isinstance(logged_in, LoginResponse), logged_in
+    stolen = Person(synapse, RegisteredUser(alice.user_id, alice.user.password,
+                    logged_in.access_token, logged_in.device_id), store=tmp_path / "laptop")  # fmt: skip
+    try:
+        await stolen.sync()  # a client with encryption uploads its device keys
+        await said(
+            alice, bots, room, f"A new device signed in to the Matrix account of {alice.user_id}"
+        )
+    finally:
+        await stolen.close()
+    warning = alice.find(room, bots.bot.user_id, "A new device signed in")
+    assert len(warning) == 1
+    assert logged_in.device_id in warning[0].body
+    assert "borrowed laptop" in warning[0].body
+
+    assert bots.stop(process) == 0
+    bots.start()  # a restart remembers what it has seen
+    await alice.say(room, "!ping")
+    await said(alice, bots, room, "pong")
+    await settle(1.0)
+    await alice.sync()
+    assert len(alice.find(room, bots.bot.user_id, "A new device signed in")) == 1
+    assert bots.query("SELECT command, args FROM audit_log WHERE event = 'security'") == [
+        ("new device", f'["{logged_in.device_id}"]')
+    ]
