@@ -148,8 +148,10 @@ async def test_a_new_device_on_an_admins_account_is_told_to_the_admins_once(
     logged_in = await login.login(alice.user.password, device_name="borrowed laptop")
     await login.close()
     assert isinstance(logged_in, LoginResponse), logged_in
-    stolen = Person(synapse, RegisteredUser(alice.user_id, alice.user.password,
-                    logged_in.access_token, logged_in.device_id), store=tmp_path / "laptop")  # fmt: skip
+    laptop = RegisteredUser(
+        alice.user_id, alice.user.password, logged_in.access_token, logged_in.device_id
+    )
+    stolen = Person(synapse, laptop, store=tmp_path / "laptop")
     try:
         await stolen.sync()  # a client with encryption uploads its device keys
         await said(
