@@ -33,6 +33,9 @@ python3Packages.buildPythonApplication {
       matrix-nio
       sniffio
       apscheduler
+      pyotp # the admins' second factor
+      segno # its enrolment QR code, in the terminal
+      cryptography # seals the TOTP secrets (AES-GCM)
       pillow # the weekly chart, drawn in a subprocess
       # Providers, imported only when configured.
       hcloud
