@@ -27,6 +27,7 @@ from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
 from handlers.core.context import Deps, Site, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
+from handlers.core.guard import Guard, TotpMode
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
@@ -185,15 +186,41 @@ def build_app(
         jobs=SqlJobStore(db),
         outbox=router,
         settings=EngineSettings(confirm_ttl=settings.confirm_ttl, two_person=settings.two_person),
+        guard=build_guard(settings, db, kv),
     )
     notifier = Notifier(router, admin_chats(access))
+
+    async def alert_admins(reply: Reply) -> None:
+        await notifier.notify(reply)
 
     async def tell_admins(incident: str, summary: str) -> None:
         text = f"⚠️ Incident <code>{esc(incident)}</code>: {esc(summary)}. Details are in the log."
         await notifier.notify(Reply(text))
 
     engine.on_incident = tell_admins
+    engine.on_alert = alert_admins
     return App(settings, db, engine, router, kv, server, notifier, audit)
+
+
+def build_guard(settings: Settings, db: Database, kv: SqlKeyValue) -> Guard:
+    """Lock-down always; TOTP when its key is given. Deny by default: a setting that asks for
+    codes, or admins who enrolled, with no key to check them, stop the start."""
+    from bot.storage.totp_store import SqlTotpStore, enrolled_count  # noqa: PLC0415
+
+    mode = TotpMode(settings.totp) if settings.totp else None
+    if settings.totp_key is None:
+        if mode not in (None, TotpMode.OFF):
+            raise ConfigError(f"STEWARD_TOTP={mode}: needs STEWARD_TOTP_KEY_FILE")
+        if mode is None and enrolled_count(db):
+            raise ConfigError(
+                "STEWARD_TOTP_KEY_FILE: needed, admins have enrolled a second factor "
+                "(or set STEWARD_TOTP=off)"
+            )
+        return Guard(kv, None, mode)
+    from bot.totp import SecretBox, TotpFactor  # noqa: PLC0415 - only with TOTP set up
+
+    box = SecretBox.from_text(settings.totp_key.get_secret_value())
+    return Guard(kv, TotpFactor(SqlTotpStore(db), box), mode)
 
 
 def admin_chats(access: AccessPolicy) -> list[ChatRef]:

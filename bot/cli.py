@@ -53,7 +53,17 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         if not (args.demo or settings.demo):
             check_extras(settings)
         return asyncio.run(_console(settings, demo=args.demo))
+    if args.command in ("totp", "lockdown"):
+        return _security(settings, args)
     return _run(settings)
+
+
+def _security(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import security_cli  # noqa: PLC0415
+
+    if args.command == "totp":
+        return security_cli.totp(settings, args.action, args.user)
+    return security_cli.lockdown(settings, args.action)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("kind", choices=["backup", "restore"])
     worker.add_argument("instance", help="SERVICE:REASON, SERVICE:SNAPSHOT or SERVICE:recover")
+    totp = sub.add_parser("totp", help="admins' second factor (TOTP codes), on this shell only")
+    totp.add_argument("action", choices=["enroll", "remove", "unlock", "list"])
+    totp.add_argument("user", nargs="?", help="a Telegram numeric id or a Matrix id")
+    lockdown = sub.add_parser("lockdown", help="refuse every change to the server from chat")
+    lockdown.add_argument("action", choices=["on", "off", "status"])
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade", "current"])
     b2 = sub.add_parser("b2", help="Backblaze B2 administration")

@@ -200,6 +200,9 @@ class Settings:
     viewers: UserIds = ()
     two_person: CommandNames = frozenset()
     confirm_ttl_seconds: Annotated[int, _number(int, 30, 3600)] = 300
+    # Which confirmations need a TOTP code; unset: destructive ones once anyone has enrolled.
+    totp: Annotated[str | None, _one_of(("off", "destructive", "all"))] = None
+    totp_key: Secret | None = None  # seals the TOTP secrets in the database; from its _FILE
 
     timezone: Annotated[str | None, _time_zone] = None
     domain: str | None = None
@@ -293,6 +296,7 @@ class Settings:
     cloudflare_token_file: Path | None = None
     b2_key_id_file: Path | None = None
     b2_key_file: Path | None = None
+    totp_key_file: Path | None = None
 
     @property
     def work_dir(self) -> Path:

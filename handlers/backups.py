@@ -196,7 +196,7 @@ async def _find(ctx: Context, snapshot: str) -> Snapshot:
 
 
 @commands.command("forget", "Forget a backup snapshot", args=(SNAPSHOT,), role=Role.ADMIN,
-                  changes=True)  # fmt: skip
+                  changes=True, destructive=True)  # fmt: skip
 async def forget(ctx: Context, snapshot: str) -> Reply:
     found = await _find(ctx, snapshot)
     try:

@@ -162,7 +162,7 @@ def _digest(zone: str, changes: DnsChanges) -> str:
 
 
 @commands.command("dns fix", "Create or correct the records the server needs", role=Role.ADMIN,
-                  changes=True)  # fmt: skip
+                  changes=True, destructive=True)  # fmt: skip
 async def dns_fix(ctx: Context) -> Reply:
     provider = _provider(ctx)
     zone, result = await compare_zone(ctx)

@@ -81,7 +81,7 @@ async def _plan(
 
 @commands.command("restore", "Put a service's data back from a snapshot",
                   args=(Arg("service", SERVICE), WHICH), role=Role.ADMIN, changes=True,
-                  background=True)  # fmt: skip
+                  background=True, destructive=True)  # fmt: skip
 async def restore(ctx: Context, service: str, snapshot: str) -> Reply:
     info, snap, plan = await _plan(ctx, service, snapshot)
 

@@ -156,7 +156,7 @@ SNAPSHOT_ID = Arg("id", Word(metavar="id"))
 
 
 @commands.command("snapshots delete", "Delete a snapshot", args=(SNAPSHOT_ID,), role=Role.ADMIN,
-                  changes=True)  # fmt: skip
+                  changes=True, destructive=True)  # fmt: skip
 async def snapshot_delete(ctx: Context, id: str) -> Reply:
     try:
         await cloud(ctx).delete_snapshot(id)
@@ -224,7 +224,7 @@ async def _volume(ctx: Context, name: str) -> Volume:
 
 
 @commands.command("resize", "Grow a volume and its filesystem", args=(VOLUME, SIZE),
-                  role=Role.ADMIN, changes=True, background=True)  # fmt: skip
+                  role=Role.ADMIN, changes=True, background=True, destructive=True)  # fmt: skip
 async def resize(ctx: Context, volume: str, size: int) -> Reply:
     found = await _volume(ctx, volume)
     await ctx.progress.update(f"💽 Growing {esc(found.name)} to {size} GB…")
@@ -274,7 +274,7 @@ OTHER = Arg("server", Word(metavar="server"))
 
 @commands.command("power", "Reset, power off or on another server of the project",
                   args=(OTHER, POWER), role=Role.ADMIN, changes=True, two_person=True,
-                  background=True)  # fmt: skip
+                  background=True, destructive=True)  # fmt: skip
 async def power(ctx: Context, server: str, action: str) -> Reply:
     provider = cloud(ctx)
     try:

@@ -269,7 +269,7 @@ async def _enable_resume(ctx: Context, service: str) -> Reply:
 
 
 @commands.command("disable", "Disable a service and rebuild", args=(SERVICE_ARG,),
-                  role=Role.ADMIN, changes=True, background=True)  # fmt: skip
+                  role=Role.ADMIN, changes=True, background=True, destructive=True)  # fmt: skip
 async def disable(ctx: Context, service: str) -> Reply:
     return await _toggle(ctx, service, False)
 

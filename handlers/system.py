@@ -8,6 +8,7 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import available_timezones
@@ -161,7 +162,7 @@ async def _rollback_target(ctx: Context, generation: int | None) -> tuple[Genera
 
 
 @commands.command("rollback", "Switch back to an earlier generation", args=(GENERATION,),
-                  role=Role.ADMIN, changes=True, background=True)  # fmt: skip
+                  role=Role.ADMIN, changes=True, background=True, destructive=True)  # fmt: skip
 async def rollback(ctx: Context, generation: int | None = None) -> Reply:
     _, target = await _rollback_target(ctx, generation)
     return await rebuild.switch(
@@ -327,8 +328,13 @@ def _apply_setting(state: DesiredState, setting: str, value: str) -> DesiredStat
     return state.with_system(ssh_password_auth=choice == "on")
 
 
+def _opens_ssh(values: Mapping[str, object]) -> bool:
+    return values.get("setting") == "sshpassword"
+
+
 @commands.command("set", "Change a system setting and rebuild", args=(SETTING, VALUE),
-                  role=Role.ADMIN, changes=True, background=True)  # fmt: skip
+                  role=Role.ADMIN, changes=True, background=True,
+                  destructive=_opens_ssh)  # fmt: skip
 async def set_setting(ctx: Context, setting: str, value: str) -> Reply:
     _apply_setting(await read_desired(ctx), setting, value)  # refuse before waiting for a turn
     return await rebuild.change_and_switch(
@@ -401,7 +407,7 @@ def _with_key(state: DesiredState, key: str) -> DesiredState:
 
 @commands.command("sshkey add", "Add a root ssh key and rebuild",
                   args=(KEY_TYPE, KEY_DATA, KEY_COMMENT), role=Role.ADMIN, changes=True,
-                  background=True)  # fmt: skip
+                  background=True, destructive=True)  # fmt: skip
 async def sshkey_add(ctx: Context, type: str, key: str, comment: str | None = None) -> Reply:
     line = " ".join(part for part in (type, key, comment) if part)
     _with_key(await read_desired(ctx), line)
@@ -451,7 +457,7 @@ def _without_key(state: DesiredState, key: str) -> DesiredState:
 
 
 @commands.command("sshkey remove", "Remove a root ssh key and rebuild", args=(KEY_PICK,),
-                  role=Role.ADMIN, changes=True, background=True)  # fmt: skip
+                  role=Role.ADMIN, changes=True, background=True, destructive=True)  # fmt: skip
 async def sshkey_remove(ctx: Context, key: str) -> Reply:
     line = _pick((await read_desired(ctx)).system.root_keys, key)
     return await rebuild.change_and_switch(

@@ -107,6 +107,11 @@ let
       credential = "restic-password";
       variable = "STEWARD_RESTIC_PASSWORD_FILE";
     };
+    # Seals the admins' TOTP secrets in the database: never in the database or the store.
+    totpKeyFile = {
+      credential = "totp-key";
+      variable = "STEWARD_TOTP_KEY_FILE";
+    };
   };
   givenSecrets = lib.filterAttrs (option: _: cfg.${option} != null) secretOptions;
 
@@ -125,6 +130,7 @@ let
     "cloudflare_token"
     "b2_key_id"
     "b2_key"
+    "totp_key"
   ];
   # Settings the module sets itself from its own options.
   ownSettings = [
@@ -468,6 +474,7 @@ in
     b2KeyIdFile = secretOption "Backblaze B2 key id";
     b2KeyFile = secretOption "Backblaze B2 application key";
     resticPasswordFile = secretOption "restic repository password";
+    totpKeyFile = secretOption "key that seals the admins' TOTP secrets (openssl rand -base64 32)";
 
     postgresql.enable = mkOption {
       type = types.bool;

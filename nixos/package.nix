@@ -56,6 +56,9 @@ python3Packages.buildPythonApplication {
       aiolimiter # python-telegram-bot[rate-limiter]
       sniffio
       apscheduler
+      pyotp # the admins' second factor
+      segno # its enrolment QR code, in the terminal
+      pycryptodome # seals the TOTP secrets (AES-GCM)
       pillow # the weekly chart, drawn in a subprocess
       dnspython
     ]

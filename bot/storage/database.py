@@ -26,7 +26,7 @@ from bot.errors import DatabaseError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 

@@ -136,3 +136,26 @@ samples = Table(
     Column("value", Float, nullable=False),
     Index("ix_samples_metric_at", "metric", "at"),
 )
+
+
+# Admins' TOTP secrets, encrypted with the key from STEWARD_TOTP_KEY_FILE (never stored here).
+# ``last_step`` is the newest time step accepted: a code is good once.
+totp_secrets = Table(
+    "totp_secrets",
+    metadata,
+    Column("user_key", String(300), primary_key=True),  # Actor.key: telegram:1001
+    Column("secret", Text, nullable=False),
+    Column("last_step", Integer, nullable=False),
+    Column("enrolled_at", UTCDateTime(), nullable=False),
+    Column("locked_until", UTCDateTime(), nullable=True),
+)
+
+# Wrong or replayed codes: five within 15 minutes lock the user out for an hour.
+totp_failures = Table(
+    "totp_failures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_key", String(300), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_totp_failures_user_key_at", "user_key", "at"),
+)

@@ -39,6 +39,7 @@ from nio import (
 from bot import logs
 from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
+from bot.transports.matrix_devices import DeviceWatch
 from bot.transports.matrix_login import MatrixLogin
 from bot.transports.matrix_outbox import KEYS, TRANSPORT, MatrixOutbox, describe
 from bot.transports.matrix_state import MatrixState, Session
@@ -97,6 +98,7 @@ class MatrixTransport:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_task: asyncio.Task[None] | None = None
         self._warned_encrypted: set[str] = set()
+        self.devices = DeviceWatch(self.client, state.kv, admins, self._new_device)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class MatrixTransport:
         # Only the very first sync of a bot that never synced is history, not for us.
         await self._handle(response, replay=token is not None)
         await self.state.save_next_batch(response.next_batch)
+        await self.devices.after_sync(response)
         if self.login.e2ee:
             await self._keep_keys()
         return str(response.next_batch)
@@ -290,17 +293,21 @@ class MatrixTransport:
                 cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id
             )
             return
-        found = await self.state.prompt_by_code(cmd.args[0]) if len(cmd.args) == 1 else None
+        # ``!confirm CODE 123456``: the prompt's code, then a one-time code when it asks for one.
+        fits = len(cmd.args) == 1 or (len(cmd.args) == 2 and cmd.name == "confirm")
+        found = await self.state.prompt_by_code(cmd.args[0]) if fits else None
         if found is None or found[1].room_id != cmd.chat.chat_id:
-            await self.engine.audit(AuditEvent.REFUSED, cmd.actor, cmd.chat, cmd.name, cmd.args,
-                                    result="unknown code")  # fmt: skip
+            # Never the one-time code in the audit row: only what names the prompt.
+            await self.engine.audit(AuditEvent.REFUSED, cmd.actor, cmd.chat, cmd.name,
+                                    cmd.args[:1], result="unknown code")  # fmt: skip
             usage = f"<code>!{cmd.name} CODE</code>"
             reply = Reply(f"No confirmation waits for that code. Usage: {usage}")
             await self.outbox.send(cmd.chat, reply, cmd.message_id)
             return
         prompt_id, prompt = found
         action = prompt.confirm if cmd.name == "confirm" else prompt.cancel
-        press = Press(action, cmd.actor, cmd.chat, cmd.received_at, prompt_id)
+        code = cmd.args[1] if len(cmd.args) == 2 else None
+        press = Press(action, cmd.actor, cmd.chat, cmd.received_at, prompt_id, code=code)
         await self._press(press, cmd.message_id)
 
     async def _on_reaction(self, room_id: str, event: ReactionEvent) -> None:
@@ -378,6 +385,11 @@ class MatrixTransport:
         actor = Actor(TRANSPORT, event.state_key)
         await self.engine.audit(AuditEvent.OUTCOME, actor, ChatRef(TRANSPORT, room_id),
                                 "leave", result="no admin left in the room")  # fmt: skip
+
+    async def _new_device(self, user: str, device: str, text: str) -> None:
+        await self.engine.audit(AuditEvent.SECURITY, Actor(TRANSPORT, user), None, "new device",
+                                (device,), result="admins warned")  # fmt: skip
+        await self.engine.alert(text)
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ class MatrixOutbox:
         decides = [b for b in reply.buttons if b.command_line is None]
         if decides:
             prompt = await self._new_prompt(room, decides)
-            text = f"{text}\n\n{_hint(prompt)}"
+            text = f"{text}\n\n{_hint(prompt, code=reply.code_prompt)}"
         text += _commands_line(reply.buttons)
         content = self._content(text, alert=reply_to is None and not reply.silent)
         if reply_to:
@@ -184,7 +184,13 @@ def _commands_line(buttons: Sequence[Button]) -> str:
     return "\n" + " · ".join(f"<code>!{esc(line)}</code>" for line in runs) if runs else ""
 
 
-def _hint(prompt: Prompt) -> str:
+def _hint(prompt: Prompt, *, code: bool = False) -> str:
+    if code:
+        return (
+            f"Send <code>!confirm {prompt.code} 123456</code> with your current 6-digit code "
+            f"to confirm, or react {CANCEL_KEY} or send <code>!cancel {prompt.code}</code> to "
+            "cancel."
+        )
     return (
         f"React {CONFIRM_KEY} to confirm or {CANCEL_KEY} to cancel, or send "
         f"<code>!confirm {prompt.code}</code> or <code>!cancel {prompt.code}</code>."

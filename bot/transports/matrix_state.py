@@ -68,6 +68,10 @@ class MatrixState:
         self._kv = kv
         self._clock = clock
 
+    @property
+    def kv(self) -> KeyValue:
+        return self._kv
+
     async def session(self) -> Session | None:
         raw = await self._kv.get(SESSION)
         if raw is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -32,13 +33,15 @@ from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
 from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
 from handlers.core.engine import Engine
-from handlers.core.messages import Actor, ChatRef, Command, Press, Reply, esc
+from handlers.core.messages import CONFIRM, Actor, ChatRef, Command, Press, Reply, esc
 from handlers.core.records import AuditEvent
 from handlers.core.spec import CommandSpec, split_command_line
 
 log = logging.getLogger(__name__)
 POOL_SIZE = 4
 POLL_INTERVAL = 0.0
+# A one-time code as people type it, "123456" or "123 456"; any other reply is only chat.
+_CODE = re.compile(r"^\s*(\d{3})\s?(\d{3})\s*$")
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -107,6 +110,8 @@ class TelegramTransport:
         app = self.application
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
         app.add_handler(MessageHandler(filters.COMMAND & filters.UpdateType.MESSAGE, self._command))
+        code_reply = filters.TEXT & filters.REPLY & ~filters.COMMAND & filters.UpdateType.MESSAGE
+        app.add_handler(MessageHandler(code_reply, self._code))
         app.add_handler(CallbackQueryHandler(self._press))
         app.add_error_handler(self._error)
 
@@ -259,6 +264,29 @@ class TelegramTransport:
             )
         )
 
+    async def _code(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A reply to a confirmation prompt with a one-time code: the prompt's Confirm, with
+        the code. The nonce comes from the prompt's own keyboard, which Telegram sends along
+        with the message replied to; the engine checks everything else."""
+        message, user = update.message, update.effective_user
+        if message is None or user is None or message.text is None:
+            return
+        found = _CODE.match(message.text)
+        prompt = message.reply_to_message
+        bot_id = self.application.bot.id
+        action = _confirm_action(prompt, bot_id) if prompt is not None else None
+        if found is None or prompt is None or action is None:
+            return
+        chat = ChatRef(TRANSPORT, str(message.chat.id))
+        press = Press(action, actor_of(user), chat, datetime.now(UTC), str(prompt.message_id),
+                      code="".join(found.groups()))  # fmt: skip
+
+        async def answer(toast: str) -> None:
+            if toast != "Confirmed.":  # the edited prompt says so
+                await self.outbox.send(chat, Reply(esc(toast)), str(message.message_id))
+
+        await (await self.engine()).handle_press(press, answer)
+
     async def _press(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         query, user = update.callback_query, update.effective_user
         if query is None or user is None:
@@ -304,6 +332,18 @@ def _command_mention(message: Message) -> str | None:
         if entity.type == "bot_command" and entity.offset == 0:
             command = (message.text or "")[: entity.length]
             return command.partition("@")[2]
+    return None
+
+
+def _confirm_action(prompt: Message, bot_id: int) -> str | None:
+    """The ``cf:<nonce>`` of a prompt this bot sent, while it still shows its buttons."""
+    if prompt.from_user is None or prompt.from_user.id != bot_id or prompt.reply_markup is None:
+        return None
+    for row in prompt.reply_markup.inline_keyboard:
+        for button in row:
+            data = button.callback_data
+            if isinstance(data, str) and data.startswith(f"{CONFIRM}:"):
+                return data
     return None
 
 

@@ -40,6 +40,8 @@ TRANSPORT = "telegram"
 MAX_TRIES = 6
 PHOTO_TYPES = frozenset({"image/png", "image/jpeg"})
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+# How a code reaches the bot on Telegram: a reply to the prompt (TelegramTransport._code).
+CODE_HINT = "\n<i>Reply to this message with the code to confirm.</i>"
 
 
 class TelegramOutbox:
@@ -83,7 +85,7 @@ class TelegramOutbox:
 
     async def send(self, chat: ChatRef, reply: Reply, reply_to: str | None = None) -> MessageRef:
         chat_id = int(chat.chat_id)
-        text = reply.text
+        text = reply.text + (CODE_HINT if reply.code_prompt else "")
         if _too_long(text):
             return await self._send_long(chat, reply, reply_to)
         params = ReplyParameters(int(reply_to), allow_sending_without_reply=True) if (

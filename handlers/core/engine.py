@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from handlers.core.access import AccessPolicy, StrangerLimiter
 from handlers.core.context import CommandError, Context, Deps
+from handlers.core.guard import Guard, Verdict
 from handlers.core.jobs import JobRunner
 from handlers.core.messages import (
     CANCEL,
@@ -62,6 +63,7 @@ class EngineSettings:
 
 Incident = Callable[[str, str], Awaitable[None]]
 Toast = Callable[[str], Awaitable[None]]
+Alert = Callable[[Reply], Awaitable[None]]
 
 
 class Engine:
@@ -77,6 +79,8 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         limiter: StrangerLimiter | None = None,
         on_incident: Incident | None = None,
+        guard: Guard | None = None,
+        on_alert: Alert | None = None,
     ) -> None:
         self.deps = deps
         self.access = access
@@ -86,6 +90,8 @@ class Engine:
         self.clock = clock
         self.limiter = limiter or StrangerLimiter()
         self.on_incident = on_incident
+        self.guard = guard or Guard(deps.notes)
+        self.on_alert = on_alert  # tells the admins, as a scheduled alert does
         self.jobs = JobRunner(self, jobs)
         deps.registry.check()
 
@@ -207,6 +213,10 @@ class Engine:
                 "still want it.",
             )
             return
+        problem = await self.guard.on_request(spec, values, cmd.actor, now)
+        if problem:
+            await self.refuse(cmd, problem)
+            return
         assert entry.preview_fn is not None  # noqa: S101 - Registry.check guarantees it
         ctx = Context(cmd, role, self.deps, NoProgress(), now)
         try:
@@ -227,12 +237,14 @@ class Engine:
             two_person=two_person,
             preview=preview,
         )
+        code = await self.guard.needs_code(spec, values, cmd.actor)
         prompt = Reply(
-            _prompt_text(conf),
+            _prompt_text(conf) + ("\n🔐 <i>It needs the current 6-digit code.</i>" if code else ""),
             buttons=(
                 Button("Confirm", f"{CONFIRM}:{nonce}"),
                 Button("Cancel", f"{CANCEL}:{nonce}"),
             ),
+            code_prompt=code,
         )
         ref = await self.outbox.send(cmd.chat, prompt, cmd.message_id)
         await self.confirmations.set_prompt_message(conf.id, ref.message_id)
@@ -312,12 +324,57 @@ class Engine:
             await self.audit(AuditEvent.REFUSED, press.actor, press.chat, conf.command,
                              conf.args, result=problem)  # fmt: skip
             return problem, None
+        problem = await self._before_confirm(conf, press) if kind == CONFIRM else ""
+        if problem:
+            return problem, None
         state = ConfirmationState.CONFIRMED if kind == CONFIRM else ConfirmationState.CANCELLED
         if not await self.confirmations.decide(
             nonce, state=state, by=press.actor, now=self.clock()
         ):
             return await self._lost_race(nonce, press), None
         return await self._decided(conf, state, press)
+
+    async def _before_confirm(self, conf: Confirmation, press: Press) -> str:
+        """Lock-down and the second factor; "" when the confirmation may go ahead."""
+        if conf.state is not ConfirmationState.PENDING or conf.expires_at <= self.clock():
+            # Decided or expired already: say so, and leave any code given unused.
+            return await self._lost_race(conf_nonce(press), press)
+        verdict = await self._second_factor(conf, press)
+        return "" if verdict.ok else await self._refuse_code(conf, press, verdict)
+
+    async def _second_factor(self, conf: Confirmation, press: Press) -> Verdict:
+        entry = self.deps.registry.get(conf.command)
+        if entry is None or entry.spec.internal:
+            return Verdict()
+        try:
+            values = entry.spec.parse(conf.args)
+        except UsageError:
+            return Verdict(INVALID_BUTTON, "bad arguments")
+        return await self.guard.on_confirm(
+            entry.spec, values, press.actor, press.code, self.clock()
+        )
+
+    async def _refuse_code(self, conf: Confirmation, press: Press, verdict: Verdict) -> str:
+        await self.audit(AuditEvent.REFUSED, press.actor, press.chat, conf.command, conf.args,
+                         result=verdict.result)  # fmt: skip
+        if verdict.locked is not None:
+            until = f"{verdict.locked:%H:%M} UTC"
+            await self.audit(AuditEvent.SECURITY, press.actor, press.chat, "lockout",
+                             result=f"5 wrong codes; locked until {until}")  # fmt: skip
+            await self.alert(
+                f"🚨 {esc(press.actor.label)} ({press.actor.transport}) gave 5 wrong codes and is "
+                f"locked out of destructive commands until {verdict.locked:%H:%M} UTC. If that "
+                "was not them, their chat account may be stolen: consider /lockdown."
+            )
+        return verdict.toast
+
+    async def alert(self, text: str) -> None:
+        if self.on_alert is None:
+            return
+        try:
+            await self.on_alert(Reply(text))
+        except Exception:
+            log.exception("could not alert the admins")
 
     def _may_decide(self, conf: Confirmation, kind: str, actor: Actor, role: Role) -> str:
         entry = self.deps.registry.get(conf.command)
@@ -450,6 +507,10 @@ async def _logged(written: Awaitable[None] | None, command: str) -> None:
         await written
     except Exception:
         log.exception("could not write the audit row for /%s", command)
+
+
+def conf_nonce(press: Press) -> str:
+    return press.action.partition(":")[2]
 
 
 def _prompt_head(conf: Confirmation) -> str:

@@ -61,6 +61,9 @@ class Press:
     chat: ChatRef
     received_at: datetime
     message_id: str | None = None
+    # The one-time code given with a confirmation (a reply to the prompt on Telegram,
+    # ``!confirm CODE 123456`` on Matrix); None for a plain press.
+    code: str | None = None
 
 
 CONFIRM, CANCEL, RUN = "cf", "cx", "run"
@@ -126,6 +129,8 @@ class Reply:
     silent: bool = False
     sensitive: bool = False
     offer: Offer | None = None
+    # A confirmation prompt that takes a one-time code: each transport says how to give it.
+    code_prompt: bool = False
 
 
 def esc(value: object) -> str:

@@ -130,6 +130,8 @@ class AuditEvent(enum.StrEnum):
     EXPIRED = "expired"
     OUTCOME = "outcome"
     ERROR = "error"
+    # Lock-outs, lock-down, enrolments, a new device on an admin's account.
+    SECURITY = "security"
 
 
 @dataclass(frozen=True, slots=True)

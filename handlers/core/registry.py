@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -58,10 +58,13 @@ class Registry:
         internal: bool = False,
         lapse: str | None = None,
         button: bool = False,
+        destructive: bool | Callable[[Mapping[str, object]], bool] = False,
+        code_required: bool = False,
+        in_lockdown: bool = False,
     ) -> Callable[[Run], Entry]:
         spec = CommandSpec(
             name, summary, args, role, changes, freshness, two_person, background, bare,
-            internal, lapse, button,
+            internal, lapse, button, destructive, code_required, in_lockdown,
         )  # fmt: skip
 
         def register(fn: Run) -> Entry:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -135,17 +135,35 @@ class CommandSpec:
     # May be run from a button (``run:<command line>``, an alert's Snooze): pressing it is
     # the same as sending the command line, so only commands that are safe as one tap.
     button: bool = False
+    # Destroys what cannot be rebuilt, or gives the server away (restore, forget, power, an
+    # ssh key): with STEWARD_TOTP on, its confirmation needs a one-time code. A predicate
+    # marks a command destructive for some arguments only (``/set sshpassword``).
+    destructive: bool | Callable[[Mapping[str, object]], bool] = False
+    # Needs a code whatever STEWARD_TOTP says: refused in chat where there is no second
+    # factor, so that only the shell can do it (``/lockdown off``).
+    code_required: bool = False
+    # Still runs while lock-down refuses every other change (``/lockdown off`` itself).
+    in_lockdown: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
             raise ValueError(f"bad command name {self.name!r}")
         if self.button and self.internal:
             raise ValueError(f"/{self.name}: an internal command cannot be run from a button")
+        if (self.destructive or self.code_required) and not self.changes:
+            raise ValueError(f"/{self.name}: only a command that changes the server is destructive")
         seen_optional = False
         for arg in self.args:
             if seen_optional and arg.required:
                 raise ValueError(f"/{self.name}: a required argument follows an optional one")
             seen_optional = seen_optional or not arg.required
+
+    def is_destructive(self, values: Mapping[str, object]) -> bool:
+        if self.code_required:
+            return True
+        if callable(self.destructive):
+            return self.destructive(values)
+        return self.destructive
 
     @property
     def usage(self) -> str:

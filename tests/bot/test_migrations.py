@@ -21,7 +21,10 @@ from bot.errors import DatabaseError
 from bot.storage.database import SCHEMA_HEAD, Database, alembic_config
 from bot.storage.models import metadata as models_metadata
 
-TABLES = {"alembic_version", "audit_log", "confirmations", "jobs", "kv", "samples"}
+TABLES = {
+    "alembic_version", "audit_log", "confirmations", "jobs", "kv", "samples", "totp_failures",
+    "totp_secrets",
+}  # fmt: skip
 
 
 @pytest.fixture
