@@ -366,6 +366,7 @@ def load_settings(**overrides: object) -> Settings:
 # What each extra brings, by the module the adapter imports (pyproject.toml's extras).
 EXTRA_MODULES = {
     "matrix": "nio",
+    "matrix-e2ee": "vodozemac",
     "hetzner": "hcloud",
     "digitalocean": "pydo",
     "scaleway": "scaleway",
@@ -381,6 +382,8 @@ def check_extras(settings: Settings) -> None:
     wanted: list[tuple[str, str]] = []
     if settings.matrix_homeserver is not None:
         wanted.append(("matrix", "STEWARD_MATRIX_HOMESERVER"))
+        if settings.matrix_e2ee:
+            wanted.append(("matrix-e2ee", "STEWARD_MATRIX_E2EE"))
     if settings.server_provider != "none":
         wanted.append(
             (settings.server_provider, f"STEWARD_SERVER_PROVIDER={settings.server_provider}")

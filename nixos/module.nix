@@ -21,6 +21,7 @@ let
   ];
   neededExtras =
     lib.optional ((cfg.settings.matrix_homeserver or null) != null) "matrix"
+    ++ lib.optional ((cfg.settings.matrix_e2ee or false) == true) "matrix-e2ee"
     ++ lib.optional (builtins.elem (cfg.settings.server_provider or "none") cloudExtras) cfg.settings.server_provider
     ++ lib.optional ((cfg.settings.dns_provider or "none") == "cloudflare") "cloudflare"
     ++ lib.optional (cfg.b2KeyIdFile != null) "b2"
@@ -401,6 +402,7 @@ in
           cloudExtras
           ++ [
             "matrix"
+            "matrix-e2ee"
             "cloudflare"
             "b2"
             "postgres"
@@ -410,7 +412,8 @@ in
       default = neededExtras;
       defaultText = lib.literalExpression "the extras that `settings` needs";
       description = ''
-        Optional parts of Steward to install: `matrix` with `settings.matrix_homeserver`, the
+        Optional parts of Steward to install: `matrix` with `settings.matrix_homeserver` (and
+        `matrix-e2ee` with `settings.matrix_e2ee = true`), the
         SDK of `settings.server_provider` and of `settings.dns_provider = "cloudflare"`, `b2`
         with `b2KeyIdFile`, `postgres` with a PostgreSQL `settings.database_url`.
       '';

@@ -5,6 +5,7 @@
   # pyproject.toml's optional parts; the NixOS module passes what its settings need.
   extras ? [
     "matrix"
+    "matrix-e2ee"
     "hetzner"
     "digitalocean"
     "scaleway"
@@ -17,7 +18,8 @@
 let
   # Each extra of pyproject.toml, as nixpkgs' Python packages.
   optional = with python3Packages; {
-    matrix = [ matrix-nio ] ++ matrix-nio.optional-dependencies.e2e;
+    matrix = [ matrix-nio ];
+    matrix-e2ee = [ matrix-nio ] ++ matrix-nio.optional-dependencies.e2e;
     hetzner = [ hcloud ];
     digitalocean = [ pydo ];
     scaleway = [ scaleway ];

@@ -463,6 +463,8 @@ MATRIX = {"STEWARD_MATRIX_HOMESERVER": "http://127.0.0.1:9", "STEWARD_MATRIX_USE
     ("module", "env", "setting", "extra"),
     [
         ("nio", MATRIX, "STEWARD_MATRIX_HOMESERVER", "matrix"),
+        ("vodozemac", {**MATRIX, "STEWARD_MATRIX_E2EE": "1"}, "STEWARD_MATRIX_E2EE",
+         "matrix-e2ee"),
         ("hcloud", {"STEWARD_SERVER_PROVIDER": "hetzner", "STEWARD_HCLOUD_TOKEN": "t"},
          "STEWARD_SERVER_PROVIDER=hetzner", "hetzner"),
         ("pydo", {"STEWARD_SERVER_PROVIDER": "digitalocean"},
@@ -470,7 +472,7 @@ MATRIX = {"STEWARD_MATRIX_HOMESERVER": "http://127.0.0.1:9", "STEWARD_MATRIX_USE
         ("cloudflare", {"STEWARD_DNS_PROVIDER": "cloudflare"}, "STEWARD_DNS_PROVIDER=cloudflare",
          "cloudflare"),
     ],
-    ids=["matrix", "hetzner", "digitalocean", "cloudflare"],
+    ids=["matrix", "matrix-e2ee", "hetzner", "digitalocean", "cloudflare"],
 )  # fmt: skip
 def test_a_configured_sdk_that_is_not_installed_stops_the_start_in_one_line(
     tmp_path: Path, module: str, env: dict[str, str], setting: str, extra: str

@@ -1,6 +1,10 @@
 # Evaluates nixos/module.nix without nixpkgs: the stub lib and pkgs, a stub system config, and
 # `steward` as what a user writes under services.steward. Returns the resolved config.
-{ steward }:
+{
+  steward,
+  # The extras the package is built with, instead of the config.
+  extras ? false,
+}:
 let
   lib = import ./stub-lib.nix;
   pkgs = import ./stub-pkgs.nix;
@@ -21,5 +25,4 @@ let
   evaluated = module { inherit config lib pkgs; };
   cfg = lib.evalOptions "services.steward" evaluated.options.services.steward steward;
 in
-# The extras the package is built with ride along, for the tests.
-lib.resolve evaluated.config // { stewardExtras = cfg.extras; }
+if extras then cfg.extras else lib.resolve evaluated.config

@@ -352,7 +352,7 @@ def test_the_bot_has_a_static_system_user_that_reads_the_journal(system: dict[st
 
 
 def test_a_disabled_module_configures_nothing(nix_env: dict[str, str]) -> None:
-    assert evaluate(nix_env, "{ }") == {"stewardExtras": []}  # the extras are eval.nix's own
+    assert evaluate(nix_env, "{ }") == {}
 
 
 def test_a_state_dir_elsewhere_is_created_by_tmpfiles(nix_env: dict[str, str]) -> None:
@@ -482,6 +482,9 @@ def test_the_package_brings_every_runtime_dependency_and_extra_of_pyproject() ->
     assert _names(project["dependencies"]) - listed_core == set()
     optional = project["optional-dependencies"]
     mapped = dict(re.findall(r"^\s+([a-z0-9]+) = \[ ([a-z0-9-]+) \]", text, re.M))
+    assert "matrix-e2ee = [ matrix-nio ] ++ matrix-nio.optional-dependencies.e2e;" in text
+    assert optional["matrix-e2ee"] == ["matrix-nio[e2e]>=0.26,<0.27"]
+    mapped["matrix-e2ee"] = "matrix-nio"
     for extra in ("matrix", "hetzner", "digitalocean", "scaleway", "ovh", "cloudflare", "b2",
                   "postgres"):  # fmt: skip
         (wanted,) = _names(optional[extra])
@@ -496,20 +499,24 @@ def test_the_package_brings_every_runtime_dependency_and_extra_of_pyproject() ->
         ('{ telegram_rate_limit = true; }', "", []),
         ('{ matrix_homeserver = "https://m.example.org"; server_provider = "hetzner"; }', "",
          ["matrix", "hetzner"]),
+        ('{ matrix_homeserver = "https://m.example.org"; matrix_e2ee = true; }', "",
+         ["matrix", "matrix-e2ee"]),
         ('{ server_provider = "none"; dns_provider = "cloudflare"; }', "", ["cloudflare"]),
         ('{ server_provider = "ovh"; database_url = "postgresql://steward@/steward"; }', "",
          ["ovh", "postgres"]),
         ("{ }", "b2KeyIdFile = /dev/null;", ["b2"]),
     ],
-    ids=["telegram-only", "matrix-hetzner", "home-cloudflare", "ovh-postgres", "b2"],
+    ids=["telegram-only", "matrix-hetzner", "matrix-e2ee", "home-cloudflare", "ovh-postgres",
+         "b2"],
 )  # fmt: skip
 def test_the_package_carries_only_the_extras_the_settings_need(
     nix_env: dict[str, str], settings: str, extra_secrets: str, extras: list[str]
 ) -> None:
-    evaluated = evaluate(
-        nix_env, f"{{ enable = true; settings = {settings}; {extra_secrets} services = {{ }}; }}"
-    )
-    assert evaluated["stewardExtras"] == extras
+    steward = f"{{ enable = true; settings = {settings}; {extra_secrets} services = {{ }}; }}"
+    done = nix(nix_env, "--eval", "--strict", "--json", str(HERE / "eval.nix"),
+               "--arg", "steward", steward, "--arg", "extras", "true")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == extras
 
 
 def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
