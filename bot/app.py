@@ -78,9 +78,9 @@ class App:
         except Exception:
             log.exception("could not report the end of a reboot")
 
-    async def sweep_forever(self) -> None:
+    async def sweep_forever(self, seconds: float = SWEEP_SECONDS) -> None:
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
+            await asyncio.sleep(seconds)
             try:
                 await self.engine.expire_confirmations()
             except Exception:

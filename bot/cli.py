@@ -153,6 +153,9 @@ def _db(settings: Settings, action: str) -> int:
     return 0
 
 
+CONSOLE_SWEEP_SECONDS = 1.0
+
+
 async def _console(settings: Settings, *, demo: bool) -> int:
     from bot.app import build_app  # noqa: PLC0415
     from bot.transports.console import TRANSPORT, ConsoleTransport  # noqa: PLC0415
@@ -160,7 +163,8 @@ async def _console(settings: Settings, *, demo: bool) -> int:
     app = build_app(settings, demo=demo, console_admin=True)
     console = ConsoleTransport()
     app.router.add(TRANSPORT, console)
-    sweeper = asyncio.create_task(app.sweep_forever())
+    # Someone watches the console: a short Keep (STEWARD_KEEP_MINUTES) lapses when it says.
+    sweeper = asyncio.create_task(app.sweep_forever(CONSOLE_SWEEP_SECONDS))
     try:
         await app.start()
         return await console.run(app.engine)
