@@ -299,7 +299,7 @@ async def forget_change(ctx: Context, after: int) -> None:
     await ctx.deps.notes.delete(_kept_key(after))
 
 
-class _ChangedSince(Exception):
+class _ChangedSinceError(Exception):
     pass
 
 
@@ -317,12 +317,12 @@ async def take_back_change(ctx: Context, after: int) -> str:
     def back(state: DesiredState) -> DesiredState:
         # The same guard as a failed rebuild: only the very state this switch wrote is undone.
         if digest_of(state.render()) != note["digest"]:
-            raise _ChangedSince
+            raise _ChangedSinceError
         return prior
 
     try:
         await ctx.deps.desired.update(back)
-    except _ChangedSince:
+    except _ChangedSinceError:
         return (
             "The desired state was changed again since, so it was left as it is: the next "
             "/rebuild builds that."
