@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, restic_environment
 from bot.notifier import Notifier
 from bot.storage.database import Database
 from bot.storage.stores import (
@@ -78,9 +77,9 @@ class App:
         except Exception:
             log.exception("could not report the end of a reboot")
 
-    async def sweep_forever(self) -> None:
+    async def sweep_forever(self, seconds: float = SWEEP_SECONDS) -> None:
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
+            await asyncio.sleep(seconds)
             try:
                 await self.engine.expire_confirmations()
             except Exception:
@@ -382,13 +381,14 @@ def _backups(settings: Settings, cache_dir: Path | None = None) -> BackupEngine 
         raise ConfigError("STEWARD_RESTIC_REPOSITORY needs STEWARD_RESTIC_PASSWORD_FILE")
     from providers.restic import ResticBackupEngine, ResticSettings  # noqa: PLC0415
 
+    keys = restic_environment(settings)
     return ResticBackupEngine(
         ResticSettings(
             repository=settings.restic_repository,
             password_file=settings.restic_password_file,
-            aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            aws_default_region=os.environ.get("AWS_DEFAULT_REGION"),
+            aws_access_key_id=keys.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY"),
+            aws_default_region=keys.get("AWS_DEFAULT_REGION"),
             cache_dir=cache_dir or settings.state_dir / "restic-cache",
         )
     )

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from bot import logs
@@ -53,13 +53,16 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         if not (args.demo or settings.demo):
             check_extras(settings)
         return asyncio.run(_console(settings, demo=args.demo))
-    if args.command in ("totp", "lockdown"):
-        return _security(settings, args)
+    if args.command in ("totp", "lockdown", "backup"):
+        return _shell(settings, args)
     return _run(settings)
 
 
-def _security(settings: Settings, args: argparse.Namespace) -> int:
+def _shell(settings: Settings, args: argparse.Namespace) -> int:
     from bot import security_cli  # noqa: PLC0415
+
+    if args.command == "backup":
+        return backup_init(settings, yes=args.yes)
 
     if args.command == "totp":
         return security_cli.totp(settings, args.action, args.user)
@@ -82,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     totp.add_argument("user", nargs="?", help="a Telegram numeric id or a Matrix id")
     lockdown = sub.add_parser("lockdown", help="refuse every change to the server from chat")
     lockdown.add_argument("action", choices=["on", "off", "status"])
+    backup = sub.add_parser("backup", help="the backup repository")
+    backup.add_argument("action", choices=["init"])
+    backup.add_argument("--yes", action="store_true", help="do not ask; for scripts")
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade", "current"])
     b2 = sub.add_parser("b2", help="Backblaze B2 administration")
@@ -130,6 +136,32 @@ def b2_setup(
     return 0
 
 
+def backup_init(settings: Settings, *, yes: bool, answer: Callable[[str], str] = input) -> int:
+    """``steward backup init``: what ``/backup init`` does, on the server's shell."""
+    from bot.app import _backups  # noqa: PLC0415
+    from bot.transports.render import to_plain  # noqa: PLC0415
+    from handlers.repository import what_init_does  # noqa: PLC0415
+    from providers.base.backup import BackupError  # noqa: PLC0415
+
+    backups = _backups(settings)
+    if backups is None:
+        raise ConfigError("STEWARD_RESTIC_REPOSITORY (or its _FILE twin) is not set")
+    try:
+        if asyncio.run(backups.ready()):
+            print(f"The backup repository at {backups.location()} is ready; nothing to create.")
+            return 0
+        print(to_plain(what_init_does(backups)))
+        if not yes and answer("Create it? Type yes: ").strip().lower() != "yes":
+            print("Nothing was created.")
+            return 1
+        asyncio.run(backups.init())
+    except BackupError as exc:
+        print(f"steward: {exc}", file=sys.stderr)
+        return 1
+    print(f"The backup repository at {backups.location()} is ready.")
+    return 0
+
+
 def _logging(settings: Settings, *, quiet: bool) -> None:
     level = "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level
     secrets = [
@@ -153,6 +185,9 @@ def _db(settings: Settings, action: str) -> int:
     return 0
 
 
+CONSOLE_SWEEP_SECONDS = 1.0
+
+
 async def _console(settings: Settings, *, demo: bool) -> int:
     from bot.app import build_app  # noqa: PLC0415
     from bot.transports.console import TRANSPORT, ConsoleTransport  # noqa: PLC0415
@@ -160,7 +195,8 @@ async def _console(settings: Settings, *, demo: bool) -> int:
     app = build_app(settings, demo=demo, console_admin=True)
     console = ConsoleTransport()
     app.router.add(TRANSPORT, console)
-    sweeper = asyncio.create_task(app.sweep_forever())
+    # Someone watches the console: a short Keep (STEWARD_KEEP_MINUTES) lapses when it says.
+    sweeper = asyncio.create_task(app.sweep_forever(CONSOLE_SWEEP_SECONDS))
     try:
         await app.start()
         return await console.run(app.engine)

@@ -252,6 +252,10 @@ class Settings:
 
     restic_repository: str | None = None
     restic_password_file: Path | None = None
+    # A rest: or sftp: URL may hold a password: its file twin keeps it out of the Nix store.
+    restic_repository_file: Path | None = None
+    # KEY=VALUE lines for restic's backend (the AWS_* keys of S3 and B2), read from a file.
+    restic_environment_file: Path | None = None
     backup_schedule: Annotated[str, _schedule] = "daily 03:30"
     keep_last: Annotated[int, _number(int, 0, 1000)] = 3
     keep_daily: Annotated[int, _number(int, 0, 1000)] = 7
@@ -360,7 +364,29 @@ def load_settings(**overrides: object) -> Settings:
     for name in SECRETS:
         if (path := values.get(f"{name}_file")) is not None:
             values[name] = Secret(_read_secret_file(f"{PREFIX}{name.upper()}_FILE", path))
+    if (path := values.get("restic_repository_file")) is not None:
+        values["restic_repository"] = _read_secret_file(f"{PREFIX}RESTIC_REPOSITORY_FILE", path)
     return Settings(**values)
+
+
+RESTIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def restic_environment(settings: Settings) -> dict[str, str]:
+    """The backend keys restic needs: from STEWARD_RESTIC_ENVIRONMENT_FILE when it is set (the
+    NixOS module passes it as a credential), else from the process environment."""
+    path = settings.restic_environment_file
+    if path is None:
+        return {key: value for key in RESTIC_KEYS if (value := os.environ.get(key))}
+    if not path.is_file():
+        raise ConfigError(f"{PREFIX}RESTIC_ENVIRONMENT_FILE: cannot read {path}")
+    found = _read_dotenv(path)
+    if unknown := sorted(found.keys() - set(RESTIC_KEYS)):
+        raise ConfigError(
+            f"{PREFIX}RESTIC_ENVIRONMENT_FILE: {path} sets {', '.join(unknown)}; it may set "
+            f"{', '.join(RESTIC_KEYS)} only"
+        )
+    return {key: value for key, value in found.items() if value}
 
 
 # What each extra brings, by the module the adapter imports (pyproject.toml's extras).

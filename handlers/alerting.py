@@ -9,7 +9,8 @@ hovers at 85 % does not flap. What the owners hear follows the *announced* level
 - back to ok: one "recovered" message with how long it lasted.
 
 So recovered always follows critical, and no transition is ever sent twice. Snoozed and muted
-alerts change state as usual; only their messages are held back.
+alerts change state as usual; only their messages are held back, and only at the level that was
+snoozed: a snoozed warning that turns critical is announced, and the snooze ends there.
 """
 
 from __future__ import annotations
@@ -70,9 +71,15 @@ class AlertState:
     opened_at: datetime | None = None  # when it left ok
     detail: str = ""
     snoozed_until: datetime | None = None
+    snoozed_level: Level | None = None  # what was snoozed; None: the level announced then
 
     def quiet(self, now: datetime) -> bool:
         return self.snoozed_until is not None and now < self.snoozed_until
+
+    def holds(self, level: Level, now: datetime) -> bool:
+        """Whether the snooze holds back news at ``level``: never above the level snoozed."""
+        snoozed = self.snoozed_level if self.snoozed_level is not None else self.announced
+        return self.quiet(now) and level <= max(snoozed, Level.WARN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,4 +112,7 @@ def step(
     if kind is None:
         return new, None
     lasted = now - opened if kind is Kind.RECOVERED and opened is not None else None
-    return new, Transition(state.key, kind, now, detail, lasted, not state.quiet(now))
+    held = state.holds(Level.WARN if kind is Kind.RECOVERED else level, now)
+    if not held and kind is not Kind.RECOVERED and state.quiet(now):
+        new = replace(new, snoozed_until=None, snoozed_level=None)  # it broke through
+    return new, Transition(state.key, kind, now, detail, lasted, not held)

@@ -60,6 +60,7 @@ def _load_state(text: str) -> AlertState:
         datetime.fromisoformat(data["opened_at"]) if data["opened_at"] else None,
         data["detail"],
         datetime.fromisoformat(data["snoozed_until"]) if data["snoozed_until"] else None,
+        Level(data["snoozed_level"]) if data.get("snoozed_level") is not None else None,
     )  # fmt: skip
 
 
@@ -68,6 +69,8 @@ def _dump_state(state: AlertState) -> str:
     for key in ("opened_at", "snoozed_until"):
         data[key] = data[key].isoformat() if data[key] else None
     data["level"], data["announced"] = int(state.level), int(state.announced)
+    if state.snoozed_level is not None:
+        data["snoozed_level"] = int(state.snoozed_level)
     return json.dumps(data)
 
 
@@ -232,8 +235,8 @@ async def _alert(ctx: Context, alert: str) -> AlertState:
 async def _quiet(ctx: Context, alert: str, hours: int) -> Reply:
     state = await _alert(ctx, alert)
     until = ctx.now + timedelta(hours=hours)
-    await ctx.deps.notes.set(ALERT + state.key, _dump_state(replace(state, snoozed_until=until)),
-                             ctx.now)  # fmt: skip
+    await ctx.deps.notes.set(ALERT + state.key, _dump_state(replace(state, snoozed_until=until,
+                             snoozed_level=state.announced)), ctx.now)  # fmt: skip
     return Reply(
         f"🔕 {esc(state.detail)}: no messages about it until "
         f"{ctx.local(until):%d %b %H:%M}. It stays in /alerts."

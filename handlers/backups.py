@@ -15,6 +15,7 @@ from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import SERVICE, Arg, Role, Word
+from handlers.repository import create, missing, offer_init, what_init_does
 from providers.base.backup import (
     BackupEngine,
     BackupError,
@@ -131,10 +132,13 @@ SERVICE_OR_ALL = Arg("service", SERVICE, required=False, help="a service id, or 
 @commands.command("backup", "Back up a service, or all of them, now", args=(SERVICE_OR_ALL,),
                   role=Role.OPERATOR, changes=True, background=True)  # fmt: skip
 async def backup(ctx: Context, service: str | None = None) -> Reply:
-    done, failed = await run_backups(ctx, _targets(ctx, service), BackupReason.MANUAL)
+    targets = _targets(ctx, service)
+    # The preview said so when there was none: this confirmation is the one that makes it.
+    made = [await create(ctx, engine(ctx))] if await missing(engine(ctx)) else []
+    done, failed = await run_backups(ctx, targets, BackupReason.MANUAL)
     if failed and not done:
-        raise CommandError("The backup failed:\n" + "\n".join(failed))
-    return Reply("\n".join(["<b>Backup</b>", *done, *failed]))
+        raise CommandError("\n".join([*made, "The backup failed:", *failed]))
+    return Reply("\n".join([*made, "<b>Backup</b>", *done, *failed]))
 
 
 @backup.preview
@@ -143,7 +147,10 @@ async def _backup_preview(ctx: Context, service: str | None = None) -> str:
     targets = _targets(ctx, service)
     folders = sum(len(info.folders) for info in targets)
     names = ", ".join(esc(info.name) for info in targets)
-    return f"Backs up {names} now: {folders} folder(s), as manual snapshots."
+    text = f"Backs up {names} now: {folders} folder(s), as manual snapshots."
+    if await missing(engine(ctx)):
+        text += f"\nThere is no backup repository yet, so first: {what_init_does(engine(ctx))}"
+    return text
 
 
 @backup.resume
@@ -217,6 +224,8 @@ async def _forget_preview(ctx: Context, snapshot: str) -> str:
 
 async def scheduled_backup(deps: Deps, ctx: Context, policy: RetentionPolicy) -> Reply:
     """The scheduled run: every service, then the retention policy on scheduled snapshots."""
+    if await missing(engine(ctx)):
+        return offer_init(engine(ctx), "The scheduled backup did not run")
     done, failed = await run_backups(ctx, backed_up(deps), BackupReason.SCHEDULED)
     state = "failed " + ", ".join(line.split(":")[0][2:] for line in failed) if failed else "ok"
     await deps.notes.set(LAST_RUN, f"{ctx.now.isoformat()} {state}", ctx.now)

@@ -25,7 +25,7 @@ from typing import Any
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Offer, Reply, esc
 from handlers.core.text import duration
-from providers.nixos.desired import DesiredState, DesiredStateError, diff
+from providers.nixos.desired import DesiredState, DesiredStateError, Written, diff, digest_of
 from providers.nixos.rebuild import REBUILD_UNIT, RebuildRun
 from providers.systemd import UnitError
 
@@ -45,7 +45,7 @@ _PHASES = (
     ("the following new units were started", "⚙️ Starting new services"),
 )
 
-Change = Callable[[], Awaitable[str | None]]
+Change = Callable[[], Awaitable[Written | None]]
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Record:
     keep: bool = True
     tail: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    prior: str | None = None  # the desired state before this job's change, as rendered JSON
 
     def dump(self) -> str:
         return json.dumps(
@@ -70,6 +71,7 @@ class Record:
                 "keep": self.keep,
                 "tail": self.tail[-TAIL:],
                 "started": self.started,
+                "prior": self.prior,
             }
         )
 
@@ -78,7 +80,7 @@ class Record:
         data: dict[str, Any] = json.loads(text)
         return cls(
             data["title"], RebuildRun.from_json(data["run"]), data["before"], data["digest"],
-            data["keep"], list(data["tail"]), data["started"],
+            data["keep"], list(data["tail"]), data["started"], data.get("prior"),
         )  # fmt: skip
 
 
@@ -106,6 +108,7 @@ async def switch(
     """Run ``unit`` and report; ``change`` writes the desired state once it is our turn."""
     rebuilds = ctx.deps.rebuilds
     digest: str | None = None
+    prior: str | None = None
     try:
         while (busy := await rebuilds.busy()) is not None and not (join and busy == unit):
             await ctx.progress.update(
@@ -113,10 +116,12 @@ async def switch(
                 "to finish…"
             )
             await asyncio.sleep(ctx.deps.policy.poll_seconds)
-        digest = await change() if change is not None else None
+        written = await change() if change is not None else None
+        if written is not None:
+            digest, prior = written.digest, written.before.render().decode()
         before = await current_generation(ctx)
         run = await rebuilds.prepare(unit)
-        record = Record(title, run, before, digest, keep)
+        record = Record(title, run, before, digest, keep, prior=prior)
         await _save(ctx, record)
         record.run = await rebuilds.start(run)
         await _save(ctx, record)
@@ -226,6 +231,8 @@ async def _succeeded(ctx: Context, record: Record, elapsed: float, joined: str) 
     minutes = ctx.deps.policy.keep_minutes
     if not record.keep or not minutes:
         return Reply(text)
+    if record.digest is not None and record.prior is not None:
+        await _note_kept_change(ctx, after, record.digest, record.prior)
     note = f"Press <b>Keep</b> within {minutes:g} min, or generation {before} comes back by itself."
     return Reply(text, offer=Offer(KEEP, (str(before), str(after)), minutes, note))
 
@@ -268,8 +275,60 @@ def describe_change(before: DesiredState, after: DesiredState) -> str:
 async def change_and_switch(
     ctx: Context, title: str, change: Callable[[DesiredState], DesiredState]
 ) -> Reply:
-    async def write() -> str | None:
+    async def write() -> Written | None:
         written = await ctx.deps.desired.update(change)
-        return written.digest if written.changes else None
+        return written if written.changes else None
 
     return await switch(ctx, unit=REBUILD_UNIT, title=title, change=write)
+
+
+# --- a switch that is not kept takes its change to the desired state with it ---------------------
+
+
+def _kept_key(generation: int) -> str:
+    return f"rebuild:offer:{generation}"
+
+
+async def _note_kept_change(ctx: Context, after: int, digest: str, prior: str) -> None:
+    """What generation ``after`` changed in the desired state, until Keep or its lapse."""
+    note = json.dumps({"digest": digest, "prior": prior})
+    await ctx.deps.notes.set(_kept_key(after), note, ctx.now)
+
+
+async def forget_change(ctx: Context, after: int) -> None:
+    await ctx.deps.notes.delete(_kept_key(after))
+
+
+class _ChangedSinceError(Exception):
+    pass
+
+
+async def take_back_change(ctx: Context, after: int) -> str:
+    """Put back the desired state that the generation before ``after`` was built from, unless
+    someone changed it since ``after`` was built: then their change stays, and we say so.
+
+    Without this the next /rebuild, /set or /enable would build the rejected change again."""
+    raw = await ctx.deps.notes.get(_kept_key(after))
+    if raw is None:
+        return ""
+    note = json.loads(raw)
+    prior = DesiredState.from_json(json.loads(note["prior"]))
+
+    def back(state: DesiredState) -> DesiredState:
+        # The same guard as a failed rebuild: only the very state this switch wrote is undone.
+        if digest_of(state.render()) != note["digest"]:
+            raise _ChangedSinceError
+        return prior
+
+    try:
+        await ctx.deps.desired.update(back)
+    except _ChangedSinceError:
+        return (
+            "The desired state was changed again since, so it was left as it is: the next "
+            "/rebuild builds that."
+        )
+    except DesiredStateError as exc:
+        return f"The desired state could not be put back: {esc(exc)}"
+    finally:
+        await forget_change(ctx, after)
+    return "The desired state was put back as it was, so the next /rebuild does not bring it back."

@@ -194,6 +194,7 @@ AFTER = Arg("after", Integer(minimum=1))
 @commands.command(rebuild.KEEP, "Keep a switch", args=(BEFORE, AFTER), role=Role.ADMIN,
                   internal=True, lapse="revert")  # fmt: skip
 async def keep(ctx: Context, before: int, after: int) -> Reply:
+    await rebuild.forget_change(ctx, after)
     return Reply(
         f"✅ Generation {after} is kept. Generation {before} stays available: "
         f"<code>/rollback {before}</code>."
@@ -203,17 +204,39 @@ async def keep(ctx: Context, before: int, after: int) -> Reply:
 @commands.command("revert", "Roll a switch back", args=(BEFORE, AFTER), role=Role.ADMIN,
                   internal=True, background=True)  # fmt: skip
 async def revert(ctx: Context, before: int, after: int) -> Reply:
-    current = await rebuild.current_generation(ctx)
-    if current != after:
-        return Reply(
-            f"Generation {after} was not kept, but the system has moved on to generation "
-            f"{current} since, so nothing was rolled back."
+    moved = await _moved_on(ctx, after)
+    if moved:
+        return Reply(moved)
+    outcome: list[str] = []
+
+    async def take_back() -> None:
+        # Once it is our turn (a rebuild may have run meanwhile), before the switch: a rollback
+        # that fails still rejects the change.
+        if moved := await _moved_on(ctx, after):
+            raise CommandError(moved)
+        outcome.append(await rebuild.take_back_change(ctx, after))
+
+    try:
+        reply = await rebuild.switch(
+            ctx,
+            unit=rollback_unit(before),
+            title=f"Generation {after} was not kept: back to {before}",
+            change=take_back,
+            keep=False,
         )
-    return await rebuild.switch(
-        ctx,
-        unit=rollback_unit(before),
-        title=f"Generation {after} was not kept: back to {before}",
-        keep=False,
+    except CommandError as exc:
+        raise CommandError(" ".join((str(exc), *outcome)).strip()) from None
+    return replace(reply, text="\n".join((reply.text, *filter(None, outcome))))
+
+
+async def _moved_on(ctx: Context, after: int) -> str:
+    current = await rebuild.current_generation(ctx)
+    if current == after:
+        return ""
+    await rebuild.forget_change(ctx, after)
+    return (
+        f"Generation {after} was not kept, but the system has moved on to generation "
+        f"{current} since, so nothing was rolled back."
     )
 
 

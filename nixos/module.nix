@@ -108,6 +108,16 @@ let
       credential = "restic-password";
       variable = "STEWARD_RESTIC_PASSWORD_FILE";
     };
+    # A rest: or sftp: URL may hold a password; as a credential it stays out of the store.
+    resticRepositoryFile = {
+      credential = "restic-repository";
+      variable = "STEWARD_RESTIC_REPOSITORY_FILE";
+    };
+    # AWS_ACCESS_KEY_ID=…, AWS_SECRET_ACCESS_KEY=… (and AWS_DEFAULT_REGION) for S3 and B2.
+    resticEnvironmentFile = {
+      credential = "restic-environment";
+      variable = "STEWARD_RESTIC_ENVIRONMENT_FILE";
+    };
     # Seals the admins' TOTP secrets in the database: never in the database or the store.
     totpKeyFile = {
       credential = "totp-key";
@@ -262,6 +272,7 @@ let
       STEWARD_BACKUP_UNITS = "1";
       STEWARD_WORKER_DIR = "/var/lib/steward-worker";
     }
+
     // lib.optionalAttrs cfg.postgresql.enable {
       STEWARD_POSTGRES_HOST = "/run/postgresql";
       STEWARD_POSTGRES_USER = "postgres";
@@ -291,6 +302,7 @@ let
     environment = botEnvironment;
     path = [
       pkgs.restic
+      pkgs.openssh # sftp: repositories
       config.systemd.package
     ]
     ++ lib.optional cfg.postgresql.enable config.services.postgresql.package;
@@ -477,6 +489,8 @@ in
     b2KeyIdFile = secretOption "Backblaze B2 key id";
     b2KeyFile = secretOption "Backblaze B2 application key";
     resticPasswordFile = secretOption "restic repository password";
+    resticRepositoryFile = secretOption "restic repository URL"; # rest: and sftp: URLs may hold a password
+    resticEnvironmentFile = secretOption "restic backend keys"; # KEY=VALUE lines: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
     totpKeyFile = secretOption "key that seals the admins' TOTP secrets (openssl rand -base64 32)";
 
     postgresql.enable = mkOption {

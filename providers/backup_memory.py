@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from providers.base.backup import NO_REPOSITORY as BASE_NO_REPOSITORY
 from providers.base.backup import (
     BackupError,
     BackupProgress,
@@ -29,6 +30,7 @@ from providers.base.backup import (
     BackupResult,
     CheckResult,
     DrillResult,
+    NoRepositoryError,
     ProgressCallback,
     RepoStats,
     RestoreResult,
@@ -41,7 +43,7 @@ from providers.base.backup import (
 
 logger = logging.getLogger(__name__)
 
-NO_REPOSITORY = "There is no backup repository at the configured location."
+NO_REPOSITORY = BASE_NO_REPOSITORY
 LOCKED = "The backup repository is locked by another restic process."
 WRONG_PASSWORD = "The backup repository password is wrong."  # noqa: S105 (a sentence)
 
@@ -97,6 +99,19 @@ class MemoryBackupEngine:
     async def init(self) -> None:
         self._gate("init", needs_repository=False)
         self.initialized = True
+
+    async def ready(self) -> bool:
+        try:
+            self._gate("ready")
+        except NoRepositoryError:
+            return False
+        return True
+
+    def location(self) -> str:
+        return "memory:demo"
+
+    def key_file(self) -> str | None:
+        return None
 
     async def backup(
         self,
@@ -230,7 +245,7 @@ class MemoryBackupEngine:
         if operation in self.fail_next:
             raise BackupError(self.fail_next.pop(operation))
         if needs_repository and not self.initialized:
-            raise BackupError(NO_REPOSITORY)
+            raise NoRepositoryError(NO_REPOSITORY)
         if self.wrong_password:
             raise BackupError(WRONG_PASSWORD)
         if self.live_lock:

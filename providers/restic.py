@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from providers.base.backup import (
+    NO_REPOSITORY,
     BackupError,
     BackupProgress,
     BackupReason,
     BackupResult,
     CheckResult,
     DrillResult,
+    NoRepositoryError,
     ProgressCallback,
     RepoStats,
     RestoreResult,
@@ -78,7 +80,7 @@ _EXPLANATIONS = (
     (
         ("Is there a repository at the following location?", "bucket does not exist",
          "unable to open config file", "repository does not exist"),
-        "There is no backup repository at the configured location.",
+        NO_REPOSITORY,
     ),
     (("no matching ID found", "no snapshot found", "invalid id"), "No such snapshot."),
     (("no space left on device",), "The disk is full."),
@@ -121,6 +123,11 @@ def explain(stderr: str, command: str) -> str:
     return f"restic {command} failed."
 
 
+def redacted(repository: str) -> str:
+    """A repository URL without the user and password a ``rest:`` or ``sftp:`` URL may hold."""
+    return _URL_CREDENTIALS.sub("://", repository)
+
+
 def is_locked(stderr: str) -> bool:
     return any(marker in stderr for marker in _LOCKED)
 
@@ -147,6 +154,19 @@ class ResticBackupEngine:
         if "already exists" not in outcome.stderr and "already initialized" not in outcome.stderr:
             raise self._failure("init", outcome)
         await self._restic(["cat", "config"], self._settings.timeout)
+
+    async def ready(self) -> bool:
+        try:
+            await self._restic(["cat", "config"], self._settings.timeout)
+        except NoRepositoryError:
+            return False
+        return True
+
+    def location(self) -> str:
+        return redacted(self._settings.repository)
+
+    def key_file(self) -> str | None:
+        return str(self._settings.password_file)
 
     async def backup(
         self,
@@ -405,7 +425,8 @@ class ResticBackupEngine:
         tail = outcome.stderr.strip().replace(self._settings.repository, "<repository>")
         tail = _URL_CREDENTIALS.sub("://<credentials>@", tail)[-2000:]
         logger.warning("restic %s exited %s: %s", command, outcome.returncode, tail)
-        return BackupError(explain(outcome.stderr, command))
+        sentence = explain(outcome.stderr, command)
+        return NoRepositoryError(sentence) if sentence == NO_REPOSITORY else BackupError(sentence)
 
 
 class _BackupStream:

@@ -2,7 +2,7 @@
 
 Buttons print as ``[1] Confirm  [2] Cancel``; ``press N`` presses button N of the newest
 message that has buttons; ``wait`` waits for running jobs. At end of input it waits for running
-jobs (at most 60 s), then ends.
+jobs, and for the *Keep* offers that lapse within the wait (at most 60 s), then ends.
 It works on a pipe as well as on a terminal. The console user is whoever runs it on the server.
 """
 
@@ -120,6 +120,24 @@ class ConsoleTransport:
         threading.Thread(target=pump, name="console-stdin", daemon=True).start()
         while (line := await queue.get()) is not None:
             await self.handle_line(engine, line)
-        if not await engine.wait_for_jobs(wait):
+        if not await settle(engine, wait):
             self.say(f"Some jobs are still running after {wait:g} s; they go on next start.")
         return 0
+
+
+async def settle(engine: Engine, wait: float) -> bool:
+    """Wait for running jobs and for the offers that lapse within ``wait`` seconds, with what
+    their lapse runs: a script that leaves *Keep* unpressed sees the rollback it asked for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        if not await engine.wait_for_jobs(max(0.0, deadline - loop.time())):
+            return False
+        now = engine.clock()
+        lapses = engine.jobs.lapses
+        lapses[:] = [due for due in lapses if due > now]
+        due = min(lapses, default=None)
+        if due is None or (due - now).total_seconds() > deadline - loop.time():
+            return True
+        await asyncio.sleep((due - now).total_seconds() + 0.05)
+        await engine.expire_confirmations()

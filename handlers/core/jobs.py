@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Coroutine
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from handlers.core.context import CommandError, Context
@@ -41,6 +41,8 @@ class JobRunner:
         self._engine = engine
         self.store = store
         self._tasks: set[asyncio.Task[None]] = set()
+        # When the offers made by this process lapse, so that a script can wait for them.
+        self.lapses: list[datetime] = []
 
     async def run_confirmed(self, conf: Confirmation) -> None:
         job = await self.store.start(
@@ -137,6 +139,7 @@ class JobRunner:
             two_person=False,
             preview=reply.text[:4000],
         )
+        self.lapses.append(conf.expires_at)
         buttons = (Button(offer.confirm, f"{CONFIRM}:{nonce}"),
                    Button(offer.decline, f"{CANCEL}:{nonce}"))  # fmt: skip
         return conf, buttons

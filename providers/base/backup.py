@@ -32,6 +32,13 @@ class BackupError(Exception):
     """A backup operation failed; the message is one short sentence, safe to show."""
 
 
+class NoRepositoryError(BackupError):
+    """There is no repository at the configured location: it can be made with ``init``."""
+
+
+NO_REPOSITORY = "There is no backup repository at the configured location."
+
+
 _SERVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -172,6 +179,19 @@ class BackupEngine(Protocol):
     async def init(self) -> None:
         """Create the repository; a repository that already exists is fine (its password is
         checked)."""
+        ...
+
+    async def ready(self) -> bool:
+        """True when the repository opens; False when there is none at its location yet.
+        Anything else (a wrong password, no network) raises ``BackupError``."""
+        ...
+
+    def location(self) -> str:
+        """Where the repository is, for people: never with the credentials a URL may hold."""
+        ...
+
+    def key_file(self) -> str | None:
+        """The password file: the only key to the repository."""
         ...
 
     async def backup(

@@ -355,3 +355,23 @@ def test_the_home_demo_shows_the_failing_disk_the_degraded_mirror_and_the_change
     _at(r"^✅ UPS ups@localhost is on mains, battery 100%, ~42 min left$", out)
     _at(r"^⚠️ public address 203\.0\.113\.77, but the DNS says 203\.0\.113\.10: /dns fix$", out)
     assert "☁️ server" not in out  # one's own hardware: no cloud
+
+
+def test_a_script_that_leaves_keep_unpressed_sees_the_change_rolled_back(tmp_path: Path) -> None:
+    env = {**_env(tmp_path, "0.05"), "STEWARD_KEEP_MINUTES": "0.02"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "console", "--demo"],
+        input="/enable pleroma\npress 1\nwait\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    offered = _at(r"^Generation 44 → 45\.$", out)
+    back = _at(r"^Generation 45 → 44\.$", out)
+    put_back = _at(r"^The desired state was put back as it was", out)
+    assert offered < back < put_back

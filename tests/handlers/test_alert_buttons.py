@@ -114,3 +114,24 @@ def test_a_button_never_carries_more_than_telegram_takes() -> None:
     Button.run("ok", "x" * 60)
     with pytest.raises(ValueError, match="over 64 bytes"):
         Button.run("too long", "x" * 61)
+
+
+@pytest.mark.parametrize("quiet", ["Snooze 1h", "Mute 24h"])
+async def test_a_snoozed_disk_warning_still_lets_the_critical_through(
+    harness: Harness, quiet: str
+) -> None:
+    button = next(b for b in await alert(harness) if b.label == quiet)
+    await press(harness, button.action)
+    harness.clock.advance(minutes=5)
+    harness.server.host.fill_disk(94)  # still a warning: held back
+    assert not [r for r in await check_alerts(harness.engine.deps, harness.clock())
+                if "disk /" in r.text]  # fmt: skip
+    harness.clock.advance(minutes=5)
+    harness.server.host.fill_disk(97)
+    critical = [
+        r for r in await check_alerts(harness.engine.deps, harness.clock()) if "disk /" in r.text
+    ]
+    assert len(critical) == 1
+    assert "97%" in critical[0].text
+    (state,) = [s for s in await alert_states(harness.engine.deps) if s.key == "disk:/"]
+    assert not state.quiet(harness.clock())  # the snooze ended where it broke through

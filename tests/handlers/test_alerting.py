@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -79,3 +80,30 @@ def test_a_snoozed_alert_changes_state_but_holds_its_message_back() -> None:
     assert transition is not None
     assert transition.kind is Kind.RECOVERED
     assert transition.delivered
+
+
+def test_a_snooze_holds_only_the_level_it_was_given_at() -> None:
+    state = AlertState("disk:/")
+    state, _ = step(state, Level.WARN, "91%", START)
+    state = replace(state, snoozed_until=START + timedelta(hours=1), snoozed_level=Level.WARN)
+    state, held = step(state, Level.WARN, "93%", START + timedelta(minutes=1))
+    assert held is None  # no news at the snoozed level
+    state, critical = step(state, Level.CRITICAL, "97%", START + timedelta(minutes=2))
+    assert critical is not None
+    assert critical.kind is Kind.CRITICAL
+    assert critical.delivered
+    assert not state.quiet(START + timedelta(minutes=3))
+    _, recovered = step(state, Level.OK, "40%", START + timedelta(minutes=4))
+    assert recovered is not None
+    assert recovered.delivered
+
+
+def test_a_snoozed_critical_holds_its_recovery_and_a_new_warning_back() -> None:
+    state = AlertState("memory", Level.CRITICAL, Level.CRITICAL, START, "98%",
+                       START + timedelta(hours=1), Level.CRITICAL)  # fmt: skip
+    state, recovered = step(state, Level.OK, "40%", START + timedelta(minutes=1))
+    assert recovered is not None
+    assert not recovered.delivered
+    _, warned = step(state, Level.WARN, "92%", START + timedelta(minutes=2))
+    assert warned is not None
+    assert not warned.delivered

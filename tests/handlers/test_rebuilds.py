@@ -89,6 +89,56 @@ async def test_without_keep_the_previous_generation_comes_back(harness: Harness)
     assert "Keep" not in offer.current.text.split("back to")[-1]
 
 
+async def test_a_switch_not_kept_takes_its_change_to_the_desired_state_with_it(
+    harness: Harness,
+) -> None:
+    before = await current(harness)
+    await confirmed(harness, "/enable pleroma")
+    offer = harness.outbox.last
+    harness.clock.advance(minutes=11)
+    assert await harness.engine.expire_confirmations() == 1
+    assert await harness.engine.wait_for_jobs(10)
+    assert await current(harness) == before
+    assert not harness.server.desired.state.enabled("pleroma")
+    assert "The desired state was put back as it was" in offer.current.text
+
+    await confirmed(harness, "/rebuild")
+    assert not harness.server.desired.state.enabled("pleroma")
+    assert "pleroma.service" not in harness.server.services.units
+
+
+async def test_roll_back_now_puts_the_desired_state_back_too(harness: Harness) -> None:
+    await confirmed(harness, "/enable pleroma")
+    await harness.press(2)
+    assert await harness.engine.wait_for_jobs(10)
+    assert not harness.server.desired.state.enabled("pleroma")
+    await confirmed(harness, "/rebuild")
+    assert "pleroma.service" not in harness.server.services.units
+
+
+async def test_a_desired_state_changed_since_is_left_alone_and_said_so(harness: Harness) -> None:
+    before = await current(harness)
+    await confirmed(harness, "/enable pleroma")
+    offer = harness.outbox.last
+    # Someone else changes the desired state (by hand, or a rebuild that is still to come).
+    await harness.server.desired.update(lambda s: s.with_system(timezone="Europe/Berlin"))
+    await harness.press(2)
+    assert await harness.engine.wait_for_jobs(10)
+    assert await current(harness) == before
+    state = harness.server.desired.state
+    assert state.enabled("pleroma")
+    assert state.system.timezone == "Europe/Berlin"
+    assert "changed again since, so it was left as it is" in offer.current.text
+
+
+async def test_keep_keeps_the_change_for_good(harness: Harness) -> None:
+    await confirmed(harness, "/enable pleroma")
+    await harness.press(1)  # Keep
+    after = await current(harness)
+    assert await harness.engine.deps.notes.get(f"rebuild:offer:{after}") is None
+    assert harness.server.desired.state.enabled("pleroma")
+
+
 async def test_roll_back_now_rolls_back_at_once(harness: Harness) -> None:
     before = await current(harness)
     await confirmed(harness, "/rebuild")

@@ -15,6 +15,7 @@ in
   systemd = package "systemd";
   util-linux = package "util-linux";
   restic = package "restic";
+  openssh = package "openssh";
   postgresql = package "postgresql";
   e2fsprogs = package "e2fsprogs";
   xfsprogs = package "xfsprogs";

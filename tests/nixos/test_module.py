@@ -648,3 +648,27 @@ def test_what_the_health_unit_records_is_what_the_bot_reads(
         "/dev/sda", False, "/dev/nvme0", True)  # fmt: skip
     assert (out / "zpool-status.txt").read_text() == "no pools available\n"
     assert ["--json", "-a", "-n", "standby", "-d", "sat", "/dev/sda"] in fakes.calls("smartctl")
+
+
+def test_the_repository_url_and_backend_keys_are_credentials_of_the_bot_and_the_workers(
+    nix_env: dict[str, str],
+) -> None:
+    system = evaluate(
+        nix_env,
+        "{ enable = true; resticRepositoryFile = /run/keys/restic-url; "
+        "resticEnvironmentFile = /run/keys/restic-env; resticPasswordFile = /run/keys/pw; }",
+    )
+    for name in ("steward", "steward-backup@", "steward-restore@"):
+        service = unit(system, name)
+        assert set(service["serviceConfig"]["LoadCredential"]) == {
+            "restic-repository:/run/keys/restic-url",
+            "restic-environment:/run/keys/restic-env",
+            "restic-password:/run/keys/pw",
+        }
+        environment = service["environment"]
+        assert environment["STEWARD_RESTIC_REPOSITORY_FILE"].endswith("/restic-repository")
+        assert environment["STEWARD_RESTIC_ENVIRONMENT_FILE"].endswith("/restic-environment")
+        assert "STEWARD_RESTIC_REPOSITORY" not in environment
+        assert not any("/run/keys" in str(value) for value in environment.values())
+    # sftp: repositories: restic runs ssh from the root units' PATH.
+    assert any("openssh" in str(item) for item in unit(system, "steward-backup@")["path"])
