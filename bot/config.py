@@ -210,6 +210,8 @@ class Settings:
     catalogue: Path | None = None
     keep_minutes: Annotated[float, _number(float, 0.0, 1440.0)] = 10.0
     upgrade_flake: str | None = None
+    # What the module's allowRootKeysFromChat says; root enforces it, the bot only tells.
+    root_keys_from_chat: bool = False
     preview_build: bool = False
     rebuild_poll_seconds: Annotated[float, _number(float, 0.05, 60.0)] = 1.0
 

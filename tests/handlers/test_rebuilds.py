@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from typing import Literal
 
 import pytest
 
@@ -356,3 +357,38 @@ async def test_a_rebuild_unit_that_cannot_start_puts_the_desired_state_back(
     assert "Enabling Pleroma could not start: Access denied" in text
     assert "The desired state was put back as it was." in text
     assert not harness.server.desired.state.enabled("pleroma")
+
+
+def root_keys(harness: Harness, mode: Literal["off", "code", "open"]) -> None:
+    deps = harness.engine.deps
+    harness.engine.deps = replace(deps, policy=replace(deps.policy, root_keys=mode))
+
+
+async def test_root_keys_from_chat_are_refused_at_once_where_root_would_refuse_them(
+    harness: Harness,
+) -> None:
+    root_keys(harness, "off")
+    kind, data, comment = KEY.split()
+    said = await harness.say(f"/sshkey add {kind} {data} {comment}")
+    assert "Root keys cannot be added from chat on this server" in said
+    assert harness.server.desired.state.system.root_keys == ()
+    assert "Waiting for" not in said  # refused before any confirmation
+
+
+async def test_with_root_checking_keys_each_key_carries_its_code_to_root(
+    harness: Harness,
+) -> None:
+    root_keys(harness, "code")
+    kind, data, comment = KEY.split()
+    assert "6-digit code" in await harness.say(f"/sshkey add {kind} {data} {comment}")
+    prompt = await harness.say(f"/sshkey add {kind} {data} {comment} 123456")
+    assert KEY_FINGERPRINT in prompt
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    system = harness.server.desired.state.system
+    assert system.root_keys == (KEY,)
+    at = int(harness.clock().timestamp())
+    assert system.root_key_codes == ((KEY_FINGERPRINT, "123456", at),)
+    # Removing a key drops its code.
+    await confirmed(harness, "/sshkey remove alice")
+    assert harness.server.desired.state.system.root_key_codes == ()
