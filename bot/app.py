@@ -179,6 +179,7 @@ def build_app(
         settings.operators,
         settings.viewers,
         console_role=Role.ADMIN if console_admin else None,
+        people=settings.people,
     )
     router = router or OutboxRouter()
     engine = Engine(
