@@ -122,6 +122,18 @@ async def test_a_failed_rebuild_restores_the_desired_state_and_shows_the_log(
     assert harness.outbox.last.current.buttons == ()
 
 
+async def test_root_refusing_the_desired_state_is_said_first(harness: Harness) -> None:
+    harness.server.rebuilds.fail_next = (
+        "steward: desired state refused: services: pleroma is not in the catalogue"
+    )
+    text = await confirmed(harness, "/enable pleroma")
+    assert (
+        "Enabling Pleroma failed.</b> /generations shows what runs now.\n🛑 Root refused the "
+        "desired state: <b>services: pleroma is not in the catalogue</b>"
+    ) in text
+    assert not harness.server.desired.state.enabled("pleroma")
+
+
 async def test_two_rebuild_requests_lead_to_one_rebuild(harness: Harness) -> None:
     harness.server.rebuilds.step_seconds = 0.2
     await harness.say("/rebuild")
