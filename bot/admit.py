@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from providers.catalogue import CatalogueError, ServiceCatalogue
-from providers.nixos.admission import Admission, Refused
+from providers.nixos.admission import Admission, RefusedError
 
 REFUSED = "steward: desired state refused:"
 
@@ -20,7 +20,7 @@ def admit(source: Path, state_dir: Path, catalogue: Path, totp_file: Path | None
         services = frozenset(ServiceCatalogue.load(catalogue))
         secret = _secret(totp_file) if totp_file is not None else None
         done = Admission(state_dir, services, secret).admit(source)
-    except (Refused, CatalogueError) as exc:
+    except (RefusedError, CatalogueError) as exc:
         print(f"{REFUSED} {exc}", file=sys.stderr, flush=True)
         return 1
     for print_ in done.approved:
@@ -38,7 +38,7 @@ def _secret(path: Path) -> str:
     try:
         text = path.read_text(encoding="ascii").strip().replace(" ", "").upper()
     except (OSError, UnicodeDecodeError):
-        raise Refused("the root-key TOTP credential cannot be read") from None
+        raise RefusedError("the root-key TOTP credential cannot be read") from None
     if len(text) < 16 or set(text) - set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567="):
-        raise Refused("the root-key TOTP credential is not a base32 secret")
+        raise RefusedError("the root-key TOTP credential is not a base32 secret")
     return text

@@ -73,7 +73,7 @@ def work(settings: Settings, kind: str, instance: str, *, foreign: bool = False)
     return 0
 
 
-async def _work(  # noqa: PLR0913 - the unit's instance, split, and the admin's flag
+async def _work(
     settings: Settings, kind: str, service: str, arg: str, status: StatusFile, *, foreign: bool
 ) -> dict[str, object]:
     catalogue = _catalogue(settings)

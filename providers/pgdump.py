@@ -180,7 +180,7 @@ async def _run(
     return out
 
 
-def explain(stderr: str, tool: str, name: str) -> str:
+def explain(stderr: str, tool: str, name: str) -> str:  # noqa: PLR0911 - one per cause
     if f'database "{name}" does not exist' in stderr:
         return f"Database {name} does not exist."
     if "password authentication failed" in stderr or "no password supplied" in stderr:

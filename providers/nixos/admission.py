@@ -42,7 +42,7 @@ FAILURE_WINDOW = 24 * 3600
 SOURCE_LIMIT = 1 << 20
 
 
-class Refused(DesiredStateError):
+class RefusedError(DesiredStateError):
     """The file is not applied; the message is the journal line the bot shows."""
 
 
@@ -69,7 +69,7 @@ class Admission:
         data = read_source(source)
         problems = check(data, self.services)
         if problems:
-            raise Refused(problems[0])
+            raise RefusedError(problems[0])
         state = DesiredState.from_json(data)
         keys, approved = self._root_keys(state)
         applied = replace(state, system=replace(state.system, root_keys=keys, root_key_codes=()))
@@ -79,7 +79,7 @@ class Admission:
     def _root_keys(self, state: DesiredState) -> tuple[tuple[str, ...], tuple[str, ...]]:
         keys = state.system.root_keys
         if keys and self.totp_secret is None:
-            raise Refused(
+            raise RefusedError(
                 "system.ssh.rootKeys: root keys from chat are off "
                 "(services.steward.allowRootKeysFromChat); remove them with /sshkey remove"
             )
@@ -100,21 +100,21 @@ class Admission:
         now = self.clock()
         ledger.failures = [t for t in ledger.failures if now - t < FAILURE_WINDOW]
         if len(ledger.failures) >= MAX_FAILURES:
-            raise Refused(
+            raise RefusedError(
                 f"root key {print_}: {MAX_FAILURES} wrong codes within a day; root keys from "
                 f"chat are locked until root removes {self.state_dir / LEDGER}"
             )
         if proof is None:
-            raise Refused(f"root key {print_} carries no TOTP code")
+            raise RefusedError(f"root key {print_} carries no TOTP code")
         code, at = proof
         if not -STEP <= now - at <= CODE_MAX_AGE:
-            raise Refused(f"root key {print_}: its code was given too long ago; add it again")
+            raise RefusedError(f"root key {print_}: its code was given too long ago; add it again")
         step = _matching_step(str(self.totp_secret), code, at)
         if step is None:
             ledger.failures.append(now)
-            raise Refused(f"root key {print_}: wrong TOTP code")
+            raise RefusedError(f"root key {print_}: wrong TOTP code")
         if step <= ledger.last_step:
-            raise Refused(f"root key {print_}: that code was used before")
+            raise RefusedError(f"root key {print_}: that code was used before")
         ledger.last_step = step
 
     def _applied(self) -> DesiredState:
@@ -153,18 +153,18 @@ def read_source(path: Path) -> object:
     except FileNotFoundError:
         return DesiredState().to_json()
     except OSError as exc:
-        raise Refused(f"{path} cannot be opened ({exc.strerror}); is it a link?") from None
+        raise RefusedError(f"{path} cannot be opened ({exc.strerror}); is it a link?") from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            raise Refused(f"{path} is not a plain file with a single link")
+            raise RefusedError(f"{path} is not a plain file with a single link")
         if info.st_size > SOURCE_LIMIT:
-            raise Refused(f"{path} is larger than {SOURCE_LIMIT} bytes")
+            raise RefusedError(f"{path} is larger than {SOURCE_LIMIT} bytes")
         data = handle.read(SOURCE_LIMIT + 1)
     try:
         return json.loads(data)
     except ValueError as exc:
-        raise Refused(f"{path} is not valid JSON ({exc})") from None
+        raise RefusedError(f"{path} is not valid JSON ({exc})") from None
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from providers.nixos.sshkeys import NotAKey, key_blob
+from providers.nixos.sshkeys import NotAKeyError, key_blob
 
 SCHEMA_PATH = Path(__file__).with_name("desired-state.schema.json")
 VERSION = 1
@@ -269,7 +269,7 @@ def check(data: object, services: Collection[str] | None = None) -> list[str]:
     for index, key in enumerate(system.get("ssh", {}).get("rootKeys", [])):
         try:
             key_blob(key)
-        except NotAKey as exc:
+        except NotAKeyError as exc:
             problems.append(f"system.ssh.rootKeys[{index}]: not a public key: {exc}")
     zone = system.get("timezone")
     if zone is not None and not known_zone(zone):

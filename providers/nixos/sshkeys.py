@@ -17,7 +17,7 @@ KEY_TYPES = (
 )  # fmt: skip
 
 
-class NotAKey(ValueError):
+class NotAKeyError(ValueError):
     """Not a public key line; the message says why, never the key."""
 
 
@@ -25,16 +25,16 @@ def key_blob(line: str) -> bytes:
     """The decoded blob of a key line, checked to name the same type as the line does."""
     parts = line.split(" ")
     if len(parts) not in (2, 3) or parts[0] not in KEY_TYPES:
-        raise NotAKey("not TYPE BASE64 [COMMENT] with a known key type")
+        raise NotAKeyError("not TYPE BASE64 [COMMENT] with a known key type")
     try:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError):
-        raise NotAKey("its base64 part does not decode") from None
+        raise NotAKeyError("its base64 part does not decode") from None
     if len(blob) < 4:
-        raise NotAKey("its blob is too short")
+        raise NotAKeyError("its blob is too short")
     (size,) = struct.unpack(">I", blob[:4])
     if blob[4 : 4 + size].decode("ascii", "replace") != parts[0] or len(blob) <= 4 + size:
-        raise NotAKey(f"its blob is not an {parts[0]} key")
+        raise NotAKeyError(f"its blob is not an {parts[0]} key")
     return blob
 
 
@@ -42,6 +42,6 @@ def fingerprint(line: str) -> str:
     """OpenSSH's SHA256 fingerprint; ``SHA256:?`` for a line that is not a key."""
     try:
         blob = key_blob(line)
-    except NotAKey:
+    except NotAKeyError:
         return "SHA256:?"
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

@@ -12,9 +12,10 @@ from typing import Literal
 import pytest
 
 from handlers.core.records import JobState
-from handlers.system import REBOOT_NOTE, fingerprint, welcome_back
+from handlers.system import REBOOT_NOTE, welcome_back
 from providers.host import HostMetrics
 from providers.nixos.rebuild import REBUILD_UNIT
+from providers.nixos.sshkeys import fingerprint
 from tests.conftest import ADMIN2, CHAT, OPERATOR, VIEWER, Harness
 
 # Made by ssh-keygen -t ed25519 -C alice; `ssh-keygen -lf` printed the fingerprint below.

@@ -29,8 +29,8 @@ def admit(state_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """``steward admit`` as the rebuild unit runs it, before anything is evaluated."""
     catalogue = state_dir / "catalogue.json"
     if not catalogue.exists():
-        catalogue.write_text(json.dumps({"services": [{"id": "nextcloud", "name": "Nextcloud",
-                                                       "units": ["nextcloud.service"]}]}))  # fmt: skip
+        service = {"id": "nextcloud", "name": "Nextcloud", "units": ["nextcloud.service"]}
+        catalogue.write_text(json.dumps({"services": [service]}))
     return subprocess.run(
         [sys.executable, "-m", "bot", "admit", "--source", str(state_dir / "desired-state.json"),
          "--state-dir", str(state_dir / "root"), "--catalogue", str(catalogue), *extra],
@@ -120,7 +120,9 @@ def test_a_root_key_planted_in_the_bots_file_stops_the_rebuild_and_reaches_nothi
     done = admit(tmp_path, "--root-key-totp", str(secret))
     assert done.returncode == 1
     assert f"root key {FINGERPRINT} carries no TOTP code" in done.stderr
-    data["system"]["ssh"]["rootKeyCodes"] = {FINGERPRINT: {"code": "000000", "at": int(time.time())}}
+    data["system"]["ssh"]["rootKeyCodes"] = {
+        FINGERPRINT: {"code": "000000", "at": int(time.time())}
+    }
     (tmp_path / "desired-state.json").write_text(json.dumps(data))
     done = admit(tmp_path, "--root-key-totp", str(secret))
     assert done.returncode == 1 or pyotp.TOTP(SECRET).now() == "000000"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from providers.nixos.admission import LEDGER, MAX_FAILURES, Admission, Refused
+from providers.nixos.admission import LEDGER, MAX_FAILURES, Admission, RefusedError
 from providers.nixos.desired import DesiredState, DesiredStateFile, SystemState
 from providers.nixos.sshkeys import fingerprint
 
@@ -42,8 +42,8 @@ def root(tmp_path: Path, clock: Clock, secret: str | None = SECRET) -> Admission
 
 
 def with_key(key: str, code: str, at: int) -> DesiredState:
-    return DesiredState(system=SystemState(root_keys=(key,),
-                                           root_key_codes=((fingerprint(key), code, at),)))  # fmt: skip
+    proof = ((fingerprint(key), code, at),)
+    return DesiredState(system=SystemState(root_keys=(key,), root_key_codes=proof))
 
 
 def test_a_key_with_its_code_is_admitted_once_and_the_code_never_again(
@@ -60,7 +60,7 @@ def test_a_key_with_its_code_is_admitted_once_and_the_code_never_again(
     assert root(tmp_path, clock).admit(bot_file.path).approved == ()
     # The same code, for another key, is refused: each code is good once.
     bot_file.update_sync(lambda _: with_key(OTHER, code_at(NOW), int(clock.now - 60)))
-    with pytest.raises(Refused, match="wrong TOTP code|used before"):
+    with pytest.raises(RefusedError, match=r"wrong TOTP code|used before"):
         root(tmp_path, clock).admit(bot_file.path)
 
 
@@ -71,7 +71,7 @@ def test_a_reused_code_within_its_window_is_refused(
     bot_file.update_sync(lambda _: with_key(KEY, code_at(NOW), NOW))
     root(tmp_path, clock).admit(bot_file.path)
     bot_file.update_sync(lambda _: with_key(OTHER, code_at(NOW), NOW))
-    with pytest.raises(Refused, match="used before"):
+    with pytest.raises(RefusedError, match="used before"):
         root(tmp_path, clock).admit(bot_file.path)
     assert json.loads((tmp_path / "root" / "desired-state.json").read_text())["system"][
         "ssh"]["rootKeys"] == [KEY]  # fmt: skip
@@ -82,16 +82,16 @@ def test_old_codes_and_guessing_are_refused_and_guessing_locks_the_path(
 ) -> None:
     clock = Clock()
     bot_file.update_sync(lambda _: with_key(KEY, code_at(NOW - 3600), NOW - 3600))
-    with pytest.raises(Refused, match="too long ago"):
+    with pytest.raises(RefusedError, match="too long ago"):
         root(tmp_path, clock).admit(bot_file.path)
     right = code_at(NOW)
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     for _ in range(MAX_FAILURES):
         bot_file.update_sync(lambda _: with_key(KEY, wrong, NOW))
-        with pytest.raises(Refused, match="wrong TOTP code"):
+        with pytest.raises(RefusedError, match="wrong TOTP code"):
             root(tmp_path, clock).admit(bot_file.path)
     bot_file.update_sync(lambda _: with_key(KEY, right, NOW))
-    with pytest.raises(Refused, match="locked until root removes"):
+    with pytest.raises(RefusedError, match="locked until root removes"):
         root(tmp_path, clock).admit(bot_file.path)
     (tmp_path / "root" / LEDGER).unlink()  # an admin on a root shell
     assert root(tmp_path, clock).admit(bot_file.path).approved == (PRINT,)
@@ -101,7 +101,7 @@ def test_without_the_credential_no_root_key_passes_even_with_a_right_code(
     tmp_path: Path, bot_file: DesiredStateFile
 ) -> None:
     bot_file.update_sync(lambda _: with_key(KEY, code_at(NOW), NOW))
-    with pytest.raises(Refused, match="root keys from chat are off"):
+    with pytest.raises(RefusedError, match="root keys from chat are off"):
         root(tmp_path, Clock(), secret=None).admit(bot_file.path)
     assert not (tmp_path / "root" / "desired-state.json").exists()
 
@@ -122,6 +122,6 @@ def test_root_refuses_what_the_bot_would_never_write(
 ) -> None:
     source = tmp_path / "desired-state.json"
     source.write_text(json.dumps({"version": 1, "services": services, "system": system}))
-    with pytest.raises(Refused, match=complaint):
+    with pytest.raises(RefusedError, match=complaint):
         root(tmp_path, Clock()).admit(source)
     assert not (tmp_path / "root" / "desired-state.json").exists()
