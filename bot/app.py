@@ -147,6 +147,8 @@ def build_app(
             preview_build=settings.preview_build,
             upgrade_flake=settings.upgrade_flake,
             snapshot_before_upgrade=settings.snapshot_before_upgrade,
+            # The demo has no root to check a code: there a key is only a line in a file.
+            root_keys="open" if server else ("code" if settings.root_keys_from_chat else "off"),
         ),
         cloud=(None if server.home else server.cloud) if server else _cloud(settings),
         storage=server.storage if server else _storage(settings),
@@ -176,6 +178,7 @@ def build_app(
         settings.operators,
         settings.viewers,
         console_role=Role.ADMIN if console_admin else None,
+        people=settings.people,
     )
     router = router or OutboxRouter()
     engine = Engine(

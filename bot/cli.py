@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from bot import logs
@@ -29,6 +30,11 @@ log = logging.getLogger("steward")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "admit":
+        # Root, before a rebuild: nothing of the bot's settings, only what the unit passes.
+        from bot.admit import admit  # noqa: PLC0415
+
+        return admit(args.source, args.state_dir, args.catalogue, args.root_key_totp)
     try:
         settings = load_settings()
         _logging(settings, quiet=args.command == "console")
@@ -48,7 +54,7 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "worker":
         from bot.worker import work  # noqa: PLC0415
 
-        return work(settings, args.kind, args.instance)
+        return work(settings, args.kind, args.instance, foreign=args.foreign)
     if args.command == "console":
         if not (args.demo or settings.demo):
             check_extras(settings)
@@ -80,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("kind", choices=["backup", "restore"])
     worker.add_argument("instance", help="SERVICE:REASON, SERVICE:SNAPSHOT or SERVICE:recover")
+    worker.add_argument(
+        "--foreign", action="store_true",
+        help="restore a snapshot no backup unit of this server took (an admin, from a root shell)",
+    )  # fmt: skip
+    admit = sub.add_parser(
+        "admit", help="check the desired state as root and copy it for evaluation (rebuild units)"
+    )
+    admit.add_argument("--source", type=Path, required=True, help="the bot's desired-state.json")
+    admit.add_argument("--state-dir", type=Path, required=True, help="root's own folder")
+    admit.add_argument("--catalogue", type=Path, required=True, help="the catalogue JSON")
+    admit.add_argument("--root-key-totp", type=Path, help="TOTP secret for root keys from chat")
     totp = sub.add_parser("totp", help="admins' second factor (TOTP codes), on this shell only")
     totp.add_argument("action", choices=["enroll", "remove", "unlock", "list"])
     totp.add_argument("user", nargs="?", help="a Telegram numeric id or a Matrix id")

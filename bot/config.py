@@ -113,6 +113,28 @@ def _user_ids(raw: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+_PERSON = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+
+def _people(raw: str) -> tuple[tuple[str, str], ...]:
+    """``alice=telegram:1,matrix:@alice:x;bob=telegram:2`` → (account key, person) pairs:
+    the accounts one person has on several transports."""
+    pairs: dict[str, str] = {}
+    for entry in (item.strip() for item in raw.split(";") if item.strip()):
+        person, _, accounts = entry.partition("=")
+        person = person.strip()
+        if not _PERSON.fullmatch(person):
+            raise ValueError(f"{person!r} is not a person's name (a-z, 0-9, _ . -)")
+        for account in _split(accounts):
+            transport, _, user = account.partition(":")
+            valid = _TELEGRAM_ID if transport == "telegram" else _MATRIX_ID
+            if transport not in ("telegram", "matrix") or not valid.fullmatch(user):
+                raise ValueError(f"{account!r} is not telegram:<id> or matrix:@name:server")
+            if pairs.setdefault(account, person) != person:
+                raise ValueError(f"{account!r} belongs to two people")
+    return tuple(sorted(pairs.items()))
+
+
 def _command_names(raw: str) -> frozenset[str]:
     items = [item.lstrip("/") for item in _split(raw)]
     for item in items:
@@ -199,6 +221,8 @@ class Settings:
     operators: UserIds = ()
     viewers: UserIds = ()
     two_person: CommandNames = frozenset()
+    # Accounts of one person: they count once when a second admin must approve.
+    people: Annotated[tuple[tuple[str, str], ...], _people] = ()
     confirm_ttl_seconds: Annotated[int, _number(int, 30, 3600)] = 300
     # Which confirmations need a TOTP code; unset: destructive ones once anyone has enrolled.
     totp: Annotated[str | None, _one_of(("off", "destructive", "all"))] = None
@@ -210,6 +234,8 @@ class Settings:
     catalogue: Path | None = None
     keep_minutes: Annotated[float, _number(float, 0.0, 1440.0)] = 10.0
     upgrade_flake: str | None = None
+    # What the module's allowRootKeysFromChat says; root enforces it, the bot only tells.
+    root_keys_from_chat: bool = False
     preview_build: bool = False
     rebuild_poll_seconds: Annotated[float, _number(float, 0.05, 60.0)] = 1.0
 

@@ -7,6 +7,11 @@ worker trusts nothing it is given but a service id it finds in the catalogue (fr
 store) and a reason or snapshot id of the right form: what to back up, which folders to
 restore and which units to stop come from the catalogue and the snapshot itself.
 
+Which snapshot it restores, it trusts only when root took it: each snapshot a worker takes is
+recorded with its tree hash (``providers.snapshot_ledger``), and a restore of any other is
+refused unless an admin passes ``--foreign`` from a root shell
+(``steward-restore-foreign@<service>:<snapshot>.service``, which polkit does not grant the bot).
+
 Progress and the outcome go to ``STEWARD_WORKER_DIR/jobs/<service>.json``, a folder only root
 writes and the bot reads (``providers.datajobs.UnitDataJobs``).
 """
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from bot.app import _backups, _catalogue, _dumps
 from bot.config import Settings
-from providers.base.backup import BackupError, BackupProgress, BackupReason
+from providers.base.backup import BackupEngine, BackupError, BackupProgress, BackupReason
 from providers.datajobs import (
     INSTANCE,
     RECOVER,
@@ -32,14 +37,15 @@ from providers.datajobs import (
     snapshot_arg,
 )
 from providers.restore import RestoreError, Restorer, plan_restore
+from providers.snapshot_ledger import SnapshotLedger
 from providers.systemd import SystemctlServiceManager
 
 log = logging.getLogger("steward.worker")
 REASONS = (BackupReason.MANUAL, BackupReason.SCHEDULED)
 
 
-def work(settings: Settings, kind: str, instance: str) -> int:
-    found = INSTANCE.match(instance)
+def work(settings: Settings, kind: str, instance: str, *, foreign: bool = False) -> int:
+    found = INSTANCE.fullmatch(instance)
     if found is None:
         print(f"steward worker: {instance!r} is not SERVICE:ARG", file=sys.stderr)
         return 2
@@ -51,7 +57,7 @@ def work(settings: Settings, kind: str, instance: str) -> int:
     status = StatusFile(settings.work_dir / "jobs", service, f"steward-{kind}@{instance}.service")
     status.write(state="running")
     try:
-        result = asyncio.run(_work(settings, kind, service, arg, status))
+        result = asyncio.run(_work(settings, kind, service, arg, status, foreign=foreign))
     except RestoreError as exc:
         status.write(state="failed", error=str(exc), kept_old=exc.kept_old,
                      safety_snapshot=exc.safety_snapshot)  # fmt: skip
@@ -68,7 +74,7 @@ def work(settings: Settings, kind: str, instance: str) -> int:
 
 
 async def _work(
-    settings: Settings, kind: str, service: str, arg: str, status: StatusFile
+    settings: Settings, kind: str, service: str, arg: str, status: StatusFile, *, foreign: bool
 ) -> dict[str, object]:
     catalogue = _catalogue(settings)
     info = catalogue[service]
@@ -82,6 +88,7 @@ async def _work(
     restorer = Restorer(backups, SystemctlServiceManager(), settings.work_dir / "restore",
                         dumps=dumps)  # fmt: skip
     jobs = LocalDataJobs(backups, restorer, dumps)
+    ledger = SnapshotLedger(settings.work_dir / "snapshots")
 
     async def step(text: str) -> None:
         log.info("%s", text)
@@ -97,13 +104,41 @@ async def _work(
                 status.write, state="running", progress=dataclasses.asdict(report)
             )
 
-        return result_to_json(await jobs.backup(info, reason, progress))
+        done = await jobs.backup(info, reason, progress)
+        await _record(backups, ledger, service, done.snapshot_id)
+        return result_to_json(done)
     if snapshot_arg(arg) == RECOVER:
         restored, said = await jobs.recover(service, step)
         return {"restored": restored, "said": said}
     snapshots = [s for s in await backups.snapshots(service) if s.id.startswith(arg)]
     if len(snapshots) != 1:
         raise BackupError("No single snapshot of this service matches.")
+    snapshot = snapshots[0]
+    if not foreign and not ledger.knows(service, snapshot.id, snapshot.tree):
+        raise BackupError(
+            f"Snapshot {snapshot.short_id} was not taken by this server's backup units, so it "
+            "is not restored. An admin who trusts it can restore it from a root shell: "
+            f"systemctl start steward-restore-foreign@{service}:{snapshot.short_id}.service"
+        )
     dump_folder = str(dumps.folder(service)) if dumps is not None else None
-    plan = plan_restore(info, snapshots[0], catalogue, dump_folder)
-    return result_to_json(await jobs.restore(plan, step))
+    plan = plan_restore(info, snapshot, catalogue, dump_folder)
+    try:
+        report = await jobs.restore(plan, step)
+    except RestoreError as exc:
+        await _record(backups, ledger, service, exc.safety_snapshot)
+        raise
+    await _record(backups, ledger, service, report.safety_snapshot)
+    return result_to_json(report)
+
+
+async def _record(
+    backups: BackupEngine, ledger: SnapshotLedger, service: str, snapshot_id: str | None
+) -> None:
+    """Root took this snapshot: record it with its tree, as the repository lists it now."""
+    if snapshot_id is None:
+        return
+    # restic's summary may give the short id: the listing has the full one.
+    found = [s for s in await backups.snapshots(service) if s.id.startswith(snapshot_id)]
+    if len(found) != 1 or found[0].tree is None:
+        raise BackupError(f"Snapshot {snapshot_id[:8]} was taken but cannot be found to record.")
+    await asyncio.to_thread(ledger.record, service, found[0].id, found[0].tree)

@@ -200,8 +200,16 @@ async def _follow(ctx: Context, record: Record) -> Reply:
     return await _succeeded(ctx, record, elapsed, joined)
 
 
+REFUSED = "steward: desired state refused:"  # bot/admit.py, root's line in the journal
+
+
 async def _failed(ctx: Context, record: Record) -> str:
     text = f"<b>{esc(record.title)} failed.</b> /generations shows what runs now."
+    refused = next((line for line in record.tail if REFUSED in line), None)
+    if refused is not None:
+        # Root checked the desired state before evaluating anything and said no: say why first.
+        why = refused.split(REFUSED, 1)[1].strip()
+        text += f"\n🛑 Root refused the desired state: <b>{esc(why[:300])}</b>"
     if record.digest is not None:
         try:
             restored = await ctx.deps.desired.restore(record.digest)

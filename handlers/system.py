@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -22,6 +19,7 @@ from handlers.rebuild import read_desired
 from providers.base.server import ServerError
 from providers.nixos.desired import DesiredState
 from providers.nixos.rebuild import REBUILD_UNIT, UPGRADE_UNIT, rollback_unit
+from providers.nixos.sshkeys import KEY_TYPES, fingerprint
 from providers.nixos.system import Generation
 from providers.systemd import UnitError
 
@@ -378,24 +376,15 @@ async def _set_resume(ctx: Context, setting: str, value: str) -> Reply:
 
 # --- root ssh keys ------------------------------------------------------------------------------
 
-_KEY_TYPES = (
-    "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
-)  # fmt: skip
-KEY_TYPE = Arg("type", Choice(_KEY_TYPES))
+KEY_TYPE = Arg("type", Choice(KEY_TYPES))
 KEY_DATA = Arg("key", Word(metavar="key", pattern=r"[A-Za-z0-9+/]{16,16000}={0,3}"))
 KEY_COMMENT = Arg("comment", Word(metavar="comment", pattern=r"[A-Za-z0-9@._+\-]{1,100}"),
                   required=False)  # fmt: skip
+KEY_CODE = Arg("code", Word(metavar="code", pattern=r"[0-9]{6}"), required=False,
+               help="with root keys checked by root: the code of Steward root keys")  # fmt: skip
 KEY_PICK = Arg("key", Word(metavar="N|comment|fingerprint", pattern=r"[A-Za-z0-9@._+\-:/]{1,100}"))
-
-
-def fingerprint(key: str) -> str:
-    """OpenSSH's SHA256 fingerprint of a public key line."""
-    try:
-        blob = base64.b64decode(key.split()[1], validate=True)
-    except (IndexError, binascii.Error):
-        return "SHA256:?"
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+_ROOT_CODE = re.compile(r"[0-9]{6}")
+Proof = tuple[str, int] | None  # a root-key code and when it was given
 
 
 def _key_line(index: int, key: str) -> str:
@@ -420,21 +409,53 @@ async def sshkey_list(ctx: Context, list: str | None = None) -> Reply:
     return Reply("\n".join(lines))
 
 
-def _with_key(state: DesiredState, key: str) -> DesiredState:
+def _with_key(state: DesiredState, key: str, proof: Proof = None) -> DesiredState:
     if any(k.split()[:2] == key.split()[:2] for k in state.system.root_keys):
         raise CommandError("That key is already there.")
     if fingerprint(key) == "SHA256:?":
         raise CommandError("That is not a valid public key: its base64 part does not decode.")
-    return state.with_system(root_keys=(*state.system.root_keys, key))
+    codes = state.system.root_key_codes
+    if proof is not None:
+        codes = (*(c for c in codes if c[0] != fingerprint(key)), (fingerprint(key), *proof))
+    return state.with_system(root_keys=(*state.system.root_keys, key), root_key_codes=codes)
+
+
+def _key_request(
+    ctx: Context, type: str, key: str, comment: str | None, code: str | None
+) -> tuple[str, Proof]:
+    """The key line and, where root checks keys, the code it carries. Root decides; this only
+    says at once what root would refuse."""
+    mode = ctx.deps.policy.root_keys
+    if mode == "off":
+        raise CommandError(
+            "Root keys cannot be added from chat on this server: root refuses them. Add the key "
+            "in the NixOS configuration, or set <code>services.steward.allowRootKeysFromChat"
+            "</code>."
+        )
+    if code is None and comment is not None and _ROOT_CODE.fullmatch(comment):
+        comment, code = None, comment  # /sshkey add TYPE KEY CODE
+    line = " ".join(part for part in (type, key, comment) if part)
+    if mode == "open":
+        return line, None
+    if code is None:
+        raise CommandError(
+            "Root checks each key added from chat: end the command with the 6-digit code of "
+            "<i>Steward root keys</i> from your authenticator."
+        )
+    return line, (code, int(ctx.command.received_at.timestamp()))
 
 
 @commands.command("sshkey add", "Add a root ssh key and rebuild",
-                  args=(KEY_TYPE, KEY_DATA, KEY_COMMENT), role=Role.ADMIN, changes=True,
-                  background=True, destructive=True)  # fmt: skip
-async def sshkey_add(ctx: Context, type: str, key: str, comment: str | None = None) -> Reply:
-    line = " ".join(part for part in (type, key, comment) if part)
-    _with_key(await read_desired(ctx), line)
-    return await rebuild.change_and_switch(ctx, "Adding an ssh key", lambda s: _with_key(s, line))
+                  args=(KEY_TYPE, KEY_DATA, KEY_COMMENT, KEY_CODE), role=Role.ADMIN,
+                  changes=True, background=True, destructive=True)  # fmt: skip
+async def sshkey_add(
+    ctx: Context, type: str, key: str, comment: str | None = None, code: str | None = None
+) -> Reply:
+    line, proof = _key_request(ctx, type, key, comment, code)
+    _with_key(await read_desired(ctx), line, proof)
+    return await rebuild.change_and_switch(
+        ctx, "Adding an ssh key", lambda s: _with_key(s, line, proof)
+    )
 
 
 @sshkey_add.preview
@@ -443,9 +464,10 @@ async def _sshkey_add_preview(
     type: str,
     key: str,
     comment: str | None = None,
+    code: str | None = None,
 ) -> str:
-    line = " ".join(part for part in (type, key, comment) if part)
-    _with_key(await read_desired(ctx), line)
+    line, proof = _key_request(ctx, type, key, comment, code)
+    _with_key(await read_desired(ctx), line, proof)
     return (
         f"Lets this key log in as root over ssh:\n{_key_line(1, line)}\n"
         "Compare the fingerprint with <code>ssh-keygen -lf key.pub</code> before you confirm."
@@ -476,7 +498,10 @@ def _pick(keys: tuple[str, ...], choice: str) -> str:
 
 
 def _without_key(state: DesiredState, key: str) -> DesiredState:
-    return state.with_system(root_keys=tuple(k for k in state.system.root_keys if k != key))
+    codes = tuple(c for c in state.system.root_key_codes if c[0] != fingerprint(key))
+    return state.with_system(
+        root_keys=tuple(k for k in state.system.root_keys if k != key), root_key_codes=codes
+    )
 
 
 @commands.command("sshkey remove", "Remove a root ssh key and rebuild", args=(KEY_PICK,),

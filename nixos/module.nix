@@ -39,12 +39,37 @@ let
   growfsUnit = "^steward-growfs@dev-disk-by\\\\x2did-scsi\\\\x2d0HC_Volume_[0-9]{1,12}\\.service$";
   # steward-backup@<service>:<reason> and steward-restore@<service>:<snapshot|recover> back up
   # and restore one service's data as root (the worker checks the instance again).
+  # Only the reasons, `recover` and hex snapshot ids: nothing that could read as an option.
+  # JavaScript's `$` is the end of the text, so a trailing newline does not pass either.
   backedUp = lib.attrNames (lib.filterAttrs (_: service: service.folders != [ ]) cfg.services);
+  backedUpIds = lib.concatStringsSep "|" backedUp;
   dataUnit =
     if backedUp == [ ] then
       "^$"
     else
-      "^steward-(backup|restore)@(${lib.concatStringsSep "|" backedUp}):[a-z0-9-]{1,64}\\.service$";
+      "^steward-(backup@(${backedUpIds}):(manual|scheduled)|restore@(${backedUpIds}):(recover|[0-9a-f]{8,64}))\\.service$";
+
+  # Root's own folder for the rebuild units: the desired state as root checked it (which
+  # desired-state.nix reads) and the ledger of root-key codes. The bot cannot write here.
+  admittedDir = "/var/lib/steward-rebuild";
+  admitCommand = lib.concatStringsSep " " (
+    [
+      "${cfg.package}/bin/steward admit"
+      "--source ${lib.escapeShellArg "${cfg.stateDir}/desired-state.json"}"
+      "--state-dir ${admittedDir}"
+      "--catalogue ${catalogueFile}"
+    ]
+    ++ lib.optional cfg.allowRootKeysFromChat ''--root-key-totp "$CREDENTIALS_DIRECTORY/root-key-totp"''
+  );
+  # Database roles restores log in as: NixOS names a service's role after its database.
+  databaseRoles = builtins.attrNames (
+    builtins.listToAttrs (
+      map (name: {
+        inherit name;
+        value = null;
+      }) (lib.concatMap (service: service.databases) (lib.attrValues cfg.services))
+    )
+  );
 
   # option name -> (credential name, STEWARD_* variable that points at it)
   secretOptions = {
@@ -260,6 +285,30 @@ let
     ];
   };
 
+  # steward-rebuild and steward-upgrade evaluate the configuration: root checks the bot's
+  # desired state first, and the evaluation reads root's checked copy (desired-state.nix).
+  evaluatingUnit =
+    description: script:
+    let
+      unit = rebuildUnit description ''
+        ${admitCommand}
+        ${script}
+      '';
+    in
+    unit
+    // {
+      serviceConfig =
+        unit.serviceConfig
+        // {
+          StateDirectory = "steward-rebuild";
+          StateDirectoryMode = "0700";
+        }
+        // lib.optionalAttrs cfg.allowRootKeysFromChat {
+          # Only these units read it: the bot never has the secret its codes are checked with.
+          LoadCredential = [ "root-key-totp:${toString cfg.rootKeyTotpFile}" ];
+        };
+    };
+
   # What the bot and its root workers share: settings, secrets as credentials, the catalogue.
   botEnvironment =
     settingsEnvironment
@@ -316,6 +365,8 @@ let
       StateDirectory = "steward-worker";
       StateDirectoryMode = "0755";
       UMask = "0077";
+      # A device node in a snapshot stays a file: no mknod, no devices but the pseudo ones.
+      PrivateDevices = true;
     }
     // commonHardening;
   };
@@ -493,6 +544,27 @@ in
     resticEnvironmentFile = secretOption "restic backend keys"; # KEY=VALUE lines: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
     totpKeyFile = secretOption "key that seals the admins' TOTP secrets (openssl rand -base64 32)";
 
+    allowRootKeysFromChat = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Let admins add root ssh keys from chat (`/sshkey add`). Off, the rebuild units refuse a
+        desired state that names any. On, each key added from chat must carry a TOTP code for
+        `rootKeyTotpFile`, which only the rebuild units read: a compromised bot cannot add a
+        key without an admin's authenticator.
+      '';
+    };
+    rootKeyTotpFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/steward/root-key-totp";
+      description = ''
+        File holding the base32 TOTP secret that root keys added from chat are checked
+        against (enrol it in the admins' authenticators as "Steward root keys"). Root only;
+        it reaches the rebuild units as their own credential and never the bot.
+      '';
+    };
+
     postgresql.enable = mkOption {
       type = types.bool;
       default = false;
@@ -602,6 +674,16 @@ in
         assertion = lib.all (service: service.units != [ ]) (lib.attrValues cfg.services);
         message = "services.steward.services: every service needs at least one unit.";
       }
+      {
+        assertion = !cfg.allowRootKeysFromChat || cfg.rootKeyTotpFile != null;
+        message = "services.steward.allowRootKeysFromChat needs rootKeyTotpFile: root checks each key's code against it.";
+      }
+      {
+        assertion =
+          cfg.rootKeyTotpFile == null
+          || !(lib.hasPrefix "${builtins.storeDir}/" (toString cfg.rootKeyTotpFile));
+        message = "services.steward.rootKeyTotpFile is in the Nix store, where anybody can read it.";
+      }
     ];
 
     users.users.steward = {
@@ -642,6 +724,8 @@ in
         botEnvironment
         // {
           STEWARD_DESIRED_STATE = "${cfg.stateDir}/desired-state.json";
+          # Only so /sshkey add can say at once what root would refuse; root decides.
+          STEWARD_ROOT_KEYS_FROM_CHAT = if cfg.allowRootKeysFromChat then "1" else "0";
         }
         // lib.optionalAttrs (cfg.upgrade.method == "flake") {
           STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
@@ -688,8 +772,10 @@ in
       };
     };
 
-    systemd.services.steward-rebuild = rebuildUnit "Steward: nixos-rebuild switch" (switchCommand [ ]);
-    systemd.services.steward-upgrade = rebuildUnit "Steward: upgrade and switch" (
+    systemd.services.steward-rebuild = evaluatingUnit "Steward: nixos-rebuild switch" (
+      switchCommand [ ]
+    );
+    systemd.services.steward-upgrade = evaluatingUnit "Steward: upgrade and switch" (
       if cfg.upgrade.method == "flake" then
         ''
           cd ${lib.escapeShellArg cfg.upgrade.flake}
@@ -701,15 +787,29 @@ in
     );
     systemd.services."steward-backup@" = dataJob "backup" "Steward: back up %i";
     systemd.services."steward-restore@" = dataJob "restore" "Steward: restore %i";
+    # For an admin on a root shell only (polkit does not grant it to the bot): restores a
+    # snapshot no backup unit of this server took, which steward-restore@ refuses.
+    systemd.services."steward-restore-foreign@" =
+      dataJob "restore --foreign" "Steward: restore %i, taken elsewhere";
 
     services.postgresql = lib.mkIf cfg.postgresql.enable {
-      identMap = lib.mkBefore ''
-        steward-dumps root postgres
-        steward-dumps postgres postgres
-      '';
-      authentication = lib.mkBefore ''
-        local all postgres peer map=steward-dumps
-      '';
+      # Dumps are taken as postgres; they are loaded as the service's own role, so that SQL
+      # in a dump runs with no more than the service's rights (no COPY … FROM PROGRAM).
+      identMap = lib.mkBefore (
+        ''
+          steward-dumps root postgres
+          steward-dumps postgres postgres
+        ''
+        + lib.concatStringsSep "" (map (role: "steward-dumps root ${role}\n") databaseRoles)
+      );
+      authentication = lib.mkBefore (
+        ''
+          local all postgres peer map=steward-dumps
+        ''
+        + lib.concatStringsSep "" (
+          map (role: "local ${role} ${role} peer map=steward-dumps\n") databaseRoles
+        )
+      );
     };
 
     # /resize: grow the filesystem of a cloud volume to the volume's new size.

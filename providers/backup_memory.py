@@ -276,7 +276,7 @@ class MemoryBackupEngine:
         full = secrets.token_hex(32)
         snap = Snapshot(
             full, full[:8], when, tags_for(service_id, reason), tuple(paths), self.hostname,
-            sum(len(data) for data in contents.values()),
+            sum(len(data) for data in contents.values()), _tree(contents),
         )  # fmt: skip
         stored = _Stored(snap, dict(contents))
         self._stored.append(stored)
@@ -362,3 +362,12 @@ def _digests(folder: Path, paths: Sequence[str]) -> dict[str, str | None]:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _tree(contents: dict[str, bytes]) -> str:
+    """What restic's tree hash is to a snapshot: a digest of its paths and their bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(contents):
+        digest.update(hashlib.sha256(path.encode()).digest())
+        digest.update(hashlib.sha256(contents[path]).digest())
+    return digest.hexdigest()

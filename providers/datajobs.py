@@ -42,8 +42,12 @@ from providers.restore import (
 )
 from providers.systemd import UnitError, run_tool
 
-INSTANCE = re.compile(r"^(?P<service>[a-z0-9][a-z0-9_-]{0,63}):(?P<arg>[a-z0-9-]{1,64})$")
-SNAPSHOT = re.compile(r"^[0-9a-f]{8,64}$")
+# Matched whole (fullmatch: ``$`` would let a final newline through). The argument is a
+# reason, ``recover`` or a snapshot id, and nothing that could read as an option.
+INSTANCE = re.compile(
+    r"(?P<service>[a-z0-9][a-z0-9_-]{0,63}):(?P<arg>manual|scheduled|recover|[0-9a-f]{8,64})"
+)
+SNAPSHOT = re.compile(r"[0-9a-f]{8,64}")
 RECOVER = "recover"
 
 
@@ -201,7 +205,7 @@ class UnitDataJobs:
         shown: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> dict[str, Any]:
         instance = f"{service_id}:{arg}"
-        if not INSTANCE.match(instance):
+        if not INSTANCE.fullmatch(instance):
             raise BackupError("That is not a service and snapshot.")
         status = StatusFile(self._dir, service_id)
         began = time.time() - 1.0  # what an earlier run left is older
@@ -266,6 +270,6 @@ def _outcome(data: dict[str, Any] | None, failure: UnitError | None, unit: str) 
 
 
 def snapshot_arg(arg: str) -> str:
-    if arg != RECOVER and not SNAPSHOT.match(arg):
+    if arg != RECOVER and not SNAPSHOT.fullmatch(arg):
         raise BackupError("That is not a snapshot id.")
     return arg

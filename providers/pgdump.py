@@ -5,6 +5,11 @@ from that file after a restore. The password never goes in argv: it is read from
 ``password_file`` and handed to libpq through a private, temporary ``PGPASSFILE`` (mode 0600)
 that is deleted afterwards. The child's environment is built here; no ``PG*`` variable of the
 bot's own environment leaks in.
+
+A dump is loaded as the database's own role, never as the superuser that took it: whoever can
+write to the backup repository can plant a dump, and a dump is SQL (a check constraint can
+call a function that runs ``COPY … FROM PROGRAM``). ``--no-owner --no-privileges`` keep it from
+asking for more, and an owner that is a superuser, or could make itself one, is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from providers.base.backup import BackupError
@@ -37,6 +42,7 @@ class PostgresSettings:
     timeout: float = 3600.0
     pg_dump: str = "pg_dump"
     pg_restore: str = "pg_restore"
+    psql: str = "psql"
 
 
 class PostgresDumps:
@@ -82,14 +88,48 @@ async def dump_database(name: str, target_file: Path, settings: PostgresSettings
 
 
 async def restore_database(name: str, source_file: Path, settings: PostgresSettings) -> None:
-    """Replace the objects of ``name`` by those in the dump, in one transaction: a failed
-    restore leaves the database as it was."""
+    """Replace the objects of ``name`` by those in the dump, in one transaction, logged in as
+    the database's owner: a failed restore leaves the database as it was."""
     _check_name(name)
+    owner = await database_owner(name, settings)
+    # The owner's own login: postgres's password is never offered for another role.
+    as_owner = replace(settings, user=owner, password_file=None)
     args = [
         "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
-        *_connection(settings), "--dbname", name, "--", str(source_file),
+        "--no-owner", "--no-privileges",
+        *_connection(as_owner), "--dbname", name, "--", str(source_file),
     ]  # fmt: skip
-    await _run(settings.pg_restore, args, settings, name)
+    await _run(settings.pg_restore, args, as_owner, name)
+
+
+# Superuser, or a role that can run programs, touch the server's files or grant itself that.
+_OWNER = """SELECT r.rolname,
+  r.rolsuper OR r.rolcreaterole
+  OR pg_catalog.pg_has_role(r.oid, 'pg_execute_server_program', 'USAGE')
+  OR pg_catalog.pg_has_role(r.oid, 'pg_write_server_files', 'USAGE')
+  OR pg_catalog.pg_has_role(r.oid, 'pg_read_server_files', 'USAGE')
+FROM pg_catalog.pg_database d JOIN pg_catalog.pg_roles r ON r.oid = d.datdba
+WHERE d.datname = :'db';
+"""
+
+
+async def database_owner(name: str, settings: PostgresSettings) -> str:
+    """The role that owns ``name``, asked as ``settings.user``; refused when it is privileged."""
+    _check_name(name)
+    args = [
+        "--no-psqlrc", "--tuples-only", "--no-align", "--field-separator=|",
+        "-v", "ON_ERROR_STOP=1", "-v", f"db={name}", *_connection(settings), "--dbname", name,
+    ]  # fmt: skip
+    out = (await _run(settings.psql, args, settings, name, stdin=_OWNER.encode())).decode()
+    owner, _, privileged = out.strip().partition("|")
+    if not owner:
+        raise DatabaseDumpError(f"Database {name} does not exist.")
+    if privileged != "f" or not _NAME.match(owner):
+        raise DatabaseDumpError(
+            f"Database {name} is owned by a privileged role; Steward loads dumps only as a "
+            "service's own role."
+        )
+    return owner
 
 
 def _connection(settings: PostgresSettings) -> list[str]:
@@ -111,7 +151,9 @@ def _publish(partial: Path, target: Path) -> int:
     return size
 
 
-async def _run(tool: str, args: list[str], settings: PostgresSettings, name: str) -> None:
+async def _run(
+    tool: str, args: list[str], settings: PostgresSettings, name: str, stdin: bytes | None = None
+) -> bytes:
     with _passfile(settings.password_file) as passfile:
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
         if passfile is not None:
@@ -119,13 +161,14 @@ async def _run(tool: str, args: list[str], settings: PostgresSettings, name: str
         try:
             proc = await asyncio.create_subprocess_exec(
                 tool, *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env,
             )  # fmt: skip
         except OSError as exc:
             raise DatabaseDumpError(f"{tool} cannot be started: {exc.strerror}.") from None
         try:
-            _, err = await asyncio.wait_for(proc.communicate(), settings.timeout)
+            out, err = await asyncio.wait_for(proc.communicate(stdin), settings.timeout)
         except TimeoutError:
             raise DatabaseDumpError(f"{tool} timed out after {settings.timeout:g} s.") from None
         finally:
@@ -134,15 +177,18 @@ async def _run(tool: str, args: list[str], settings: PostgresSettings, name: str
                 await proc.wait()
     if proc.returncode != 0:
         raise DatabaseDumpError(explain(err.decode(errors="replace"), tool, name))
+    return out
 
 
-def explain(stderr: str, tool: str, name: str) -> str:
+def explain(stderr: str, tool: str, name: str) -> str:  # noqa: PLR0911 - one per cause
     if f'database "{name}" does not exist' in stderr:
         return f"Database {name} does not exist."
     if "password authentication failed" in stderr or "no password supplied" in stderr:
         return "PostgreSQL refused the password."
     if "Connection refused" in stderr or "could not connect" in stderr or "timeout" in stderr:
         return "PostgreSQL cannot be reached."
+    if "pg_execute_server_program" in stderr or "must be superuser" in stderr:
+        return f"The dump of database {name} asks for a superuser's rights; it was not loaded."
     if "permission denied" in stderr:
         return f"PostgreSQL refused access to database {name}."
     if "No space left on device" in stderr:

@@ -558,6 +558,7 @@ def parse_snapshot(row: dict[str, Any]) -> Snapshot:
         paths=tuple(row.get("paths") or ()),
         hostname=str(row.get("hostname", "")),
         size_bytes=int(size) if size is not None else None,
+        tree=str(row["tree"]) if row.get("tree") else None,
     )
 
 

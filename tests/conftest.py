@@ -150,7 +150,7 @@ def make_harness(
         desired=server.desired,
         rebuilds=server.rebuilds,
         notes=SqlKeyValue(db),
-        policy=SystemPolicy(keep_minutes=10, poll_seconds=0.01),
+        policy=SystemPolicy(keep_minutes=10, poll_seconds=0.01, root_keys="open"),
         cloud=server.cloud,
         storage=server.storage,
         dns=server.dns,

@@ -19,6 +19,8 @@ def actor_key(user_id: str) -> str:
 class AccessPolicy:
     roles: dict[str, Role] = field(default_factory=dict)
     console_role: Role | None = None
+    # Account key -> person, for accounts linked in config; any other account is its own.
+    people: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_lists(
@@ -27,12 +29,21 @@ class AccessPolicy:
         operators: Iterable[str] = (),
         viewers: Iterable[str] = (),
         console_role: Role | None = None,
+        people: Iterable[tuple[str, str]] = (),
     ) -> AccessPolicy:
         roles: dict[str, Role] = {}
         # Lowest first, so someone listed twice keeps the higher role.
         for role, ids in ((Role.VIEWER, viewers), (Role.OPERATOR, operators), (Role.ADMIN, admins)):
             roles.update((actor_key(uid), role) for uid in ids)
-        return cls(roles, console_role)
+        return cls(roles, console_role, dict(people))
+
+    def person_of(self, actor: Actor) -> str:
+        return self.people.get(actor.key, f"account:{actor.key}")
+
+    def same_person(self, one: Actor, other: Actor) -> bool:
+        """Two people approve only as two people: one person's accounts on two transports
+        are one approver."""
+        return self.person_of(one) == self.person_of(other)
 
     def role_of(self, actor: Actor) -> Role | None:
         if actor.transport == "console":

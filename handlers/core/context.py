@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from handlers.core.messages import Command
 from handlers.core.progress import Progress
@@ -47,6 +47,9 @@ class SystemPolicy:
     preview_build: bool = False
     upgrade_flake: str | None = None
     snapshot_before_upgrade: bool = False
+    # Root ssh keys from chat: "off" (root refuses them), "code" (each carries a TOTP code
+    # that root checks) or "open" (the demo, where no root checks anything).
+    root_keys: Literal["off", "code", "open"] = "off"
 
 
 @dataclass(frozen=True, slots=True)

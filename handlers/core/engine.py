@@ -384,7 +384,7 @@ class Engine:
             ok = is_requester or role is Role.ADMIN
             return "" if ok else "Only the requester or an admin can cancel this."
         if conf.two_person:
-            if is_requester:
+            if is_requester or self.access.same_person(actor, conf.requester):
                 return "This needs a second admin to confirm."
             return "" if role is Role.ADMIN else "Only an admin can approve this."
         if not is_requester:

@@ -79,6 +79,8 @@ class Snapshot:
     paths: tuple[str, ...]
     hostname: str
     size_bytes: int | None = None
+    # The hash of its root tree: with the id, what root records of the snapshots it took.
+    tree: str | None = None
 
     @property
     def service_id(self) -> str | None:

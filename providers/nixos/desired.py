@@ -17,14 +17,18 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from providers.nixos.sshkeys import NotAKeyError, key_blob
 
 SCHEMA_PATH = Path(__file__).with_name("desired-state.schema.json")
 VERSION = 1
+CODES_PATH = "system.ssh.rootKeyCodes"
 
 
 class DesiredStateError(Exception):
@@ -51,6 +55,9 @@ class SystemState:
     allow_reboot: bool | None = None
     ssh_password_auth: bool | None = None
     root_keys: tuple[str, ...] = ()
+    # (fingerprint, TOTP code, Unix time it was given): the proof root asks of a key added
+    # from chat. Root checks it, never the bot: the bot cannot read the secret.
+    root_key_codes: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +102,10 @@ class DesiredState:
             ssh["passwordAuthentication"] = sysstate.ssh_password_auth
         if sysstate.root_keys:
             ssh["rootKeys"] = list(sysstate.root_keys)
+        if sysstate.root_key_codes:
+            ssh["rootKeyCodes"] = {
+                print_: {"code": code, "at": at} for print_, code, at in sysstate.root_key_codes
+            }
         if ssh:
             system["ssh"] = ssh
         return {"version": VERSION, "services": services, "system": system}
@@ -120,6 +131,10 @@ class DesiredState:
                 allow_reboot=None if upgrade is None else upgrade["allowReboot"],
                 ssh_password_auth=ssh.get("passwordAuthentication"),
                 root_keys=tuple(ssh.get("rootKeys", ())),
+                root_key_codes=tuple(
+                    (print_, proof["code"], proof["at"])
+                    for print_, proof in sorted(ssh.get("rootKeyCodes", {}).items())
+                ),
             ),
         )
 
@@ -142,7 +157,8 @@ def diff(before: DesiredState, after: DesiredState) -> list[Change]:
     return [
         Change(path, old.get(path), new.get(path))
         for path in sorted(old.keys() | new.keys())
-        if old.get(path) != new.get(path)
+        # A code is proof for root, not a change to show: the key beside it is.
+        if old.get(path) != new.get(path) and not path.startswith(CODES_PATH)
     ]
 
 
@@ -201,7 +217,7 @@ def _check(  # noqa: PLR0912 - one branch per keyword reads better than a table 
     if isinstance(value, str):
         if "maxLength" in rule and len(value) > rule["maxLength"]:
             out.append(f"{where}: longer than {rule['maxLength']} characters")
-        if "pattern" in rule and not re.search(rule["pattern"], value):
+        if "pattern" in rule and not _pattern(rule["pattern"]).search(value):
             out.append(f"{where}: {json.dumps(value[:40])} is not allowed here")
     if isinstance(value, list):
         if "maxItems" in rule and len(value) > rule["maxItems"]:
@@ -230,6 +246,49 @@ def _check(  # noqa: PLR0912 - one branch per keyword reads better than a table 
                 out.append(f"{where}: unknown key {key!r}")
             elif isinstance(extra, dict):
                 _check(item, extra, root, inner, out)
+
+
+@cache
+def _pattern(source: str) -> re.Pattern[str]:
+    """A schema pattern as JSON Schema means it: there, ``$`` is the end of the text; in
+    Python it also matches before a final newline, which let ``KEY\\n`` through."""
+    if source.endswith("$") and not source.endswith("\\$"):
+        source = source[:-1] + r"\Z"
+    return re.compile(source)
+
+
+def check(data: object, services: Collection[str] | None = None) -> list[str]:
+    """The schema, then what a schema cannot say: each root key's blob decodes to a key of
+    its type, the time zone is in the zone database, and (given the catalogue's ids) each
+    service is one this server has. The bot checks this before it writes; root checks it
+    again before it applies (``providers.nixos.admission``)."""
+    problems = validate(data)
+    if problems or not isinstance(data, dict):
+        return problems
+    system = data["system"]
+    for index, key in enumerate(system.get("ssh", {}).get("rootKeys", [])):
+        try:
+            key_blob(key)
+        except NotAKeyError as exc:
+            problems.append(f"system.ssh.rootKeys[{index}]: not a public key: {exc}")
+    zone = system.get("timezone")
+    if zone is not None and not known_zone(zone):
+        problems.append(f"system.timezone: {zone} is not in the time zone database")
+    if services is not None:
+        problems.extend(
+            f"services: {sid} is not in the catalogue" for sid in data["services"]
+            if sid not in services
+        )  # fmt: skip
+    return problems
+
+
+def known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        # A folder of the zone database ("Europe") is an OSError when tzdata is installed.
+        return False
+    return True
 
 
 def _same(value: object, option: object) -> bool:
@@ -301,7 +360,7 @@ class DesiredStateFile:
             before = self.read_sync()
             after = change(before)
             data = after.render()
-            problems = validate(json.loads(data))
+            problems = check(json.loads(data))
             if problems:
                 raise DesiredStateError(f"not written: {problems[0]}")
             if after == before:
@@ -419,7 +478,7 @@ class MemoryDesiredState:
         self._check()
         before = self.state
         after = change(before)
-        problems = validate(after.to_json())
+        problems = check(after.to_json())
         if problems:
             raise DesiredStateError(f"not written: {problems[0]}")
         if after != before:

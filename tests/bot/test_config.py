@@ -490,3 +490,17 @@ def test_a_configured_sdk_that_is_not_installed_stops_the_start_in_one_line(
         f"pip install 'steward[{extra}]' (the NixOS module adds it by itself)"
     ]
     assert not (tmp_path / "steward.db").exists()  # nothing started
+
+
+def test_people_link_accounts_and_an_account_belongs_to_one_person(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STEWARD_PEOPLE", "alice=telegram:1, matrix:@alice:x;bob=telegram:2")
+    assert load_settings().people == (
+        ("matrix:@alice:x", "alice"), ("telegram:1", "alice"), ("telegram:2", "bob"),
+    )  # fmt: skip
+    assert "belongs to two people" in _error(
+        monkeypatch, "STEWARD_PEOPLE", "alice=telegram:1;bob=telegram:1"
+    )
+    for bad in ("alice=matrix:alice", "Alice!=telegram:1", "alice=telegram:-5", "alice=irc:x"):
+        assert "STEWARD_PEOPLE" in _error(monkeypatch, "STEWARD_PEOPLE", bad)

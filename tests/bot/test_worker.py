@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class Server:
             "STEWARD_RESTIC_REPOSITORY": repo.repository,
             "STEWARD_RESTIC_PASSWORD_FILE": str(repo.password_file),
         })  # fmt: skip
+        self.env = env
         with self.fake.edit() as state:
             state["data_worker"] = {"argv": [sys.executable, "-m", "bot", "worker"], "env": env}
         self.fake.install(monkeypatch)
@@ -223,3 +225,78 @@ async def test_the_worker_never_follows_a_link_and_an_old_outcome_is_not_this_on
         state["data_worker"]["argv"] = ["false"]
     with pytest.raises(BackupError, match="ended without an outcome"):
         await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+
+
+def worker(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """``steward worker`` as root runs it: from a unit, or from an admin's shell."""
+    return subprocess.run([sys.executable, "-m", "bot", "worker", *args], env=server.env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+async def test_a_snapshot_no_backup_unit_took_is_refused_unless_an_admin_says_foreign(
+    server: Server,
+) -> None:
+    # Whoever holds the repository password (the bot, or someone who took it from the bot)
+    # takes a snapshot of their own, tagged for the service and holding its folder.
+    (server.data / "a.txt").write_text("planted\n")
+    await server.engine.backup("app", [server.data], BackupReason.MANUAL)
+    (foreign,) = await server.engine.snapshots("app")
+    (server.data / "a.txt").write_text("today\n")
+
+    async def step(_text: str) -> None:
+        pass
+
+    with pytest.raises(BackupError, match="not taken by this server's backup units"):
+        await server.jobs.restore(RestorePlan("app", foreign.id, (), ()), step)
+    assert (server.data / "a.txt").read_text() == "today\n"
+    assert len(await server.engine.snapshots("app")) == 1  # not even a safety snapshot
+    # An admin on a root shell who trusts it passes --foreign.
+    done = worker(server, "restore", f"app:{foreign.short_id}", "--foreign")
+    assert done.returncode == 0, done.stderr
+    assert (server.data / "a.txt").read_text() == "planted\n"
+
+
+async def test_a_snapshot_the_worker_took_is_restored_and_a_changed_tree_is_not(
+    server: Server,
+) -> None:
+    async def quiet(_report: BackupProgress) -> None:
+        pass
+
+    async def step(_text: str) -> None:
+        pass
+
+    await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+    (snap,) = await server.engine.snapshots("app")
+    ledger = json.loads((server.worker_dir / "snapshots" / "app.json").read_text())
+    assert ledger == {snap.id: snap.tree}
+    # The same id with another tree: what a tampered repository would list.
+    (server.worker_dir / "snapshots" / "app.json").write_text(json.dumps({snap.id: "0" * 64}))
+    with pytest.raises(BackupError, match="not taken by this server's backup units"):
+        await server.jobs.restore(RestorePlan("app", snap.id, (), ()), step)
+    (server.worker_dir / "snapshots" / "app.json").write_text(json.dumps(ledger))
+    report = await server.jobs.restore(RestorePlan("app", snap.id, (), ()), step)
+    assert report.safety_snapshot is not None
+    recorded = json.loads((server.worker_dir / "snapshots" / "app.json").read_text())
+    safety = next(s for s in await server.engine.snapshots("app") if s.id != snap.id)
+    assert recorded == {snap.id: snap.tree, safety.id: safety.tree}
+
+
+@pytest.mark.parametrize(
+    "instance", ["app:manual\n", "app:--foo", "app:-h", "app:manual\nx", "app:scheduled "]
+)
+async def test_newline_and_option_like_instances_are_refused_by_the_bot_and_the_worker(
+    server: Server, instance: str
+) -> None:
+    async def step(_text: str) -> None:
+        pass
+
+    arg = instance.split(":", 1)[1]
+    with pytest.raises(BackupError, match="not a service"):
+        await server.jobs.restore(RestorePlan("app", arg, (), ()), step)
+    assert server.fake.calls("systemctl") == []
+    for kind in ("backup", "restore"):
+        done = worker(server, kind, instance)
+        assert done.returncode == 2, done.stderr
+        assert "is not SERVICE:ARG" in done.stderr
+    assert not (server.worker_dir / "jobs").exists()
+    assert await server.engine.snapshots() == []

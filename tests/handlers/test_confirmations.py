@@ -7,6 +7,7 @@ import base64
 import secrets
 
 from bot.storage.database import Database
+from handlers.core.access import AccessPolicy
 from handlers.core.messages import CANCEL, CONFIRM, Actor, ChatRef, Press
 from handlers.core.records import AuditEvent, ConfirmationState
 from tests.conftest import ADMIN, ADMIN2, OPERATOR, VIEWER, Harness, make_harness
@@ -258,6 +259,22 @@ async def test_a_two_person_restart_needs_a_second_admin(sqlite_db: Database) ->
     assert (await confirmation_of(harness, prompt)).approver == ADMIN2
     confirmed = [row for row in await audit_rows(harness) if row.event is AuditEvent.CONFIRMED]
     assert [(row.actor, row.approver) for row in confirmed] == [(ADMIN, ADMIN2)]
+
+
+async def test_one_person_with_two_admin_accounts_is_not_a_second_admin(
+    sqlite_db: Database,
+) -> None:
+    harness = make_harness(sqlite_db, two_person=frozenset({"restart"}))
+    alice_on_matrix = Actor("matrix", "@alice:example.org", "Alice")
+    harness.engine.access = AccessPolicy.from_lists(
+        admins=[ADMIN.user_id, ADMIN2.user_id, alice_on_matrix.user_id],
+        people=[("telegram:1001", "alice"), ("matrix:@alice:example.org", "alice")],
+    )
+    prompt = await ask(harness, actor=ADMIN)
+    assert await harness.press(1, alice_on_matrix) == "This needs a second admin to confirm."
+    assert harness.server.services.calls == []
+    assert await harness.press(1, ADMIN2) == "Confirmed."
+    assert (await confirmation_of(harness, prompt)).approver == ADMIN2
 
 
 async def test_an_operators_two_person_restart_is_approved_by_an_admin(

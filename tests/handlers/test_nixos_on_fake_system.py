@@ -50,7 +50,7 @@ class Bot:
             desired=DesiredStateFile(desired),
             rebuilds=SystemdRebuilds(),
             notes=SqlKeyValue(db),
-            policy=SystemPolicy(keep_minutes=10, poll_seconds=0.05),
+            policy=SystemPolicy(keep_minutes=10, poll_seconds=0.05, root_keys="open"),
         )
         self.engine = Engine(
             deps=deps,

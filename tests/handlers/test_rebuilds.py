@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from typing import Literal
 
 import pytest
 
 from handlers.core.records import JobState
-from handlers.system import REBOOT_NOTE, fingerprint, welcome_back
+from handlers.system import REBOOT_NOTE, welcome_back
 from providers.host import HostMetrics
 from providers.nixos.rebuild import REBUILD_UNIT
+from providers.nixos.sshkeys import fingerprint
 from tests.conftest import ADMIN2, CHAT, OPERATOR, VIEWER, Harness
 
 # Made by ssh-keygen -t ed25519 -C alice; `ssh-keygen -lf` printed the fingerprint below.
@@ -169,6 +171,18 @@ async def test_a_failed_rebuild_restores_the_desired_state_and_shows_the_log(
     jobs = await harness.engine.jobs.store.unfinished()
     assert jobs == []
     assert harness.outbox.last.current.buttons == ()
+
+
+async def test_root_refusing_the_desired_state_is_said_first(harness: Harness) -> None:
+    harness.server.rebuilds.fail_next = (
+        "steward: desired state refused: services: pleroma is not in the catalogue"
+    )
+    text = await confirmed(harness, "/enable pleroma")
+    assert (
+        "Enabling Pleroma failed.</b> /generations shows what runs now.\n🛑 Root refused the "
+        "desired state: <b>services: pleroma is not in the catalogue</b>"
+    ) in text
+    assert not harness.server.desired.state.enabled("pleroma")
 
 
 async def test_two_rebuild_requests_lead_to_one_rebuild(harness: Harness) -> None:
@@ -406,3 +420,38 @@ async def test_a_rebuild_unit_that_cannot_start_puts_the_desired_state_back(
     assert "Enabling Pleroma could not start: Access denied" in text
     assert "The desired state was put back as it was." in text
     assert not harness.server.desired.state.enabled("pleroma")
+
+
+def root_keys(harness: Harness, mode: Literal["off", "code", "open"]) -> None:
+    deps = harness.engine.deps
+    harness.engine.deps = replace(deps, policy=replace(deps.policy, root_keys=mode))
+
+
+async def test_root_keys_from_chat_are_refused_at_once_where_root_would_refuse_them(
+    harness: Harness,
+) -> None:
+    root_keys(harness, "off")
+    kind, data, comment = KEY.split()
+    said = await harness.say(f"/sshkey add {kind} {data} {comment}")
+    assert "Root keys cannot be added from chat on this server" in said
+    assert harness.server.desired.state.system.root_keys == ()
+    assert "Waiting for" not in said  # refused before any confirmation
+
+
+async def test_with_root_checking_keys_each_key_carries_its_code_to_root(
+    harness: Harness,
+) -> None:
+    root_keys(harness, "code")
+    kind, data, comment = KEY.split()
+    assert "6-digit code" in await harness.say(f"/sshkey add {kind} {data} {comment}")
+    prompt = await harness.say(f"/sshkey add {kind} {data} {comment} 123456")
+    assert KEY_FINGERPRINT in prompt
+    await harness.press(1)
+    assert await harness.engine.wait_for_jobs(10)
+    system = harness.server.desired.state.system
+    assert system.root_keys == (KEY,)
+    at = int(harness.clock().timestamp())
+    assert system.root_key_codes == ((KEY_FINGERPRINT, "123456", at),)
+    # Removing a key drops its code.
+    await confirmed(harness, "/sshkey remove alice")
+    assert harness.server.desired.state.system.root_key_codes == ()

@@ -1,11 +1,11 @@
-# Evaluates nixos/desired-state.nix with the stub lib, for a state folder the test fills.
-{ stateDir }:
+# Evaluates nixos/desired-state.nix with the stub lib, for the file root admitted.
+{ admittedStateFile }:
 let
   lib = import ./stub-lib.nix;
   module = import ../../nixos/desired-state.nix;
   config.services.steward = {
     enable = true;
-    inherit stateDir;
+    inherit admittedStateFile;
   };
   evaluated = module { inherit config lib; };
 in

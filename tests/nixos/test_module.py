@@ -196,6 +196,7 @@ def test_settings_become_steward_environment_variables(system: dict[str, Any]) -
         "STEWARD_STATE_DIR": "/var/lib/steward",
         "STEWARD_CATALOGUE": "/etc/steward/catalogue.json",
         "STEWARD_DESIRED_STATE": "/var/lib/steward/desired-state.json",
+        "STEWARD_ROOT_KEYS_FROM_CHAT": "0",
         "STEWARD_BACKUP_UNITS": "1",
         "STEWARD_WORKER_DIR": "/var/lib/steward-worker",
     }
@@ -290,8 +291,18 @@ def test_rebuild_units_are_root_oneshots_a_switch_leaves_alone(
     service = unit(system, name)
     assert service["restartIfChanged"] is False
     assert service["stopIfChanged"] is False
-    assert service["serviceConfig"] == {"Type": "oneshot"}
-    assert service["script"].strip() == command
+    assert service["serviceConfig"] == {
+        "Type": "oneshot",
+        "StateDirectory": "steward-rebuild",  # root's: where the admitted copy lives
+        "StateDirectoryMode": "0700",
+    }
+    admit, switch = service["script"].strip().splitlines()
+    assert switch.strip() == command
+    # Root checks the bot's file first; without allowRootKeysFromChat no TOTP secret is passed.
+    assert re.sub(r"/nix/store/[a-z0-9]{32}-[^/]*", "STORE", admit.strip()) == (
+        "STORE/bin/steward admit --source '/var/lib/steward/desired-state.json' "
+        "--state-dir /var/lib/steward-rebuild --catalogue /etc/steward/catalogue.json"
+    )
     assert "wantedBy" not in service
     packages = [re.sub(r"^/nix/store/[a-z0-9]{32}-", "", path) for path in service["path"]]
     assert {"nixos-rebuild", "nix", "git"} <= set(packages)
@@ -305,13 +316,14 @@ def test_a_flake_upgrade_updates_the_lock_then_switches_to_the_flake(
         '{ enable = true; upgrade = { method = "flake"; flake = "/etc/nixos"; }; }',
     )
     upgrade = unit(system, "steward-upgrade")["script"].strip().splitlines()
+    assert "/bin/steward admit " in upgrade.pop(0)
     assert [line.strip() for line in upgrade] == [
         "cd '/etc/nixos'",
         "nix --extra-experimental-features 'nix-command flakes' flake update",
         "nixos-rebuild switch --flake '/etc/nixos' --impure",
     ]
     assert (
-        unit(system, "steward-rebuild")["script"]
+        unit(system, "steward-rebuild")["script"].strip().splitlines()[-1]
         == "nixos-rebuild switch --flake '/etc/nixos' --impure"
     )
     assert unit(system)["environment"]["STEWARD_UPGRADE_FLAKE"] == "/etc/nixos"
@@ -524,21 +536,24 @@ def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
 ) -> None:
     services = system["systemd"]["services"]
     bot = unit(system)
-    for kind in ("backup", "restore"):
-        job = services[f"steward-{kind}@"]
+    for kind, template in (("backup", "backup"), ("restore", "restore"),
+                           ("restore --foreign", "restore-foreign")):  # fmt: skip
+        job = services[f"steward-{template}@"]
         config = job["serviceConfig"]
         assert config["ExecStart"].endswith(f"/bin/steward worker {kind} %i")
+        assert config["PrivateDevices"] is True  # a device node in a snapshot stays a file
         assert config["Type"] == "oneshot"
         assert "User" not in config  # root: it reads and writes the services' data
         assert config["LoadCredential"] == bot["serviceConfig"]["LoadCredential"]
-        shared = {k: v for k, v in bot["environment"].items() if k != "STEWARD_DESIRED_STATE"}
+        own = {"STEWARD_DESIRED_STATE", "STEWARD_ROOT_KEYS_FROM_CHAT"}
+        shared = {k: v for k, v in bot["environment"].items() if k not in own}
         assert job["environment"] == shared
         assert any(path.endswith("-restic") for path in job["path"])
         assert job["restartIfChanged"] is False
         assert config["StateDirectory"] == "steward-worker"  # never the bot's state folder
         assert job["environment"]["STEWARD_WORKER_DIR"] == "/var/lib/steward-worker"
         analyze = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
-        rendered = tmp_path / f"steward-{kind}@.service"
+        rendered = tmp_path / f"steward-{template}@.service"
         rendered.write_text(render_unit(job, f"/bin/true {kind} %i"), encoding="utf-8")
         done = subprocess.run([analyze, "verify", "--man=no", str(rendered)],
                               capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
@@ -547,15 +562,24 @@ def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
     rule = system["security"]["polkit"]["extraConfig"]
     found = re.search(r"var dataUnit = new RegExp\((\".*?\")\);", rule)
     assert found, "the data units are not in the polkit rule"
-    pattern = json.loads(found.group(1))
+    # fullmatch: JavaScript's ^…$ without the m flag; Python's $ would pass a final newline.
+    pattern = json.loads(found.group(1)).removeprefix("^").removesuffix("$")
     allowed = [
         "steward-backup@nextcloud:manual.service",
         f"steward-restore@nextcloud:{'a' * 64}.service",
         "steward-restore@nextcloud:recover.service",
     ]
     for name in allowed:
-        assert re.search(pattern, name), name
+        assert re.fullmatch(pattern, name), name
     refused = [
+        "steward-backup@nextcloud:manual\n.service",
+        "steward-backup@nextcloud:manual.service\n",
+        "steward-restore@nextcloud:--foo.service",
+        "steward-restore@nextcloud:-h.service",
+        "steward-backup@nextcloud:recover.service",
+        "steward-restore@nextcloud:manual.service",
+        "steward-restore@nextcloud:abc.service",  # too short for a snapshot id
+        f"steward-restore-foreign@nextcloud:{'a' * 64}.service",  # for root's shell only
         "steward-backup@vaultwarden:manual.service",  # no folders in the catalogue
         "steward-backup@nextcloud:manual.service.d",
         "steward-backup@nextcloud.service",
@@ -564,7 +588,7 @@ def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
         "steward-growfs@nextcloud:manual.service",
     ]
     for name in refused:
-        assert not re.search(pattern, name), name
+        assert not re.fullmatch(pattern, name), name
 
 
 def test_postgresql_dumps_map_root_to_postgres_only_when_asked(
@@ -579,8 +603,15 @@ def test_postgresql_dumps_map_root_to_postgres_only_when_asked(
                folders = [ "/var/lib/nextcloud" ]; databases = [ "nextcloud" ]; }; }""",
     )
     postgres = with_dumps["services"]["postgresql"]
-    assert "steward-dumps root postgres" in postgres["identMap"]
-    assert postgres["authentication"].strip() == "local all postgres peer map=steward-dumps"
+    assert postgres["identMap"].splitlines() == [
+        "steward-dumps root postgres",
+        "steward-dumps postgres postgres",
+        "steward-dumps root nextcloud",  # restores log in as the service's own role
+    ]
+    assert postgres["authentication"].splitlines() == [
+        "local all postgres peer map=steward-dumps",
+        "local nextcloud nextcloud peer map=steward-dumps",
+    ]
     job = with_dumps["systemd"]["services"]["steward-backup@"]
     assert job["environment"]["STEWARD_POSTGRES_HOST"] == "/run/postgresql"
     assert any(path.endswith("-postgresql") for path in job["path"])
@@ -672,3 +703,27 @@ def test_the_repository_url_and_backend_keys_are_credentials_of_the_bot_and_the_
         assert not any("/run/keys" in str(value) for value in environment.values())
     # sftp: repositories: restic runs ssh from the root units' PATH.
     assert any("openssh" in str(item) for item in unit(system, "steward-backup@")["path"])
+
+
+def test_root_keys_from_chat_are_checked_with_a_secret_only_the_rebuild_units_load(
+    nix_env: dict[str, str], secrets_dir: Path
+) -> None:
+    assert failed_assertions(evaluate(nix_env, "{ enable = true; allowRootKeysFromChat = true; }"))
+    system = evaluate(
+        nix_env,
+        f"""{{ enable = true; allowRootKeysFromChat = true;
+               rootKeyTotpFile = {secrets_dir / "telegram-token"}; }}""",
+    )
+    assert failed_assertions(system) == []
+    credential = f"root-key-totp:{secrets_dir / 'telegram-token'}"
+    for name in ("steward-rebuild", "steward-upgrade"):
+        service = unit(system, name)
+        assert service["serviceConfig"]["LoadCredential"] == [credential]
+        assert '--root-key-totp "$CREDENTIALS_DIRECTORY/root-key-totp"' in service["script"]
+    everyone_else = [
+        s.get("serviceConfig", {}).get("LoadCredential", [])
+        for n, s in system["systemd"]["services"].items()
+        if n not in ("steward-rebuild", "steward-upgrade")
+    ]
+    assert not any("root-key-totp" in str(c) for c in everyone_else)
+    assert unit(system)["environment"]["STEWARD_ROOT_KEYS_FROM_CHAT"] == "1"

@@ -17,8 +17,7 @@ from providers.base.backup import BackupError, BackupReason
 from providers.pgdump import PostgresDumps
 from providers.restic import ResticBackupEngine, ResticSettings
 from providers.restore import RestoreError, RestorePlan, Restorer
-from tests.providers.test_pgdump import settings_for, sql
-from tests.support.postgres import create_database
+from tests.providers.test_pgdump import owned_database, settings_for, sql
 from tests.support.restic_fixtures import copy_of, tree_digests
 
 pytest_plugins = ["tests.support.restic_fixtures"]
@@ -279,7 +278,7 @@ async def test_a_service_and_its_postgresql_database_come_back_together(
 ) -> None:
     """Real restic, real PostgreSQL: the dump travels in the snapshot and is loaded back."""
     name = "restore_app"
-    url = create_database(postgres_admin_url, name)
+    url = owned_database(postgres_admin_url, name)  # loaded back as its own role
     sql(url, "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
     sql(url, "INSERT INTO notes VALUES (1, 'kept'), (2, 'also kept')")
     engine = ResticBackupEngine(copy_of(empty_repo, tmp_path))
