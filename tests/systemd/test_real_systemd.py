@@ -93,6 +93,11 @@ def wait_inactive(container: Container, unit: str, timeout: float = 30) -> dict[
         ("stop", "steward-rebuild.service"),  # the rebuild units may only be started
         ("restart", "steward-rebuild.service"),
         ("start", "steward-growfs@dev-sda.service"),
+        # Data units take only manual, scheduled, recover or a hex snapshot id (#21).
+        ("start", "steward-backup@app:--foo.service"),
+        ("start", "steward-restore@app:latest.service"),
+        ("start", "steward-restore@app:ABCDEF12.service"),
+        ("start", "steward-restore-foreign@app:abcdef12.service"),  # root's, from a shell
     ],
 )
 def test_polkit_denies_the_steward_user_everything_else(
@@ -239,10 +244,11 @@ def test_a_backup_and_a_restore_run_the_worker_as_root_with_real_restic(booted: 
     # The safety snapshot taken first is in the repository too.
     assert len(json.loads(restic(container, "snapshots", "--json"))) == 2
 
-    # "latest" is resolved by the bot before it starts a unit: the worker takes only an id.
+    # "latest" is resolved by the bot before it starts a unit: the unit takes only a hex id,
+    # and the bot refuses anything else before it asks systemd.
     container.write("/srv/app/a.txt", "today\n")
     refused = bot(container, "restore", "app", "latest")
-    assert refused == {"error": "That is not a snapshot id."}
+    assert refused == {"error": "That is not a service and snapshot."}
     assert container.path("/srv/app/a.txt").read_text() == "today\n"
 
 
