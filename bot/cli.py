@@ -179,6 +179,10 @@ def _run(settings: Settings) -> int:
         check_extras(settings)  # a config error shows before anything starts
     if settings.matrix_homeserver is not None:
         _matrix_login(settings)
+    elif settings.watch is not None:
+        raise ConfigError(
+            "STEWARD_WATCH: needs Matrix; Telegram bots never see each other's messages"
+        )
     return asyncio.run(_serve(settings))
 
 
@@ -289,7 +293,9 @@ def _matrix(settings: Settings, app: App) -> MatrixTransport | None:
     from bot.transports.matrix import MatrixTransport  # noqa: PLC0415
     from bot.transports.matrix_state import MatrixState  # noqa: PLC0415
 
-    matrix = MatrixTransport(app.engine, _matrix_login(settings), MatrixState(app.kv))
+    matrix = MatrixTransport(
+        app.engine, _matrix_login(settings), MatrixState(app.kv), watch=settings.watch
+    )
     app.router.add("matrix", matrix.outbox)
     app.notifier.add_source(matrix.admin_rooms)
     return matrix
