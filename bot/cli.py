@@ -50,12 +50,20 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
 
         return work(settings, args.kind, args.instance)
     if args.command == "console":
-        if not (args.demo or settings.demo):
-            check_extras(settings)
-        return asyncio.run(_console(settings, demo=args.demo))
+        return _console_command(settings, args)
     if args.command in ("totp", "lockdown"):
         return _security(settings, args)
     return _run(settings)
+
+
+def _console_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.fleet is not None:
+        if not args.demo:
+            raise ConfigError("--fleet needs --demo: it shows demo servers only.")
+        return asyncio.run(_console_fleet(settings, args.fleet))
+    if not (args.demo or settings.demo):
+        check_extras(settings)
+    return asyncio.run(_console(settings, demo=args.demo))
 
 
 def _security(settings: Settings, args: argparse.Namespace) -> int:
@@ -72,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the bot on the configured transports")
     console = sub.add_parser("console", help="talk to the bot on this terminal or a pipe")
     console.add_argument("--demo", action="store_true", help="use the in-memory demo server")
+    console.add_argument(
+        "--fleet", type=int, metavar="N", help="N demo servers in one chat (with --demo)"
+    )
     worker = sub.add_parser(
         "worker", help="back up or restore one service's data (the root units run this)"
     )
@@ -168,6 +179,20 @@ async def _console(settings: Settings, *, demo: bool) -> int:
         sweeper.cancel()
         await app.flush()
         app.close()
+
+
+async def _console_fleet(settings: Settings, size: int) -> int:
+    from bot.console_fleet import fleet_apps, run_fleet  # noqa: PLC0415
+
+    apps = fleet_apps(settings, size)
+    try:
+        for app, _console in apps:
+            await app.start()
+        return await run_fleet(apps)
+    finally:
+        for app, _console in apps:
+            await app.flush()
+            app.close()
 
 
 def _run(settings: Settings) -> int:

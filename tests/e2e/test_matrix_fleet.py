@@ -32,9 +32,13 @@ def fleet(synapse: Synapse, alice: Person, tmp_path: Path) -> Iterator[dict[str,
     """Three Stewards, not started; each stopped and checked afterwards."""
     made = {
         name: MatrixBots(
-            synapse, synapse.register(unique(f"steward-{name}"), f"{name}-password-Zq81"),
-            tmp_path / name, admins=alice.user_id, name=name, fleet_heartbeat_seconds=BEAT,
-        )  # fmt: skip
+            synapse,
+            synapse.register(unique(f"steward-{name}"), f"{name}-password-Zq81"),
+            tmp_path / name,
+            admins=alice.user_id,
+            name=name,
+            fleet_heartbeat_seconds=BEAT,
+        )
         for name in NAMES
     }
     try:
@@ -100,7 +104,8 @@ async def test_fleet_lists_the_others_with_their_version(
 
     assert name_of(fleet, reply) == "bravo"
     lines = reply.body.splitlines()
-    assert "bravo" in lines[0] and "this one" in lines[0]
+    assert "bravo" in lines[0]
+    assert "this one" in lines[0]
     assert [line.split()[1] for line in lines[1:]] == ["alpha", "charlie"]
     assert all("seen" in line and "overdue" not in line for line in lines[1:])
     await settle(1.0)
@@ -174,6 +179,7 @@ async def test_a_watched_steward_that_dies_is_reported_by_its_neighbour(
         within=30.0,
         label="alpha's alert",
     )
-    assert "charlie" in alert.body and "alpha" in alert.body  # which server says so, of whom
+    assert "charlie" in alert.body
+    assert "alpha" in alert.body
     assert alice.user_id in alert.mentions  # an alert pings the admins
     assert not [m for m in alice.messages(room, fleet["bravo"].bot.user_id) if "silent" in m.body]
