@@ -164,7 +164,9 @@ async def test_the_routine_plans_the_report_and_a_time_set_from_chat_survives_a_
         before = len(outbox.messages)
         await routine._weekly()
         (weekly,) = outbox.messages[before:]
-        assert weekly.reply.text.startswith("📈 <b>Week of")
+        # Reports say which server sends them: several may share a chat.
+        name = app.engine.deps.fleet.name if app.engine.deps.fleet else ""
+        assert weekly.reply.text.startswith(f"🖥 <b>{name}</b> · 📈 <b>Week of")
         assert weekly.reply.silent
     finally:
         routine.stop()
