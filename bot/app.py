@@ -26,6 +26,7 @@ from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
 from handlers.core.context import Deps, Site, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
+from handlers.core.fleet import Fleet, Signature
 from handlers.core.guard import Guard, TotpMode
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
@@ -172,6 +173,7 @@ def build_app(
         arrays=hardware.arrays,
         ups=hardware.ups,
         public_ip=hardware.public_ip,
+        fleet=_fleet(settings),
     )
     access = AccessPolicy.from_lists(
         settings.admins,
@@ -190,7 +192,7 @@ def build_app(
         settings=EngineSettings(confirm_ttl=settings.confirm_ttl, two_person=settings.two_person),
         guard=build_guard(settings, db, kv),
     )
-    notifier = Notifier(router, admin_chats(access))
+    notifier = Notifier(router, admin_chats(access), settings.steward_name)
 
     async def alert_admins(reply: Reply) -> None:
         await notifier.notify(reply)
@@ -232,6 +234,22 @@ def admin_chats(access: AccessPolicy) -> list[ChatRef]:
         for user_id, role in access.members("telegram")
         if role is Role.ADMIN
     ]
+
+
+def _fleet(settings: Settings) -> Fleet:
+    name = settings.steward_name
+    if settings.watch == name:
+        raise ConfigError(f"STEWARD_WATCH: {name} is this Steward's own name; name another one")
+    return Fleet(Signature(name, steward_version(), settings.fleet_heartbeat_seconds))
+
+
+def steward_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("steward")
+    except PackageNotFoundError:
+        return "dev"
 
 
 def _demo_server(settings: Settings) -> DemoServer:

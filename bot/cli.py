@@ -56,12 +56,20 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
 
         return work(settings, args.kind, args.instance, foreign=args.foreign)
     if args.command == "console":
-        if not (args.demo or settings.demo):
-            check_extras(settings)
-        return asyncio.run(_console(settings, demo=args.demo))
+        return _console_command(settings, args)
     if args.command in ("totp", "lockdown", "backup"):
         return _shell(settings, args)
     return _run(settings)
+
+
+def _console_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.fleet is not None:
+        if not args.demo:
+            raise ConfigError("--fleet needs --demo: it shows demo servers only.")
+        return asyncio.run(_console_fleet(settings, args.fleet))
+    if not (args.demo or settings.demo):
+        check_extras(settings)
+    return asyncio.run(_console(settings, demo=args.demo))
 
 
 def _shell(settings: Settings, args: argparse.Namespace) -> int:
@@ -81,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the bot on the configured transports")
     console = sub.add_parser("console", help="talk to the bot on this terminal or a pipe")
     console.add_argument("--demo", action="store_true", help="use the in-memory demo server")
+    console.add_argument(
+        "--fleet", type=int, metavar="N", help="N demo servers in one chat (with --demo)"
+    )
     worker = sub.add_parser(
         "worker", help="back up or restore one service's data (the root units run this)"
     )
@@ -223,6 +234,20 @@ async def _console(settings: Settings, *, demo: bool) -> int:
         app.close()
 
 
+async def _console_fleet(settings: Settings, size: int) -> int:
+    from bot.console_fleet import fleet_apps, run_fleet  # noqa: PLC0415
+
+    apps = fleet_apps(settings, size)
+    try:
+        for app, _console in apps:
+            await app.start()
+        return await run_fleet(apps)
+    finally:
+        for app, _console in apps:
+            await app.flush()
+            app.close()
+
+
 def _run(settings: Settings) -> int:
     if not settings.has_transport:
         print("No transport is configured: starting the console on the demo server.",
@@ -232,6 +257,10 @@ def _run(settings: Settings) -> int:
         check_extras(settings)  # a config error shows before anything starts
     if settings.matrix_homeserver is not None:
         _matrix_login(settings)
+    elif settings.watch is not None:
+        raise ConfigError(
+            "STEWARD_WATCH: needs Matrix; Telegram bots never see each other's messages"
+        )
     return asyncio.run(_serve(settings))
 
 
@@ -342,7 +371,9 @@ def _matrix(settings: Settings, app: App) -> MatrixTransport | None:
     from bot.transports.matrix import MatrixTransport  # noqa: PLC0415
     from bot.transports.matrix_state import MatrixState  # noqa: PLC0415
 
-    matrix = MatrixTransport(app.engine, _matrix_login(settings), MatrixState(app.kv))
+    matrix = MatrixTransport(
+        app.engine, _matrix_login(settings), MatrixState(app.kv), watch=settings.watch
+    )
     app.router.add("matrix", matrix.outbox)
     app.notifier.add_source(matrix.admin_rooms)
     return matrix

@@ -180,6 +180,25 @@ def _time_zone(raw: str) -> str:
     return raw
 
 
+_STEWARD_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+def _steward_name(raw: str) -> str:
+    name = raw.strip().lower()
+    if not _STEWARD_NAME.fullmatch(name):
+        raise ValueError(f"{raw!r} is not a short name (a-z, 0-9, - and _, at most 32)")
+    return name
+
+
+def host_name() -> str:
+    """The host name as a Steward name: its first label, lower case, other characters as -."""
+    import socket  # noqa: PLC0415 - only when no name is configured
+
+    label = socket.gethostname().split(".", 1)[0].lower()
+    name = re.sub(r"[^a-z0-9_-]", "-", label).strip("-_")[:32]
+    return name or "steward"
+
+
 def _ovh_endpoint(raw: str) -> str:
     if raw in {"ovh-eu", "ovh-ca", "ovh-us"} or re.fullmatch(r"https?://\S+", raw):
         return raw
@@ -311,6 +330,11 @@ class Settings:
     dns_auto_follow_ip: bool = False
     report_schedule: Annotated[str, _schedule] = "daily 08:00"
     alert_interval_seconds: Annotated[int, _number(int, 60, 3600)] = 300
+    # Several servers in one chat: this Steward's short name (default the host name), the
+    # Steward whose heartbeat it watches, and how often it shows a sign of life to the others.
+    name: Annotated[str | None, _steward_name] = None
+    watch: Annotated[str | None, _steward_name] = None
+    fleet_heartbeat_seconds: Annotated[int, _number(int, 1, 86400)] = 300
 
     # The *_FILE twins of the secrets: load_settings reads them, and the file wins.
     telegram_token_file: Path | None = None
@@ -339,6 +363,10 @@ class Settings:
     @property
     def confirm_ttl(self) -> timedelta:
         return timedelta(seconds=self.confirm_ttl_seconds)
+
+    @property
+    def steward_name(self) -> str:
+        return self.name or host_name()
 
     @property
     def demo_home(self) -> bool:

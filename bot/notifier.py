@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
-from handlers.core.messages import ChatRef, Reply
+from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.progress import Outbox
 
 log = logging.getLogger(__name__)
@@ -17,9 +18,11 @@ class Notifier:
     """``chats`` are known up front (an admin's private chat on Telegram); a source is asked
     at each notice (the Matrix rooms an admin is in right now)."""
 
-    def __init__(self, outbox: Outbox, chats: Iterable[ChatRef] = ()) -> None:
+    def __init__(self, outbox: Outbox, chats: Iterable[ChatRef] = (), name: str = "") -> None:
         self._outbox = outbox
         self._chats = tuple(chats)
+        # Reports and alerts say which server they come from: several may share a chat.
+        self._head = f"🖥 <b>{esc(name)}</b> · " if name else ""
         self._sources: list[ChatSource] = []
 
     def add_source(self, source: ChatSource) -> None:
@@ -37,6 +40,7 @@ class Notifier:
         return await self.send_to(self.chats, reply)
 
     async def send_to(self, chats: Iterable[ChatRef], reply: Reply) -> int:
+        reply = replace(reply, text=self._head + reply.text)
         delivered = 0
         for chat in chats:
             try:

@@ -27,8 +27,11 @@ _PRESS = re.compile(r"^press\s+(\S+)$", re.IGNORECASE)
 
 
 class ConsoleTransport:
-    def __init__(self, out: TextIO | None = None, user: str | None = None) -> None:
+    def __init__(
+        self, out: TextIO | None = None, user: str | None = None, server: str = ""
+    ) -> None:
         self.out = out or sys.stdout
+        self.server = f"[{server}] " if server else ""  # which server answers, in a fleet
         name = user or getpass.getuser()
         self.actor = Actor(TRANSPORT, name, name)
         self._next_id = 0
@@ -47,6 +50,11 @@ class ConsoleTransport:
         self._print(reply, prefix="(edited) ")
         self._remember(ref.message_id, reply.buttons)
 
+    @property
+    def newest_buttons(self) -> int:
+        """The id of the newest message showing buttons; 0 when none does."""
+        return max((int(key) for key in self._buttons), default=0)
+
     def _remember(self, message_id: str, buttons: tuple[Button, ...]) -> None:
         if buttons:
             self._buttons[message_id] = buttons
@@ -54,7 +62,7 @@ class ConsoleTransport:
             self._buttons.pop(message_id, None)
 
     def _print(self, reply: Reply, prefix: str) -> None:
-        lines = [prefix + to_plain(reply.text)]
+        lines = [self.server + prefix + to_plain(reply.text)]
         if reply.buttons:
             lines.append("  ".join(f"[{i}] {b.label}" for i, b in enumerate(reply.buttons, 1)))
         lines += [f"[attachment {a.name}, {len(a.data)} bytes]" for a in reply.attachments]

@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from bot import logs
 from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
 from bot.transports.matrix_devices import DeviceWatch
+from bot.transports.matrix_fleet import MatrixFleet, beat_forever, say_hello, say_hello_back
 from bot.transports.matrix_login import MatrixLogin
 from bot.transports.matrix_outbox import KEYS, TRANSPORT, MatrixOutbox, describe
 from bot.transports.matrix_state import MatrixState, Session
@@ -73,6 +74,7 @@ class MatrixTransport:
         *,
         poll_timeout_ms: int = 30_000,
         max_retry_wait: float = 5.0,
+        watch: str | None = None,
     ) -> None:
         if login.e2ee and login.store_dir is None:
             raise ValueError("end-to-end encryption needs a store folder")
@@ -92,7 +94,10 @@ class MatrixTransport:
         self.state = state
         admins = [user for user, role in engine.access.members(TRANSPORT) if role is Role.ADMIN]
         self.admins = frozenset(admins)
-        self.outbox = MatrixOutbox(self.client, state, admins)
+        fleet = engine.deps.fleet
+        self.fleet = MatrixFleet(engine, fleet, watch) if fleet is not None else None
+        signature = self.fleet.signature if self.fleet is not None else None
+        self.outbox = MatrixOutbox(self.client, state, admins, signature)
         self._poll_timeout_ms = poll_timeout_ms
         self._lanes = ChatLanes()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -169,6 +174,9 @@ class MatrixTransport:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
+            if first and self.fleet is not None:
+                self._spawn(say_hello(self.fleet, self._admin_room_ids(), self.outbox.send_event))
+                self._spawn(beat_forever(self.fleet, self.outbox.send_event))
             first, delay = False, 1.0
             if time.monotonic() >= tidy_at:
                 tidy_at = time.monotonic() + TIDY_EVERY
@@ -218,9 +226,13 @@ class MatrixTransport:
             events = info.timeline.events
             # A room the bot has just joined shows some history first: never act on it.
             joined = [i for i, event in enumerate(events) if self._is_own_join(event)]
+            if joined and self.fleet is not None:  # the Stewards already here learn of us
+                self._spawn(say_hello(self.fleet, [room_id], self.outbox.send_event))
             for event in events[joined[-1] + 1 :] if joined else events:
                 if getattr(event, "sender", None) == self.client.user_id:
                     continue
+                if self.fleet is not None and self._from_steward(room_id, event):
+                    continue  # never a command: Stewards do not command each other
                 if isinstance(event, RoomMemberEvent):
                     await self._on_member(room_id, event)
                 elif replay:
@@ -245,9 +257,25 @@ class MatrixTransport:
         else:
             return
         # Tasks start in creation order, so each room's lane is entered in event order.
-        task = asyncio.create_task(self._lanes.run(room_id, self._guarded(room_id, handler, event)))
+        self._spawn(self._lanes.run(room_id, self._guarded(room_id, handler, event)))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _from_steward(self, room_id: str, event: Any) -> bool:
+        """Learn from another Steward's event; answer its first hello here with a beat."""
+        assert self.fleet is not None  # noqa: S101 - called only in a fleet
+        if isinstance(event, RoomMemberEvent) and event.membership in ("leave", "ban"):
+            self.fleet.left(room_id, event.state_key)
+        if not hasattr(event, "source") or not hasattr(event, "server_timestamp"):
+            return False
+        steward, hello = self.fleet.observe(room_id, event)
+        if hello:
+            beat = self.fleet.heartbeat()
+            self._spawn(say_hello_back(room_id, beat, self.outbox.send_event))
+        return steward
 
     async def _guarded(
         self, room_id: str, handler: Callable[[str, Any], Awaitable[None]], event: Any
@@ -273,7 +301,7 @@ class MatrixTransport:
         if parsed is None or not await self._first_sight(event):
             return
         name, args = parsed
-        command = Command(
+        sent = Command(
             name,
             args,
             self._actor(room_id, event.sender),
@@ -281,7 +309,13 @@ class MatrixTransport:
             _moment(event.server_timestamp),
             event.event_id,
         )
-        if name in ("confirm", "cancel"):
+        command = self.engine.for_me(sent)
+        if command is None:
+            return  # it names another Steward
+        if self.fleet is not None and command == sent:
+            # Each Steward here answers: in name order, so the room reads as one table.
+            await self.fleet.wait_turn(room_id, event.event_id)
+        if command.name in ("confirm", "cancel"):
             await self._confirm_by_code(command)
         else:
             await self.engine.handle_command(command)
@@ -297,6 +331,8 @@ class MatrixTransport:
         fits = len(cmd.args) == 1 or (len(cmd.args) == 2 and cmd.name == "confirm")
         found = await self.state.prompt_by_code(cmd.args[0]) if fits else None
         if found is None or found[1].room_id != cmd.chat.chat_id:
+            if self._others_here(cmd.chat):
+                return  # the prompt is another Steward's: it answers, not this one
             # Never the one-time code in the audit row: only what names the prompt.
             await self.engine.audit(AuditEvent.REFUSED, cmd.actor, cmd.chat, cmd.name,
                                     cmd.args[:1], result="unknown code")  # fmt: skip
@@ -397,6 +433,13 @@ class MatrixTransport:
         """Claim an event the bot is about to act on (not every chat line: that would be a
         database write per message). False when a run before this one claimed it."""
         return await self.state.first_sight(event.event_id)
+
+    def _others_here(self, chat: ChatRef) -> bool:
+        fleet = self.engine.deps.fleet
+        return fleet is not None and bool(fleet.in_chat(chat))
+
+    def _admin_room_ids(self) -> list[str]:
+        return [chat.chat_id for chat in self.admin_rooms()]
 
     def _actor(self, room_id: str, user_id: str) -> Actor:
         room = self.client.rooms.get(room_id)

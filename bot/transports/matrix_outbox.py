@@ -21,7 +21,7 @@ import io
 import logging
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -29,6 +29,7 @@ from nio import AsyncClient, RoomSendResponse, UploadResponse
 
 from bot.transports.matrix_state import MatrixState, Prompt
 from bot.transports.render import to_matrix_html, to_plain
+from handlers.core.fleet import FLEET_KEY
 from handlers.core.messages import Attachment, Button, ChatRef, MessageRef, Reply, esc
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,18 @@ class MatrixSendError(Exception):
 
 
 class MatrixOutbox:
-    def __init__(self, client: AsyncClient, state: MatrixState, admins: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        state: MatrixState,
+        admins: Sequence[str] = (),
+        signature: Callable[[], dict[str, object]] | None = None,
+    ) -> None:
         self.client = client
         self.state = state
         self.admins = tuple(admins)
+        # Other Stewards in the room know this one by it (several servers in one room).
+        self.signature = signature
 
     async def send(self, chat: ChatRef, reply: Reply, reply_to: str | None = None) -> MessageRef:
         room = chat.chat_id
@@ -142,6 +151,11 @@ class MatrixOutbox:
     # -- sending ------------------------------------------------------------------------------
 
     async def _send(self, room: str, event_type: str, content: dict[str, Any]) -> str:
+        if self.signature is not None and event_type == "m.room.message":
+            content = {**content, FLEET_KEY: self.signature()}
+        return await self.send_event(room, event_type, content)
+
+    async def send_event(self, room: str, event_type: str, content: dict[str, Any]) -> str:
         response = await self.client.room_send(
             room, event_type, content, ignore_unverified_devices=True
         )

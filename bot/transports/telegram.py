@@ -196,8 +196,10 @@ class TelegramTransport:
         engine = await self.engine()
         registry = engine.deps.registry
         await self.outbox.call("deleteMyCommands", bot.delete_my_commands)
+        fleet = engine.deps.fleet
+        server = fleet.name if fleet is not None else ""
         for user_id, role in engine.access.members(TRANSPORT):
-            menu = _menu(registry.visible_to(role))
+            menu = _menu(registry.visible_to(role), server)
             await self._set_menu(menu, BotCommandScopeChat(int(user_id)))
 
     async def _set_menu(self, menu: list[BotCommand], scope: BotCommandScopeChat) -> None:
@@ -225,7 +227,9 @@ class TelegramTransport:
             assert message is not None  # noqa: S101 - _addressed_to_us checked it
             parsed = split_command_line(message.text or "")
             name, args = parsed or ("", ())
-            await engine.refuse_stranger(actor, where, name, args, str(message.message_id))
+            sent = Command(name, args, actor, where, _aware(message.date))
+            if engine.for_me(sent) is not None:  # not when it names another Steward
+                await engine.refuse_stranger(actor, where, name, args, str(message.message_id))
         raise ApplicationHandlerStop
 
     def _addressed_to_us(self, message: Message | None, *, private: bool) -> bool:
@@ -356,11 +360,13 @@ def _polling_error(error: TelegramError) -> None:
     log.warning("polling: %s", error)
 
 
-def _menu(specs: list[CommandSpec]) -> list[BotCommand]:
-    """One menu entry per command; a subcommand (``/sshkey add``) lists its command once."""
+def _menu(specs: list[CommandSpec], server: str = "") -> list[BotCommand]:
+    """One menu entry per command; a subcommand (``/sshkey add``) lists its command once.
+    Each entry names the server: in a group, the menus of several Stewards show together."""
     menu: dict[str, str] = {}
+    head_of = f"{server} · " if server else ""
     for spec in specs:
         head, _, sub = spec.name.partition(" ")
         if head not in menu or not sub:
-            menu[head] = spec.summary[:256]
+            menu[head] = (head_of + spec.summary)[:256]
     return [BotCommand(name, summary) for name, summary in menu.items()]

@@ -29,6 +29,7 @@ from providers.systemd import ServiceManager
 from providers.ups import UpsProbe
 
 if TYPE_CHECKING:
+    from handlers.core.fleet import Fleet
     from handlers.core.registry import Registry
 
 
@@ -101,6 +102,8 @@ class Deps:
     arrays: ArrayProbe | None = None
     ups: UpsProbe | None = None
     public_ip: PublicAddressProbe | None = None
+    # This Steward's name and the others it has seen (several servers in one chat).
+    fleet: Fleet | None = None
 
 
 @dataclass(frozen=True, slots=True)

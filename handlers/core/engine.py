@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from handlers.core.access import AccessPolicy, StrangerLimiter
 from handlers.core.context import CommandError, Context, Deps
+from handlers.core.fleet import addressee
 from handlers.core.guard import Guard, Verdict
 from handlers.core.jobs import JobRunner
 from handlers.core.messages import (
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 STRANGER_REPLY = "Sorry, this is a private bot."
 INVALID_BUTTON = "This button is not valid (anymore)."
+# Words the transports handle themselves (Matrix's ``!confirm CODE``), addressable too.
+TRANSPORT_WORDS = frozenset({"confirm", "cancel"})
 
 
 def utcnow() -> datetime:
@@ -94,10 +97,27 @@ class Engine:
         self.on_alert = on_alert  # tells the admins, as a scheduled alert does
         self.jobs = JobRunner(self, jobs)
         deps.registry.check()
+        # Heads of command lines, to tell ``!vps restart x`` (an address) from a command.
+        self._heads = {entry.spec.name.split()[0] for entry in deps.registry} | TRANSPORT_WORDS
 
     # -- commands -------------------------------------------------------------------------
 
+    def for_me(self, cmd: Command) -> Command | None:
+        """The command without its address; None when it names another Steward, which then
+        answers alone: not even a refusal comes from the others."""
+        fleet = self.deps.fleet
+        if fleet is None:
+            return cmd
+        target, name, args = addressee(cmd.name, cmd.args, self._heads.__contains__)
+        if target is None:
+            return cmd
+        return replace(cmd, name=name, args=args) if target == fleet.name else None
+
     async def handle_command(self, cmd: Command) -> None:
+        mine = self.for_me(cmd)
+        if mine is None:
+            return
+        cmd = mine
         role = self.access.role_of(cmd.actor)
         if role is None:
             await self.refuse_stranger(cmd.actor, cmd.chat, cmd.name, cmd.args, cmd.message_id)

@@ -1,0 +1,150 @@
+"""Several Stewards in one Matrix room: the room is the shared bus.
+
+Every message a Steward sends carries its signature (``org.steward.fleet`` in the content:
+name, version, heartbeat interval, open alerts), so each Steward learns the others from what
+they say; there is no registry. A Steward says hello (an ``org.steward.heartbeat`` event, which
+clients do not show) in its admin rooms when it starts, answers a newcomer's hello once, and
+beats in the rooms it shares with others. A bot alone in its rooms sends nothing more than the
+one hello per start, and never waits.
+
+A command that names no Steward is answered by each, in name order: a Steward first waits,
+bounded, until the live Stewards whose names sort before its own have answered that command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from handlers.alerting import Level
+from handlers.alerts import alert_states
+from handlers.core.fleet import FLEET_KEY, Fleet, Signature
+from handlers.core.messages import ChatRef
+from handlers.fleet import HeartbeatWatch
+
+if TYPE_CHECKING:
+    from handlers.core.engine import Engine
+
+log = logging.getLogger(__name__)
+TRANSPORT = "matrix"
+HEARTBEAT = "org.steward.heartbeat"
+TURN_WAIT = 5.0  # the longest a Steward waits for the ones before it to answer
+_REMEMBERED = 200  # commands whose answers are remembered, for the ones still waiting
+
+
+class MatrixFleet:
+    def __init__(self, engine: Engine, fleet: Fleet, watch: str | None = None) -> None:
+        self.engine = engine
+        self.fleet = fleet
+        self.watch = HeartbeatWatch(fleet, watch, datetime.now(UTC)) if watch else None
+        self._answers: dict[str, set[str]] = {}
+        self._answered = asyncio.Event()
+
+    def signature(self) -> dict[str, object]:
+        return self.fleet.me.as_json()
+
+    # -- what the others say ----------------------------------------------------------------
+
+    def observe(self, room_id: str, event: Any) -> tuple[bool, bool]:
+        """(a Steward sent it, it was a hello from a Steward new here)."""
+        content = event.source.get("content", {})
+        signature = Signature.from_json(content.get(FLEET_KEY))
+        if signature is None:
+            return False, False
+        chat = ChatRef(TRANSPORT, room_id)
+        new = self.fleet.saw(chat, event.sender, signature, _moment(event.server_timestamp))
+        replied = content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+        if isinstance(replied, str):
+            self._answers.setdefault(replied, set()).add(signature.name)
+            while len(self._answers) > _REMEMBERED:
+                del self._answers[next(iter(self._answers))]
+            self._answered.set()
+            self._answered = asyncio.Event()
+        return True, new and bool(content.get("hello"))
+
+    def left(self, room_id: str, user_id: str) -> None:
+        self.fleet.left(ChatRef(TRANSPORT, room_id), user_id)
+
+    async def wait_turn(self, room_id: str, event_id: str) -> None:
+        """Until the Stewards before this one have answered ``event_id``, at most TURN_WAIT."""
+        chat = ChatRef(TRANSPORT, room_id)
+        before = {p.name for p in self.fleet.before_me(chat, datetime.now(UTC))}
+        deadline = time.monotonic() + TURN_WAIT
+        while before - self._answers.get(event_id, set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted(before - self._answers.get(event_id, set()))
+                log.info("Matrix: answering without waiting longer for %s", ", ".join(missing))
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), left)
+
+    # -- what this Steward says -------------------------------------------------------------
+
+    def heartbeat(self, *, hello: bool = False) -> dict[str, object]:
+        content: dict[str, object] = {FLEET_KEY: self.signature()}
+        if hello:
+            content["hello"] = True
+        return content
+
+    def shared_rooms(self) -> list[str]:
+        rooms = {peer.chat.chat_id for peer in self.fleet.peers.values()}
+        return sorted(rooms)
+
+    async def refresh(self) -> None:
+        """The open alerts the signature announces."""
+        try:
+            states = await alert_states(self.engine.deps)
+        except Exception:
+            log.exception("could not count the open alerts")
+            return
+        self.fleet.with_alerts(sum(1 for s in states if s.level is not Level.OK))
+
+    async def check_watch(self) -> None:
+        if self.watch is None:
+            return
+        notice = self.watch.check(datetime.now(UTC))
+        if notice is not None:
+            await self.engine.alert(notice)
+
+
+def _moment(server_timestamp: int) -> datetime:
+    return datetime.fromtimestamp(server_timestamp / 1000, UTC)
+
+
+Send = Callable[[str, str, dict[str, Any]], Awaitable[str]]
+
+
+async def say_hello(fleet: MatrixFleet, rooms: list[str], send: Send) -> None:
+    """Once per start, in the admin rooms: the other Stewards there learn of this one."""
+    await fleet.refresh()
+    for room in rooms:
+        await _beat(room, fleet.heartbeat(hello=True), send)
+
+
+async def beat_forever(fleet: MatrixFleet, send: Send) -> None:
+    """A sign of life a little more often than the interval announced, in shared rooms only."""
+    period = max(0.5, fleet.fleet.me.heartbeat_seconds * 2 / 3)
+    while True:
+        await asyncio.sleep(period)
+        await fleet.refresh()
+        for room in fleet.shared_rooms():
+            await _beat(room, fleet.heartbeat(), send)
+        await fleet.check_watch()
+
+
+async def _beat(room: str, content: dict[str, Any], send: Send) -> None:
+    try:
+        await send(room, HEARTBEAT, content)
+    except Exception as exc:  # noqa: BLE001 - the next beat tries again
+        log.warning("Matrix: no heartbeat in %s: %s", room, exc)
+
+
+async def say_hello_back(room: str, content: dict[str, Any], send: Send) -> None:
+    """A newcomer said hello: it learns of this Steward now, not a heartbeat later."""
+    await _beat(room, content, send)
