@@ -44,8 +44,9 @@ $(MOTO_STAMP):
 	touch $(MOTO_STAMP)
 
 # Debian tools the suite drives, installed when missing (needs root): nix-instantiate for
-# tests/nixos, knotd for the RFC 2136 DNS tests, restic for the backup tests.
-TOOLS := nix-instantiate:nix-bin /usr/sbin/knotd:knot restic:restic
+# tests/nixos, knotd for the RFC 2136 DNS tests, restic for the backup tests, sshd for the
+# sftp: repository tests.
+TOOLS := nix-instantiate:nix-bin /usr/sbin/knotd:knot restic:restic /usr/sbin/sshd:openssh-server
 tools:
 	@missing=""; \
 	for pair in $(TOOLS); do \

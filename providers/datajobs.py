@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from providers.base.backup import (
+    SELF,
     BackupEngine,
     BackupError,
     BackupProgress,
@@ -172,6 +173,19 @@ class UnitDataJobs:
         )
         return restore_report(outcome["result"])
 
+    async def backup_self(
+        self, reason: BackupReason, on_progress: ProgressCallback | None = None
+    ) -> BackupResult:
+        """Steward's own snapshot, in ``steward-backup@steward:<reason>``: root reads what the
+        bot may not (the database of a bot that cannot read /etc/nixos, the DKIM keys)."""
+
+        async def shown(data: dict[str, Any]) -> None:
+            if on_progress is not None and isinstance(data.get("progress"), dict):
+                await on_progress(BackupProgress(**data["progress"]))
+
+        outcome = await self._run("steward-backup", SELF, reason.value, shown)
+        return backup_result(outcome["result"])
+
     async def recover(self, service_id: str, step: Step) -> tuple[bool, str]:
         """After the bot restarted: a restore unit outlives the bot, so its own outcome comes
         first; only a restore that left none (the machine went down) is put right."""
@@ -263,6 +277,18 @@ def _outcome(data: dict[str, Any] | None, failure: UnitError | None, unit: str) 
         raise BackupError(message)
     why = f" ({failure})" if failure is not None else ""
     raise BackupError(f"{unit} ended without an outcome{why}; journalctl -u {unit} says why.")
+
+
+class UnitSelfSnapshot:
+    """The ``SelfSnapshot`` of a bot whose data jobs run in root units."""
+
+    def __init__(self, jobs: UnitDataJobs) -> None:
+        self._jobs = jobs
+
+    async def take(
+        self, reason: BackupReason, on_progress: ProgressCallback | None = None
+    ) -> BackupResult:
+        return await self._jobs.backup_self(reason, on_progress)
 
 
 def snapshot_arg(arg: str) -> str:
