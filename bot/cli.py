@@ -49,6 +49,10 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         from bot.worker import work  # noqa: PLC0415
 
         return work(settings, args.kind, args.instance)
+    if args.command == "recover":
+        from bot.recover import recover  # noqa: PLC0415 - only here: never in `steward run`
+
+        return recover(settings, yes=args.yes, snapshot=args.snapshot)
     if args.command == "console":
         if not (args.demo or settings.demo):
             check_extras(settings)
@@ -88,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", help="the backup repository")
     backup.add_argument("action", choices=["init"])
     backup.add_argument("--yes", action="store_true", help="do not ask; for scripts")
+    recover = sub.add_parser(
+        "recover", help="on a new server: restore Steward's own snapshot, then its services' data"
+    )
+    recover.add_argument("--yes", action="store_true", help="restore the offered set unasked")
+    recover.add_argument("--snapshot", help="Steward's own snapshot to start from (default newest)")
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade", "current"])
     b2 = sub.add_parser("b2", help="Backblaze B2 administration")

@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -119,11 +119,8 @@ class LocalSelfSnapshot:
             return ["database:sqlite"]
         assert database.postgres is not None  # noqa: S101 - parse_database sets it
         (bundle / "database").mkdir(mode=0o700)
-        with _password_file(database.password, self._work) as password_file:
-            settings = database.postgres
-            if password_file is not None:
-                settings = PostgresSettings(host=settings.host, port=settings.port,
-                                            user=settings.user, password_file=password_file)  # fmt: skip
+        with password_file_for(database.password, self._work) as password_file:
+            settings = replace(database.postgres, password_file=password_file)
             await dump_database(database.name, bundle / POSTGRES_DUMP, settings)
         return ["database:postgresql"]
 
@@ -187,7 +184,7 @@ def _write_manifest(bundle: Path, sources: SelfSources, parts: list[str]) -> Non
 
 
 @contextlib.contextmanager
-def _password_file(password: str | None, folder: Path) -> Iterator[Path | None]:
+def password_file_for(password: str | None, folder: Path) -> Iterator[Path | None]:
     """The password of a PostgreSQL URL in a private file for pgdump (never in argv)."""
     if password is None:
         yield None
