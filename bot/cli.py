@@ -49,15 +49,11 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         from bot.worker import work  # noqa: PLC0415
 
         return work(settings, args.kind, args.instance)
-    if args.command == "recover":
-        from bot.recover import recover  # noqa: PLC0415 - only here: never in `steward run`
-
-        return recover(settings, yes=args.yes, snapshot=args.snapshot)
     if args.command == "console":
         if not (args.demo or settings.demo):
             check_extras(settings)
         return asyncio.run(_console(settings, demo=args.demo))
-    if args.command in ("totp", "lockdown", "backup"):
+    if args.command in ("totp", "lockdown", "backup", "recover"):
         return _shell(settings, args)
     return _run(settings)
 
@@ -67,6 +63,10 @@ def _shell(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.command == "backup":
         return backup_init(settings, yes=args.yes)
+    if args.command == "recover":
+        from bot.recover import recover  # noqa: PLC0415 - only here: never in `steward run`
+
+        return recover(settings, yes=args.yes, snapshot=args.snapshot)
 
     if args.command == "totp":
         return security_cli.totp(settings, args.action, args.user)

@@ -53,7 +53,9 @@ def recover(
     if backups is None:
         raise ConfigError("STEWARD_RESTIC_REPOSITORY (or its _FILE twin) is not set")
     try:
-        return asyncio.run(_recover(settings, backups, yes, snapshot, answer, out))
+        return asyncio.run(
+            _recover(settings, backups, yes=yes, wanted=snapshot, answer=answer, out=out)
+        )
     except BackupError as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 1
@@ -62,6 +64,7 @@ def recover(
 async def _recover(
     settings: Settings,
     backups: BackupEngine,
+    *,
     yes: bool,
     wanted: str | None,
     answer: Callable[[str], str],

@@ -46,10 +46,11 @@ def _work_self(settings: Settings, arg: str) -> int:
     folder), nothing from the instance but the reason."""
     status = StatusFile(settings.work_dir / "jobs", SELF, f"steward-backup@{SELF}:{arg}.service")
     status.write(state="running")
+    reason = next((r for r in SELF_REASONS if r.value == arg), None)
+    if reason is None:
+        status.write(state="failed", error="That is not a reason for a backup.")
+        return 2
     try:
-        reason = next((r for r in SELF_REASONS if r.value == arg), None)
-        if reason is None:
-            raise BackupError("That is not a reason for a backup.")
         result = asyncio.run(_take_self(settings, reason, status))
     except BackupError as exc:
         status.write(state="failed", error=str(exc))
@@ -79,12 +80,17 @@ async def _take_self(
 
 def work(settings: Settings, kind: str, instance: str) -> int:
     found = INSTANCE.match(instance)
+    if found is not None and found.group("service") == SELF and kind == "backup":
+        return _work_self(settings, found.group("arg"))
+    return _work_service(settings, kind, instance)
+
+
+def _work_service(settings: Settings, kind: str, instance: str) -> int:
+    found = INSTANCE.match(instance)
     if found is None:
         print(f"steward worker: {instance!r} is not SERVICE:ARG", file=sys.stderr)
         return 2
     service, arg = found.group("service"), found.group("arg")
-    if service == SELF and kind == "backup":
-        return _work_self(settings, arg)
     info = _catalogue(settings).get(service)
     if info is None or not info.folders:
         print(f"steward worker: no service {service} with folders", file=sys.stderr)

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from zoneinfo import available_timezones
 
 from handlers import rebuild
+from handlers.backups import own_snapshot
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
-from handlers.backups import own_snapshot
 from handlers.rebuild import read_desired
 from providers.base.backup import BackupError, BackupReason
 from providers.base.server import ServerError

@@ -139,9 +139,7 @@ def redacted(repository: str) -> str:
     return _URL_CREDENTIALS.sub("://", repository)
 
 
-def sftp_command(
-    repository: str, known_hosts: Path | None, key_file: Path | None
-) -> list[str]:
+def sftp_command(repository: str, known_hosts: Path | None, key_file: Path | None) -> list[str]:
     """The ssh command restic runs for an ``sftp:`` repository (restic 0.14 has no
     ``sftp.args``, only ``sftp.command``, which it splits on spaces as a shell would): the
     server's key must be in ``known_hosts`` and no other file; batch mode, so nothing waits for

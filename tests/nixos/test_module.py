@@ -681,11 +681,15 @@ def test_stewards_own_snapshot_is_a_root_unit_the_bot_may_start_for_a_reason_onl
     found = re.search(r"var selfUnit = new RegExp\((\".*?\")\);", rule)
     assert found, "Steward's own snapshot unit is not in the polkit rule"
     pattern = json.loads(found.group(1))
-    assert "selfUnit.test(unit)) && verb == \"start\"" in rule
+    assert 'selfUnit.test(unit)) && verb == "start"' in rule
     for reason in ("scheduled", "manual", "pre-upgrade"):
         assert re.search(pattern, f"steward-backup@steward:{reason}.service"), reason
-    for name in ("steward-restore@steward:recover.service", "steward-backup@steward:x.service",
-                 "steward-backup@steward:manual.service.d", "steward-backup@stewardx:manual.service"):
+    for name in (
+        "steward-restore@steward:recover.service",
+        "steward-backup@steward:x.service",
+        "steward-backup@steward:manual.service.d",
+        "steward-backup@stewardx:manual.service",
+    ):
         assert not re.search(pattern, name), name
 
 

@@ -4,7 +4,9 @@ gets nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,9 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         yield server
 
 
-def sftp_settings(sshd: Sshd, tmp_path: Path, password: Path, **overrides: object) -> ResticSettings:
+def sftp_settings(
+    sshd: Sshd, tmp_path: Path, password: Path, **overrides: object
+) -> ResticSettings:
     values: dict[str, object] = {
         "repository": sshd.repository(tmp_path / "remote" / "repo"),
         "known_hosts_file": sshd.known_hosts,
@@ -83,19 +87,24 @@ def test_the_ssh_command_is_built_from_the_url_as_a_list_of_words() -> None:
         sftp_command("sftp://-oProxyCommand=x/r", Path("/kh"), None)
 
 
-async def test_the_root_unit_backs_up_over_sftp_with_the_files_from_its_settings(
+def test_the_root_unit_backs_up_over_sftp_with_the_files_from_its_settings(
     sshd: Sshd, tmp_path: Path, password_file: Path
 ) -> None:
     """``steward worker`` (what steward-backup@ runs) reads the known-hosts and key files from
     STEWARD_RESTIC_KNOWN_HOSTS_FILE / STEWARD_RESTIC_SSH_KEY_FILE, as the module sets them."""
-    import subprocess  # noqa: PLC0415
-
     settings = sftp_settings(sshd, tmp_path, password_file)
-    await ResticBackupEngine(settings).init()
+    asyncio.run(ResticBackupEngine(settings).init())
     data = make_source_tree(tmp_path)
     catalogue = tmp_path / "catalogue.json"
-    catalogue.write_text(json.dumps({"services": [
-        {"id": "app", "name": "App", "units": ["app.service"], "folders": [str(data)]}]}))
+    catalogue.write_text(
+        json.dumps(
+            {
+                "services": [
+                    {"id": "app", "name": "App", "units": ["app.service"], "folders": [str(data)]}
+                ]
+            }
+        )
+    )
     env = {
         "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
         "STEWARD_STATE_DIR": str(tmp_path / "state"), "STEWARD_CATALOGUE": str(catalogue),
@@ -110,5 +119,5 @@ async def test_the_root_unit_backs_up_over_sftp_with_the_files_from_its_settings
     status = json.loads((tmp_path / "worker" / "jobs" / "app.json").read_text())
     assert done.returncode == 0, status
     assert status["state"] == "done"
-    (snap,) = await ResticBackupEngine(settings).snapshots("app")
+    (snap,) = asyncio.run(ResticBackupEngine(settings).snapshots("app"))
     assert str(data) in snap.paths

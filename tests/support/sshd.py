@@ -66,7 +66,7 @@ def sshd_server(root: Path) -> Iterator[Sshd]:
     stranger.write_text(f"[127.0.0.1]:{port} {other_pub}\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation needs it
     with open(root / "sshd.log", "wb") as log:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argument list
+        proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(root / "sshd_config"), "-p", str(port)],
             stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
