@@ -72,6 +72,12 @@ _EXPLANATIONS = (
         "The sftp server's key is not in the known-hosts file, so nothing was sent to it.",
     ),
     (("Permission denied (publickey",), "The sftp server refused the ssh key."),
+    # restic may end before ssh has said why (its stderr is then lost): say both reasons.
+    (
+        ("unable to start the sftp session",),
+        "ssh could not open the sftp session: is the server's key in the known-hosts file, and "
+        "may the ssh key log in?",
+    ),
     (_LOCKED, "The backup repository is locked by another restic process."),
     (("wrong password or no key found",), "The backup repository password is wrong."),
     (("Resolving password failed", "password file"), "The backup password file cannot be read."),
