@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 
-from providers.base.backup import BackupError, BackupProgress, BackupReason
+from providers.base.backup import SELF, BackupError, BackupProgress, BackupReason
 from providers.catalogue import ServiceCatalogue
-from providers.datajobs import UnitDataJobs
+from providers.datajobs import UnitDataJobs, UnitSelfSnapshot
 from providers.restic import ResticBackupEngine, ResticSettings
 from providers.restore import RestoreError, RestorePlan
 from tests.support.fake_system import FakeSystem
@@ -223,3 +224,39 @@ async def test_the_worker_never_follows_a_link_and_an_old_outcome_is_not_this_on
         state["data_worker"]["argv"] = ["false"]
     with pytest.raises(BackupError, match="ended without an outcome"):
         await server.jobs.backup(server.catalogue["app"], BackupReason.MANUAL, quiet)
+
+
+async def test_stewards_own_snapshot_runs_in_its_root_unit_with_paths_from_the_settings(
+    server: Server,
+) -> None:
+    """``steward-backup@steward:pre-upgrade``: no catalogue entry, the reason is all the
+    instance says; the database is copied with SQLite's backup API while it is open."""
+    database = server.state_dir / "steward.db"
+    live = sqlite3.connect(database)
+    live.execute("CREATE TABLE audit_log (command TEXT)")
+    live.execute("INSERT INTO audit_log VALUES ('/upgrade')")
+    live.commit()
+    try:
+        result = await UnitSelfSnapshot(server.jobs).take(BackupReason.PRE_UPGRADE)
+    finally:
+        live.close()
+    (snap,) = await server.engine.snapshots(SELF)
+    assert snap.reason is BackupReason.PRE_UPGRADE
+    assert snap.id.startswith(result.snapshot_id) or snap.short_id == result.snapshot_id
+    unit = server.fake.unit(f"steward-backup@{SELF}:pre-upgrade.service")
+    assert unit["Result"] == "success"
+    assert not any(path.name.startswith("steward.db-") for path in server.state_dir.iterdir())
+    target = server.state_dir.parent / "back"
+    await server.engine.restore(snap.id, target)
+    (copy,) = target.rglob("database/steward.db")
+    with sqlite3.connect(copy) as check:
+        assert check.execute("SELECT command FROM audit_log").fetchall() == [("/upgrade",)]
+    check.close()
+
+
+async def test_a_reason_the_worker_does_not_know_takes_no_snapshot_of_steward(
+    server: Server,
+) -> None:
+    with pytest.raises(BackupError, match="not a reason"):
+        await server.jobs.backup_self(BackupReason.PRE_RESTORE)
+    assert await server.engine.snapshots(SELF) == []
