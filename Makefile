@@ -45,8 +45,8 @@ $(MOTO_STAMP):
 
 # Debian tools the suite drives, installed when missing (needs root): nix-instantiate for
 # tests/nixos, knotd for the RFC 2136 DNS tests, restic for the backup tests, node to run the
-# module's polkit rule (JavaScript) in tests/nixos.
-TOOLS := nix-instantiate:nix-bin /usr/sbin/knotd:knot restic:restic node:nodejs
+# module's polkit rule (JavaScript) in tests/nixos, sshd for the sftp: repository tests.
+TOOLS := nix-instantiate:nix-bin /usr/sbin/knotd:knot restic:restic node:nodejs /usr/sbin/sshd:openssh-server
 tools:
 	@missing=""; \
 	for pair in $(TOOLS); do \

@@ -32,12 +32,12 @@ from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
 from providers.arrays import ArrayProbe, HostArrays
-from providers.base.backup import BackupEngine
+from providers.base.backup import BackupEngine, SelfSnapshot
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
 from providers.catalogue import CatalogueError, ServiceCatalogue
-from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs
+from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
 from providers.disks import DiskProbe, SmartctlDisks
 from providers.host import HostProbe, PsutilHost, public_address
 from providers.nixos.desired import DesiredStateFile
@@ -50,6 +50,7 @@ from providers.ups import NutUps, UpsProbe
 
 if TYPE_CHECKING:
     from providers.demo import DemoServer
+    from providers.selfsnapshot import SelfSources
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 15.0
@@ -156,6 +157,7 @@ def build_app(
         dns=server.dns if server else _dns(settings),
         backups=backups,
         data_jobs=data_jobs,
+        self_snapshot=None if server else _self_snapshot(settings, backups, data_jobs),
         dumps=dumps,
         samples=SqlSamples(db),
         demo=server.host if server else None,
@@ -411,8 +413,36 @@ def _backups(settings: Settings, cache_dir: Path | None = None) -> BackupEngine 
             aws_secret_access_key=keys.get("AWS_SECRET_ACCESS_KEY"),
             aws_default_region=keys.get("AWS_DEFAULT_REGION"),
             cache_dir=cache_dir or settings.state_dir / "restic-cache",
+            known_hosts_file=settings.restic_known_hosts_file,
+            ssh_key_file=settings.restic_ssh_key_file,
         )
     )
+
+
+def self_sources(settings: Settings) -> SelfSources:
+    """What Steward's own snapshot holds, from the configuration alone."""
+    from providers.selfsnapshot import SelfSources  # noqa: PLC0415
+
+    return SelfSources(
+        database_url=settings.database,
+        desired_state=settings.desired_state or settings.state_dir / "desired-state.json",
+        catalogue=settings.catalogue,
+        nixos_dir=settings.nixos_config_dir,
+        dkim_dir=settings.dkim_file.parent if settings.dkim_file is not None else None,
+        postgres_user=settings.postgres_user,
+    )
+
+
+def _self_snapshot(
+    settings: Settings, backups: BackupEngine | None, data_jobs: DataJobs | None
+) -> SelfSnapshot | None:
+    if backups is None or settings.demo:
+        return None
+    if isinstance(data_jobs, UnitDataJobs):
+        return UnitSelfSnapshot(data_jobs)
+    from providers.selfsnapshot import LocalSelfSnapshot  # noqa: PLC0415
+
+    return LocalSelfSnapshot(backups, self_sources(settings), settings.state_dir)
 
 
 def _dumps(settings: Settings) -> DatabaseDumps | None:

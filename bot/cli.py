@@ -57,7 +57,7 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         return work(settings, args.kind, args.instance, foreign=args.foreign)
     if args.command == "console":
         return _console_command(settings, args)
-    if args.command in ("totp", "lockdown", "backup"):
+    if args.command in ("totp", "lockdown", "backup", "recover"):
         return _shell(settings, args)
     return _run(settings)
 
@@ -77,6 +77,10 @@ def _shell(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.command == "backup":
         return backup_init(settings, yes=args.yes)
+    if args.command == "recover":
+        from bot.recover import recover  # noqa: PLC0415 - only here: never in `steward run`
+
+        return recover(settings, yes=args.yes, snapshot=args.snapshot)
 
     if args.command == "totp":
         return security_cli.totp(settings, args.action, args.user)
@@ -116,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", help="the backup repository")
     backup.add_argument("action", choices=["init"])
     backup.add_argument("--yes", action="store_true", help="do not ask; for scripts")
+    recover = sub.add_parser(
+        "recover", help="on a new server: restore Steward's own snapshot, then its services' data"
+    )
+    recover.add_argument("--yes", action="store_true", help="restore the offered set unasked")
+    recover.add_argument("--snapshot", help="Steward's own snapshot to start from (default newest)")
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade", "current"])
     b2 = sub.add_parser("b2", help="Backblaze B2 administration")

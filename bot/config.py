@@ -301,6 +301,12 @@ class Settings:
     restic_repository_file: Path | None = None
     # KEY=VALUE lines for restic's backend (the AWS_* keys of S3 and B2), read from a file.
     restic_environment_file: Path | None = None
+    # sftp: repositories: ssh checks the server's key against this file only, and may log in
+    # with this key (restic 0.14 has no sftp.args: Steward builds its sftp.command).
+    restic_known_hosts_file: Path | None = None
+    restic_ssh_key_file: Path | None = None
+    # Steward's own snapshot holds a copy of this folder (unset or missing: none).
+    nixos_config_dir: Path | None = Path("/etc/nixos")
     backup_schedule: Annotated[str, _schedule] = "daily 03:30"
     keep_last: Annotated[int, _number(int, 0, 1000)] = 3
     keep_daily: Annotated[int, _number(int, 0, 1000)] = 7

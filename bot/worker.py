@@ -25,26 +25,74 @@ import os
 import sys
 from pathlib import Path
 
-from bot.app import _backups, _catalogue, _dumps
+from bot.app import _backups, _catalogue, _dumps, self_sources
 from bot.config import Settings
-from providers.base.backup import BackupEngine, BackupError, BackupProgress, BackupReason
+from providers.base.backup import SELF, BackupEngine, BackupError, BackupProgress, BackupReason
 from providers.datajobs import (
     INSTANCE,
     RECOVER,
+    SELF_INSTANCE,
     LocalDataJobs,
     StatusFile,
     result_to_json,
     snapshot_arg,
 )
 from providers.restore import RestoreError, Restorer, plan_restore
+from providers.selfsnapshot import LocalSelfSnapshot
 from providers.snapshot_ledger import SnapshotLedger
 from providers.systemd import SystemctlServiceManager
 
 log = logging.getLogger("steward.worker")
 REASONS = (BackupReason.MANUAL, BackupReason.SCHEDULED)
+SELF_REASONS = (*REASONS, BackupReason.PRE_UPGRADE)
+
+
+def _work_self(settings: Settings, arg: str) -> int:
+    """Steward's own snapshot, ``steward-backup@steward:<reason>``: the paths come from the
+    module's environment (the database URL, desired state, catalogue, /etc/nixos, the DKIM
+    folder), nothing from the instance but the reason."""
+    status = StatusFile(settings.work_dir / "jobs", SELF, f"steward-backup@{SELF}:{arg}.service")
+    status.write(state="running")
+    reason = next((r for r in SELF_REASONS if r.value == arg), None)
+    if reason is None:
+        status.write(state="failed", error="That is not a reason for a backup.")
+        return 2
+    try:
+        result = asyncio.run(_take_self(settings, reason, status))
+    except BackupError as exc:
+        status.write(state="failed", error=str(exc))
+        return 1
+    except Exception:
+        log.exception("Steward's own snapshot failed")
+        status.write(state="failed", error="Steward's own snapshot failed; the journal says why.")
+        return 1
+    status.write(state="done", result=result)
+    return 0
+
+
+async def _take_self(
+    settings: Settings, reason: BackupReason, status: StatusFile
+) -> dict[str, object]:
+    cache = os.environ.get("CACHE_DIRECTORY")
+    backups = _backups(settings, Path(cache) if cache else settings.work_dir / "cache")
+    if backups is None:
+        raise BackupError("Backups are not set up: STEWARD_RESTIC_REPOSITORY is unset.")
+
+    async def progress(report: BackupProgress) -> None:
+        await asyncio.to_thread(status.write, state="running", progress=dataclasses.asdict(report))
+
+    snapshot = LocalSelfSnapshot(backups, self_sources(settings), settings.work_dir)
+    return result_to_json(await snapshot.take(reason, progress))
 
 
 def work(settings: Settings, kind: str, instance: str, *, foreign: bool = False) -> int:
+    own = SELF_INSTANCE.fullmatch(instance)
+    if own is not None and kind == "backup":
+        return _work_self(settings, own.group("arg"))
+    return _work_service(settings, kind, instance, foreign=foreign)
+
+
+def _work_service(settings: Settings, kind: str, instance: str, *, foreign: bool) -> int:
     found = INSTANCE.fullmatch(instance)
     if found is None:
         print(f"steward worker: {instance!r} is not SERVICE:ARG", file=sys.stderr)

@@ -227,6 +227,12 @@ async def scheduled_backup(deps: Deps, ctx: Context, policy: RetentionPolicy) ->
     if await missing(engine(ctx)):
         return offer_init(engine(ctx), "The scheduled backup did not run")
     done, failed = await run_backups(ctx, backed_up(deps), BackupReason.SCHEDULED)
+    if deps.self_snapshot is not None:
+        # After the services: its database then holds the audit rows of this run too.
+        try:
+            done.append(await own_snapshot(deps, BackupReason.SCHEDULED))
+        except BackupError as exc:
+            failed.append(f"❌ Steward itself: {esc(exc)}")
     state = "failed " + ", ".join(line.split(":")[0][2:] for line in failed) if failed else "ok"
     await deps.notes.set(LAST_RUN, f"{ctx.now.isoformat()} {state}", ctx.now)
     lines = ["<b>Scheduled backup</b>", *done, *failed]
@@ -238,6 +244,16 @@ async def scheduled_backup(deps: Deps, ctx: Context, policy: RetentionPolicy) ->
             failed.append(f"retention: {exc}")
             lines.append(f"❌ retention: {esc(exc)}")
     return Reply("\n".join(lines), silent=not failed)
+
+
+async def own_snapshot(deps: Deps, reason: BackupReason) -> str:
+    """Steward's own snapshot: its database, desired state, /etc/nixos, DKIM keys, catalogue."""
+    assert deps.self_snapshot is not None  # noqa: S101 - the callers check
+    result = await deps.self_snapshot.take(reason)
+    return (
+        f"✅ Steward itself: snapshot <code>{esc(result.snapshot_id[:8])}</code> "
+        "(database, desired state, /etc/nixos, DKIM keys, catalogue)"
+    )
 
 
 async def last_backups(deps: Deps, now: datetime) -> list[str]:

@@ -11,11 +11,13 @@ from datetime import datetime, timedelta
 from zoneinfo import available_timezones
 
 from handlers import rebuild
+from handlers.backups import own_snapshot
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from handlers.rebuild import read_desired
+from providers.base.backup import BackupError, BackupReason
 from providers.base.server import ServerError
 from providers.nixos.desired import DesiredState
 from providers.nixos.rebuild import REBUILD_UNIT, UPGRADE_UNIT, rollback_unit
@@ -80,7 +82,7 @@ async def _rebuild_resume(ctx: Context) -> Reply:
                   background=True)  # fmt: skip
 async def upgrade(ctx: Context) -> Reply:
     cloud = ctx.deps.cloud
-    head = ""
+    head = await _own_snapshot_first(ctx)
     if ctx.deps.policy.snapshot_before_upgrade and cloud is not None:
         await ctx.progress.update("📸 Taking a snapshot of the server before the upgrade…")
         try:
@@ -89,9 +91,21 @@ async def upgrade(ctx: Context) -> Reply:
             )
         except ServerError as exc:
             raise CommandError(f"No upgrade: the snapshot before it failed: {esc(exc)}") from None
-        head = f"📸 Snapshot {made.id} taken first. "
+        head += f"📸 Snapshot {made.id} taken first. "
     reply = await rebuild.switch(ctx, unit=UPGRADE_UNIT, title="Upgrade")
     return replace(reply, text=head + reply.text) if head else reply
+
+
+async def _own_snapshot_first(ctx: Context) -> str:
+    """Steward's own snapshot before the upgrade; no upgrade without it."""
+    if ctx.deps.self_snapshot is None:
+        return ""
+    await ctx.progress.update("💾 Taking Steward's own snapshot before the upgrade…")
+    try:
+        line = await own_snapshot(ctx.deps, BackupReason.PRE_UPGRADE)
+    except BackupError as exc:
+        raise CommandError(f"No upgrade: Steward's own snapshot failed: {esc(exc)}") from None
+    return line.removeprefix("✅ ") + ". "
 
 
 @upgrade.preview
@@ -108,6 +122,8 @@ async def _upgrade_preview(ctx: Context) -> str:
     )
     if current:
         text += f" Now: NixOS {esc(current.nixos_version)}."
+    if ctx.deps.self_snapshot is not None:
+        text += " Steward's own snapshot is taken first."
     if policy.snapshot_before_upgrade and ctx.deps.cloud is not None:
         text += " A snapshot of the server is taken first."
     if policy.preview_build and policy.upgrade_flake:

@@ -70,6 +70,9 @@ let
       }) (lib.concatMap (service: service.databases) (lib.attrValues cfg.services))
     )
   );
+  # Steward's own snapshot (database, desired state, /etc/nixos, DKIM keys, catalogue) is
+  # taken as root too: `steward` is no catalogue id, so it has a rule of its own, backup only.
+  selfUnit = "^steward-backup@steward:(scheduled|manual|pre-upgrade)\\.service$";
 
   # option name -> (credential name, STEWARD_* variable that points at it)
   secretOptions = {
@@ -142,6 +145,16 @@ let
     resticEnvironmentFile = {
       credential = "restic-environment";
       variable = "STEWARD_RESTIC_ENVIRONMENT_FILE";
+    };
+    # The key ssh logs in with to an sftp: repository.
+    resticSshKeyFile = {
+      credential = "restic-ssh-key";
+      variable = "STEWARD_RESTIC_SSH_KEY_FILE";
+    };
+    # Not a secret, but passed the same way so that the bot and the root units read one copy.
+    resticKnownHostsFile = {
+      credential = "restic-known-hosts";
+      variable = "STEWARD_RESTIC_KNOWN_HOSTS_FILE";
     };
     # Seals the admins' TOTP secrets in the database: never in the database or the store.
     totpKeyFile = {
@@ -232,9 +245,10 @@ let
       var rollbackUnit = new RegExp(${builtins.toJSON rollbackUnit});
       var growfsUnit = new RegExp(${builtins.toJSON growfsUnit});
       var dataUnit = new RegExp(${builtins.toJSON dataUnit});
+      var selfUnit = new RegExp(${builtins.toJSON selfUnit});
       var serviceUnits = ${builtins.toJSON catalogueUnits};
       if ((rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit) ||
-           dataUnit.test(unit)) && verb == "start") {
+           dataUnit.test(unit) || selfUnit.test(unit)) && verb == "start") {
         return polkit.Result.YES;
       }
       if (serviceUnits.indexOf(unit) >= 0 && ${builtins.toJSON [
@@ -316,6 +330,8 @@ let
     // {
       STEWARD_STATE_DIR = cfg.stateDir;
       STEWARD_CATALOGUE = catalogueFile;
+      # Steward's own snapshot, taken by the root unit, reads it from here.
+      STEWARD_DESIRED_STATE = "${cfg.stateDir}/desired-state.json";
       # The bot may not read the services' data: backups and restores run in dataJob units,
       # which keep their journal, dumps and status in a folder of their own.
       STEWARD_BACKUP_UNITS = "1";
@@ -542,6 +558,17 @@ in
     resticPasswordFile = secretOption "restic repository password";
     resticRepositoryFile = secretOption "restic repository URL"; # rest: and sftp: URLs may hold a password
     resticEnvironmentFile = secretOption "restic backend keys"; # KEY=VALUE lines: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
+    resticSshKeyFile = secretOption "ssh private key for an sftp: repository";
+    resticKnownHostsFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/etc/steward/backup-known-hosts";
+      description = ''
+        For an `sftp:` repository: a known-hosts file (`ssh-keyscan -p PORT HOST`, checked by
+        hand) that names the backup server's key. ssh then trusts that key only
+        (`StrictHostKeyChecking=yes`) and never asks. Not a secret: it may be in the store.
+      '';
+    };
     totpKeyFile = secretOption "key that seals the admins' TOTP secrets (openssl rand -base64 32)";
 
     allowRootKeysFromChat = mkOption {
@@ -660,7 +687,7 @@ in
       }
       {
         assertion = lib.all (option: !(lib.hasPrefix "${builtins.storeDir}/" (toString cfg.${option}))) (
-          lib.attrNames givenSecrets
+          lib.attrNames (builtins.removeAttrs givenSecrets [ "resticKnownHostsFile" ])
         );
         message = "services.steward: a secret file is in the Nix store, where anybody can read it.";
       }
@@ -669,6 +696,10 @@ in
           lib.attrNames cfg.services
         );
         message = "services.steward.services: ids must match [a-z0-9][a-z0-9_-]{0,63}.";
+      }
+      {
+        assertion = !(cfg.services ? steward);
+        message = "services.steward.services: `steward` is the id of Steward's own snapshot; name the service otherwise.";
       }
       {
         assertion = lib.all (service: service.units != [ ]) (lib.attrValues cfg.services);
@@ -717,13 +748,13 @@ in
         config.systemd.package
         config.system.build.nixos-rebuild
         pkgs.restic # snapshots, check, drill and forget need no access to the services' data
+        pkgs.openssh # sftp: repositories
       ]
       # upsc asks upsd over TCP: no privilege needed.
       ++ lib.optional ((cfg.settings.ups or null) != null) pkgs.nut;
       environment =
         botEnvironment
         // {
-          STEWARD_DESIRED_STATE = "${cfg.stateDir}/desired-state.json";
           # Only so /sshkey add can say at once what root would refuse; root decides.
           STEWARD_ROOT_KEYS_FROM_CHAT = if cfg.allowRootKeysFromChat then "1" else "0";
         }

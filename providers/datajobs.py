@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from providers.base.backup import (
+    SELF,
     BackupEngine,
     BackupError,
     BackupProgress,
@@ -47,6 +48,8 @@ from providers.systemd import UnitError, run_tool
 INSTANCE = re.compile(
     r"(?P<service>[a-z0-9][a-z0-9_-]{0,63}):(?P<arg>manual|scheduled|recover|[0-9a-f]{8,64})"
 )
+# Steward's own snapshot, steward-backup@steward:<reason>: backup only, and its reasons only.
+SELF_INSTANCE = re.compile(r"steward:(?P<arg>manual|scheduled|pre-upgrade)")
 SNAPSHOT = re.compile(r"[0-9a-f]{8,64}")
 RECOVER = "recover"
 
@@ -176,6 +179,19 @@ class UnitDataJobs:
         )
         return restore_report(outcome["result"])
 
+    async def backup_self(
+        self, reason: BackupReason, on_progress: ProgressCallback | None = None
+    ) -> BackupResult:
+        """Steward's own snapshot, in ``steward-backup@steward:<reason>``: root reads what the
+        bot may not (the database of a bot that cannot read /etc/nixos, the DKIM keys)."""
+
+        async def shown(data: dict[str, Any]) -> None:
+            if on_progress is not None and isinstance(data.get("progress"), dict):
+                await on_progress(BackupProgress(**data["progress"]))
+
+        outcome = await self._run("steward-backup", SELF, reason.value, shown)
+        return backup_result(outcome["result"])
+
     async def recover(self, service_id: str, step: Step) -> tuple[bool, str]:
         """After the bot restarted: a restore unit outlives the bot, so its own outcome comes
         first; only a restore that left none (the machine went down) is put right."""
@@ -205,7 +221,10 @@ class UnitDataJobs:
         shown: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> dict[str, Any]:
         instance = f"{service_id}:{arg}"
-        if not INSTANCE.fullmatch(instance):
+        if template == "steward-backup" and service_id == SELF:
+            if not SELF_INSTANCE.fullmatch(instance):
+                raise BackupError("That is not a reason for Steward's own snapshot.")
+        elif not INSTANCE.fullmatch(instance):
             raise BackupError("That is not a service and snapshot.")
         status = StatusFile(self._dir, service_id)
         began = time.time() - 1.0  # what an earlier run left is older
@@ -267,6 +286,18 @@ def _outcome(data: dict[str, Any] | None, failure: UnitError | None, unit: str) 
         raise BackupError(message)
     why = f" ({failure})" if failure is not None else ""
     raise BackupError(f"{unit} ended without an outcome{why}; journalctl -u {unit} says why.")
+
+
+class UnitSelfSnapshot:
+    """The ``SelfSnapshot`` of a bot whose data jobs run in root units."""
+
+    def __init__(self, jobs: UnitDataJobs) -> None:
+        self._jobs = jobs
+
+    async def take(
+        self, reason: BackupReason, on_progress: ProgressCallback | None = None
+    ) -> BackupResult:
+        return await self._jobs.backup_self(reason, on_progress)
 
 
 def snapshot_arg(arg: str) -> str:

@@ -56,6 +56,9 @@ _SNAPSHOT_ID = re.compile(r"^(latest|[0-9a-f]{8,64})$")
 _SUBSET = re.compile(r"^(\d{1,3}(\.\d+)?%|\d+/\d+)$")
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 _URL_CREDENTIALS = re.compile(r"://[^/@\s]+@")
+_SFTP_URL = re.compile(r"^sftp://(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:@]+)(?::(?P<port>\d{1,5}))?/")
+_SFTP_SHORT = re.compile(r"^sftp:(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:@]+):")
+_PLAIN_WORD = re.compile(r"^[A-Za-z0-9_./@:=%+,-]+$")
 _LOCKED = ("repository is already locked", "unable to create lock")
 MAX_DRILL_SAMPLE = 200
 # Every restic process derives the key anew (scrypt, 32 MiB, tuned when the repository is made
@@ -64,6 +67,17 @@ DRILL_PARALLEL = 3
 
 # The first marker found wins: S3 "connection refused" also says "unable to open config file".
 _EXPLANATIONS = (
+    (
+        ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "The sftp server's key is not in the known-hosts file, so nothing was sent to it.",
+    ),
+    (("Permission denied (publickey",), "The sftp server refused the ssh key."),
+    # restic may end before ssh has said why (its stderr is then lost): say both reasons.
+    (
+        ("unable to start the sftp session",),
+        "ssh could not open the sftp session: is the server's key in the known-hosts file, and "
+        "may the ssh key log in?",
+    ),
     (_LOCKED, "The backup repository is locked by another restic process."),
     (("wrong password or no key found",), "The backup repository password is wrong."),
     (("Resolving password failed", "password file"), "The backup password file cannot be read."),
@@ -102,6 +116,9 @@ class ResticSettings:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_default_region: str | None = None
     cache_dir: Path | None = None
+    # sftp: only. With a known-hosts file, ssh trusts no other key for the server.
+    known_hosts_file: Path | None = None
+    ssh_key_file: Path | None = None
     timeout: float = 300.0
     long_timeout: float = 6 * 3600.0
     progress_interval: float = 2.0
@@ -126,6 +143,35 @@ def explain(stderr: str, command: str) -> str:
 def redacted(repository: str) -> str:
     """A repository URL without the user and password a ``rest:`` or ``sftp:`` URL may hold."""
     return _URL_CREDENTIALS.sub("://", repository)
+
+
+def sftp_command(repository: str, known_hosts: Path | None, key_file: Path | None) -> list[str]:
+    """The ssh command restic runs for an ``sftp:`` repository (restic 0.14 has no
+    ``sftp.args``, only ``sftp.command``, which it splits on spaces as a shell would): the
+    server's key must be in ``known_hosts`` and no other file; batch mode, so nothing waits for
+    a password on a terminal nobody watches."""
+    user, host, port = sftp_target(repository)
+    command = ["ssh", "-o", "BatchMode=yes"]
+    if known_hosts is not None:
+        command += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=none",
+                    "-o", "StrictHostKeyChecking=yes"]  # fmt: skip
+    if key_file is not None:
+        command += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
+    if port is not None:
+        command += ["-p", port]
+    command += [f"{user}@{host}" if user else host, "-s", "sftp"]
+    unsafe = [word for word in command if not _PLAIN_WORD.match(word)]
+    if unsafe:
+        raise BackupError("The sftp settings hold spaces or quotes, which restic cannot pass.")
+    return command
+
+
+def sftp_target(repository: str) -> tuple[str | None, str, str | None]:
+    """(user, host, port) of ``sftp:user@host:/path`` or ``sftp://user@host:port//path``."""
+    found = _SFTP_URL.match(repository) or _SFTP_SHORT.match(repository)
+    if found is None or found.group("host").startswith("-"):
+        raise BackupError("That is not an sftp: repository.")
+    return found.group("user"), found.group("host"), found.groupdict().get("port")
 
 
 def is_locked(stderr: str) -> bool:
@@ -398,9 +444,13 @@ class ResticBackupEngine:
         return _Outcome(code, collected.decode(errors="replace"), err.decode(errors="replace"))
 
     def _global_args(self) -> list[str]:
-        args = ["--password-file", str(self._settings.password_file)]
-        if self._settings.cache_dir is not None:
-            args += ["--cache-dir", str(self._settings.cache_dir)]
+        s = self._settings
+        args = ["--password-file", str(s.password_file)]
+        if s.cache_dir is not None:
+            args += ["--cache-dir", str(s.cache_dir)]
+        if s.repository.startswith("sftp:") and (s.known_hosts_file or s.ssh_key_file):
+            command = sftp_command(s.repository, s.known_hosts_file, s.ssh_key_file)
+            args += ["-o", f"sftp.command={' '.join(command)}"]
         return args
 
     def _env(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ from handlers.core.progress import Progress
 from handlers.core.records import AuditLog, DemoControls, Notes, Samples, Schedules
 from handlers.core.spec import Role
 from providers.arrays import ArrayProbe
-from providers.base.backup import BackupEngine
+from providers.base.backup import BackupEngine, SelfSnapshot
 from providers.base.dns import DnsProvider
 from providers.base.server import ServerProvider
 from providers.base.storage import BackupStorage
@@ -93,6 +93,8 @@ class Deps:
     # With backups: a service's own data is backed up and restored through these, which run
     # in a root unit on a server.
     data_jobs: DataJobs | None = None
+    # Steward's own snapshot (database, desired state, /etc/nixos, DKIM keys, catalogue).
+    self_snapshot: SelfSnapshot | None = None
     dumps: DatabaseDumps | None = None  # with backups and STEWARD_POSTGRES_HOST
     schedules: Schedules | None = None  # only while `steward run` serves
     demo: DemoControls | None = None  # only on the demo server

@@ -20,12 +20,16 @@ from typing import Protocol
 
 SERVICE_TAG = "service:"
 REASON_TAG = "reason:"
+# Steward's own snapshot (providers/selfsnapshot.py) is tagged as this service; the NixOS
+# module refuses it as a catalogue id.
+SELF = "steward"
 
 
 class BackupReason(enum.StrEnum):
     SCHEDULED = "scheduled"
     MANUAL = "manual"
     PRE_RESTORE = "pre-restore"
+    PRE_UPGRADE = "pre-upgrade"  # Steward's own snapshot, before /upgrade
 
 
 class BackupError(Exception):
@@ -235,3 +239,12 @@ class BackupEngine(Protocol):
     ) -> DrillResult: ...
 
     async def stats(self) -> RepoStats: ...
+
+
+class SelfSnapshot(Protocol):
+    """Steward's own snapshot (tag ``service:steward``): its database, the desired state,
+    /etc/nixos, the DKIM keys and the catalogue (providers/selfsnapshot.py)."""
+
+    async def take(
+        self, reason: BackupReason, on_progress: ProgressCallback | None = None
+    ) -> BackupResult: ...

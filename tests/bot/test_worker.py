@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from providers.base.backup import BackupError, BackupProgress, BackupReason
+from providers.base.backup import SELF, BackupError, BackupProgress, BackupReason
 from providers.catalogue import ServiceCatalogue
-from providers.datajobs import UnitDataJobs
+from providers.datajobs import UnitDataJobs, UnitSelfSnapshot
 from providers.restic import ResticBackupEngine, ResticSettings
 from providers.restore import RestoreError, RestorePlan
 from tests.support.fake_system import FakeSystem
@@ -300,3 +301,39 @@ async def test_newline_and_option_like_instances_are_refused_by_the_bot_and_the_
         assert "is not SERVICE:ARG" in done.stderr
     assert not (server.worker_dir / "jobs").exists()
     assert await server.engine.snapshots() == []
+
+
+async def test_stewards_own_snapshot_runs_in_its_root_unit_with_paths_from_the_settings(
+    server: Server,
+) -> None:
+    """``steward-backup@steward:pre-upgrade``: no catalogue entry, the reason is all the
+    instance says; the database is copied with SQLite's backup API while it is open."""
+    database = server.state_dir / "steward.db"
+    live = sqlite3.connect(database)
+    live.execute("CREATE TABLE audit_log (command TEXT)")
+    live.execute("INSERT INTO audit_log VALUES ('/upgrade')")
+    live.commit()
+    try:
+        result = await UnitSelfSnapshot(server.jobs).take(BackupReason.PRE_UPGRADE)
+    finally:
+        live.close()
+    (snap,) = await server.engine.snapshots(SELF)
+    assert snap.reason is BackupReason.PRE_UPGRADE
+    assert snap.id.startswith(result.snapshot_id) or snap.short_id == result.snapshot_id
+    unit = server.fake.unit(f"steward-backup@{SELF}:pre-upgrade.service")
+    assert unit["Result"] == "success"
+    assert not any(path.name.startswith("steward.db-") for path in server.state_dir.iterdir())
+    target = server.state_dir.parent / "back"
+    await server.engine.restore(snap.id, target)
+    (copy,) = target.rglob("database/steward.db")
+    with sqlite3.connect(copy) as check:
+        assert check.execute("SELECT command FROM audit_log").fetchall() == [("/upgrade",)]
+    check.close()
+
+
+async def test_a_reason_the_worker_does_not_know_takes_no_snapshot_of_steward(
+    server: Server,
+) -> None:
+    with pytest.raises(BackupError, match="not a reason"):
+        await server.jobs.backup_self(BackupReason.PRE_RESTORE)
+    assert await server.engine.snapshots(SELF) == []

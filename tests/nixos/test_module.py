@@ -270,7 +270,7 @@ def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> 
     ]
     assert (
         "(rebuildUnits.indexOf(unit) >= 0 || rollbackUnit.test(unit) || growfsUnit.test(unit) ||"
-        '\n       dataUnit.test(unit)) && verb == "start"' in rule
+        '\n       dataUnit.test(unit) || selfUnit.test(unit)) && verb == "start"' in rule
     )
     assert (
         'serviceUnits.indexOf(unit) >= 0 && ["start","stop","restart"].indexOf(verb) >= 0' in rule
@@ -545,9 +545,10 @@ def test_backups_and_restores_run_as_root_units_the_bot_may_only_start(
         assert config["Type"] == "oneshot"
         assert "User" not in config  # root: it reads and writes the services' data
         assert config["LoadCredential"] == bot["serviceConfig"]["LoadCredential"]
-        own = {"STEWARD_DESIRED_STATE", "STEWARD_ROOT_KEYS_FROM_CHAT"}
+        own = {"STEWARD_ROOT_KEYS_FROM_CHAT"}
         shared = {k: v for k, v in bot["environment"].items() if k not in own}
         assert job["environment"] == shared
+        assert job["environment"]["STEWARD_DESIRED_STATE"] == "/var/lib/steward/desired-state.json"
         assert any(path.endswith("-restic") for path in job["path"])
         assert job["restartIfChanged"] is False
         assert config["StateDirectory"] == "steward-worker"  # never the bot's state folder
@@ -727,3 +728,50 @@ def test_root_keys_from_chat_are_checked_with_a_secret_only_the_rebuild_units_lo
     ]
     assert not any("root-key-totp" in str(c) for c in everyone_else)
     assert unit(system)["environment"]["STEWARD_ROOT_KEYS_FROM_CHAT"] == "1"
+
+
+def test_stewards_own_snapshot_is_a_root_unit_the_bot_may_start_for_a_reason_only(
+    system: dict[str, Any],
+) -> None:
+    rule = system["security"]["polkit"]["extraConfig"]
+    found = re.search(r"var selfUnit = new RegExp\((\".*?\")\);", rule)
+    assert found, "Steward's own snapshot unit is not in the polkit rule"
+    pattern = json.loads(found.group(1))
+    assert 'selfUnit.test(unit)) && verb == "start"' in rule
+    for reason in ("scheduled", "manual", "pre-upgrade"):
+        assert re.search(pattern, f"steward-backup@steward:{reason}.service"), reason
+    for name in (
+        "steward-restore@steward:recover.service",
+        "steward-backup@steward:x.service",
+        "steward-backup@steward:manual.service.d",
+        "steward-backup@stewardx:manual.service",
+    ):
+        assert not re.search(pattern, name), name
+
+
+def test_a_service_may_not_take_stewards_own_id(nix_env: dict[str, str]) -> None:
+    system = evaluate(nix_env, '{ enable = true; services.steward.units = [ "a.service" ]; }')
+    assert any("Steward's own snapshot" in message for message in failed_assertions(system))
+
+
+def test_sftp_known_hosts_and_key_are_credentials_of_the_bot_and_the_workers(
+    nix_env: dict[str, str],
+) -> None:
+    system = evaluate(
+        nix_env,
+        "{ enable = true; resticSshKeyFile = /run/keys/ssh-key; "
+        'resticKnownHostsFile = "/nix/store/abc-known-hosts"; }',
+    )
+    assert failed_assertions(system) == []  # a known-hosts file is no secret: the store will do
+    for name in ("steward", "steward-backup@", "steward-restore@"):
+        service = unit(system, name)
+        assert set(service["serviceConfig"]["LoadCredential"]) == {
+            "restic-ssh-key:/run/keys/ssh-key",
+            "restic-known-hosts:/nix/store/abc-known-hosts",
+        }
+        environment = service["environment"]
+        assert environment["STEWARD_RESTIC_SSH_KEY_FILE"].endswith("/restic-ssh-key")
+        assert environment["STEWARD_RESTIC_KNOWN_HOSTS_FILE"].endswith("/restic-known-hosts")
+        assert any("openssh" in str(item) for item in service["path"])
+    in_store = evaluate(nix_env, '{ enable = true; resticSshKeyFile = "/nix/store/abc-key"; }')
+    assert any("in the Nix store" in message for message in failed_assertions(in_store))
