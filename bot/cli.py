@@ -1,4 +1,4 @@
-"""``steward``: run the bot, try it on the console, or migrate its database."""
+"""steward: run the bot, try it on the console, check its setup, or migrate its database."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from bot import logs
+from bot import __version__, logs
 from bot.config import SECRETS, ConfigError, Secret, Settings, check_extras, load_settings
 from bot.errors import DatabaseError
 from bot.transports.matrix_login import MatrixLogin
@@ -25,10 +25,19 @@ if TYPE_CHECKING:
     from providers.base.storage import BackupStorage
 
 log = logging.getLogger("steward")
+NO_ADMIN_WARNING = (
+    "Warning: no admin is set (STEWARD_ADMINS, or services.steward.settings.admins on NixOS), "
+    "so nobody can use the bot. Write to it: it answers with your id and the line to add."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "doctor":
+        # Its own imports, and it reports a bad setting as a failed check, not as an exit.
+        from bot.doctor import doctor  # noqa: PLC0415
+
+        return doctor()
     try:
         settings = load_settings()
         _logging(settings, quiet=args.command == "console")
@@ -68,8 +77,12 @@ def _security(settings: Settings, args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steward", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"steward {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the bot on the configured transports")
+    sub.add_parser(
+        "doctor", help="check every setting and secret, and reach each configured service"
+    )
     console = sub.add_parser("console", help="talk to the bot on this terminal or a pipe")
     console.add_argument("--demo", action="store_true", help="use the in-memory demo server")
     worker = sub.add_parser(
@@ -177,6 +190,8 @@ def _run(settings: Settings) -> int:
         return asyncio.run(_console(settings, demo=True))
     if not settings.demo:
         check_extras(settings)  # a config error shows before anything starts
+    if not settings.admins:
+        print(NO_ADMIN_WARNING, file=sys.stderr)
     if settings.matrix_homeserver is not None:
         _matrix_login(settings)
     return asyncio.run(_serve(settings))
