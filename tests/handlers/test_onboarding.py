@@ -4,9 +4,9 @@ one is, strangers get the neutral refusal again. Rate-limited like every strange
 from __future__ import annotations
 
 from handlers.core.access import AccessPolicy, StrangerLimiter
-from handlers.core.spec import Role
 from handlers.core.engine import STRANGER_REPLY
 from handlers.core.messages import Actor
+from handlers.core.spec import Role
 from tests.conftest import Harness
 
 OWNER = Actor("telegram", "987654321", "Olivia")
