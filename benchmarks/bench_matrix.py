@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.steward_build import compile_steward  # noqa: E402
+
 from tests.support.fake_telegram import FakeBotAPI  # noqa: E402
 from tests.support.synapse import RegisteredUser, Synapse, unique  # noqa: E402
 

@@ -147,4 +147,9 @@ def _desired(path: Path) -> Check:
 
 
 def _user() -> str:
-    return os.environ.get("USER") or str(os.getuid())
+    import getpass  # noqa: PLC0415
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
