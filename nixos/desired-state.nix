@@ -1,41 +1,73 @@
 # Applies what the owners chose from chat: the desired state that Steward writes to
-# `${services.steward.stateDir}/desired-state.json`. Import it beside module.nix.
+# `${services.steward.desiredStateDir}/desired-state.json`, a folder of this configuration
+# (/etc/nixos/steward by default). Import it beside module.nix (the root flake's
+# nixosModules.default imports both) and point `desiredStateFile` at that file:
 #
-# It reads a file outside the Nix store while the configuration is evaluated; that is the
-# point of it, and why the rebuild units pass --impure to flake builds. A missing file means
-# nothing was chosen from chat yet, and changes nothing.
+#   services.steward.desiredStateFile = ./steward/desired-state.json;
+#
+# The file is part of the configuration, so the evaluation is pure: a plain
+# `nixos-rebuild switch --flake /etc/nixos` applies the same choices as the bot's own rebuild,
+# and no --impure is needed. (In a git flake the file must be known to git: `git add` it once;
+# until then the evaluation sees no file, which means exactly what the bot wrote first, below.)
+#
+# No file yet means the bot has not started yet, or not written: then the services the
+# catalogue marks `alreadyRunning` count as enabled, which is also what the bot records on its
+# first start. A first deploy on a running server therefore turns nothing off.
 #
 # System settings are applied here. Services are switched on by your configuration, reading
 # `config.services.steward.desired.services.<id>.enable`; see example/configuration.nix.
 { config, lib, ... }:
 let
   cfg = config.services.steward;
-  file = "${cfg.stateDir}/desired-state.json";
-  empty = {
+  file = cfg.desiredStateFile;
+  firstStart = {
     version = 1;
-    services = { };
+    services = lib.mapAttrs (_: _: { enable = true; }) (
+      lib.filterAttrs (_: service: service.alreadyRunning) cfg.services
+    );
     system = { };
   };
-  desired = if builtins.pathExists file then builtins.fromJSON (builtins.readFile file) else empty;
+  desired =
+    if file != null && builtins.pathExists file then
+      builtins.fromJSON (builtins.readFile file)
+    else
+      firstStart;
   system = desired.system or { };
   ssh = system.ssh or { };
 in
 {
-  options.services.steward.desired = lib.mkOption {
-    type = lib.types.attrs;
-    readOnly = true;
-    default = desired;
-    description = ''
-      The desired state as Steward wrote it (read-only), e.g.
-      `config.services.steward.desired.services.nextcloud.enable or false`.
-    '';
+  options.services.steward = {
+    desiredStateFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = null;
+      example = lib.literalExpression "./steward/desired-state.json";
+      description = ''
+        The desired-state file as this configuration sees it: a path relative to the
+        configuration, naming the file the bot writes (`desiredStateDir`), e.g.
+        `./steward/desired-state.json` for a configuration in /etc/nixos.
+      '';
+    };
+
+    desired = lib.mkOption {
+      type = lib.types.attrs;
+      readOnly = true;
+      default = desired;
+      description = ''
+        The desired state as Steward wrote it (read-only), e.g.
+        `config.services.steward.desired.services.nextcloud.enable or false`.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable {
     assertions = [
       {
+        assertion = file != null;
+        message = "services.steward.desiredStateFile is not set: without it, a rebuild would not see what was chosen from chat. Set it to the file in services.steward.desiredStateDir, as the configuration sees it, e.g. ./steward/desired-state.json.";
+      }
+      {
         assertion = (desired.version or null) == 1;
-        message = "${file}: unknown version; this module reads version 1.";
+        message = "${toString file}: unknown version; this module reads version 1.";
       }
     ];
     time.timeZone = lib.mkIf (system ? timezone) system.timezone;

@@ -173,14 +173,31 @@ let
         movable
         backup
         ;
+      shared_units = service.sharedUnits;
+      already_running = service.alreadyRunning;
     }) cfg.services;
   };
-  catalogueUnits = lib.concatMap (service: service.units) (lib.attrValues cfg.services);
+  sharedUnits = lib.concatMap (service: service.sharedUnits) (lib.attrValues cfg.services);
+  # What the bot may start, stop and restart: the services' own units, never a shared one
+  # (nginx serves every site, postgresql every database), even if a service lists it as its own.
+  catalogueUnits = builtins.filter (unit: !(builtins.elem unit (sharedUnits ++ commonlyShared))) (
+    lib.concatMap (service: service.units) (lib.attrValues cfg.services)
+  );
+  # Units that serve more than one service on a typical server: only ever sharedUnits.
+  commonlyShared = [
+    "nginx.service"
+    "caddy.service"
+    "httpd.service"
+    "postgresql.service"
+    "mysql.service"
+    "redis.service"
+  ];
 
   # Unit and verb names are embedded as JSON literals, which are valid JavaScript.
   polkitRule = ''
-    // Steward: its user may start the rebuild units, and start, stop or restart the units of
-    // the services in its catalogue. Nothing else is granted here.
+    // Steward: its user may start the rebuild units, and start, stop or restart the services'
+    // own units in its catalogue, never the shared ones (nginx, postgresql, redis). Nothing else
+    // is granted here.
     polkit.addRule(function (action, subject) {
       // /reboot: systemctl reboot asks logind.
       if (subject.user == "steward" && (action.id == "org.freedesktop.login1.reboot" ||
@@ -219,12 +236,27 @@ let
         "nixos-rebuild"
         "switch"
       ]
-      # --impure: desired-state.nix reads the bot's desired state from outside the flake.
-      ++ lib.optional (
-        cfg.upgrade.method == "flake"
-      ) "--flake ${lib.escapeShellArg cfg.upgrade.flake} --impure"
+      # No --impure: the desired state is a file of the flake itself (desiredStateDir), so
+      # this is the very evaluation a plain `nixos-rebuild switch` makes.
+      ++ lib.optional (cfg.upgrade.method == "flake") "--flake ${lib.escapeShellArg cfg.upgrade.flake}"
       ++ extra
     );
+
+  desiredStateFile = "${cfg.desiredStateDir}/desired-state.json";
+  # A git flake sees only files git knows: a desired state the bot wrote for the first time is
+  # added with --intent-to-add (content stays unstaged), or the rebuild would not see it.
+  flakePrefix = "${cfg.upgrade.flake}/";
+  trackDesired = lib.optionalString (
+    cfg.upgrade.method == "flake" && lib.hasPrefix flakePrefix desiredStateFile
+  ) ''
+    if [ -d ${lib.escapeShellArg cfg.upgrade.flake}/.git ] && [ -e ${lib.escapeShellArg desiredStateFile} ]; then
+      git -C ${lib.escapeShellArg cfg.upgrade.flake} add --intent-to-add -- ${
+        lib.escapeShellArg (
+          builtins.substring (builtins.stringLength flakePrefix) (-1) desiredStateFile
+        )
+      }
+    fi
+  '';
 
   # As system.autoUpgrade does: the environment nixos-rebuild needs when run by systemd.
   rebuildUnit = description: script: {
@@ -348,7 +380,29 @@ let
         };
         units = mkOption {
           type = types.listOf types.str;
-          description = "Its systemd units, e.g. `[ \"vaultwarden.service\" ]`; the bot may start, stop and restart them.";
+          description = "Its own systemd units, e.g. `[ \"vaultwarden.service\" ]`; the bot may start, stop and restart them.";
+        };
+        sharedUnits = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = [
+            "nginx.service"
+            "postgresql.service"
+          ];
+          description = ''
+            Units it needs but shares with other services (the web server, the database
+            server). Shown with its status; never started, stopped or restarted for it, and the
+            bot may not stop them at all.
+          '';
+        };
+        alreadyRunning = mkOption {
+          type = types.bool;
+          default = false;
+          description = ''
+            It already runs on this server, enabled by your configuration before Steward came.
+            On its first start the bot records it as enabled, so the first deploy changes
+            nothing (see `desiredStateFile`).
+          '';
         };
         folders = mkOption {
           type = types.listOf types.str;
@@ -456,7 +510,20 @@ in
     stateDir = mkOption {
       type = types.str;
       default = "/var/lib/steward";
-      description = "State folder: the database, the Matrix store and the desired state.";
+      description = "State folder: the database and the Matrix store.";
+    };
+
+    desiredStateDir = mkOption {
+      type = types.str;
+      default = "/etc/nixos/steward";
+      description = ''
+        Where the bot writes what the owners chose from chat (`desired-state.json`): a folder
+        of the configuration this system is built from, so that a plain `nixos-rebuild switch`
+        applies the same choices as the bot's own rebuild. The configuration reads the file
+        as `services.steward.desiredStateFile = ./steward/desired-state.json;`. In a git
+        flake, `git add` it once; the bot's rebuild units add it (--intent-to-add) when new.
+        The bot may write this folder and nothing else of the configuration.
+      '';
     };
 
     telegramTokenFile = secretOption "Telegram bot token";
@@ -585,6 +652,12 @@ in
         assertion = lib.all (service: service.units != [ ]) (lib.attrValues cfg.services);
         message = "services.steward.services: every service needs at least one unit.";
       }
+      {
+        assertion = lib.all (unit: !(builtins.elem unit (sharedUnits ++ commonlyShared))) (
+          lib.concatMap (service: service.units) (lib.attrValues cfg.services)
+        );
+        message = "services.steward.services: a shared unit (${lib.concatStringsSep ", " commonlyShared}, or one listed in sharedUnits) is in a service's units; list it in its sharedUnits, so that stopping the service leaves the others running.";
+      }
     ];
 
     users.users.steward = {
@@ -604,9 +677,10 @@ in
     security.polkit.enable = true;
     security.polkit.extraConfig = polkitRule;
 
-    systemd.tmpfiles.rules = lib.optional (
-      cfg.stateDir != "/var/lib/steward"
-    ) "d ${cfg.stateDir} 0700 steward steward - -";
+    systemd.tmpfiles.rules =
+      lib.optional (cfg.stateDir != "/var/lib/steward") "d ${cfg.stateDir} 0700 steward steward - -"
+      # Root reads it at every rebuild; the bot alone writes it.
+      ++ [ "d ${cfg.desiredStateDir} 0755 steward steward - -" ];
 
     systemd.services.steward = {
       description = "Steward chat bot";
@@ -624,7 +698,7 @@ in
       environment =
         botEnvironment
         // {
-          STEWARD_DESIRED_STATE = "${cfg.stateDir}/desired-state.json";
+          STEWARD_DESIRED_STATE = desiredStateFile;
         }
         // lib.optionalAttrs (cfg.upgrade.method == "flake") {
           STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
@@ -644,7 +718,10 @@ in
         LoadCredential = credentials;
 
         UMask = "0027";
-        ReadWritePaths = [ cfg.stateDir ];
+        ReadWritePaths = [
+          cfg.stateDir
+          cfg.desiredStateDir
+        ];
         ProtectSystem = "strict";
         ProtectHome = true;
         PrivateDevices = true;
@@ -671,13 +748,15 @@ in
       };
     };
 
-    systemd.services.steward-rebuild = rebuildUnit "Steward: nixos-rebuild switch" (switchCommand [ ]);
+    systemd.services.steward-rebuild = rebuildUnit "Steward: nixos-rebuild switch" (
+      trackDesired + switchCommand [ ]
+    );
     systemd.services.steward-upgrade = rebuildUnit "Steward: upgrade and switch" (
       if cfg.upgrade.method == "flake" then
         ''
           cd ${lib.escapeShellArg cfg.upgrade.flake}
           nix --extra-experimental-features 'nix-command flakes' flake update
-          ${switchCommand [ ]}
+          ${trackDesired}${switchCommand [ ]}
         ''
       else
         switchCommand [ "--upgrade" ]

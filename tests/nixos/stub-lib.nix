@@ -57,6 +57,7 @@ let
     optional = condition: value: if condition then [ value ] else [ ];
     mkBefore = value: value;
     optionalAttrs = condition: attrs: if condition then attrs else { };
+    optionalString = condition: string: if condition then string else "";
     nameValuePair = name: value: { inherit name value; };
     filterAttrs =
       pred: attrs:

@@ -49,7 +49,9 @@ SECRETS = {
 CATALOGUE = """{
   nextcloud = {
     name = "Nextcloud";
-    units = [ "phpfpm-nextcloud.service" "nginx.service" ];
+    units = [ "phpfpm-nextcloud.service" ];
+    sharedUnits = [ "nginx.service" ];
+    alreadyRunning = true;
     folders = [ "/var/lib/nextcloud" ];
     movable = true;
   };
@@ -143,7 +145,8 @@ def test_the_bots_unit_is_fully_hardened(system: dict[str, Any]) -> None:
         "UMask": "0027",
         "StateDirectory": "steward",
         "StateDirectoryMode": "0700",
-        "ReadWritePaths": ["/var/lib/steward"],
+        # The state folder, and the folder of the configuration the desired state lives in.
+        "ReadWritePaths": ["/var/lib/steward", "/etc/nixos/steward"],
         "Restart": "on-failure",
     }
     assert {key: config.get(key) for key in expected} == expected
@@ -195,7 +198,7 @@ def test_settings_become_steward_environment_variables(system: dict[str, Any]) -
         "STEWARD_CONFIRM_TTL_SECONDS": "300",
         "STEWARD_STATE_DIR": "/var/lib/steward",
         "STEWARD_CATALOGUE": "/etc/steward/catalogue.json",
-        "STEWARD_DESIRED_STATE": "/var/lib/steward/desired-state.json",
+        "STEWARD_DESIRED_STATE": "/etc/nixos/steward/desired-state.json",
         "STEWARD_BACKUP_UNITS": "1",
         "STEWARD_WORKER_DIR": "/var/lib/steward-worker",
     }
@@ -228,9 +231,12 @@ def test_the_catalogue_is_written_as_the_bot_reads_it(system: dict[str, Any]) ->
     catalogue = ServiceCatalogue.from_json(json.loads(text))
     assert list(catalogue) == ["nextcloud", "vaultwarden"]
     assert catalogue["nextcloud"].name == "Nextcloud"
-    assert catalogue["nextcloud"].units == ("phpfpm-nextcloud.service", "nginx.service")
+    assert catalogue["nextcloud"].units == ("phpfpm-nextcloud.service",)
+    assert catalogue["nextcloud"].shared_units == ("nginx.service",)
+    assert catalogue["nextcloud"].already_running
     assert catalogue["nextcloud"].movable
     assert catalogue["vaultwarden"].name == "vaultwarden"
+    assert not catalogue["vaultwarden"].already_running
     assert catalogue.all_units == (
         "phpfpm-nextcloud.service",
         "nginx.service",
@@ -262,9 +268,9 @@ def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> 
         assert not re.search(pattern, bad), bad
     # /reboot goes through logind; nothing else of logind is granted.
     assert rule.count("org.freedesktop.login1.") == 2
+    # Their own units only: nginx is shared, and not the bot's to stop.
     assert _js_array(rule, "serviceUnits") == [
         "phpfpm-nextcloud.service",
-        "nginx.service",
         "vaultwarden.service",
     ]
     assert (
@@ -305,15 +311,23 @@ def test_a_flake_upgrade_updates_the_lock_then_switches_to_the_flake(
         '{ enable = true; upgrade = { method = "flake"; flake = "/etc/nixos"; }; }',
     )
     upgrade = unit(system, "steward-upgrade")["script"].strip().splitlines()
+    track = [
+        "if [ -d '/etc/nixos'/.git ] && [ -e '/etc/nixos/steward/desired-state.json' ]; then",
+        "git -C '/etc/nixos' add --intent-to-add -- 'steward/desired-state.json'",
+        "fi",
+    ]
+    # No --impure: the desired state is a file of the flake, as a plain rebuild reads it.
     assert [line.strip() for line in upgrade] == [
         "cd '/etc/nixos'",
         "nix --extra-experimental-features 'nix-command flakes' flake update",
-        "nixos-rebuild switch --flake '/etc/nixos' --impure",
+        *track,
+        "nixos-rebuild switch --flake '/etc/nixos'",
     ]
-    assert (
-        unit(system, "steward-rebuild")["script"]
-        == "nixos-rebuild switch --flake '/etc/nixos' --impure"
-    )
+    rebuild = unit(system, "steward-rebuild")["script"].strip().splitlines()
+    assert [line.strip() for line in rebuild] == [
+        *track,
+        "nixos-rebuild switch --flake '/etc/nixos'",
+    ]
     assert unit(system)["environment"]["STEWARD_UPGRADE_FLAKE"] == "/etc/nixos"
 
 
@@ -359,9 +373,15 @@ def test_a_state_dir_elsewhere_is_created_by_tmpfiles(nix_env: dict[str, str]) -
     system = evaluate(nix_env, '{ enable = true; stateDir = "/srv/steward"; }')
     config = unit(system)["serviceConfig"]
     assert "StateDirectory" not in config
-    assert config["ReadWritePaths"] == ["/srv/steward"]
-    assert system["systemd"]["tmpfiles"]["rules"] == ["d /srv/steward 0700 steward steward - -"]
-    assert unit(system)["environment"]["STEWARD_DESIRED_STATE"] == "/srv/steward/desired-state.json"
+    assert config["ReadWritePaths"] == ["/srv/steward", "/etc/nixos/steward"]
+    assert system["systemd"]["tmpfiles"]["rules"] == [
+        "d /srv/steward 0700 steward steward - -",
+        "d /etc/nixos/steward 0755 steward steward - -",
+    ]
+    assert (
+        unit(system)["environment"]["STEWARD_DESIRED_STATE"]
+        == "/etc/nixos/steward/desired-state.json"
+    )
 
 
 def test_an_unknown_option_is_an_evaluation_error(nix_env: dict[str, str]) -> None:
@@ -641,3 +661,41 @@ def test_what_the_health_unit_records_is_what_the_bot_reads(
         "/dev/sda", False, "/dev/nvme0", True)  # fmt: skip
     assert (out / "zpool-status.txt").read_text() == "no pools available\n"
     assert ["--json", "-a", "-n", "standby", "-d", "sat", "/dev/sda"] in fakes.calls("smartctl")
+
+
+def test_a_shared_unit_listed_as_a_services_own_fails_the_build_and_is_never_granted(
+    nix_env: dict[str, str],
+) -> None:
+    system = evaluate(
+        nix_env,
+        """{ enable = true; services = {
+      nextcloud.units = [ "phpfpm-nextcloud.service" "nginx.service" ];
+      forgejo = { units = [ "forgejo.service" "redis-forgejo.service" ];
+                  sharedUnits = [ "postgresql.service" ]; };
+      wiki.units = [ "wiki.service" "redis-forgejo.service" ];
+    }; }""",
+    )
+    assert any("list it in its sharedUnits" in message for message in failed_assertions(system))
+    rule = system["security"]["polkit"]["extraConfig"]
+    granted = _js_array(rule, "serviceUnits")
+    assert "nginx.service" not in granted
+    assert "postgresql.service" not in granted
+    assert "phpfpm-nextcloud.service" in granted
+
+
+def test_a_unit_two_services_list_as_shared_is_shown_but_never_granted(
+    nix_env: dict[str, str],
+) -> None:
+    system = evaluate(
+        nix_env,
+        """{ enable = true; services = {
+      nextcloud = { units = [ "phpfpm-nextcloud.service" ]; sharedUnits = [ "redis.service" ]; };
+      forgejo = { units = [ "forgejo.service" ]; sharedUnits = [ "redis.service" ]; };
+    }; }""",
+    )
+    assert failed_assertions(system) == []
+    assert _js_array(system["security"]["polkit"]["extraConfig"], "serviceUnits") == [
+        "forgejo.service", "phpfpm-nextcloud.service"]  # fmt: skip
+    text = system["environment"]["etc"]["steward/catalogue.json"]["text"]
+    catalogue = ServiceCatalogue.from_json(json.loads(text))
+    assert catalogue.all_units == ("forgejo.service", "redis.service", "phpfpm-nextcloud.service")
