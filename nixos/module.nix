@@ -298,6 +298,63 @@ let
       STEWARD_POSTGRES_USER = "postgres";
     };
 
+  # The bot's unit environment, also the `steward` wrapper's.
+  unitEnvironment =
+    botEnvironment
+    // {
+      STEWARD_DESIRED_STATE = desiredStateFile;
+    }
+    // lib.optionalAttrs (cfg.upgrade.method == "flake") {
+      STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
+    }
+    // lib.optionalAttrs cfg.hardware.enable {
+      STEWARD_HEALTH_DIR = healthDir;
+    };
+  botPath = [
+    config.systemd.package
+    config.system.build.nixos-rebuild
+    pkgs.restic # snapshots, check, drill and forget need no access to the services' data
+  ]
+  # upsc asks upsd over TCP: no privilege needed.
+  ++ lib.optional ((cfg.settings.ups or null) != null) pkgs.nut;
+
+  # `steward` on the server: the bot's program as the bot's user, with the bot's settings and
+  # secrets, so that `steward console`, `doctor`, `db`, `totp` and `lockdown` act on the real
+  # state. Root runs it through systemd-run, which loads the secrets as credentials of a
+  # transient unit exactly as for the bot (they are root-only files); nobody else may.
+  wrapperEnvironment = lib.mapAttrs (
+    name: value:
+    if credentialEnvironment ? ${name} then
+      "\"$credentials\"/${lib.escapeShellArg (lib.removePrefix "%d/" value)}"
+    else
+      lib.escapeShellArg value
+  ) unitEnvironment;
+  plainEnvironment = lib.filterAttrs (name: _: !(credentialEnvironment ? ${name})) wrapperEnvironment;
+  setenv = environment: lib.mapAttrsToList (name: value: "${name}=${value}") environment;
+  wrapperPath = lib.concatStringsSep ":" (map (p: "${p}/bin") botPath);
+  wrapper = pkgs.writeShellScriptBin "steward" ''
+    set -eu
+    program=${cfg.package}/bin/steward
+    if [ "$(id -u)" = 0 ]; then
+      unit="steward-cli-$$"
+      credentials="/run/credentials/$unit.service"
+      if [ -t 0 ] && [ -t 1 ]; then mode=--pty; else mode=--pipe; fi
+      exec ${config.systemd.package}/bin/systemd-run "$mode" --wait --collect --quiet \
+        --unit="$unit" --uid=steward --gid=steward \
+        --working-directory=${lib.escapeShellArg cfg.stateDir} \
+        ${lib.concatStringsSep " " (map (c: "--property=LoadCredential=${lib.escapeShellArg c}") credentials)} \
+        ${lib.concatStringsSep " " (map (e: "--setenv=${e}") (setenv wrapperEnvironment))} \
+        --setenv=PATH=${wrapperPath} -- "$program" "$@"
+    fi
+    if [ "$(id -un)" = steward ]; then
+      # The bot's own user: its settings and state, but not the secrets (root-only files).
+      cd ${lib.escapeShellArg cfg.stateDir}
+      exec env ${lib.concatStringsSep " " (setenv plainEnvironment)} PATH=${wrapperPath} "$program" "$@"
+    fi
+    echo "steward: this acts as the bot on the server's real state, so only root (sudo steward ...) or the steward user may run it." >&2
+    exit 1
+  '';
+
   # Hardening the bot and its root workers share.
   commonHardening = {
     PrivateTmp = true;
@@ -671,8 +728,8 @@ in
     users.groups.steward = { };
 
     environment.etc."steward/catalogue.json".text = builtins.toJSON catalogue;
-    # `steward console` for root on the server.
-    environment.systemPackages = [ cfg.package ];
+    # `steward console`, `steward doctor` … for root on the server, as the bot.
+    environment.systemPackages = [ wrapper ];
 
     security.polkit.enable = true;
     security.polkit.extraConfig = polkitRule;
@@ -688,24 +745,8 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
       # systemctl, journalctl and nixos-rebuild are found on PATH.
-      path = [
-        config.systemd.package
-        config.system.build.nixos-rebuild
-        pkgs.restic # snapshots, check, drill and forget need no access to the services' data
-      ]
-      # upsc asks upsd over TCP: no privilege needed.
-      ++ lib.optional ((cfg.settings.ups or null) != null) pkgs.nut;
-      environment =
-        botEnvironment
-        // {
-          STEWARD_DESIRED_STATE = desiredStateFile;
-        }
-        // lib.optionalAttrs (cfg.upgrade.method == "flake") {
-          STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
-        }
-        // lib.optionalAttrs cfg.hardware.enable {
-          STEWARD_HEALTH_DIR = healthDir;
-        };
+      path = botPath;
+      environment = unitEnvironment;
       serviceConfig = {
         # Migrations run here, in a process of their own: Alembic never enters the bot.
         ExecStartPre = "${cfg.package}/bin/steward db upgrade";
