@@ -7,7 +7,6 @@ A wrong value caught here is one line at start instead of a retry loop or a trac
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 
@@ -60,8 +59,17 @@ def matrix_user(raw: str) -> str:
     return raw.strip()
 
 
+# Secrets that are tokens or keys a provider issues: never with spaces, never a template's
+# placeholder. Passwords may hold anything; the TOTP key has a check of its own.
+TOKENS = frozenset({*_SHAPES, "matrix_access_token", "b2_key_id", "b2_key", "scaleway_access_key",
+                    "scaleway_secret_key", "ovh_application_key", "ovh_application_secret",
+                    "ovh_consumer_key"})  # fmt: skip
+
+
 def token_problem(name: str, value: str, api_url: str | None) -> str | None:
     """Why ``value`` cannot be the ``name`` token, without showing it; None when it can."""
+    if name not in TOKENS:
+        return None
     if _PLACEHOLDER.fullmatch(value) or any(c.isspace() for c in value):
         return "holds a placeholder or spaces, not a token"
     shape = _SHAPES.get(name)
@@ -82,6 +90,8 @@ def unknown_names(sources: Iterable[Mapping[str, str | None]], known: set[str]) 
     for source in sources:
         for name in sorted(source):
             if name.startswith("STEWARD_") and name not in known and name not in HARNESS_NAMES:
+                import difflib  # noqa: PLC0415 - only on the way out, with a typo
+
                 close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
                 hint = f"; did you mean {close[0]}?" if close else "; see .env.example"
                 return f"{name}: not a Steward setting{hint}"
