@@ -10,16 +10,27 @@ import sys
 from pathlib import Path
 
 from providers.catalogue import CatalogueError, ServiceCatalogue
-from providers.nixos.admission import Admission, RefusedError
+from providers.nixos.admission import Admission, RefusedError, track_in_git
 
 REFUSED = "steward: desired state refused:"
 
 
-def admit(source: Path, state_dir: Path, catalogue: Path, totp_file: Path | None) -> int:
+def admit(
+    source: Path,
+    state_dir: Path,
+    catalogue: Path,
+    totp_file: Path | None,
+    *,
+    admitted: Path | None = None,
+    flake: Path | None = None,
+) -> int:
     try:
         services = frozenset(ServiceCatalogue.load(catalogue))
         secret = _secret(totp_file) if totp_file is not None else None
-        done = Admission(state_dir, services, secret).admit(source)
+        admission = Admission(state_dir, services, secret, admitted=admitted)
+        done = admission.admit(source)
+        if flake is not None and track_in_git(flake, admission.target):
+            print(f"steward: {admission.target} is known to git in {flake}", flush=True)
     except (RefusedError, CatalogueError) as exc:
         print(f"{REFUSED} {exc}", file=sys.stderr, flush=True)
         return 1

@@ -40,7 +40,7 @@ from providers.catalogue import CatalogueError, ServiceCatalogue
 from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
 from providers.disks import DiskProbe, SmartctlDisks
 from providers.host import HostProbe, PsutilHost, public_address
-from providers.nixos.desired import DesiredStateFile
+from providers.nixos.desired import DesiredStateError, DesiredStateFile, first_start
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
 from providers.public_ip import HttpPublicAddress, PublicAddressProbe
@@ -140,7 +140,7 @@ def build_app(
         registry=registry,
         timezone=_timezone(settings),
         nixos=server.nixos if server else NixosRebuildSystem(),
-        desired=server.desired if server else DesiredStateFile(desired_path),
+        desired=server.desired if server else _desired(desired_path, catalogue),
         rebuilds=server.rebuilds if server else SystemdRebuilds(),
         notes=kv,
         policy=SystemPolicy(
@@ -206,6 +206,20 @@ def build_app(
     engine.on_incident = tell_admins
     engine.on_alert = alert_admins
     return App(settings, db, engine, router, kv, server, notifier, audit)
+
+
+def _desired(path: Path, catalogue: ServiceCatalogue) -> DesiredStateFile:
+    """The real desired state; on the first start, the services already running are recorded
+    as enabled (nixos/desired-state.nix assumes the same while the file is missing)."""
+    store = DesiredStateFile(path)
+    running = [sid for sid in catalogue if catalogue[sid].already_running]
+    try:
+        if store.create_sync(first_start(running)):
+            log.info("desired state: first start, recorded as enabled: %s", ", ".join(running))
+    except (OSError, DesiredStateError) as exc:
+        # /enable and /disable will say what is wrong; the bot still serves everything else.
+        log.warning("desired state: could not record the first start in %s: %s", path, exc)
+    return store
 
 
 def build_guard(settings: Settings, db: Database, kv: SqlKeyValue) -> Guard:

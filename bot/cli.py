@@ -1,4 +1,4 @@
-"""``steward``: run the bot, try it on the console, or migrate its database."""
+"""steward: run the bot, try it on the console, check its setup, or migrate its database."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from bot import logs
+from bot import __version__, logs
 from bot.config import SECRETS, ConfigError, Secret, Settings, check_extras, load_settings
 from bot.errors import DatabaseError
 from bot.transports.matrix_login import MatrixLogin
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from providers.base.storage import BackupStorage
 
 log = logging.getLogger("steward")
+NO_ADMIN_WARNING = (
+    "Warning: no admin is set (STEWARD_ADMINS, or services.steward.settings.admins on NixOS), "
+    "so nobody can use the bot. Write to it: it answers with your id and the line to add."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +38,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Root, before a rebuild: nothing of the bot's settings, only what the unit passes.
         from bot.admit import admit  # noqa: PLC0415
 
-        return admit(args.source, args.state_dir, args.catalogue, args.root_key_totp)
+        return admit(
+            args.source, args.state_dir, args.catalogue, args.root_key_totp,
+            admitted=args.admitted, flake=args.flake,
+        )  # fmt: skip
+    if args.command == "doctor":
+        # Its own imports, and it reports a bad setting as a failed check, not as an exit.
+        from bot.doctor import doctor  # noqa: PLC0415
+
+        return doctor()
     try:
         settings = load_settings()
         _logging(settings, quiet=args.command == "console")
@@ -89,8 +101,12 @@ def _shell(settings: Settings, args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steward", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"steward {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the bot on the configured transports")
+    sub.add_parser(
+        "doctor", help="check every setting and secret, and reach each configured service"
+    )
     console = sub.add_parser("console", help="talk to the bot on this terminal or a pipe")
     console.add_argument("--demo", action="store_true", help="use the in-memory demo server")
     console.add_argument(
@@ -112,6 +128,15 @@ def _parser() -> argparse.ArgumentParser:
     admit.add_argument("--state-dir", type=Path, required=True, help="root's own folder")
     admit.add_argument("--catalogue", type=Path, required=True, help="the catalogue JSON")
     admit.add_argument("--root-key-totp", type=Path, help="TOTP secret for root keys from chat")
+    admit.add_argument(
+        "--admitted", type=Path,
+        help="where the admitted copy goes, the file the configuration reads (default: in "
+        "--state-dir)",
+    )  # fmt: skip
+    admit.add_argument(
+        "--flake", type=Path,
+        help="the git flake holding --admitted: the copy is added with --intent-to-add",
+    )  # fmt: skip
     totp = sub.add_parser("totp", help="admins' second factor (TOTP codes), on this shell only")
     totp.add_argument("action", choices=["enroll", "remove", "unlock", "list"])
     totp.add_argument("user", nargs="?", help="a Telegram numeric id or a Matrix id")
@@ -264,6 +289,8 @@ def _run(settings: Settings) -> int:
         return asyncio.run(_console(settings, demo=True))
     if not settings.demo:
         check_extras(settings)  # a config error shows before anything starts
+    if not settings.admins:
+        print(NO_ADMIN_WARNING, file=sys.stderr)
     if settings.matrix_homeserver is not None:
         _matrix_login(settings)
     elif settings.watch is not None:

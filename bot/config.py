@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+from bot import config_shapes
 
 PREFIX = "STEWARD_"
 DOTENV = Path(".env")
@@ -213,6 +215,8 @@ def _log_level(raw: str) -> str:
 
 
 UserIds = Annotated[tuple[str, ...], _user_ids]
+Url = Annotated[str, config_shapes.url]
+OptionalUrl = Annotated[str | None, config_shapes.url]
 CommandNames = Annotated[frozenset[str], _command_names]
 
 # Parsers by type, for fields without their own. Optional types use their inner type's.
@@ -228,10 +232,10 @@ class Settings:
     log_level: Annotated[LogLevel, _log_level] = "INFO"
 
     telegram_token: Secret | None = None
-    telegram_api_url: str = "https://api.telegram.org/bot"
+    telegram_api_url: Url = config_shapes.TELEGRAM_API_URL
     telegram_rate_limit: bool = True
-    matrix_homeserver: str | None = None
-    matrix_user: str | None = None
+    matrix_homeserver: OptionalUrl = None
+    matrix_user: Annotated[str | None, config_shapes.matrix_user] = None
     matrix_password: Secret | None = None
     matrix_access_token: Secret | None = None
     matrix_e2ee: bool = False
@@ -260,17 +264,17 @@ class Settings:
 
     server_provider: Literal["hetzner", "digitalocean", "scaleway", "ovh", "none"] = "none"
     hcloud_token: Secret | None = None
-    hcloud_api_url: str | None = None
+    hcloud_api_url: OptionalUrl = None
     hcloud_server: str | None = None
     digitalocean_token: Secret | None = None
-    digitalocean_api_url: str | None = None
+    digitalocean_api_url: OptionalUrl = None
     digitalocean_droplet: str | None = None
     scaleway_access_key: Secret | None = None
     scaleway_secret_key: Secret | None = None
     scaleway_project_id: str | None = None
     scaleway_zone: str | None = None
     scaleway_server: str | None = None
-    scaleway_api_url: str | None = None
+    scaleway_api_url: OptionalUrl = None
     ovh_endpoint: Annotated[str, _ovh_endpoint] = "ovh-eu"  # or a URL (tests)
     ovh_application_key: Secret | None = None
     ovh_application_secret: Secret | None = None
@@ -281,7 +285,7 @@ class Settings:
 
     dns_provider: Literal["cloudflare", "rfc2136", "none"] = "none"
     cloudflare_token: Secret | None = None
-    cloudflare_api_url: str | None = None
+    cloudflare_api_url: OptionalUrl = None
     rfc2136_server: str | None = None
     rfc2136_tsig_file: Path | None = None
     dns_zone: str | None = None
@@ -313,7 +317,7 @@ class Settings:
     keep_weekly: Annotated[int, _number(int, 0, 1000)] = 4
     keep_monthly: Annotated[int, _number(int, 0, 1000)] = 6
     keep_yearly: Annotated[int, _number(int, 0, 1000)] = 1
-    heartbeat_url: str | None = None
+    heartbeat_url: OptionalUrl = None
     # Back up and restore service data in the module's root units (steward-backup@ and
     # steward-restore@) instead of in the bot, which may not read that data.
     backup_units: bool = False
@@ -331,7 +335,7 @@ class Settings:
     health_dir: Path | None = None  # where the root steward-health unit records smartctl etc.
     mdstat_path: Path = Path("/proc/mdstat")
     ups: str | None = None  # upsc's name of the UPS, e.g. ups@localhost
-    public_ip_url: str | None = None
+    public_ip_url: OptionalUrl = None
     public_ip_interval_seconds: Annotated[int, _number(int, 60, 86400)] = 300
     dns_auto_follow_ip: bool = False
     report_schedule: Annotated[str, _schedule] = "daily 08:00"
@@ -397,6 +401,7 @@ def _parser(hint: Any) -> Parser:
 _HINTS = get_type_hints(Settings, include_extras=True)
 _PARSERS = {field.name: _parser(_HINTS[field.name]) for field in fields(Settings)}
 SECRETS = tuple(name for name, hint in _HINTS.items() if hint == Secret | None)
+VARIABLES = {PREFIX + name.upper() for name in _PARSERS}
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -408,8 +413,13 @@ def load_settings(**overrides: object) -> Settings:
     if unknown := overrides.keys() - _PARSERS.keys():
         raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     given = {PREFIX + name.upper(): _text(value) for name, value in overrides.items()}
-    sources: tuple[Mapping[str, str | None], ...] = (given, os.environ, _read_dotenv(DOTENV))
+    return settings_from((given, os.environ, read_dotenv(DOTENV)))
 
+
+def settings_from(sources: Sequence[Mapping[str, str | None]]) -> Settings:
+    """The settings from ``sources``, the first that holds a variable winning."""
+    if unknown := config_shapes.unknown_names(sources, VARIABLES):
+        raise ConfigError(unknown)
     values: dict[str, Any] = {}
     for field, parse in _PARSERS.items():
         variable = PREFIX + field.upper()
@@ -426,7 +436,22 @@ def load_settings(**overrides: object) -> Settings:
             values[name] = Secret(_read_secret_file(f"{PREFIX}{name.upper()}_FILE", path))
     if (path := values.get("restic_repository_file")) is not None:
         values["restic_repository"] = _read_secret_file(f"{PREFIX}RESTIC_REPOSITORY_FILE", path)
+    _check_tokens(values)
     return Settings(**values)
+
+
+def _check_tokens(values: Mapping[str, Any]) -> None:
+    """Each secret in its provider's shape; the error names where it came from, never it."""
+    for name in SECRETS:
+        secret = values.get(name)
+        if not isinstance(secret, Secret):
+            continue
+        url_setting = config_shapes.api_url_setting(name)
+        api_url = values.get(url_setting) if url_setting else None
+        problem = config_shapes.token_problem(name, secret.get_secret_value(), api_url)
+        if problem is not None:
+            twin = "_FILE" if values.get(f"{name}_file") is not None else ""
+            raise ConfigError(f"{PREFIX}{name.upper()}{twin}: {problem}")
 
 
 RESTIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
@@ -440,7 +465,7 @@ def restic_environment(settings: Settings) -> dict[str, str]:
         return {key: value for key in RESTIC_KEYS if (value := os.environ.get(key))}
     if not path.is_file():
         raise ConfigError(f"{PREFIX}RESTIC_ENVIRONMENT_FILE: cannot read {path}")
-    found = _read_dotenv(path)
+    found = read_dotenv(path)
     if unknown := sorted(found.keys() - set(RESTIC_KEYS)):
         raise ConfigError(
             f"{PREFIX}RESTIC_ENVIRONMENT_FILE: {path} sets {', '.join(unknown)}; it may set "
@@ -508,7 +533,7 @@ def _read_secret_file(variable: str, path: Path) -> str:
     return secret
 
 
-def _read_dotenv(path: Path) -> dict[str, str]:
+def read_dotenv(path: Path) -> dict[str, str]:
     """``KEY=VALUE`` lines; ``#`` comments, blank lines, ``export`` and quotes allowed."""
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,5 +1,8 @@
 """The services of the catalogue and their systemd units: /services, /service, /start, /stop,
-/restart and /logs."""
+/restart and /logs.
+
+A service's shared units (nginx, postgresql, redis: ``ServiceInfo.shared_units``) are shown with
+it but never stopped, started or restarted on its behalf: other services depend on them."""
 
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ async def services(ctx: Context) -> Reply:
     lines = ["<b>Services</b>"]
     for sid in catalogue:
         info = catalogue[sid]
-        statuses = [units[unit] for unit in info.units]
+        statuses = [units[unit] for unit in info.shown_units]
         health = worst(statuses)
         line = f"{_ICON[health]} <b>{esc(sid)}</b> {health.label}"
         bad = [s.name for s in statuses if s.health is not Health.ACTIVE]
@@ -53,7 +56,7 @@ async def services(ctx: Context) -> Reply:
 async def service_detail(ctx: Context, service: str) -> Reply:
     info = find_service(ctx, service)
     try:
-        units = await ctx.deps.services.status(info.units)
+        units = await ctx.deps.services.status(info.shown_units)
     except UnitError as exc:
         raise CommandError(f"systemd did not answer: {esc(exc)}") from None
     sizes = await ctx.deps.host.folder_sizes(info.folders)
@@ -63,6 +66,7 @@ async def service_detail(ctx: Context, service: str) -> Reply:
         lines.append(f"<i>{esc(info.description)}</i>")
     lines.append("")
     lines.extend(_unit_line(ctx, units[unit]) for unit in info.units)
+    lines.extend(_unit_line(ctx, units[unit]) + ", shared" for unit in info.shared_units)
     for folder in info.folders:
         size = sizes.get(folder)
         shown = _size(size) if size is not None else "size unknown"
@@ -128,7 +132,11 @@ def _preview(info: ServiceInfo, verb: str) -> str:
         "stop": "It stays off until started again or the server reboots; its users are cut off.",
         "restart": "Users lose their connection for a moment.",
     }[verb]
-    return f"{verb.capitalize()}s {esc(info.name)}: {units}. {effect}"
+    text = f"{verb.capitalize()}s {esc(info.name)}: {units}. {effect}"
+    if info.shared_units:
+        shared = ", ".join(f"<code>{esc(unit)}</code>" for unit in info.shared_units)
+        text += f"\nShared with other services, left as they are: {shared}."
+    return text
 
 
 async def _resumed(ctx: Context, info: ServiceInfo, verb: str) -> Reply:

@@ -49,16 +49,26 @@ let
     else
       "^steward-(backup@(${backedUpIds}):(manual|scheduled)|restore@(${backedUpIds}):(recover|[0-9a-f]{8,64}))\\.service$";
 
-  # Root's own folder for the rebuild units: the desired state as root checked it (which
-  # desired-state.nix reads) and the ledger of root-key codes. The bot cannot write here.
+  # Root's own folder for the rebuild units: the ledger of root-key codes. The bot cannot
+  # write here.
   admittedDir = "/var/lib/steward-rebuild";
+  # The bot's proposal, in its own state folder: the only desired state it may write.
+  proposedStateFile = "${cfg.stateDir}/desired-state.json";
+  # Root's admitted copy, in the configuration (desiredStateDir): what desired-state.nix reads,
+  # purely, as `desiredStateFile`.
+  desiredStateFile = "${cfg.desiredStateDir}/desired-state.json";
+  # A git flake sees only files git knows: steward admit adds the copy with --intent-to-add.
+  flakePrefix = "${cfg.upgrade.flake}/";
+  admittedInFlake = cfg.upgrade.method == "flake" && lib.hasPrefix flakePrefix desiredStateFile;
   admitCommand = lib.concatStringsSep " " (
     [
       "${cfg.package}/bin/steward admit"
-      "--source ${lib.escapeShellArg "${cfg.stateDir}/desired-state.json"}"
+      "--source ${lib.escapeShellArg proposedStateFile}"
       "--state-dir ${admittedDir}"
+      "--admitted ${lib.escapeShellArg desiredStateFile}"
       "--catalogue ${catalogueFile}"
     ]
+    ++ lib.optional admittedInFlake "--flake ${lib.escapeShellArg cfg.upgrade.flake}"
     ++ lib.optional cfg.allowRootKeysFromChat ''--root-key-totp "$CREDENTIALS_DIRECTORY/root-key-totp"''
   );
   # Database roles restores log in as: NixOS names a service's role after its database.
@@ -222,14 +232,31 @@ let
         movable
         backup
         ;
+      shared_units = service.sharedUnits;
+      already_running = service.alreadyRunning;
     }) cfg.services;
   };
-  catalogueUnits = lib.concatMap (service: service.units) (lib.attrValues cfg.services);
+  sharedUnits = lib.concatMap (service: service.sharedUnits) (lib.attrValues cfg.services);
+  # What the bot may start, stop and restart: the services' own units, never a shared one
+  # (nginx serves every site, postgresql every database), even if a service lists it as its own.
+  catalogueUnits = builtins.filter (unit: !(builtins.elem unit (sharedUnits ++ commonlyShared))) (
+    lib.concatMap (service: service.units) (lib.attrValues cfg.services)
+  );
+  # Units that serve more than one service on a typical server: only ever sharedUnits.
+  commonlyShared = [
+    "nginx.service"
+    "caddy.service"
+    "httpd.service"
+    "postgresql.service"
+    "mysql.service"
+    "redis.service"
+  ];
 
   # Unit and verb names are embedded as JSON literals, which are valid JavaScript.
   polkitRule = ''
-    // Steward: its user may start the rebuild units, and start, stop or restart the units of
-    // the services in its catalogue. Nothing else is granted here.
+    // Steward: its user may start the rebuild units, and start, stop or restart the services'
+    // own units in its catalogue, never the shared ones (nginx, postgresql, redis). Nothing else
+    // is granted here.
     polkit.addRule(function (action, subject) {
       // /reboot: systemctl reboot asks logind.
       if (subject.user == "steward" && (action.id == "org.freedesktop.login1.reboot" ||
@@ -269,10 +296,9 @@ let
         "nixos-rebuild"
         "switch"
       ]
-      # --impure: desired-state.nix reads the bot's desired state from outside the flake.
-      ++ lib.optional (
-        cfg.upgrade.method == "flake"
-      ) "--flake ${lib.escapeShellArg cfg.upgrade.flake} --impure"
+      # No --impure: the desired state root admitted is a file of the flake itself
+      # (desiredStateDir), so this is the very evaluation a plain `nixos-rebuild switch` makes.
+      ++ lib.optional (cfg.upgrade.method == "flake") "--flake ${lib.escapeShellArg cfg.upgrade.flake}"
       ++ extra
     );
 
@@ -300,7 +326,8 @@ let
   };
 
   # steward-rebuild and steward-upgrade evaluate the configuration: root checks the bot's
-  # desired state first, and the evaluation reads root's checked copy (desired-state.nix).
+  # desired state first and writes what passed into the configuration, and the evaluation
+  # reads that copy (desired-state.nix), never the bot's file.
   evaluatingUnit =
     description: script:
     let
@@ -342,6 +369,67 @@ let
       STEWARD_POSTGRES_HOST = "/run/postgresql";
       STEWARD_POSTGRES_USER = "postgres";
     };
+
+  # The bot's unit environment, also the `steward` wrapper's.
+  unitEnvironment =
+    botEnvironment
+    // {
+      # The bot's proposal; root admits it into desiredStateDir before each rebuild.
+      STEWARD_DESIRED_STATE = proposedStateFile;
+      # Only so /sshkey add can say at once what root would refuse; root decides.
+      STEWARD_ROOT_KEYS_FROM_CHAT = if cfg.allowRootKeysFromChat then "1" else "0";
+    }
+    // lib.optionalAttrs (cfg.upgrade.method == "flake") {
+      STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
+    }
+    // lib.optionalAttrs cfg.hardware.enable {
+      STEWARD_HEALTH_DIR = healthDir;
+    };
+  botPath = [
+    config.systemd.package
+    config.system.build.nixos-rebuild
+    pkgs.restic # snapshots, check, drill and forget need no access to the services' data
+    pkgs.openssh # sftp: repositories
+  ]
+  # upsc asks upsd over TCP: no privilege needed.
+  ++ lib.optional ((cfg.settings.ups or null) != null) pkgs.nut;
+
+  # `steward` on the server: the bot's program as the bot's user, with the bot's settings and
+  # secrets, so that `steward console`, `doctor`, `db`, `totp` and `lockdown` act on the real
+  # state. Root runs it through systemd-run, which loads the secrets as credentials of a
+  # transient unit exactly as for the bot (they are root-only files); nobody else may.
+  wrapperEnvironment = lib.mapAttrs (
+    name: value:
+    if credentialEnvironment ? ${name} then
+      "\"$credentials\"/${lib.escapeShellArg (lib.removePrefix "%d/" value)}"
+    else
+      lib.escapeShellArg value
+  ) unitEnvironment;
+  plainEnvironment = lib.filterAttrs (name: _: !(credentialEnvironment ? ${name})) wrapperEnvironment;
+  setenv = environment: lib.mapAttrsToList (name: value: "${name}=${value}") environment;
+  wrapperPath = lib.concatStringsSep ":" (map (p: "${p}/bin") botPath);
+  wrapper = pkgs.writeShellScriptBin "steward" ''
+    set -eu
+    program=${cfg.package}/bin/steward
+    if [ "$(id -u)" = 0 ]; then
+      unit="steward-cli-$$"
+      credentials="/run/credentials/$unit.service"
+      if [ -t 0 ] && [ -t 1 ]; then mode=--pty; else mode=--pipe; fi
+      exec ${config.systemd.package}/bin/systemd-run "$mode" --wait --collect --quiet \
+        --unit="$unit" --uid=steward --gid=steward \
+        --working-directory=${lib.escapeShellArg cfg.stateDir} \
+        ${lib.concatStringsSep " " (map (c: "--property=LoadCredential=${lib.escapeShellArg c}") credentials)} \
+        ${lib.concatStringsSep " " (map (e: "--setenv=${e}") (setenv wrapperEnvironment))} \
+        --setenv=PATH=${wrapperPath} -- "$program" "$@"
+    fi
+    if [ "$(id -un)" = steward ]; then
+      # The bot's own user: its settings and state, but not the secrets (root-only files).
+      cd ${lib.escapeShellArg cfg.stateDir}
+      exec env ${lib.concatStringsSep " " (setenv plainEnvironment)} PATH=${wrapperPath} "$program" "$@"
+    fi
+    echo "steward: this acts as the bot on the server's real state, so only root (sudo steward ...) or the steward user may run it." >&2
+    exit 1
+  '';
 
   # Hardening the bot and its root workers share.
   commonHardening = {
@@ -428,7 +516,29 @@ let
         };
         units = mkOption {
           type = types.listOf types.str;
-          description = "Its systemd units, e.g. `[ \"vaultwarden.service\" ]`; the bot may start, stop and restart them.";
+          description = "Its own systemd units, e.g. `[ \"vaultwarden.service\" ]`; the bot may start, stop and restart them.";
+        };
+        sharedUnits = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = [
+            "nginx.service"
+            "postgresql.service"
+          ];
+          description = ''
+            Units it needs but shares with other services (the web server, the database
+            server). Shown with its status; never started, stopped or restarted for it, and the
+            bot may not stop them at all.
+          '';
+        };
+        alreadyRunning = mkOption {
+          type = types.bool;
+          default = false;
+          description = ''
+            It already runs on this server, enabled by your configuration before Steward came.
+            On its first start the bot records it as enabled, so the first deploy changes
+            nothing (see `desiredStateFile`).
+          '';
         };
         folders = mkOption {
           type = types.listOf types.str;
@@ -538,7 +648,21 @@ in
     stateDir = mkOption {
       type = types.str;
       default = "/var/lib/steward";
-      description = "State folder: the database, the Matrix store and the desired state.";
+      description = "State folder: the database and the Matrix store.";
+    };
+
+    desiredStateDir = mkOption {
+      type = types.str;
+      default = "/etc/nixos/steward";
+      description = ''
+        Where root puts the desired state it admitted (`desired-state.json`): a folder of the
+        configuration this system is built from, owned by root. The bot writes its proposal
+        in its own state folder; the rebuild units run `steward admit` as root, which checks
+        it and writes what passed here, so that a plain `nixos-rebuild switch` applies what
+        root last admitted, as the bot's own rebuild does. The configuration reads the file as
+        `services.steward.desiredStateFile = ./steward/desired-state.json;`. In a git flake
+        the rebuild units add it (--intent-to-add) when it is new. The bot may not write here.
+      '';
     };
 
     telegramTokenFile = secretOption "Telegram bot token";
@@ -715,6 +839,12 @@ in
           || !(lib.hasPrefix "${builtins.storeDir}/" (toString cfg.rootKeyTotpFile));
         message = "services.steward.rootKeyTotpFile is in the Nix store, where anybody can read it.";
       }
+      {
+        assertion = lib.all (unit: !(builtins.elem unit (sharedUnits ++ commonlyShared))) (
+          lib.concatMap (service: service.units) (lib.attrValues cfg.services)
+        );
+        message = "services.steward.services: a shared unit (${lib.concatStringsSep ", " commonlyShared}, or one listed in sharedUnits) is in a service's units; list it in its sharedUnits, so that stopping the service leaves the others running.";
+      }
     ];
 
     users.users.steward = {
@@ -728,15 +858,18 @@ in
     users.groups.steward = { };
 
     environment.etc."steward/catalogue.json".text = builtins.toJSON catalogue;
-    # `steward console` for root on the server.
-    environment.systemPackages = [ cfg.package ];
+    # `steward console`, `steward doctor` … for root on the server, as the bot.
+    environment.systemPackages = [ wrapper ];
 
     security.polkit.enable = true;
     security.polkit.extraConfig = polkitRule;
 
-    systemd.tmpfiles.rules = lib.optional (
-      cfg.stateDir != "/var/lib/steward"
-    ) "d ${cfg.stateDir} 0700 steward steward - -";
+    systemd.tmpfiles.rules =
+      lib.optional (cfg.stateDir != "/var/lib/steward") "d ${cfg.stateDir} 0700 steward steward - -"
+      # Root writes the admitted copy here and the configuration reads it; the bot may not
+      # write it (steward admit refuses a folder others can write). `d` also takes back a
+      # folder an earlier version gave the bot.
+      ++ [ "d ${cfg.desiredStateDir} 0755 root root - -" ];
 
     systemd.services.steward = {
       description = "Steward chat bot";
@@ -744,26 +877,8 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
       # systemctl, journalctl and nixos-rebuild are found on PATH.
-      path = [
-        config.systemd.package
-        config.system.build.nixos-rebuild
-        pkgs.restic # snapshots, check, drill and forget need no access to the services' data
-        pkgs.openssh # sftp: repositories
-      ]
-      # upsc asks upsd over TCP: no privilege needed.
-      ++ lib.optional ((cfg.settings.ups or null) != null) pkgs.nut;
-      environment =
-        botEnvironment
-        // {
-          # Only so /sshkey add can say at once what root would refuse; root decides.
-          STEWARD_ROOT_KEYS_FROM_CHAT = if cfg.allowRootKeysFromChat then "1" else "0";
-        }
-        // lib.optionalAttrs (cfg.upgrade.method == "flake") {
-          STEWARD_UPGRADE_FLAKE = cfg.upgrade.flake;
-        }
-        // lib.optionalAttrs cfg.hardware.enable {
-          STEWARD_HEALTH_DIR = healthDir;
-        };
+      path = botPath;
+      environment = unitEnvironment;
       serviceConfig = {
         # Migrations run here, in a process of their own: Alembic never enters the bot.
         ExecStartPre = "${cfg.package}/bin/steward db upgrade";

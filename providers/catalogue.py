@@ -1,5 +1,9 @@
 """The service catalogue: what each service is, which units and folders it has.
 
+A service's ``units`` are its own: the bot may start, stop and restart them. Its
+``shared_units`` are those it needs but shares with other services (nginx, postgresql, redis):
+they are shown with it, and never stopped or restarted on its behalf.
+
 The NixOS module writes it as JSON into /etc; the demo and the tests ship their own.
 """
 
@@ -31,6 +35,14 @@ class ServiceInfo:
     subdomains: tuple[str, ...] = ()
     movable: bool = False
     backup: str = ""
+    shared_units: tuple[str, ...] = ()
+    # It ran before Steward came: the first start records it as enabled (nothing changes).
+    already_running: bool = False
+
+    @property
+    def shown_units(self) -> tuple[str, ...]:
+        """What its status is made of: its own units, then the shared ones."""
+        return self.units + self.shared_units
 
 
 class ServiceCatalogue(Mapping[str, ServiceInfo]):
@@ -38,6 +50,13 @@ class ServiceCatalogue(Mapping[str, ServiceInfo]):
         self._by_id = {service.id: service for service in services}
         if len(self._by_id) != len(services):
             raise CatalogueError("the catalogue names a service twice")
+        shared = {unit for service in services for unit in service.shared_units}
+        own = {unit for service in services for unit in service.units}
+        if clash := sorted(shared & own):
+            raise CatalogueError(
+                f"{clash[0]} is one service's own unit and another's shared unit: "
+                "a shared unit is never a service's to stop"
+            )
 
     def __getitem__(self, key: str) -> ServiceInfo:
         return self._by_id[key]
@@ -50,7 +69,9 @@ class ServiceCatalogue(Mapping[str, ServiceInfo]):
 
     @property
     def all_units(self) -> tuple[str, ...]:
-        return tuple(unit for sid in self for unit in self[sid].units)
+        """Every unit the catalogue shows, own and shared, each once."""
+        units = (unit for sid in self for unit in self[sid].shown_units)
+        return tuple(dict.fromkeys(units))
 
     @classmethod
     def from_json(cls, data: object) -> ServiceCatalogue:
@@ -79,6 +100,13 @@ def _strings(raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _unit_names(raw: dict[str, Any], key: str, where: str, *, required: bool) -> tuple[str, ...]:
+    units = _strings(raw, key, where)
+    if (required and not units) or not all(_UNIT.fullmatch(unit) for unit in units):
+        raise CatalogueError(f"{where}: {key} must be systemd unit names")
+    return units
+
+
 def _service(raw: object, index: int) -> ServiceInfo:
     where = f"services[{index}]"
     if not isinstance(raw, dict):
@@ -86,9 +114,7 @@ def _service(raw: object, index: int) -> ServiceInfo:
     sid = raw.get("id")
     if not isinstance(sid, str) or not _ID.fullmatch(sid):
         raise CatalogueError(f"{where}: id must match {_ID.pattern}")
-    units = _strings(raw, "units", where)
-    if not units or not all(_UNIT.fullmatch(unit) for unit in units):
-        raise CatalogueError(f"{where}: units must be systemd unit names")
+    units = _unit_names(raw, "units", where, required=True)
     return ServiceInfo(
         id=sid,
         name=str(raw.get("name", sid)),
@@ -99,4 +125,6 @@ def _service(raw: object, index: int) -> ServiceInfo:
         subdomains=_strings(raw, "subdomains", where),
         movable=bool(raw.get("movable", False)),
         backup=str(raw.get("backup", "")),
+        shared_units=_unit_names(raw, "shared_units", where, required=False),
+        already_running=raw.get("already_running", False) is True,
     )

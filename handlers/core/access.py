@@ -50,6 +50,11 @@ class AccessPolicy:
             return self.console_role
         return self.roles.get(actor.key)
 
+    @property
+    def has_admin(self) -> bool:
+        """Whether anyone may administer from chat (the console's role does not count)."""
+        return Role.ADMIN in self.roles.values()
+
     def members(self, transport: str) -> list[tuple[str, Role]]:
         """The user ids given a role on ``transport``, with their roles, in id order."""
         prefix = f"{transport}:"

@@ -53,6 +53,19 @@ INVALID_BUTTON = "This button is not valid (anymore)."
 TRANSPORT_WORDS = frozenset({"confirm", "cancel"})
 
 
+def onboarding_reply(actor: Actor) -> str:
+    """The first message's answer while no admin is configured: the id and the line to add."""
+    uid = esc(actor.user_id)
+    where = "Matrix" if actor.transport == "matrix" else "Telegram"
+    return (
+        "No admin is configured yet, so this bot serves nobody.\n"
+        f"Your {where} id is <code>{uid}</code>. If this is your server, make yourself its "
+        "admin: add this line to its NixOS configuration and rebuild,\n"
+        f'<code>services.steward.settings.admins = [ "{uid}" ];</code>\n'
+        f"or, without NixOS, set <code>STEWARD_ADMINS={uid}</code> and restart Steward."
+    )
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -206,9 +219,15 @@ class Engine:
         message_id: str | None,
     ) -> bool:
         answered = self.limiter.should_answer(actor)
+        # Before anyone is admin the bot serves nobody: the first person to write is most likely
+        # its owner, who needs their numeric id (Telegram shows it nowhere).
+        onboarding = not self.access.has_admin
         if answered:
-            await self.outbox.send(chat, Reply(STRANGER_REPLY), message_id)
+            text = onboarding_reply(actor) if onboarding else STRANGER_REPLY
+            await self.outbox.send(chat, Reply(text), message_id)
         result = "stranger" if answered else "stranger (not answered: rate limit)"
+        if onboarding and answered:
+            result += ", told their id: no admin is configured"
         await self.audit(AuditEvent.REFUSED, actor, chat, name, args, result=result)
         return answered
 

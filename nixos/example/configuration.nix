@@ -11,7 +11,7 @@ in
     # Without flakes: a checkout of Steward's repository.
     /opt/steward/nixos/module.nix
     /opt/steward/nixos/desired-state.nix
-    # With flakes: steward.nixosModules.default and steward.nixosModules.desiredState.
+    # With flakes: steward.nixosModules.default (both of these).
   ];
 
   # The services follow the chat. Their own settings stay here, in the configuration.
@@ -20,6 +20,10 @@ in
 
   services.steward = {
     enable = true;
+    # What the owners chose from chat, as root admitted it: the rebuild units check the bot's
+    # proposal and write what passed into desiredStateDir (/etc/nixos/steward, root's). It is
+    # part of this configuration, so a plain rebuild applies it too.
+    desiredStateFile = ./steward/desired-state.json;
     settings = {
       admins = [
         "123456789" # a Telegram numeric user id
@@ -41,6 +45,8 @@ in
         description = "Password manager";
         units = [ "vaultwarden.service" ];
         folders = [ "/var/lib/vaultwarden" ];
+        # It ran here before Steward: recorded as enabled at the first start.
+        alreadyRunning = true;
         subdomains = [ "password" ];
         backup = "restic";
       };
@@ -49,9 +55,10 @@ in
         description = "Files, calendars and contacts";
         units = [
           "phpfpm-nextcloud.service"
-          "nginx.service"
           "redis-nextcloud.service"
         ];
+        # Serves other sites too: shown with Nextcloud, never stopped for it.
+        sharedUnits = [ "nginx.service" ];
         folders = [ "/var/lib/nextcloud" ];
         databases = [ "nextcloud" ];
         subdomains = [ "cloud" ];

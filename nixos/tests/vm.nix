@@ -1,10 +1,15 @@
 # A NixOS VM with Synapse and Steward. A matrix-nio script registers alice (an admin in
 # Steward's settings), invites the bot, sends `!status` and waits for the answer. Then the polkit
 # rule is checked from the bot's user: catalogue units yes, anything else no.
-# Run with `nix flake check ./nixos` or `nix build ./nixos#checks.x86_64-linux.vm`.
+# Run with `nix flake check` or `nix build .#checks.x86_64-linux.vm` from the repository root.
 {
   pkgs,
-  stewardModule ? ../module.nix,
+  stewardModule ? {
+    imports = [
+      ../module.nix
+      ../desired-state.nix
+    ];
+  },
 }:
 let
   serverName = "steward.test";
@@ -74,6 +79,8 @@ pkgs.testers.runNixOSTest {
     {
       imports = [ stewardModule ];
       virtualisation.memorySize = 2048;
+      # Not written yet: the VM starts from what the catalogue says already runs.
+      services.steward.desiredStateFile = ./desired-state.json;
 
       services.matrix-synapse = {
         enable = true;

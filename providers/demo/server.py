@@ -36,7 +36,7 @@ MiB = 1024**2
 
 _SERVICES = (
     ("nextcloud", "Nextcloud", "Files, calendar and contacts",
-     ("phpfpm-nextcloud.service", "nginx.service", "redis-nextcloud.service"),
+     ("phpfpm-nextcloud.service", "redis-nextcloud.service"),
      ("/var/lib/nextcloud",), ("nextcloud",), ("cloud",)),
     ("forgejo", "Forgejo", "Git hosting",
      ("forgejo.service",), ("/var/lib/forgejo",), ("forgejo",), ("git",)),
@@ -58,10 +58,24 @@ _SERVICES = (
 )  # fmt: skip
 
 
+# Units a service needs but shares with others: shown with it, never stopped for it.
+_SHARED = {"nextcloud": ("nginx.service",)}
+
+
 def demo_catalogue() -> ServiceCatalogue:
     return ServiceCatalogue(
         [
-            ServiceInfo(sid, name, desc, units, folders, dbs, subs, movable=bool(folders))
+            ServiceInfo(
+                sid,
+                name,
+                desc,
+                units,
+                folders,
+                dbs,
+                subs,
+                movable=bool(folders),
+                shared_units=_SHARED.get(sid, ()),
+            )
             for sid, name, desc, units, folders, dbs, subs in _SERVICES
         ]
     )

@@ -3,9 +3,13 @@
 The bot writes ``desired-state.json`` in its own state folder, so anything running as the
 ``steward`` user can write it. Root therefore checks it again, with the bot's own rules
 (:func:`providers.nixos.desired.check`: the schema, key blobs, the zone database, the
-catalogue's ids), and copies what passed into a folder of its own. ``desired-state.nix``
-reads that copy, never the bot's file: what was checked is what is applied, and a file the
-bot changes between the check and the evaluation changes nothing.
+catalogue's ids), and writes what passed into the configuration, root-owned
+(``/etc/nixos/steward/desired-state.json`` by default). ``desired-state.nix`` reads that copy,
+purely, never the bot's file: what was checked is what is applied, a file the bot changes
+between the check and the evaluation changes nothing, and a plain ``nixos-rebuild switch``
+applies what root last admitted. The folder it goes into must be writable by root alone, or
+the bot could swap the copy after the check; it is refused otherwise. In a git flake the copy
+is added with ``--intent-to-add`` (content unstaged), or the flake would not see it.
 
 Root ssh keys need more than a valid line. With ``allowRootKeysFromChat`` off (the default)
 a file that names any is refused. With it on, a key root has not applied before must carry a
@@ -21,6 +25,7 @@ import hmac
 import json
 import os
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Collection
@@ -60,10 +65,17 @@ class _Ledger:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    state_dir: Path  # root's own folder: the applied copy and the ledger of codes
+    state_dir: Path  # root's own folder: the ledger of codes
     services: Collection[str]
     totp_secret: str | None  # None: root keys from chat are off
     clock: Callable[[], float] = time.time
+    # The admitted copy, which the configuration reads (desiredStateDir); by default in
+    # state_dir, for a configuration that reads it from there.
+    admitted: Path | None = None
+
+    @property
+    def target(self) -> Path:
+        return self.admitted if self.admitted is not None else self.state_dir / APPLIED
 
     def admit(self, source: Path) -> Admitted:
         data = read_source(source)
@@ -71,9 +83,10 @@ class Admission:
         if problems:
             raise RefusedError(problems[0])
         state = DesiredState.from_json(data)
+        root_only(self.target.parent)
         keys, approved = self._root_keys(state)
         applied = replace(state, system=replace(state.system, root_keys=keys, root_key_codes=()))
-        write_atomic(self.state_dir / APPLIED, applied.render())
+        write_atomic(self.target, applied.render(), folder_mode=0o755)
         return Admitted(applied, approved)
 
     def _root_keys(self, state: DesiredState) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -118,7 +131,7 @@ class Admission:
         ledger.last_step = step
 
     def _applied(self) -> DesiredState:
-        path = self.state_dir / APPLIED
+        path = self.target
         try:
             return DesiredState.from_json(json.loads(path.read_bytes()))
         except FileNotFoundError:
@@ -167,8 +180,49 @@ def read_source(path: Path) -> object:
         raise RefusedError(f"{path} is not valid JSON ({exc})") from None
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+def root_only(folder: Path) -> None:
+    """Refuse a folder for the admitted copy that anyone but this user (root) could change:
+    a writable folder, or a writable parent that could swap it, would let the bot replace the
+    copy between the check and the evaluation. It is made (0755) when missing."""
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    real = folder.resolve()  # a link is fine if where it leads is root's
+    for path in (real, real.parent):
+        info = os.stat(path)
+        if not stat.S_ISDIR(info.st_mode):
+            raise RefusedError(f"{path} is not a folder; fix it as root")
+        if info.st_uid not in {0, os.geteuid()} or info.st_mode & 0o022:
+            raise RefusedError(
+                f"{path} may be written by others than root (owner {info.st_uid}, mode "
+                f"{stat.S_IMODE(info.st_mode):o}): chown root and chmod go-w it"
+            )
+
+
+def track_in_git(flake: Path, path: Path) -> bool:
+    """``git add --intent-to-add`` the admitted copy in a git flake, which sees only the
+    files git knows; the content stays unstaged. False when the flake is not a git work tree.
+    Run every time: for a file git knows already it changes nothing."""
+    if not (flake / ".git").exists():
+        return False
+    if not path.is_relative_to(flake):
+        raise RefusedError(f"{path} is not in the flake {flake}, which could not see it")
+    relative = path.relative_to(flake)
+    done = subprocess.run(
+        ["git", "-C", str(flake), "add", "--intent-to-add", "--", str(relative)],  # noqa: S607
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        # Untracked, a pure evaluation would not see the file and would apply the first-start
+        # state instead: stop here rather than switch to that.
+        why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RefusedError(f"git add --intent-to-add {relative} in {flake} failed: {why}")
+    return True
+
+
+def write_atomic(path: Path, data: bytes, *, folder_mode: int = 0o700) -> None:
+    path.parent.mkdir(mode=folder_mode, parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

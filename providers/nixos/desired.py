@@ -17,7 +17,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -141,6 +141,13 @@ class DesiredState:
     def render(self) -> bytes:
         """The bytes on disk: stable key order, so equal states are equal files."""
         return (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def first_start(already_running: Iterable[str]) -> DesiredState:
+    """What the bot records on its first start: the services that already ran before it came
+    (the catalogue's ``already_running``) as enabled, so the first deploy turns nothing off.
+    nixos/desired-state.nix assumes the same while there is no file."""
+    return DesiredState({sid: ServiceState(enable=True) for sid in sorted(already_running)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +377,18 @@ class DesiredStateFile:
                 self._write_atomic(self.previous_path, current, hook=False)
             self._write_atomic(self.path, data, hook=True)
             return Written(before, after, digest_of(data))
+
+    def create_sync(self, state: DesiredState) -> bool:
+        """Write ``state`` when there is no file yet (the bot's first start); False, touching
+        nothing, when there is one."""
+        with self._locked():
+            if self._read_bytes(self.path) is not None:
+                return False
+            data = state.render()
+            if problems := validate(json.loads(data)):
+                raise DesiredStateError(f"not written: {problems[0]}")
+            self._write_atomic(self.path, data, hook=True)
+            return True
 
     def restore_sync(self, digest: str) -> bool:
         with self._locked():

@@ -77,7 +77,7 @@ def _built_transports(state: Path, **env: str) -> tuple[list[str], set[str]]:
 
 
 def test_telegram_alone_loads_no_matrix_library_and_no_heavy_stack(tmp_path: Path) -> None:
-    names, modules = _built_transports(tmp_path, STEWARD_TELEGRAM_TOKEN="1:x")
+    names, modules = _built_transports(tmp_path, STEWARD_TELEGRAM_TOKEN="1:" + "x" * 35)
     assert names == ["TelegramTransport"]
     assert "nio" not in modules
     assert "telegram" in modules

@@ -76,12 +76,13 @@ async def test_a_confirmed_restart_keeps_its_progress_in_the_job_row(db: Databas
     (job,) = await _jobs(db)
     assert job.state is JobState.SUCCEEDED
     assert (job.kind, job.args, job.requester) == ("restart", ("nextcloud",), OPERATOR)
-    assert job.progress == "Restarting Nextcloud: <code>redis-nextcloud.service</code> (3/3)"
+    assert job.progress == "Restarting Nextcloud: <code>redis-nextcloud.service</code> (2/2)"
     assert job.message_id is not None
     assert job.finished_at == h.clock()
     assert "Nextcloud restarted and active" in h.outbox.by_id(job.message_id).current.text
     assert [e.result for e in await _outcomes(db)] == ["succeeded"]
-    assert h.server.services.calls.count(("restart", "nginx.service")) == 1
+    assert h.server.services.calls.count(("restart", "redis-nextcloud.service")) == 1
+    assert ("restart", "nginx.service") not in h.server.services.calls  # shared, left alone
 
 
 async def test_the_progress_message_shows_each_step_then_the_outcome(db: Database) -> None:
@@ -93,7 +94,7 @@ async def test_the_progress_message_shows_each_step_then_the_outcome(db: Databas
     assert job.message_id is not None
     progress = h.outbox.by_id(job.message_id)
     shown = [progress.reply.text, *(edit.text for edit in progress.edits)]
-    assert shown[0].endswith("phpfpm-nextcloud.service</code> (1/3)")
+    assert shown[0].endswith("phpfpm-nextcloud.service</code> (1/2)")
     assert progress.reply.silent
     assert "Nextcloud restarted and active" in shown[-1]
     assert progress.reply_to == h.last_prompt().message_id
@@ -101,24 +102,26 @@ async def test_the_progress_message_shows_each_step_then_the_outcome(db: Databas
 
 async def test_a_failed_restart_ends_failed_with_the_error_in_the_message(db: Database) -> None:
     h = make_harness(db)
-    h.server.services.fail_restart.add("nginx.service")
+    h.server.services.fail_restart.add("phpfpm-nextcloud.service")
     await h.say("/restart nextcloud", OPERATOR)
 
     await h.press(1, OPERATOR)
 
     (job,) = await _jobs(db)
     assert job.state is JobState.FAILED
-    assert "nginx.service" in job.result
+    assert "phpfpm-nextcloud.service" in job.result
     assert "failed because the control process exited" in job.result
-    assert job.progress.endswith("<code>nginx.service</code> (2/3)")
+    assert job.progress.endswith("<code>phpfpm-nextcloud.service</code> (1/2)")
     assert job.message_id is not None
     text = h.outbox.by_id(job.message_id).current.text
-    assert text.startswith("❌ Restarting <code>nginx.service</code> failed")
+    assert text.startswith("❌ Restarting <code>phpfpm-nextcloud.service</code> failed")
     assert "failed because the control process exited" in text
     # The unit after the failing one was never touched.
     assert ("restart", "redis-nextcloud.service") not in h.server.services.calls
     (outcome,) = await _outcomes(db)
-    assert outcome.result.startswith("failed: Restarting <code>nginx.service</code> failed")
+    assert outcome.result.startswith(
+        "failed: Restarting <code>phpfpm-nextcloud.service</code> failed"
+    )
     assert await SqlJobStore(db).unfinished() == []
 
 
@@ -131,7 +134,7 @@ async def test_a_job_cut_short_by_a_restart_is_checked_and_reported_afterwards(
     first = make_harness(db, step_seconds=30)
     crashed = await _crash_mid_restart(first)
     assert crashed.state is JobState.RUNNING
-    assert crashed.progress.endswith("phpfpm-nextcloud.service</code> (1/3)")
+    assert crashed.progress.endswith("phpfpm-nextcloud.service</code> (1/2)")
     assert await _outcomes(db) == []
 
     second = _after_restart(first)
@@ -174,8 +177,8 @@ async def test_a_resumed_job_whose_service_is_still_down_ends_failed(db: Databas
     first = make_harness(db, step_seconds=30)
     crashed = await _crash_mid_restart(first)
     second = _after_restart(first)
-    second.server.services.units["nginx.service"] = UnitStatus(
-        "nginx.service", "loaded", "failed", "failed"
+    second.server.services.units["redis-nextcloud.service"] = UnitStatus(
+        "redis-nextcloud.service", "loaded", "failed", "failed"
     )
 
     await second.engine.jobs.reattach()

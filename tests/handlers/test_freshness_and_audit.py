@@ -225,13 +225,13 @@ async def test_systemd_down_during_a_confirmed_restart_gives_a_short_answer(
 
 
 async def test_a_failing_unit_restart_says_which_unit(harness: Harness) -> None:
-    harness.server.services.fail_restart.add("nginx.service")
+    harness.server.services.fail_restart.add("phpfpm-nextcloud.service")
     await harness.say("/restart nextcloud", OPERATOR)
 
     await harness.press(1, OPERATOR)
 
     answer = harness.outbox.last.current.text
-    assert answer.startswith("❌ Restarting <code>nginx.service</code> failed: ")
+    assert answer.startswith("❌ Restarting <code>phpfpm-nextcloud.service</code> failed: ")
     assert "redis-nextcloud.service" not in restarts(harness)  # it stops at the failure
 
 

@@ -38,24 +38,24 @@ async def test_stop_then_start_go_through_confirmation_in_unit_order(harness: Ha
     assert harness.server.services.calls == []
     assert await harness.press(1, OPERATOR) == "Confirmed."
     stopped = [call[1] for call in harness.server.services.calls if call[0] == "stop"]
-    # The web front goes first, its backends after.
-    assert stopped == ["redis-nextcloud.service", "nginx.service", "phpfpm-nextcloud.service"]
+    # Its own units, the last first; nginx serves other sites and is not Nextcloud's to stop.
+    assert stopped == ["redis-nextcloud.service", "phpfpm-nextcloud.service"]
     assert "Nextcloud stopped" in harness.outbox.messages[-1].current.text
 
     await harness.say("/start nextcloud", OPERATOR)
     assert await harness.press(1, OPERATOR) == "Confirmed."
     started = [call[1] for call in harness.server.services.calls if call[0] == "start"]
-    assert started == ["phpfpm-nextcloud.service", "nginx.service", "redis-nextcloud.service"]
+    assert started == ["phpfpm-nextcloud.service", "redis-nextcloud.service"]
     assert "Nextcloud started and active" in harness.outbox.messages[-1].current.text
 
 
 async def test_a_failing_start_says_which_unit_and_why(harness: Harness) -> None:
-    harness.server.services.fail_restart.add("nginx.service")
+    harness.server.services.fail_restart.add("redis-nextcloud.service")
     await harness.say("/start nextcloud", OPERATOR)
     await harness.press(1, OPERATOR)
     last = harness.outbox.messages[-1].current.text
-    assert "Starting <code>nginx.service</code> failed" in last
-    assert "Job for nginx.service failed" in last
+    assert "Starting <code>redis-nextcloud.service</code> failed" in last
+    assert "Job for redis-nextcloud.service failed" in last
 
 
 async def test_a_viewer_may_look_but_not_stop(harness: Harness) -> None:
@@ -110,3 +110,25 @@ async def test_generations_list_newest_first_and_status_says_when_to_reboot(
     harness.server.nixos.booted_older = True
     assert "🔁 reboot needed" in await harness.say("/status", VIEWER)
     assert "A reboot is needed" in await harness.say("/generations", VIEWER)
+
+
+async def test_stop_nextcloud_leaves_the_shared_nginx_running(harness: Harness) -> None:
+    prompt = await harness.say("/stop nextcloud", OPERATOR)
+    assert "left as they are: <code>nginx.service</code>" in prompt
+    await harness.press(1, OPERATOR)
+    assert "Nextcloud stopped" in harness.outbox.messages[-1].current.text
+    units = harness.server.services.units
+    assert units["nginx.service"].active_state == "active"
+    assert units["phpfpm-nextcloud.service"].active_state == "inactive"
+    await harness.say("/restart nextcloud", OPERATOR)
+    await harness.press(1, OPERATOR)
+    touched = {call[1] for call in harness.server.services.calls}
+    assert "nginx.service" not in touched
+
+
+async def test_a_services_detail_still_shows_its_shared_units(harness: Harness) -> None:
+    detail = await harness.say("/service nextcloud", OPERATOR)
+    assert "<code>nginx.service</code> active (running)" in detail
+    assert detail.index("redis-nextcloud") < detail.index("nginx.service")
+    assert "nginx.service</code> active (running), since" in detail
+    assert detail.rstrip().count(", shared") == 1

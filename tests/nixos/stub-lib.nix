@@ -57,6 +57,7 @@ let
     optional = condition: value: if condition then [ value ] else [ ];
     mkBefore = value: value;
     optionalAttrs = condition: attrs: if condition then attrs else { };
+    optionalString = condition: string: if condition then string else "";
     nameValuePair = name: value: { inherit name value; };
     filterAttrs =
       pred: attrs:
@@ -67,6 +68,12 @@ let
     mapAttrsToList = f: attrs: map (name: f name attrs.${name}) (attrNames attrs);
     attrValues = attrs: map (name: attrs.${name}) (attrNames attrs);
     concatMap = f: list: builtins.concatLists (map f list);
+    removePrefix =
+      prefix: s:
+      if hasPrefix prefix s then
+        builtins.substring (builtins.stringLength prefix) (builtins.stringLength s) s
+      else
+        s;
     hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
     toUpper =
       builtins.replaceStrings (builtins.genList (i: builtins.substring i 1 lower) 26) (

@@ -49,7 +49,9 @@ SECRETS = {
 CATALOGUE = """{
   nextcloud = {
     name = "Nextcloud";
-    units = [ "phpfpm-nextcloud.service" "nginx.service" ];
+    units = [ "phpfpm-nextcloud.service" ];
+    sharedUnits = [ "nginx.service" ];
+    alreadyRunning = true;
     folders = [ "/var/lib/nextcloud" ];
     movable = true;
   };
@@ -143,6 +145,8 @@ def test_the_bots_unit_is_fully_hardened(system: dict[str, Any]) -> None:
         "UMask": "0027",
         "StateDirectory": "steward",
         "StateDirectoryMode": "0700",
+        # The state folder only: the bot may not write the configuration, not even the folder
+        # the admitted desired state lives in (root writes it, steward admit).
         "ReadWritePaths": ["/var/lib/steward"],
         "Restart": "on-failure",
     }
@@ -229,9 +233,12 @@ def test_the_catalogue_is_written_as_the_bot_reads_it(system: dict[str, Any]) ->
     catalogue = ServiceCatalogue.from_json(json.loads(text))
     assert list(catalogue) == ["nextcloud", "vaultwarden"]
     assert catalogue["nextcloud"].name == "Nextcloud"
-    assert catalogue["nextcloud"].units == ("phpfpm-nextcloud.service", "nginx.service")
+    assert catalogue["nextcloud"].units == ("phpfpm-nextcloud.service",)
+    assert catalogue["nextcloud"].shared_units == ("nginx.service",)
+    assert catalogue["nextcloud"].already_running
     assert catalogue["nextcloud"].movable
     assert catalogue["vaultwarden"].name == "vaultwarden"
+    assert not catalogue["vaultwarden"].already_running
     assert catalogue.all_units == (
         "phpfpm-nextcloud.service",
         "nginx.service",
@@ -263,9 +270,9 @@ def test_polkit_lets_the_bot_start_exactly_its_units(system: dict[str, Any]) -> 
         assert not re.search(pattern, bad), bad
     # /reboot goes through logind; nothing else of logind is granted.
     assert rule.count("org.freedesktop.login1.") == 2
+    # Their own units only: nginx is shared, and not the bot's to stop.
     assert _js_array(rule, "serviceUnits") == [
         "phpfpm-nextcloud.service",
-        "nginx.service",
         "vaultwarden.service",
     ]
     assert (
@@ -293,7 +300,7 @@ def test_rebuild_units_are_root_oneshots_a_switch_leaves_alone(
     assert service["stopIfChanged"] is False
     assert service["serviceConfig"] == {
         "Type": "oneshot",
-        "StateDirectory": "steward-rebuild",  # root's: where the admitted copy lives
+        "StateDirectory": "steward-rebuild",  # root's: the ledger of root-key codes
         "StateDirectoryMode": "0700",
     }
     admit, switch = service["script"].strip().splitlines()
@@ -301,7 +308,9 @@ def test_rebuild_units_are_root_oneshots_a_switch_leaves_alone(
     # Root checks the bot's file first; without allowRootKeysFromChat no TOTP secret is passed.
     assert re.sub(r"/nix/store/[a-z0-9]{32}-[^/]*", "STORE", admit.strip()) == (
         "STORE/bin/steward admit --source '/var/lib/steward/desired-state.json' "
-        "--state-dir /var/lib/steward-rebuild --catalogue /etc/steward/catalogue.json"
+        "--state-dir /var/lib/steward-rebuild "
+        "--admitted '/etc/nixos/steward/desired-state.json' "
+        "--catalogue /etc/steward/catalogue.json"
     )
     assert "wantedBy" not in service
     packages = [re.sub(r"^/nix/store/[a-z0-9]{32}-", "", path) for path in service["path"]]
@@ -316,16 +325,23 @@ def test_a_flake_upgrade_updates_the_lock_then_switches_to_the_flake(
         '{ enable = true; upgrade = { method = "flake"; flake = "/etc/nixos"; }; }',
     )
     upgrade = unit(system, "steward-upgrade")["script"].strip().splitlines()
-    assert "/bin/steward admit " in upgrade.pop(0)
+    admit = upgrade.pop(0)
+    # Root admits the proposal into the configuration, and adds it to git itself.
+    assert "/bin/steward admit " in admit
+    assert "--source '/var/lib/steward/desired-state.json'" in admit
+    assert "--admitted '/etc/nixos/steward/desired-state.json'" in admit
+    assert "--flake '/etc/nixos'" in admit
+    # No --impure: the admitted copy is a file of the flake, as a plain rebuild reads it.
     assert [line.strip() for line in upgrade] == [
         "cd '/etc/nixos'",
         "nix --extra-experimental-features 'nix-command flakes' flake update",
-        "nixos-rebuild switch --flake '/etc/nixos' --impure",
+        "nixos-rebuild switch --flake '/etc/nixos'",
     ]
-    assert (
-        unit(system, "steward-rebuild")["script"].strip().splitlines()[-1]
-        == "nixos-rebuild switch --flake '/etc/nixos' --impure"
-    )
+    rebuild = unit(system, "steward-rebuild")["script"].strip().splitlines()
+    assert [line.strip() for line in rebuild] == [
+        admit,
+        "nixos-rebuild switch --flake '/etc/nixos'",
+    ]
     assert unit(system)["environment"]["STEWARD_UPGRADE_FLAKE"] == "/etc/nixos"
 
 
@@ -372,8 +388,17 @@ def test_a_state_dir_elsewhere_is_created_by_tmpfiles(nix_env: dict[str, str]) -
     config = unit(system)["serviceConfig"]
     assert "StateDirectory" not in config
     assert config["ReadWritePaths"] == ["/srv/steward"]
-    assert system["systemd"]["tmpfiles"]["rules"] == ["d /srv/steward 0700 steward steward - -"]
+    assert system["systemd"]["tmpfiles"]["rules"] == [
+        "d /srv/steward 0700 steward steward - -",
+        # Root's: the admitted copy, which the bot may not write.
+        "d /etc/nixos/steward 0755 root root - -",
+    ]
+    # The bot's proposal stays in its own folder; root admits it into /etc/nixos/steward.
     assert unit(system)["environment"]["STEWARD_DESIRED_STATE"] == "/srv/steward/desired-state.json"
+    assert (
+        "--admitted '/etc/nixos/steward/desired-state.json'"
+        in unit(system, "steward-rebuild")["script"]
+    )
 
 
 def test_an_unknown_option_is_an_evaluation_error(nix_env: dict[str, str]) -> None:
@@ -775,3 +800,41 @@ def test_sftp_known_hosts_and_key_are_credentials_of_the_bot_and_the_workers(
         assert any("openssh" in str(item) for item in service["path"])
     in_store = evaluate(nix_env, '{ enable = true; resticSshKeyFile = "/nix/store/abc-key"; }')
     assert any("in the Nix store" in message for message in failed_assertions(in_store))
+
+
+def test_a_shared_unit_listed_as_a_services_own_fails_the_build_and_is_never_granted(
+    nix_env: dict[str, str],
+) -> None:
+    system = evaluate(
+        nix_env,
+        """{ enable = true; services = {
+      nextcloud.units = [ "phpfpm-nextcloud.service" "nginx.service" ];
+      forgejo = { units = [ "forgejo.service" "redis-forgejo.service" ];
+                  sharedUnits = [ "postgresql.service" ]; };
+      wiki.units = [ "wiki.service" "redis-forgejo.service" ];
+    }; }""",
+    )
+    assert any("list it in its sharedUnits" in message for message in failed_assertions(system))
+    rule = system["security"]["polkit"]["extraConfig"]
+    granted = _js_array(rule, "serviceUnits")
+    assert "nginx.service" not in granted
+    assert "postgresql.service" not in granted
+    assert "phpfpm-nextcloud.service" in granted
+
+
+def test_a_unit_two_services_list_as_shared_is_shown_but_never_granted(
+    nix_env: dict[str, str],
+) -> None:
+    system = evaluate(
+        nix_env,
+        """{ enable = true; services = {
+      nextcloud = { units = [ "phpfpm-nextcloud.service" ]; sharedUnits = [ "redis.service" ]; };
+      forgejo = { units = [ "forgejo.service" ]; sharedUnits = [ "redis.service" ]; };
+    }; }""",
+    )
+    assert failed_assertions(system) == []
+    assert _js_array(system["security"]["polkit"]["extraConfig"], "serviceUnits") == [
+        "forgejo.service", "phpfpm-nextcloud.service"]  # fmt: skip
+    text = system["environment"]["etc"]["steward/catalogue.json"]["text"]
+    catalogue = ServiceCatalogue.from_json(json.loads(text))
+    assert catalogue.all_units == ("forgejo.service", "redis.service", "phpfpm-nextcloud.service")

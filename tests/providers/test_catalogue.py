@@ -163,6 +163,7 @@ def test_the_demo_catalogue_survives_a_round_trip_through_json(tmp_path: Path) -
                 "name": info.name,
                 "description": info.description,
                 "units": list(info.units),
+                "shared_units": list(info.shared_units),
                 "folders": list(info.folders),
             }
             for info in demo.values()
@@ -171,3 +172,23 @@ def test_the_demo_catalogue_survives_a_round_trip_through_json(tmp_path: Path) -
     loaded = ServiceCatalogue.load(_write(tmp_path, data))
     assert list(loaded) == list(demo)
     assert loaded.all_units == demo.all_units
+
+
+def test_shared_units_are_read_apart_from_a_services_own(tmp_path: Path) -> None:
+    data = {"services": [{"id": "nextcloud", "units": ["phpfpm-nextcloud.service"],
+                          "shared_units": ["nginx.service", "postgresql.service"]},
+                         {"id": "forgejo", "units": ["forgejo.service"],
+                          "shared_units": ["nginx.service"]}]}  # fmt: skip
+    catalogue = ServiceCatalogue.load(_write(tmp_path, data))
+    assert catalogue["nextcloud"].units == ("phpfpm-nextcloud.service",)
+    assert catalogue["nextcloud"].shared_units == ("nginx.service", "postgresql.service")
+    # Shown once each, own and shared alike.
+    assert catalogue.all_units == ("forgejo.service", "nginx.service",
+                                   "phpfpm-nextcloud.service", "postgresql.service")  # fmt: skip
+
+
+def test_a_unit_that_is_one_services_own_and_anothers_shared_is_refused(tmp_path: Path) -> None:
+    data = {"services": [{"id": "web", "units": ["nginx.service"]},
+                         {"id": "nextcloud", "units": ["phpfpm-nextcloud.service"],
+                          "shared_units": ["nginx.service"]}]}  # fmt: skip
+    assert "nginx.service is one service's own unit" in _load_error(tmp_path, data)

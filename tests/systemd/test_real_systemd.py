@@ -199,6 +199,60 @@ def test_a_rebuild_that_ended_while_the_bot_was_down_is_reported(booted: Booted)
         assert "building..." in second["lines"]
 
 
+PROPOSAL = "/var/lib/steward/desired-state.json"
+ADMITTED = "/etc/nixos/steward/desired-state.json"
+PLANTED_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA9NcAVSWVPiChpEzN4D6yCslK/Z5WnR8ZfMZgqlB+oF mallory"
+)
+
+
+def propose(container: Container, state: dict[str, Any]) -> None:
+    """The bot's proposal, in its own folder and owned by it, as DesiredStateFile leaves it."""
+    container.run(["install", "-d", "-o", "steward", "-g", "steward", "-m", "0700",
+                   "/var/lib/steward"])  # fmt: skip
+    container.write(PROPOSAL, json.dumps(state), 0o640)
+    container.run(["chown", "steward:steward", PROPOSAL])
+
+
+def rebuild_as_the_bot(container: Container) -> dict[str, str]:
+    plan_rebuild(container, ["building..."], 0.0, 0)
+    bot(container, "rebuild-start", REBUILD, "0")
+    return wait_inactive(container, REBUILD)
+
+
+def test_the_rebuild_admits_the_proposal_into_a_configuration_folder_only_root_writes(
+    booted: Booted,
+) -> None:
+    container = booted.container
+    chosen = {"version": 1, "services": {"app": {"enable": True}}, "system": {}}
+    try:
+        propose(container, chosen)
+        assert rebuild_as_the_bot(container)["Result"] == "success"
+        said = [e["MESSAGE"] for e in journal(container, REBUILD)]
+        assert "steward: desired state admitted: 1 services on, 0 root keys from chat" in said
+        admitted = container.path(ADMITTED)
+        assert json.loads(admitted.read_text())["services"] == chosen["services"]
+        assert admitted.stat().st_uid == 0
+        folder = admitted.parent.stat()
+        assert (folder.st_uid, folder.st_mode & 0o022) == (0, 0)
+        # Not even outside its sandboxed unit may the bot's user change what root admitted.
+        for argv in (["test", "-w", ADMITTED], ["touch", "/etc/nixos/steward/planted"],
+                     ["mv", PROPOSAL, ADMITTED]):  # fmt: skip
+            assert container.run(argv, user="steward", check=False).returncode != 0, argv
+        assert json.loads(admitted.read_text())["services"] == chosen["services"]
+
+        # A root key the bot's user plants stops the rebuild; root's copy stays as it was.
+        before = admitted.read_bytes()
+        propose(container, {**chosen, "system": {"ssh": {"rootKeys": [PLANTED_KEY]}}})
+        assert rebuild_as_the_bot(container)["Result"] == "exit-code"
+        said = [e["MESSAGE"] for e in journal(container, REBUILD)]
+        assert any("steward: desired state refused: system.ssh.rootKeys" in m for m in said)
+        assert admitted.read_bytes() == before
+    finally:
+        container.run(["rm", "-f", PROPOSAL])
+        container.run(["systemctl", "reset-failed", "--", REBUILD], check=False)
+
+
 # -- backups and restores in the root units ------------------------------------------------------
 
 

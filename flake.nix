@@ -3,8 +3,6 @@
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
 
-  # This flake lives in nixos/ of the repository; in a git checkout `nix build ./nixos` copies
-  # the whole repository, so package.nix can reach ../bot and the rest.
   outputs =
     { self, nixpkgs }:
     let
@@ -15,25 +13,29 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
     in
     {
-      # The bot alone; desiredState adds what the owners choose from chat (it reads a file
-      # outside the flake, so builds need --impure, as the rebuild units pass).
-      nixosModules.desiredState = ./desired-state.nix;
+      # The bot, its root units and the desired state chosen from chat, in one import:
+      #   imports = [ steward.nixosModules.default ];
+      #   services.steward.desiredStateFile = ./steward/desired-state.json;
       nixosModules.default =
         { lib, pkgs, ... }:
         {
-          imports = [ ./module.nix ];
+          imports = [
+            ./nixos/module.nix
+            ./nixos/desired-state.nix
+          ];
           services.steward.package =
             lib.mkDefault
               self.packages.${pkgs.stdenv.hostPlatform.system}.default;
         };
+      nixosModules.steward = self.nixosModules.default;
 
       packages = forAllSystems (pkgs: {
-        default = pkgs.callPackage ./package.nix { };
+        default = pkgs.callPackage ./nixos/package.nix { };
       });
 
       checks = forAllSystems (pkgs: {
         package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
-        vm = import ./tests/vm.nix {
+        vm = import ./nixos/tests/vm.nix {
           inherit pkgs;
           stewardModule = self.nixosModules.default;
         };
