@@ -95,6 +95,8 @@ class FakeDigitalOcean(LoopbackApi):
     """``action_polls`` is how many polls an action stays in progress; ``hold_actions`` keeps
     them in progress; an action whose type is in ``fail_types`` ends ``errored``."""
 
+    tables = ("droplets", "volumes", "snapshots")
+
     def __init__(self, token: str = TOKEN, read_token: str = READ_TOKEN) -> None:
         super().__init__()
         self.tokens = {token: "write", read_token: "read"}
@@ -170,13 +172,6 @@ class FakeDigitalOcean(LoopbackApi):
             if resource_type == "droplet":
                 self.droplets[droplet_id]["snapshot_ids"].append(int(snapshot_id))
         return snapshot
-
-    def state(self) -> JSON:
-        """A deep copy of everything a call could change, to compare before and after."""
-        with self.lock:
-            return copy.deepcopy(
-                {"droplets": self.droplets, "volumes": self.volumes, "snapshots": self.snapshots}
-            )
 
     # -- answers (server threads) -------------------------------------------------------------
 

@@ -118,6 +118,7 @@ class FakeHetzner(LoopbackApi):
     ``GET /actions/{id}`` an action stays running; ``hold_actions`` keeps them running."""
 
     api_prefix = "/v1"
+    tables = ("servers", "volumes", "images")
 
     def __init__(self, token: str = TOKEN, read_token: str = READ_TOKEN) -> None:
         super().__init__()
@@ -200,13 +201,6 @@ class FakeHetzner(LoopbackApi):
         with self.lock:
             self.images[image_id] = image
         return image
-
-    def state(self) -> JSON:
-        """A deep copy of everything a call could change, to compare before and after."""
-        with self.lock:
-            return copy.deepcopy(
-                {"servers": self.servers, "volumes": self.volumes, "images": self.images}
-            )
 
     def pricing(self) -> JSON:
         return {

@@ -78,6 +78,7 @@ class FakeOvh(LoopbackApi):
     of work stays unfinished; ``hold_operations`` keeps it unfinished."""
 
     api_prefix = "/1.0"
+    tables = ("instances", "volumes", "images")
     content_type = "application/json; charset=utf-8"
 
     def __init__(self) -> None:
@@ -152,12 +153,6 @@ class FakeOvh(LoopbackApi):
         with self.lock:
             self.images[image["id"]] = image
         return image
-
-    def state(self) -> JSON:
-        with self.lock:
-            return copy.deepcopy(
-                {"instances": self.instances, "volumes": self.volumes, "images": self.images}
-            )
 
     def catalogue(self) -> JSON:
         addons = [

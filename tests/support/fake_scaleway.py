@@ -78,6 +78,8 @@ class FakeScaleway(LoopbackApi):
     actions, resizes and snapshots end in failure (the resource as it was, the snapshot in
     ``error``)."""
 
+    tables = ("servers", "volumes", "snapshots")
+
     def __init__(self) -> None:
         super().__init__()
         self.keys = {SECRET_KEY: "read_write", READ_KEY: "read"}
@@ -154,13 +156,6 @@ class FakeScaleway(LoopbackApi):
 
     def root_volume(self, server: JSON) -> JSON:
         return self.volumes[server["volumes"]["0"]["id"]]
-
-    def state(self) -> JSON:
-        """A deep copy of everything a call could change, to compare before and after."""
-        with self.lock:
-            return copy.deepcopy(
-                {"servers": self.servers, "volumes": self.volumes, "snapshots": self.snapshots}
-            )
 
     # -- request handling (server threads) ------------------------------------------------------
 

@@ -11,6 +11,7 @@ event loop from waiting on each other. A fault is answered by the subclass
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import threading
@@ -83,6 +84,7 @@ class LoopbackApi:
     slow_seconds = 2.0
     api_prefix = ""
     content_type = "application/json"
+    tables: tuple[str, ...] = ()  # the attributes a call may change, for state()
 
     def __init__(self) -> None:
         self.requests: list[Request] = []
@@ -105,6 +107,11 @@ class LoopbackApi:
     def encode(self, payload: Any) -> bytes:
         """The body of an answer: its JSON, or nothing for None."""
         return b"" if payload is None else json.dumps(payload).encode()
+
+    def state(self) -> JSON:
+        """A deep copy of everything a call could change, to compare before and after."""
+        with self.lock:
+            return copy.deepcopy({name: getattr(self, name) for name in self.tables})
 
     # -- lifecycle ----------------------------------------------------------------------------
 
