@@ -19,7 +19,6 @@ GB-month at the rates DigitalOcean publishes (below); the API has no price list 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -37,7 +36,11 @@ from providers.base.server import (
     Volume,
     check_new_volume_size,
     check_power_action,
+    check_volume_size,
+    choose_this_server,
+    holding_address,
     server_error,
+    snapshot_cost,
 )
 
 if TYPE_CHECKING:
@@ -146,16 +149,10 @@ class DigitalOceanServerProvider:
 
     async def snapshot_cost_estimate(self) -> SnapshotCostEstimate:
         def call() -> SnapshotCostEstimate:
-            per_gb = SNAPSHOT_PER_GB_MONTH
             found = self._all(self._client.snapshots.list, "snapshots", resource_type="droplet")
-            stored = sum((_gb(s.get("size_gigabytes")) for s in found), Decimal(0))
-            disk = Decimal(int(self._this().get("disk") or 0))
-            return SnapshotCostEstimate(
-                price_per_gb_month=per_gb,
-                existing_count=len(found),
-                existing_monthly=Price(stored * per_gb.gross, per_gb.currency),
-                new_snapshot_max_monthly=Price(disk * per_gb.gross, per_gb.currency),
-            )
+            stored = [_gb(s.get("size_gigabytes")) for s in found]
+            disk = int(self._this().get("disk") or 0)
+            return snapshot_cost(SNAPSHOT_PER_GB_MONTH, stored, disk)
 
         return await self._run(call)
 
@@ -173,9 +170,8 @@ class DigitalOceanServerProvider:
         return await self._run(call)
 
     async def volume_price(self, size_gb: int) -> Price:
-        if size_gb < 1:
-            raise ServerError("A volume size is a whole number of GB, at least 1.", "invalid_input")
-        return Price(VOLUME_PER_GB_MONTH.gross * size_gb, VOLUME_PER_GB_MONTH.currency)
+        check_volume_size(size_gb)
+        return VOLUME_PER_GB_MONTH.times(size_gb)
 
     async def power(self, server: str, action: PowerAction) -> None:
         check_power_action(action)
@@ -244,27 +240,24 @@ class DigitalOceanServerProvider:
     def _this(self) -> JSON:
         if self._this_id is not None:
             return self._find_droplet(str(self._this_id))
-        if self._droplet_ref:
-            found = self._find_droplet(self._droplet_ref)
-        elif self._public_ip:
-            found = self._droplet_with_ip(self._public_ip)
-        else:
-            raise ServerError(
-                "This droplet is not named: set STEWARD_DIGITALOCEAN_DROPLET to its id or name.",
-                "not_configured",
-            )
+        found = choose_this_server(
+            self._droplet_ref,
+            self._public_ip,
+            by_reference=self._find_droplet,
+            by_address=self._droplet_with_ip,
+            setting="STEWARD_DIGITALOCEAN_DROPLET",
+            what="droplet",
+        )
         self._this_id = int(found["id"])
         return found
 
     def _droplet_with_ip(self, address: str) -> JSON:
-        wanted = ipaddress.ip_address(address)
-        for droplet in self._all(self._client.droplets.list, "droplets"):
-            if wanted in _addresses(droplet):
-                return droplet
-        raise ServerError(
+        return holding_address(
+            self._all(self._client.droplets.list, "droplets"),
+            address,
+            _addresses,
             f"No droplet in this DigitalOcean account has the address {address}; "
             "set STEWARD_DIGITALOCEAN_DROPLET to its id or name.",
-            "not_found",
         )
 
     def _find_droplet(self, name_or_id: str) -> JSON:
@@ -347,9 +340,9 @@ def _public(droplet: JSON, family: str) -> str | None:
     return next((str(n["ip_address"]) for n in networks if n.get("type") == "public"), None)
 
 
-def _addresses(droplet: JSON) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _addresses(droplet: JSON) -> list[str]:
     found = (_public(droplet, "v4"), _public(droplet, "v6"))
-    return {ipaddress.ip_address(address) for address in found if address}
+    return [address for address in found if address]
 
 
 def _volume(volume: JSON) -> Volume:
@@ -362,13 +355,13 @@ def _volume(volume: JSON) -> Volume:
         # DigitalOcean's udev name for an attached volume
         linux_device=f"/dev/disk/by-id/scsi-0DO_Volume_{volume.get('name')}",
         server_id=str(droplets[0]) if droplets else None,
-        price_monthly=Price(VOLUME_PER_GB_MONTH.gross * size, VOLUME_PER_GB_MONTH.currency),
+        price_monthly=VOLUME_PER_GB_MONTH.times(size),
     )
 
 
 def _snapshot(snapshot: JSON) -> Snapshot:
     size = snapshot.get("size_gigabytes")
-    cost = None if size is None else Price(_gb(size) * SNAPSHOT_PER_GB_MONTH.gross, "USD")
+    cost = None if size is None else SNAPSHOT_PER_GB_MONTH.times(_gb(size))
     created = snapshot.get("created_at")
     return Snapshot(
         id=str(snapshot["id"]),

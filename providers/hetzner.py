@@ -13,7 +13,6 @@ action to reach ``success`` or ``error``, at most ``action_timeout`` seconds.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -31,7 +30,12 @@ from providers.base.server import (
     Volume,
     check_new_volume_size,
     check_power_action,
+    check_volume_size,
+    choose_this_server,
+    found_or_missing,
+    holding_address,
     server_error,
+    snapshot_cost,
 )
 
 if TYPE_CHECKING:
@@ -128,16 +132,9 @@ class HetznerServerProvider:
 
     async def snapshot_cost_estimate(self) -> SnapshotCostEstimate:
         def call() -> SnapshotCostEstimate:
-            per_gb = self._price_per_gb("image")
             images = self._client.images.get_all(type=["snapshot"])
-            stored = sum((Decimal(str(i.image_size or 0)) for i in images), Decimal(0))
-            disk = Decimal(self._disk_gb(self._this()))
-            return SnapshotCostEstimate(
-                price_per_gb_month=per_gb,
-                existing_count=len(images),
-                existing_monthly=Price(stored * per_gb.gross, per_gb.currency),
-                new_snapshot_max_monthly=Price(disk * per_gb.gross, per_gb.currency),
-            )
+            stored = [Decimal(str(i.image_size or 0)) for i in images]
+            return snapshot_cost(self._price_per_gb("image"), stored, self._disk_gb(self._this()))
 
         return await self._run(call)
 
@@ -152,14 +149,8 @@ class HetznerServerProvider:
         return await self._run(call)
 
     async def volume_price(self, size_gb: int) -> Price:
-        if size_gb < 1:
-            raise ServerError("A volume size is a whole number of GB, at least 1.", "invalid_input")
-
-        def call() -> Price:
-            per_gb = self._price_per_gb("volume")
-            return Price(per_gb.gross * size_gb, per_gb.currency)
-
-        return await self._run(call)
+        check_volume_size(size_gb)
+        return await self._run(lambda: self._price_per_gb("volume").times(size_gb))
 
     async def power(self, server: str, action: PowerAction) -> None:
         check_power_action(action)
@@ -214,32 +205,23 @@ class HetznerServerProvider:
     def _this(self) -> BoundServer:
         if self._this_id is not None:
             return self._client.servers.get_by_id(self._this_id)
-        if self._server_ref:
-            found = self._find_server(self._server_ref)
-        elif self._public_ip:
-            found = self._server_with_ip(self._public_ip)
-        else:
-            raise ServerError(
-                "This server is not named: set STEWARD_HCLOUD_SERVER to its id or name.",
-                "not_configured",
-            )
+        found = choose_this_server(
+            self._server_ref,
+            self._public_ip,
+            by_reference=self._find_server,
+            by_address=self._server_with_ip,
+            setting="STEWARD_HCLOUD_SERVER",
+        )
         self._this_id = found.id
         return found
 
     def _server_with_ip(self, address: str) -> BoundServer:
-        wanted = ipaddress.ip_address(address)
-        for candidate in self._client.servers.get_all():
-            net = candidate.public_net
-            if net is None:
-                continue
-            if net.ipv4 is not None and ipaddress.ip_address(net.ipv4.ip) == wanted:
-                return candidate
-            if net.ipv6 is not None and wanted in ipaddress.ip_network(net.ipv6.ip, strict=False):
-                return candidate
-        raise ServerError(
+        return holding_address(
+            self._client.servers.get_all(),
+            address,
+            _public_networks,
             f"No server in this Hetzner project has the address {address}; "
             "set STEWARD_HCLOUD_SERVER to its id or name.",
-            "not_found",
         )
 
     def _find_server(self, name_or_id: str) -> BoundServer:
@@ -258,15 +240,7 @@ class HetznerServerProvider:
     def _resolve(lookup: Callable[[], _T | None], missing: str) -> _T:
         from hcloud import APIException  # noqa: PLC0415
 
-        try:
-            found = lookup()
-        except APIException as exc:
-            if exc.code != "not_found":
-                raise
-            found = None
-        if found is None:
-            raise ServerError(missing, "not_found")
-        return found
+        return found_or_missing(lookup, missing, APIException)
 
     # -- prices -----------------------------------------------------------------------------------
 
@@ -333,13 +307,13 @@ def _volume(volume: BoundVolume, per_gb: Price) -> Volume:
         size_gb=size,
         linux_device=volume.linux_device or "",
         server_id=str(volume.server.id) if volume.server is not None else None,
-        price_monthly=Price(per_gb.gross * size, per_gb.currency),
+        price_monthly=per_gb.times(size),
     )
 
 
 def _snapshot(image: BoundImage, per_gb: Price) -> Snapshot:
     size = image.image_size
-    cost = None if size is None else Price(Decimal(str(size)) * per_gb.gross, per_gb.currency)
+    cost = None if size is None else per_gb.times(Decimal(str(size)))
     return Snapshot(
         id=str(_known(image.id)),
         description=image.description or "",
@@ -347,6 +321,14 @@ def _snapshot(image: BoundImage, per_gb: Price) -> Snapshot:
         size_gb=size,
         monthly_cost=cost,
     )
+
+
+def _public_networks(server: BoundServer) -> list[str]:
+    """The public IPv4 address and the routed IPv6 network."""
+    net = server.public_net
+    ipv4 = net.ipv4.ip if net and net.ipv4 else None
+    ipv6 = net.ipv6.ip if net and net.ipv6 else None
+    return [n for n in (ipv4, ipv6) if n]
 
 
 def _known(resource_id: int | None) -> int:

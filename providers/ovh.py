@@ -30,7 +30,6 @@ slot, not a list, so most of the protocol would be refusals.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import time
 from collections.abc import Callable
@@ -48,7 +47,12 @@ from providers.base.server import (
     Volume,
     check_new_volume_size,
     check_power_action,
+    check_volume_size,
+    choose_this_server,
+    holding_address,
     server_error,
+    settle,
+    snapshot_cost,
 )
 from providers.ovh_catalogue import SNAPSHOT_PLAN, SUBSIDIARY, VOLUME_PLAN, PriceCatalogue
 from providers.ovh_errors import classify
@@ -152,15 +156,9 @@ class OvhServerProvider:
     async def snapshot_cost_estimate(self) -> SnapshotCostEstimate:
         def call() -> SnapshotCostEstimate:
             per_gb = self._prices().per_gb_month(SNAPSHOT_PLAN, SNAPSHOT_PLAN)
-            images = self._get("/snapshot")
-            stored = sum((Decimal(str(i.get("size") or 0)) for i in images), Decimal(0))
+            stored = [Decimal(str(i.get("size") or 0)) for i in self._get("/snapshot")]
             disk = Decimal(self._instance(self._this())["flavor"]["disk"])
-            return SnapshotCostEstimate(
-                price_per_gb_month=per_gb,
-                existing_count=len(images),
-                existing_monthly=Price(stored * per_gb.gross, per_gb.currency),
-                new_snapshot_max_monthly=Price(disk * per_gb.gross, per_gb.currency),
-            )
+            return snapshot_cost(per_gb, stored, disk)
 
         return await self._run(call)
 
@@ -175,14 +173,10 @@ class OvhServerProvider:
         return await self._run(call)
 
     async def volume_price(self, size_gb: int) -> Price:
-        if size_gb < 1:
-            raise ServerError("A volume size is a whole number of GB, at least 1.", "invalid_input")
-
-        def call() -> Price:
-            per_gb = self._prices().per_gb_month(VOLUME_PLAN, VOLUME_PLAN)
-            return Price(per_gb.gross * size_gb, per_gb.currency)
-
-        return await self._run(call)
+        check_volume_size(size_gb)
+        return await self._run(
+            lambda: self._prices().per_gb_month(VOLUME_PLAN, VOLUME_PLAN).times(size_gb)
+        )
 
     async def power(self, server: str, action: PowerAction) -> None:
         check_power_action(action)
@@ -222,18 +216,9 @@ class OvhServerProvider:
     # -- waiting for operations -----------------------------------------------------------------
 
     def _settle(self, read: Callable[[], _T], done: Callable[[_T], bool], what: str) -> _T:
-        deadline = time.monotonic() + self._timeout
-        while True:
-            found = read()
-            if done(found):
-                return found
-            if time.monotonic() >= deadline:
-                raise ServerError(
-                    f"OVHcloud did not finish the {what} within {self._timeout:g} s; "
-                    "it may still be running.",
-                    "action_timeout",
-                )
-            time.sleep(self._poll)
+        return settle(
+            read, done, what=what, provider="OVHcloud", timeout=self._timeout, interval=self._poll
+        )
 
     def _await_image(self, before: set[str], name: str) -> JSON:
         def made() -> JSON | None:
@@ -273,15 +258,13 @@ class OvhServerProvider:
     def _this(self) -> str:
         if self._this_id is not None:
             return self._this_id
-        if self._instance_ref:
-            found = self._find_instance(self._instance_ref)
-        elif self._public_ip:
-            found = self._instance_with_ip(self._public_ip)
-        else:
-            raise ServerError(
-                "This server is not named: set STEWARD_OVH_INSTANCE to its id or name.",
-                "not_configured",
-            )
+        found = choose_this_server(
+            self._instance_ref,
+            self._public_ip,
+            by_reference=self._find_instance,
+            by_address=self._instance_with_ip,
+            setting="STEWARD_OVH_INSTANCE",
+        )
         self._this_id = str(found["id"])
         return self._this_id
 
@@ -290,16 +273,16 @@ class OvhServerProvider:
         return found
 
     def _instance_with_ip(self, address: str) -> JSON:
-        wanted = ipaddress.ip_address(address)
-        for candidate in self._get("/instance"):
-            public = [a for a in candidate.get("ipAddresses", []) if a.get("type") == "public"]
-            if any(ipaddress.ip_address(a["ip"]) == wanted for a in public):
-                return self._instance(candidate["id"])
-        raise ServerError(
+        found = holding_address(
+            self._get("/instance"),
+            address,
+            lambda instance: [
+                a["ip"] for a in instance.get("ipAddresses", []) if a.get("type") == "public"
+            ],
             f"No instance in this OVHcloud project has the address {address}; "
             "set STEWARD_OVH_INSTANCE to its id or name.",
-            "not_found",
         )
+        return self._instance(found["id"])
 
     def _find_instance(self, name_or_id: str) -> JSON:
         missing = ServerError(
@@ -380,7 +363,7 @@ class OvhServerProvider:
             # virtio disks carry the first 20 characters of the volume id as their serial.
             linux_device=f"/dev/disk/by-id/virtio-{str(volume['id'])[:20]}",
             server_id=str(attached[0]) if attached else None,
-            price_monthly=Price(per_gb.gross * size, per_gb.currency),
+            price_monthly=per_gb.times(size),
         )
 
     def _snapshot_list(self) -> list[Snapshot]:
@@ -391,7 +374,7 @@ class OvhServerProvider:
         per_gb = self._prices().per_gb_month(image.get("planCode"), SNAPSHOT_PLAN)
         ready = image.get("status") == "active" and image.get("size") is not None
         size = float(image["size"]) if ready else None
-        cost = None if size is None else Price(Decimal(str(size)) * per_gb.gross, per_gb.currency)
+        cost = None if size is None else per_gb.times(Decimal(str(size)))
         created = image.get("creationDate")
         return Snapshot(
             id=str(image["id"]),

@@ -44,7 +44,13 @@ from providers.base.server import (
     Volume,
     check_new_volume_size,
     check_power_action,
+    check_volume_size,
+    choose_this_server,
+    found_or_missing,
+    holding_address,
     server_error,
+    settle,
+    snapshot_cost,
 )
 from providers.scaleway_transport import ScalewayApiError, ScalewayTransport, through
 
@@ -162,15 +168,8 @@ class ScalewayServerProvider:
     async def snapshot_cost_estimate(self) -> SnapshotCostEstimate:
         def call() -> SnapshotCostEstimate:
             per_gb = self._per_gb_month(snapshot=True)
-            found = self._all_snapshots()
-            stored = sum((_gb(s.size) for s in found), Decimal(0))
-            disk = Decimal(self._disk_gb(self._this()))
-            return SnapshotCostEstimate(
-                price_per_gb_month=per_gb,
-                existing_count=len(found),
-                existing_monthly=Price(stored * per_gb.gross, per_gb.currency),
-                new_snapshot_max_monthly=Price(disk * per_gb.gross, per_gb.currency),
-            )
+            stored = [_gb(s.size) for s in self._all_snapshots()]
+            return snapshot_cost(per_gb, stored, self._disk_gb(self._this()))
 
         return await self._run(call)
 
@@ -193,14 +192,8 @@ class ScalewayServerProvider:
         return await self._run(call)
 
     async def volume_price(self, size_gb: int) -> Price:
-        if size_gb < 1:
-            raise ServerError("A volume size is a whole number of GB, at least 1.", "invalid_input")
-
-        def call() -> Price:
-            per_gb = self._per_gb_month()
-            return Price(per_gb.gross * size_gb, per_gb.currency)
-
-        return await self._run(call)
+        check_volume_size(size_gb)
+        return await self._run(lambda: self._per_gb_month().times(size_gb))
 
     async def power(self, server: str, action: PowerAction) -> None:
         check_power_action(action)
@@ -232,45 +225,37 @@ class ScalewayServerProvider:
             raise server_error(failure.code) from None
 
     def _settle(self, fetch: Callable[[], _T], done: Callable[[_T], bool], what: str) -> _T:
-        deadline = time.monotonic() + self._action_timeout
-        while True:
-            found = fetch()
-            if done(found):
-                return found
-            if time.monotonic() >= deadline:
-                raise ServerError(
-                    f"Scaleway did not finish the {what} within {self._action_timeout:g} s; "
-                    "it may still be running.",
-                    "action_timeout",
-                )
-            time.sleep(self._poll)
+        return settle(
+            fetch,
+            done,
+            what=what,
+            provider="Scaleway",
+            timeout=self._action_timeout,
+            interval=self._poll,
+        )
 
     # -- lookups ----------------------------------------------------------------------------------
 
     def _this(self) -> Any:
         if self._this_id is not None:
             return self._instance.get_server(server_id=self._this_id).server
-        if self._server_ref:
-            found = self._find_server(self._server_ref)
-        elif self._public_ip:
-            found = self._server_with_ip(self._public_ip)
-        else:
-            raise ServerError(
-                "This server is not named: set STEWARD_SCALEWAY_SERVER to its id or name.",
-                "not_configured",
-            )
+        found = choose_this_server(
+            self._server_ref,
+            self._public_ip,
+            by_reference=self._find_server,
+            by_address=self._server_with_ip,
+            setting="STEWARD_SCALEWAY_SERVER",
+        )
         self._this_id = found.id
         return found
 
     def _server_with_ip(self, address: str) -> Any:
-        wanted = ipaddress.ip_address(address)
-        for candidate in self._instance.list_servers_all(project=self._project):
-            if any(ipaddress.ip_address(ip.address) == wanted for ip in candidate.public_ips):
-                return candidate
-        raise ServerError(
+        return holding_address(
+            self._instance.list_servers_all(project=self._project),
+            address,
+            lambda server: [str(ip.address) for ip in server.public_ips],
             f"No instance in this Scaleway project and zone has the address {address}; "
             "set STEWARD_SCALEWAY_SERVER to its id or name.",
-            "not_found",
         )
 
     def _find_server(self, name_or_id: str) -> Any:
@@ -299,15 +284,7 @@ class ScalewayServerProvider:
 
     @staticmethod
     def _resolve(lookup: Callable[[], _T | None], missing: str) -> _T:
-        try:
-            found = lookup()
-        except ScalewayApiError as failure:
-            if failure.code != "not_found":
-                raise
-            found = None
-        if found is None:
-            raise ServerError(missing, "not_found")
-        return found
+        return found_or_missing(lookup, missing, ScalewayApiError)
 
     # -- facts and prices -------------------------------------------------------------------------
 
@@ -377,14 +354,14 @@ class ScalewayServerProvider:
             size_gb=size,
             linux_device=f"/dev/disk/by-id/scsi-0SCW_sbs_volume-{volume.id}",
             server_id=attached[0] if attached else None,
-            price_monthly=Price(per_gb.gross * size, per_gb.currency),
+            price_monthly=per_gb.times(size),
         )
 
     def _snapshot(self, snapshot: Any) -> Snapshot:
         per_gb = self._per_gb_month(snapshot=True)
         ready = str(snapshot.status) == "available"
         size = float(_gb(snapshot.size)) if ready else None
-        cost = Price(_gb(snapshot.size) * per_gb.gross, per_gb.currency) if ready else None
+        cost = per_gb.times(_gb(snapshot.size)) if ready else None
         return Snapshot(
             id=snapshot.id,
             description=snapshot.name,

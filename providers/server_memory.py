@@ -23,7 +23,9 @@ from providers.base.server import (
     Volume,
     check_new_volume_size,
     check_power_action,
+    check_volume_size,
     server_error,
+    snapshot_cost,
 )
 
 _POWER_RESULT = {"poweron": "running", "poweroff": "off", "reset": "running"}
@@ -127,13 +129,8 @@ class MemoryServerProvider:
     async def snapshot_cost_estimate(self) -> SnapshotCostEstimate:
         self._check("snapshot_cost_estimate")
         sizes = [Decimal(str(s.size_gb or 0)) for s in self.snapshot_list.values()]
-        disk = Decimal(self.servers[self.this_server_id].disk_gb)
-        return SnapshotCostEstimate(
-            price_per_gb_month=Price(self.image_price_per_gb, self.currency),
-            existing_count=len(sizes),
-            existing_monthly=Price(sum(sizes, Decimal(0)) * self.image_price_per_gb, self.currency),
-            new_snapshot_max_monthly=Price(disk * self.image_price_per_gb, self.currency),
-        )
+        per_gb = Price(self.image_price_per_gb, self.currency)
+        return snapshot_cost(per_gb, sizes, self.servers[self.this_server_id].disk_gb)
 
     async def resize_volume(self, id_or_name: str, new_size_gb: int) -> Volume:
         self._check("resize_volume", id_or_name, str(new_size_gb))
@@ -147,8 +144,7 @@ class MemoryServerProvider:
 
     async def volume_price(self, size_gb: int) -> Price:
         self._check("volume_price", str(size_gb))
-        if size_gb < 1:
-            raise ServerError("A volume size is a whole number of GB, at least 1.", "invalid_input")
+        check_volume_size(size_gb)
         return self._volume_price(size_gb)
 
     async def power(self, server: str, action: PowerAction) -> None:

@@ -6,13 +6,17 @@ publishes them; nothing here is a float.
 
 from __future__ import annotations
 
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol, get_args
+from typing import Literal, Protocol, TypeVar, get_args
 
 PowerAction = Literal["reset", "poweroff", "poweron"]
 POWER_ACTIONS: tuple[str, ...] = get_args(PowerAction)
+_T = TypeVar("_T")
 
 
 class ServerError(Exception):
@@ -62,6 +66,10 @@ class Price:
 
     def __str__(self) -> str:
         return f"{self.gross.quantize(Decimal('0.01'))} {self.currency}"
+
+    def times(self, quantity: Decimal | int) -> Price:
+        """This price per unit (a GB-month), for ``quantity`` units."""
+        return Price(self.gross * quantity, self.currency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,3 +174,94 @@ def check_power_action(action: str) -> None:
             f"Unknown power action {action!r}; use one of {', '.join(POWER_ACTIONS)}.",
             "invalid_input",
         )
+
+
+def check_volume_size(size_gb: int) -> None:
+    """The rule every implementation applies before pricing a volume."""
+    if size_gb < 1:
+        raise ServerError("A volume size is a whole number of GB, at least 1.", "invalid_input")
+
+
+def snapshot_cost(
+    per_gb: Price, stored_sizes: Iterable[Decimal], disk_gb: Decimal | int
+) -> SnapshotCostEstimate:
+    """The estimate from the price per GB-month, the sizes of the snapshots kept today (0 for
+    one still being made) and this server's disk, the most one more snapshot can hold."""
+    sizes = list(stored_sizes)
+    return SnapshotCostEstimate(
+        price_per_gb_month=per_gb,
+        existing_count=len(sizes),
+        existing_monthly=per_gb.times(sum(sizes, Decimal(0))),
+        new_snapshot_max_monthly=per_gb.times(Decimal(disk_gb)),
+    )
+
+
+def choose_this_server(
+    reference: str | None,
+    public_ip: str | None,
+    *,
+    by_reference: Callable[[str], _T],
+    by_address: Callable[[str], _T],
+    setting: str,
+    what: str = "server",
+) -> _T:
+    """The server the bot runs on: by its configured id or name (``setting``), else by its
+    public address; with neither, a ServerError naming the setting."""
+    if reference:
+        return by_reference(reference)
+    if public_ip:
+        return by_address(public_ip)
+    raise ServerError(
+        f"This {what} is not named: set {setting} to its id or name.", "not_configured"
+    )
+
+
+def holding_address(
+    candidates: Iterable[_T], address: str, networks: Callable[[_T], Iterable[str]], missing: str
+) -> _T:
+    """The first candidate whose public addresses or networks (``networks()``: ``a.b.c.d``,
+    ``2001:db8::1``, ``2001:db8::/64``) hold ``address``; else ServerError ``missing``."""
+    wanted = ipaddress.ip_address(address)
+    for candidate in candidates:
+        if any(wanted in ipaddress.ip_network(n, strict=False) for n in networks(candidate)):
+            return candidate
+    raise ServerError(missing, "not_found")
+
+
+def found_or_missing(lookup: Callable[[], _T | None], missing: str, errors: type[Exception]) -> _T:
+    """What ``lookup`` finds; a ServerError ``missing`` when it finds nothing or raises one of
+    ``errors`` (the SDK's) with the code ``not_found``. Other errors pass through."""
+    try:
+        found = lookup()
+    except errors as exc:
+        if getattr(exc, "code", None) != "not_found":
+            raise
+        found = None
+    if found is None:
+        raise ServerError(missing, "not_found")
+    return found
+
+
+def settle(
+    read: Callable[[], _T],
+    done: Callable[[_T], bool],
+    *,
+    what: str,
+    provider: str,
+    timeout: float,
+    interval: float,
+) -> _T:
+    """Read a resource every ``interval`` seconds until ``done``; after ``timeout`` seconds a
+    ServerError ``action_timeout`` says that the provider did not finish ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read()
+        if done(found):
+            return found
+        if time.monotonic() >= deadline:
+            raise ServerError(
+                f"{provider} did not finish the {what} within {timeout:g} s; "
+                "it may still be running.",
+                "action_timeout",
+            )
+        time.sleep(interval)

@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from providers.digitalocean import DigitalOceanServerProvider
-from tests.support.loopback_api import JSON, Answer, LoopbackApi
+from tests.support.loopback_api import (
+    JSON,
+    Answer,
+    Call,
+    LoopbackApi,
+    Progress,
+    Query,
+    json_object,
+    last_page,
+    page_of,
+    query_int,
+)
 
 TOKEN = "dop_v1_test"  # read and write
 READ_TOKEN = "dop_v1_read"  # a token made with the read scope only
@@ -86,6 +95,8 @@ class FakeDigitalOcean(LoopbackApi):
     """``action_polls`` is how many polls an action stays in progress; ``hold_actions`` keeps
     them in progress; an action whose type is in ``fail_types`` ends ``errored``."""
 
+    tables = ("droplets", "volumes", "snapshots")
+
     def __init__(self, token: str = TOKEN, read_token: str = READ_TOKEN) -> None:
         super().__init__()
         self.tokens = {token: "write", read_token: "read"}
@@ -98,12 +109,8 @@ class FakeDigitalOcean(LoopbackApi):
         self.volumes: dict[str, JSON] = {}
         self.snapshots: dict[str, JSON] = {}
         self.actions: dict[int, JSON] = {}
-        self._pending: dict[int, tuple[int, Callable[[bool], None]]] = {}
+        self._pending: Progress[int] = Progress()
         self._ids = itertools.count(3164400)
-
-    @property
-    def api_url(self) -> str:
-        return self.base_url  # pydo's endpoint: its paths start with /v2
 
     # -- set-up and inspection ------------------------------------------------------------------
 
@@ -166,13 +173,6 @@ class FakeDigitalOcean(LoopbackApi):
                 self.droplets[droplet_id]["snapshot_ids"].append(int(snapshot_id))
         return snapshot
 
-    def state(self) -> JSON:
-        """A deep copy of everything a call could change, to compare before and after."""
-        with self.lock:
-            return copy.deepcopy(
-                {"droplets": self.droplets, "volumes": self.volumes, "snapshots": self.snapshots}
-            )
-
     # -- answers (server threads) -------------------------------------------------------------
 
     def known_fault(self, kind: str) -> bool:
@@ -181,12 +181,11 @@ class FakeDigitalOcean(LoopbackApi):
     def fault_answer(self, kind: str) -> Answer:
         return self._error(ApiError(kind))
 
-    def answer(self, method: str, target: str, token: str | None, body: bytes) -> Answer:
-        url = urlsplit(target)
+    def answer(self, call: Call) -> Answer:  # pydo's endpoint is base_url: paths start /v2
         with self.lock:
             try:
-                self._authorize(method, token)
-                status, payload = self._route(method, url.path, parse_qs(url.query), body)
+                self._authorize(call.method, call.bearer)
+                status, payload = self._route(call.method, call.path, call.query, call.body)
             except ApiError as err:
                 return self._error(err)
         return Answer(status, payload, self._limits(remaining=4999))
@@ -211,7 +210,7 @@ class FakeDigitalOcean(LoopbackApi):
             raise ApiError("forbidden")
 
     def _route(  # noqa: PLR0911 - one flat table of routes reads best
-        self, method: str, path: str, query: dict[str, list[str]], body: bytes
+        self, method: str, path: str, query: Query, body: bytes
     ) -> tuple[int, JSON | None]:
         data = _json_body(body) if method == "POST" else {}
         match method, [p for p in path.split("/") if p]:
@@ -243,12 +242,11 @@ class FakeDigitalOcean(LoopbackApi):
                 return 204, None
         raise ApiError("not_found")
 
-    def _list(
-        self, path: str, key: str, items: Iterable[JSON], query: dict[str, list[str]]
-    ) -> JSON:
+    def _list(self, path: str, key: str, items: Iterable[JSON], query: Query) -> JSON:
         rows = [r for r in items if "name" not in query or r.get("name") == query["name"][0]]
-        page, per_page = _int(query, "page", 1), min(_int(query, "per_page", 20), 200)
-        last = max(1, math.ceil(len(rows) / per_page))
+        page = query_int(query, "page", 1, _invalid)
+        per_page = min(query_int(query, "per_page", 20, _invalid), 200)
+        last = last_page(len(rows), per_page)
 
         def link(number: int) -> str:
             kept = {k: v[0] for k, v in query.items() if k not in {"page", "per_page"}}
@@ -260,7 +258,7 @@ class FakeDigitalOcean(LoopbackApi):
             pages.update(first=link(1), prev=link(min(page - 1, last)))
         if page < last or self.always_next:
             pages.update(last=link(last), next=link(page + 1))
-        chunk = rows[(page - 1) * per_page : page * per_page]
+        chunk = page_of(rows, page, per_page)
         return {key: copy.deepcopy(chunk), "links": {"pages": pages}, "meta": {"total": len(rows)}}
 
     def _droplet(self, raw_id: str) -> JSON:
@@ -323,21 +321,18 @@ class FakeDigitalOcean(LoopbackApi):
             "region_slug": region["slug"],
         }  # fmt: skip
         self.actions[action["id"]] = action
-        self._pending[action["id"]] = (self.action_polls, effect)
+
+        def finish() -> None:
+            ok = action["type"] not in self.fail_types
+            effect(ok)
+            action.update(status="completed" if ok else "errored", completed_at=_now())
+
+        self._pending.start(action["id"], self.action_polls, finish)
         return copy.deepcopy(action)
 
     def _poll(self, raw_id: str) -> JSON:
         action = self._found(self.actions.get(int(raw_id)) if raw_id.isdigit() else None)
-        pending = self._pending.get(action["id"])
-        if pending is not None and not self.hold_actions:
-            left, effect = pending
-            if left > 0:
-                self._pending[action["id"]] = (left - 1, effect)
-            else:
-                del self._pending[action["id"]]
-                ok = action["type"] not in self.fail_types
-                effect(ok)
-                action.update(status="completed" if ok else "errored", completed_at=_now())
+        self._pending.poll(action["id"], hold=self.hold_actions)
         return copy.deepcopy(action)
 
 
@@ -346,21 +341,16 @@ def _as_droplet_snapshot(snapshot: JSON) -> JSON:
     return {**snapshot, "id": int(snapshot["id"]), "type": "snapshot"}
 
 
-def _int(query: dict[str, list[str]], name: str, default: int) -> int:
-    raw = query.get(name, [str(default)])[0]
-    if not raw.isdigit() or int(raw) < 1:
-        raise ApiError("bad_request", f"invalid {name}")
-    return int(raw)
+def _invalid(name: str) -> ApiError:
+    return ApiError("bad_request", f"invalid {name}")
 
 
 def _json_body(body: bytes) -> JSON:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        raise ApiError("bad_request", "invalid JSON in request body") from None
-    if not isinstance(data, dict):
-        raise ApiError("bad_request", "request body must be a JSON object")
-    return data
+    return json_object(
+        body,
+        ApiError("bad_request", "invalid JSON in request body"),
+        ApiError("bad_request", "request body must be a JSON object"),
+    )
 
 
 def digitalocean_adapter(fake: FakeDigitalOcean, **options: Any) -> DigitalOceanServerProvider:

@@ -6,28 +6,33 @@ lists (``page``, ``per_page`` default 25, max 50), the ``RateLimit-*`` headers, 
 are ``running`` when created and reach ``success`` (or ``error``) as they are polled through
 ``GET /actions/{id}``. A resource with a running action is ``locked`` (423) for new actions.
 
-It serves from its own thread (stdlib ``ThreadingHTTPServer``), so the client's synchronous
-calls and the test's event loop never wait on each other. Faults are injected with
+It serves from its own thread (``tests.support.loopback_api``). Faults are injected with
 ``inject()``: an error code (rate_limit_exceeded 429, locked 423, unauthorized 401, forbidden
-403, service_error 503, ...) or ``"drop"``, which cuts the connection without an answer.
+403, service_error 503, ...), ``"drop"``, which cuts the connection without an answer, or
+``"slow"``.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
-import math
-import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-JSON = dict[str, Any]
+from tests.support.loopback_api import (
+    JSON,
+    Answer,
+    Call,
+    LoopbackApi,
+    Progress,
+    Query,
+    json_object,
+    last_page,
+    page_of,
+    query_int,
+)
 
 STATUS_OF = {
     "unauthorized": 401,
@@ -100,20 +105,6 @@ def server_type_json(spec: tuple[int, str, int, float, int, str]) -> JSON:
             "architecture": "x86", "category": "cost_optimized"}  # fmt: skip
 
 
-@dataclass
-class Fault:
-    kind: str  # an error code, or "drop"
-    times: int | None  # None: until clear_faults()
-    method: str | None = None  # only requests with this method
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str
-    status: int
-
-
 class ApiError(Exception):
     def __init__(self, code: str, message: str | None = None, details: JSON | None = None):
         super().__init__(code)
@@ -122,11 +113,15 @@ class ApiError(Exception):
         self.details = details if details is not None else {}
 
 
-class FakeHetzner:
+class FakeHetzner(LoopbackApi):
     """``tokens`` maps a token to ``"read_write"`` or ``"read"``. ``action_polls`` is how many
     ``GET /actions/{id}`` an action stays running; ``hold_actions`` keeps them running."""
 
+    api_prefix = "/v1"
+    tables = ("servers", "volumes", "images")
+
     def __init__(self, token: str = TOKEN, read_token: str = READ_TOKEN) -> None:
+        super().__init__()
         self.tokens = {token: "read_write", read_token: "read"}
         self.readonly_code = "forbidden"
         self.action_polls = 1
@@ -136,55 +131,9 @@ class FakeHetzner:
         self.volumes: dict[int, JSON] = {}
         self.images: dict[int, JSON] = {}
         self.actions: dict[int, JSON] = {}
-        self.requests: list[Request] = []
-        self._faults: list[Fault] = []
-        self._pending: dict[int, tuple[int, Any]] = {}  # action id -> (polls left, effect)
+        self._pending: Progress[int] = Progress()  # by action id
         self._ids = itertools.count(100)
-        self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.server_types = {t[0]: server_type_json(t) for t in SERVER_TYPES}
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def api_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the fake Hetzner API is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def start(self) -> FakeHetzner:
-        fake = self
-
-        class Handler(_Handler):
-            api = fake
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> FakeHetzner:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- set-up and inspection ----------------------------------------------------------------
 
@@ -220,7 +169,7 @@ class FakeHetzner:
             "labels": {}, "volumes": [], "load_balancers": [], "primary_disk_size": stype["disk"],
             "placement_group": None,
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.servers[server_id] = server
         return server
 
@@ -232,7 +181,7 @@ class FakeHetzner:
             "linux_device": f"/dev/disk/by-id/scsi-0HC_Volume_{volume_id}",
             "protection": {"delete": False}, "labels": {}, "status": "available", "format": "ext4",
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.volumes[volume_id] = volume
             if server_id is not None:
                 self.servers[server_id]["volumes"].append(volume_id)
@@ -249,28 +198,9 @@ class FakeHetzner:
             "protection": {"delete": False}, "deprecated": None, "deleted": None, "labels": {},
             "architecture": "x86",
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.images[image_id] = image
         return image
-
-    def inject(self, kind: str, times: int | None = 1, method: str | None = None) -> None:
-        """Answer the next ``times`` requests (all, if None) with error ``kind`` or a cut
-        connection (``"drop"``); ``method`` limits it to e.g. POST."""
-        if kind != "drop" and kind not in STATUS_OF:
-            raise ValueError(f"unknown error code {kind}")
-        with self._lock:
-            self._faults.append(Fault(kind, times, method))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def state(self) -> JSON:
-        """A deep copy of everything a call could change, to compare before and after."""
-        with self._lock:
-            return copy.deepcopy(
-                {"servers": self.servers, "volumes": self.volumes, "images": self.images}
-            )
 
     def pricing(self) -> JSON:
         return {
@@ -286,42 +216,28 @@ class FakeHetzner:
 
     # -- request handling (server threads) --------------------------------------------------------
 
-    def handle(
-        self, method: str, target: str, token: str | None, body: bytes
-    ) -> tuple[int, JSON | None]:
-        """Returns (status, payload); a status of 0 means: cut the connection."""
-        url = urlsplit(target)
-        path = url.path.removeprefix("/v1")
-        with self._lock:
-            fault = self._take_fault(method)
-            if fault == "drop":
-                self.requests.append(Request(method, path, 0))
-                return 0, None
+    def known_fault(self, kind: str) -> bool:
+        return kind in STATUS_OF
+
+    def fault_answer(self, kind: str) -> Answer:
+        return self._error(ApiError(kind))
+
+    def answer(self, call: Call) -> Answer:
+        path = call.path.removeprefix(self.api_prefix)
+        with self.lock:
             try:
-                self._authorize(method, token, fault)
-                status, payload = self._route(method, path, parse_qs(url.query), body)
+                self._authorize(call.method, call.bearer)
+                status, payload = self._route(call.method, path, call.query, call.body)
             except ApiError as err:
-                status = STATUS_OF.get(err.code, 400)
-                payload = {
-                    "error": {"code": err.code, "message": err.message, "details": err.details}
-                }
-            self.requests.append(Request(method, path, status))
-            return status, payload
+                return self._error(err)
+        return _with_limits(status, payload)
 
-    def _take_fault(self, method: str) -> str | None:
-        for fault in self._faults:
-            if fault.method not in (None, method):
-                continue
-            if fault.times is not None:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-            return fault.kind
-        return None
+    @staticmethod
+    def _error(err: ApiError) -> Answer:
+        error = {"code": err.code, "message": err.message, "details": err.details}
+        return _with_limits(STATUS_OF.get(err.code, 400), {"error": error})
 
-    def _authorize(self, method: str, token: str | None, fault: str | None) -> None:
-        if fault is not None:
-            raise ApiError(fault)
+    def _authorize(self, method: str, token: str | None) -> None:
         permission = self.tokens.get(token or "")
         if permission is None:
             raise ApiError("unauthorized")
@@ -329,7 +245,7 @@ class FakeHetzner:
             raise ApiError(self.readonly_code)
 
     def _route(  # noqa: PLR0911, PLR0912 - one flat table of routes reads best
-        self, method: str, path: str, query: dict[str, list[str]], body: bytes
+        self, method: str, path: str, query: Query, body: bytes
     ) -> tuple[int, JSON | None]:
         parts = [p for p in path.split("/") if p]
         data = _json_body(body) if method in {"POST", "PUT"} else {}
@@ -371,16 +287,17 @@ class FakeHetzner:
                 return 200, {"action": self._poll(self._get(self.actions, aid))}
         raise ApiError("not_found", f"no route {method} {path}")
 
-    def _list(self, key: str, items: Any, query: dict[str, list[str]]) -> JSON:
+    def _list(self, key: str, items: Any, query: Query) -> JSON:
         rows = [r for r in items if "name" not in query or r.get("name") == query["name"][0]]
-        page, per_page = _int(query, "page", 1), min(_int(query, "per_page", 25), 50)
-        last = max(1, math.ceil(len(rows) / per_page))
+        page = query_int(query, "page", 1, _invalid)
+        per_page = min(query_int(query, "per_page", 25, _invalid), 50)
+        last = last_page(len(rows), per_page)
         pagination = {
             "page": page, "per_page": per_page, "previous_page": page - 1 if page > 1 else None,
             "next_page": page + 1 if page < last else None, "last_page": last,
             "total_entries": len(rows),
         }  # fmt: skip
-        chunk = rows[(page - 1) * per_page : page * per_page]
+        chunk = page_of(rows, page, per_page)
         return {key: copy.deepcopy(chunk), "meta": {"pagination": pagination}}
 
     @staticmethod
@@ -454,77 +371,45 @@ class FakeHetzner:
             if {"id": resource_id, "type": kind} in self.actions[action_id]["resources"]:
                 raise ApiError("locked", f"{kind} {resource_id} is locked by action {action_id}")
 
-    def _start(self, command: str, kind: str, resource_id: int, effect: Any) -> JSON:
+    def _start(
+        self, command: str, kind: str, resource_id: int, effect: Callable[[bool], None]
+    ) -> JSON:
         action_id = next(self._ids)
         action: JSON = {"id": action_id, "command": command, "status": "running", "progress": 0,
                   "started": _now(), "finished": None,
                   "resources": [{"id": resource_id, "type": kind}], "error": None}  # fmt: skip
         self.actions[action_id] = action
-        self._pending[action_id] = (self.action_polls, effect)
+
+        def finish() -> None:
+            ok = command not in self.fail_commands
+            effect(ok)
+            action.update(status="success" if ok else "error", progress=100, finished=_now())
+            if not ok:
+                action["error"] = {"code": "action_failed", "message": "Action failed"}
+
+        self._pending.start(action_id, self.action_polls, finish)
         return copy.deepcopy(action)
 
     def _poll(self, action: JSON) -> JSON:
-        pending = self._pending.get(action["id"])
-        if pending is not None and not self.hold_actions:
-            left, effect = pending
-            if left > 0:
-                self._pending[action["id"]] = (left - 1, effect)
-                action["progress"] = 50
-            else:
-                del self._pending[action["id"]]
-                ok = action["command"] not in self.fail_commands
-                effect(ok)
-                action.update(status="success" if ok else "error", progress=100, finished=_now())
-                if not ok:
-                    action["error"] = {"code": "action_failed", "message": "Action failed"}
+        if self._pending.poll(action["id"], hold=self.hold_actions) == "running":
+            action["progress"] = 50
         return copy.deepcopy(action)
 
 
-def _int(query: dict[str, list[str]], name: str, default: int) -> int:
-    raw = query.get(name, [str(default)])[0]
-    if not raw.isdigit() or int(raw) < 1:
-        raise ApiError("invalid_input", f"invalid input in field '{name}'")
-    return int(raw)
+def _with_limits(status: int, payload: JSON | None) -> Answer:
+    """Every answer carries the ``RateLimit-*`` headers."""
+    headers = {"RateLimit-Limit": "3600", "RateLimit-Remaining": "0" if status == 429 else "3599",
+               "RateLimit-Reset": str(int(time.time()) + 1)}  # fmt: skip
+    return Answer(status, payload, headers)
+
+
+def _invalid(name: str) -> ApiError:
+    return ApiError("invalid_input", f"invalid input in field '{name}'")
 
 
 def _json_body(body: bytes) -> JSON:
-    if not body:
-        return {}
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise ApiError("json_error", "invalid JSON in request body") from None
-    if not isinstance(data, dict):
-        raise ApiError("json_error", "request body must be a JSON object")
-    return data
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeHetzner
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the test reads ``FakeHetzner.requests`` instead."""
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        auth = self.headers.get("Authorization", "")
-        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-        status, payload = self.api.handle(self.command, self.path, token, body)
-        if status == 0:
-            self.close_connection = True
-            return
-        raw = b"" if payload is None else json.dumps(payload).encode()
-        self.send_response(status)
-        if raw:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.send_header("RateLimit-Limit", "3600")
-        self.send_header("RateLimit-Remaining", "0" if status == 429 else "3599")
-        self.send_header("RateLimit-Reset", str(int(time.time()) + 1))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815
+    return json_object(
+        body,
+        ApiError("json_error", "invalid JSON in request body"),
+        ApiError("json_error", "request body must be a JSON object"),
+    )

@@ -26,17 +26,14 @@ import copy
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
-JSON = dict[str, Any]
+from tests.support.loopback_api import JSON, Answer, Call, LoopbackApi, Progress
+
 APP_KEY = "test-app-key"
 APP_SECRET = "test-app-secret"
 CONSUMER_KEY = "test-consumer-key"  # granted GET, POST, PUT, DELETE on /*
@@ -62,20 +59,6 @@ PRICES = {"d2-4.consumption": ("hour", 1_000_000), "d2-4.monthly.postpaid": ("mo
           "snapshot.consumption": ("hour", 1_370)}  # fmt: skip
 
 
-@dataclass
-class Fault:
-    kind: str
-    times: int | None  # None: until clear_faults()
-    method: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str
-    status: int
-
-
 class OvhError(Exception):
     def __init__(self, status: int, message: str, error_code: str = "") -> None:
         super().__init__(message)
@@ -90,11 +73,16 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-class FakeOvh:
+class FakeOvh(LoopbackApi):
     """``skew`` moves the API's clock (seconds); ``operation_polls`` is how many reads a piece
     of work stays unfinished; ``hold_operations`` keeps it unfinished."""
 
+    api_prefix = "/1.0"
+    tables = ("instances", "volumes", "images")
+    content_type = "application/json; charset=utf-8"
+
     def __init__(self) -> None:
+        super().__init__()
         self.applications = {APP_KEY: APP_SECRET}
         self.consumers = {
             CONSUMER_KEY: {"GET", "POST", "PUT", "DELETE"},
@@ -105,59 +93,11 @@ class FakeOvh:
         self.operation_polls = 1
         self.hold_operations = False
         self.fail_operations = False
-        self.slow_seconds = 2.0
         self.retry_after = 1
         self.instances: dict[str, JSON] = {}
         self.volumes: dict[str, JSON] = {}
         self.images: dict[str, JSON] = {}
-        self.requests: list[Request] = []
-        self._work: dict[str, tuple[int, Any]] = {}  # resource id -> (reads left, finish)
-        self._faults: list[Fault] = []
-        self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def api_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the fake OVHcloud API is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/1.0"
-
-    @property
-    def port(self) -> int:
-        return int(self.api_url.rsplit(":", 1)[1].split("/")[0])
-
-    def start(self) -> FakeOvh:
-        fake = self
-
-        class Handler(_Handler):
-            api = fake
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> FakeOvh:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._work: Progress[str] = Progress()  # by resource id: work that ends as it is read
 
     # -- set-up and inspection ----------------------------------------------------------------
 
@@ -185,7 +125,7 @@ class FakeOvh:
             "monthlyBilling": {"since": _now(), "status": "ok"} if monthly else None,
             "operationIds": [],
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.instances[instance["id"]] = instance
         return instance
 
@@ -196,7 +136,7 @@ class FakeOvh:
             "attachedTo": [instance_id] if instance_id else [], "bootable": False,
             "creationDate": _now(), "planCode": "volume.classic.consumption",
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.volumes[volume["id"]] = volume
         return volume
 
@@ -210,25 +150,9 @@ class FakeOvh:
             "size": size, "creationDate": made, "status": "active", "user": "ubuntu",
             "flavorType": None, "tags": None, "planCode": "snapshot.consumption",
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.images[image["id"]] = image
         return image
-
-    def inject(self, kind: str, times: int | None = 1, method: str | None = None) -> None:
-        if kind not in FAULTS and kind not in {"drop", "slow"}:
-            raise ValueError(f"unknown fault {kind}")
-        with self._lock:
-            self._faults.append(Fault(kind, times, method))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def state(self) -> JSON:
-        with self._lock:
-            return copy.deepcopy(
-                {"instances": self.instances, "volumes": self.volumes, "images": self.images}
-            )
 
     def catalogue(self) -> JSON:
         addons = [
@@ -251,40 +175,31 @@ class FakeOvh:
 
     # -- request handling (server threads) -----------------------------------------------------
 
-    def handle(self, method: str, url: str, headers: Any, body: bytes) -> tuple[int, Any]:
-        """(status, JSON value); status 0 means: cut the connection."""
-        path = urlsplit(url).path.removeprefix("/1.0")
-        with self._lock:
-            fault = self._take_fault(method)
-        if fault == "slow":
-            time.sleep(self.slow_seconds)
-        with self._lock:
-            if fault == "drop":
-                self.requests.append(Request(method, path, 0))
-                return 0, None
+    def known_fault(self, kind: str) -> bool:
+        return kind in FAULTS
+
+    def fault_answer(self, kind: str) -> Answer:
+        status, code, message = FAULTS[kind]
+        return self._reply(status, OvhError(status, message, code).body())
+
+    def encode(self, payload: Any) -> bytes:
+        return json.dumps(payload).encode()  # OVHcloud answers ``null`` where there is nothing
+
+    def answer(self, call: Call) -> Answer:
+        url = self.base_url + call.target  # what the client signed
+        path = call.path.removeprefix(self.api_prefix)
+        with self.lock:
             try:
-                status, payload = self._answer(method, url, path, headers, body, fault=fault)
+                status, payload = self._answer(call.method, url, path, call.headers, call.body)
             except OvhError as err:
                 status, payload = err.status, err.body()
-            self.requests.append(Request(method, path, status))
-            return status, payload
+        return self._reply(status, payload)
 
-    def _take_fault(self, method: str) -> str | None:
-        for fault in self._faults:
-            if fault.method in (None, method):
-                if fault.times is not None:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
-                return fault.kind
-        return None
+    def _reply(self, status: int, payload: Any) -> Answer:
+        headers = {"Retry-After": str(self.retry_after)} if status == 429 else {}
+        return Answer(status, payload, headers)
 
-    def _answer(
-        self, method: str, url: str, path: str, headers: Any, body: bytes, *, fault: str | None
-    ) -> Any:
-        if fault in FAULTS:
-            status, code, message = FAULTS[fault]
-            raise OvhError(status, message, code)
+    def _answer(self, method: str, url: str, path: str, headers: Any, body: bytes) -> Any:
         if method == "GET" and path == "/auth/time":
             return 200, int(time.time()) + self.skew
         if method == "GET" and path == "/order/catalog/public/cloud":
@@ -358,18 +273,11 @@ class FakeOvh:
         if key in self._work:
             raise OvhError(409, "Another operation is running on this resource")
 
-    def _begin(self, key: str, finish: Any) -> None:
-        self._work[key] = (self.operation_polls, finish)
+    def _begin(self, key: str, finish: Callable[[bool], None]) -> None:
+        self._work.start(key, self.operation_polls, lambda: finish(not self.fail_operations))
 
     def _read(self, resource: JSON) -> JSON:
-        pending = self._work.get(resource["id"])
-        if pending is not None and not self.hold_operations:
-            left, finish = pending
-            if left > 0:
-                self._work[resource["id"]] = (left - 1, finish)
-            else:
-                del self._work[resource["id"]]
-                finish(not self.fail_operations)
+        self._work.poll(resource["id"], hold=self.hold_operations)
         return resource
 
     def _instance_call(self, instance: JSON, verb: str, data: JSON) -> None:
@@ -425,31 +333,3 @@ class FakeOvh:
         if image["status"] == "saving":
             raise OvhError(409, "The snapshot is being made")
         del self.images[image["id"]]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeOvh
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the test reads ``FakeOvh.requests`` instead."""
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        host = f"http://127.0.0.1:{self.api.port}"
-        status, payload = self.api.handle(self.command, host + self.path, self.headers, body)
-        if status == 0:
-            self.close_connection = True
-            return
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(raw)))
-        if status == 429:
-            self.send_header("Retry-After", str(self.api.retry_after))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815

@@ -13,26 +13,30 @@ prices, and snapshots.
 Long work progresses as it is polled: a server in ``starting``/``stopping``, a volume
 ``resizing`` or a snapshot ``creating`` reaches its end state after ``polls`` reads of that
 resource. ``inject()`` adds faults: an error kind, ``"drop"`` (the connection is cut) or
-``"slow"`` (the answer comes after ``slow_seconds``). It serves from its own thread (stdlib
-``ThreadingHTTPServer``), like ``fake_hetzner``.
+``"slow"`` (the answer comes after ``slow_seconds``). It serves from its own thread
+(``tests.support.loopback_api``), like ``fake_hetzner``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import threading
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-JSON = dict[str, Any]
+from tests.support.loopback_api import (
+    JSON,
+    Answer,
+    Call,
+    LoopbackApi,
+    Progress,
+    Query,
+    json_object,
+    page_of,
+    query_int,
+)
+
 ACCESS_KEY = "SCWTESTTESTTESTTEST0"
 SECRET_KEY = "11111111-2222-4333-8444-555555555555"  # read and write
 READ_KEY = "66666666-7777-4888-9999-000000000000"  # a key whose policy only reads
@@ -56,21 +60,6 @@ VOLUME_TYPES = {"sbs_5k": (5000, 118_000, 45_000), "sbs_15k": (15000, 164_000, 4
 STEADY = {"starting": "running", "stopping": "stopped"}
 
 
-@dataclass
-class Fault:
-    kind: str  # a key of ERRORS, "drop" or "slow"
-    times: int | None  # None: until clear_faults()
-    method: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    status: int
-
-
 class ApiError(Exception):
     def __init__(self, kind: str, message: str | None = None, **extra: Any) -> None:
         super().__init__(kind)
@@ -83,62 +72,26 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-class FakeScaleway:
+class FakeScaleway(LoopbackApi):
     """``keys`` maps a secret key to ``"read_write"`` or ``"read"``. ``polls``: reads a
     transient resource stays transient; ``hold`` keeps it so; ``fail_actions`` makes power
     actions, resizes and snapshots end in failure (the resource as it was, the snapshot in
     ``error``)."""
 
+    tables = ("servers", "volumes", "snapshots")
+
     def __init__(self) -> None:
+        super().__init__()
         self.keys = {SECRET_KEY: "read_write", READ_KEY: "read"}
         self.polls = 1
         self.hold = False
         self.fail_actions = False
         self.retry_after = 1
-        self.slow_seconds = 2.0
         self.servers: dict[str, JSON] = {}
         self.volumes: dict[str, JSON] = {}
         self.snapshots: dict[str, JSON] = {}
         self.tasks: dict[str, JSON] = {}
-        self.requests: list[Request] = []
-        self._faults: list[Fault] = []
-        self._pending: dict[str, tuple[int, Callable[[bool], None]]] = {}
-        self._lock = threading.RLock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    @property
-    def api_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the fake Scaleway API is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> FakeScaleway:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> FakeScaleway:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self._pending: Progress[str] = Progress()  # by resource id
 
     # -- set-up and inspection ----------------------------------------------------------------
 
@@ -170,7 +123,7 @@ class FakeScaleway:
             "security_group": {"id": str(uuid.uuid4()), "name": "default"},
             "placement_group": None, "zone": ZONE, "filesystems": [], "end_of_service": False,
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.servers[server_id] = server
             self._attach(root, server_id)
         return server
@@ -182,7 +135,7 @@ class FakeScaleway:
             "parent_snapshot_id": None, "status": "available", "tags": [],
             "specs": {"perf_iops": 5000, "class": "sbs"}, "zone": ZONE, "last_detached_at": None,
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.volumes[volume["id"]] = volume
             if server_id is not None:
                 self._attach(volume, server_id)
@@ -197,71 +150,37 @@ class FakeScaleway:
             "project_id": PROJECT, "created_at": _now(), "updated_at": _now(), "references": [],
             "status": "available", "tags": [], "zone": ZONE, "class": "sbs",
         }  # fmt: skip
-        with self._lock:
+        with self.lock:
             self.snapshots[snapshot["id"]] = snapshot
         return snapshot
 
     def root_volume(self, server: JSON) -> JSON:
         return self.volumes[server["volumes"]["0"]["id"]]
 
-    def inject(self, kind: str, times: int | None = 1, method: str | None = None) -> None:
-        if kind not in ERRORS and kind not in {"drop", "slow"}:
-            raise ValueError(f"unknown fault {kind}")
-        with self._lock:
-            self._faults.append(Fault(kind, times, method))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def state(self) -> JSON:
-        """A deep copy of everything a call could change, to compare before and after."""
-        with self._lock:
-            return copy.deepcopy(
-                {"servers": self.servers, "volumes": self.volumes, "snapshots": self.snapshots}
-            )
-
     # -- request handling (server threads) ------------------------------------------------------
 
-    def handle(
-        self, method: str, target: str, key: str | None, body: bytes
-    ) -> tuple[int, JSON | None, dict[str, str]]:
-        """(status, payload, extra headers); a status of 0 means: cut the connection."""
-        url = urlsplit(target)
-        query = parse_qs(url.query)
-        with self._lock:
-            fault = self._take_fault(method)
-        if fault == "slow":
-            time.sleep(self.slow_seconds)
-        with self._lock:
-            if fault == "drop":
-                self.requests.append(Request(method, url.path, query, 0))
-                return 0, None, {}
-            headers: dict[str, str] = {}
+    def known_fault(self, kind: str) -> bool:
+        return kind in ERRORS
+
+    def fault_answer(self, kind: str) -> Answer:
+        return self._error(ApiError(kind))
+
+    def answer(self, call: Call) -> Answer:
+        with self.lock:
             try:
-                self._authorize(method, key, fault)
-                status, payload, headers = self._route(method, url.path, query, body)
+                self._authorize(call.method, call.headers.get("X-Auth-Token"))
+                status, payload, headers = self._route(
+                    call.method, call.path, call.query, call.body
+                )
             except ApiError as err:
-                status, payload = err.status, err.body
-                if status == 429:
-                    headers = {"Retry-After": str(self.retry_after)}
-            self.requests.append(Request(method, url.path, query, status))
-            return status, payload, headers
+                return self._error(err)
+        return Answer(status, payload, headers)
 
-    def _take_fault(self, method: str) -> str | None:
-        for fault in self._faults:
-            if fault.method not in (None, method):
-                continue
-            if fault.times is not None:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-            return fault.kind
-        return None
+    def _error(self, err: ApiError) -> Answer:
+        headers = {"Retry-After": str(self.retry_after)} if err.status == 429 else {}
+        return Answer(err.status, err.body, headers)
 
-    def _authorize(self, method: str, key: str | None, fault: str | None) -> None:
-        if fault in ERRORS:
-            raise ApiError(fault)
+    def _authorize(self, method: str, key: str | None) -> None:
         permission = self.keys.get(key or "")
         if permission is None:
             raise ApiError("unauthorized")
@@ -269,7 +188,7 @@ class FakeScaleway:
             raise ApiError("forbidden", details=[{"action": "write"}])
 
     def _route(  # noqa: PLR0911, PLR0912 - one flat table of routes reads best
-        self, method: str, path: str, query: dict[str, list[str]], body: bytes
+        self, method: str, path: str, query: Query, body: bytes
     ) -> tuple[int, JSON | None, dict[str, str]]:
         parts = [p for p in path.split("/") if p]
         if len(parts) > 3 and parts[2] == "zones" and parts[3] != ZONE:
@@ -343,7 +262,7 @@ class FakeScaleway:
             task.update(status="success" if ok else "failure", progress=100, terminated_at=_now())
 
         self.tasks[task["id"]] = task
-        self._pending[server["id"]] = (self.polls, effect)
+        self._begin(server["id"], effect)
         return copy.deepcopy(task)
 
     def _resize(self, volume: JSON, data: JSON) -> JSON:
@@ -359,7 +278,7 @@ class FakeScaleway:
             if ok:
                 volume.update(size=size, updated_at=_now())
 
-        self._pending[volume["id"]] = (self.polls, effect)
+        self._begin(volume["id"], effect)
         return copy.deepcopy(volume)
 
     def _snapshot(self, data: JSON) -> JSON:
@@ -371,22 +290,18 @@ class FakeScaleway:
         def effect(ok: bool) -> None:
             made["status"] = "available" if ok else "error"
 
-        self._pending[made["id"]] = (self.polls, effect)
+        self._begin(made["id"], effect)
         return copy.deepcopy(made)
 
     def _check_steady(self, resource: JSON) -> None:
         if resource["id"] in self._pending:
             raise ApiError("locked", resource_id=resource["id"])
 
+    def _begin(self, resource_id: str, effect: Callable[[bool], None]) -> None:
+        self._pending.start(resource_id, self.polls, lambda: effect(not self.fail_actions))
+
     def _advance(self, resource: JSON) -> JSON:
-        pending = self._pending.get(resource["id"])
-        if pending is not None and not self.hold:
-            left, effect = pending
-            if left > 0:
-                self._pending[resource["id"]] = (left - 1, effect)
-            else:
-                del self._pending[resource["id"]]
-                effect(not self.fail_actions)
+        self._pending.poll(resource["id"], hold=self.hold)
         return copy.deepcopy(resource)
 
     def _attach(self, volume: JSON, server_id: str) -> None:
@@ -427,77 +342,39 @@ def _volume_types() -> list[JSON]:
     ]  # fmt: skip
 
 
-def _matches(row: JSON, query: dict[str, list[str]], project_key: str) -> bool:
+def _matches(row: JSON, query: Query, project_key: str) -> bool:
     """As the API filters: the project exactly, the name by substring."""
     project = query.get("project", query.get("project_id", [None]))[0]
     name = query.get("name", [""])[0]
     return project in (None, row.get(project_key)) and name in row["name"]
 
 
-def _page_of(rows: list[Any], query: dict[str, list[str]], size_key: str) -> list[Any]:
-    page, size = _int(query, "page", 1), _int(query, size_key, 50)
+def _page_of(rows: list[Any], query: Query, size_key: str) -> list[Any]:
+    page, size = query_int(query, "page", 1, _invalid), query_int(query, size_key, 50, _invalid)
     if size > 100:
         raise ApiError("invalid_input", f"{size_key} must be at most 100")
-    return rows[(page - 1) * size : page * size]  # past the end: an empty page
+    return page_of(rows, page, size)  # past the end: an empty page
 
 
 def _instance_page(
-    key: str, rows: list[Any], query: dict[str, list[str]], *, keyed: bool = False
+    key: str, rows: list[Any], query: Query, *, keyed: bool = False
 ) -> tuple[int, JSON, dict[str, str]]:
     chunk = copy.deepcopy(_page_of(rows, query, "per_page"))
     return 200, {key: dict(chunk) if keyed else chunk}, {"X-Total-Count": str(len(rows))}
 
 
-def _block_page(
-    key: str, rows: list[JSON], query: dict[str, list[str]]
-) -> tuple[int, JSON, dict[str, str]]:
+def _block_page(key: str, rows: list[JSON], query: Query) -> tuple[int, JSON, dict[str, str]]:
     chunk = copy.deepcopy(_page_of(rows, query, "page_size"))
     return 200, {key: chunk, "total_count": len(rows)}, {}
 
 
-def _int(query: dict[str, list[str]], name: str, default: int) -> int:
-    raw = query.get(name, [str(default)])[0]
-    if not raw.isdigit() or int(raw) < 1:
-        raise ApiError("invalid_input", f"{name} must be a number from 1", fields={name: []})
-    return int(raw)
+def _invalid(name: str) -> ApiError:
+    return ApiError("invalid_input", f"{name} must be a number from 1", fields={name: []})
 
 
 def _json_body(body: bytes) -> JSON:
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError:
-        raise ApiError("invalid_input", "invalid JSON body") from None
-    if not isinstance(data, dict):
-        raise ApiError("invalid_input", "the body must be a JSON object")
-    return data
-
-
-def _handler_for(fake: FakeScaleway) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out in two writes
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: tests read ``FakeScaleway.requests`` instead."""
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            key = self.headers.get("X-Auth-Token")
-            status, payload, extra = fake.handle(self.command, self.path, key, body)
-            if status == 0:
-                self.close_connection = True
-                return
-            raw = b"" if payload is None else json.dumps(payload).encode()
-            self.send_response(status)
-            for name, value in extra.items():
-                self.send_header(name, value)
-            if raw:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        do_GET = do_POST = do_PATCH = do_DELETE = _serve  # noqa: N815
-
-    return Handler
+    return json_object(
+        body,
+        ApiError("invalid_input", "invalid JSON body"),
+        ApiError("invalid_input", "the body must be a JSON object"),
+    )
