@@ -84,13 +84,22 @@ def remote_checks(settings: Settings) -> Iterator[Check]:
         yield telegram(settings.telegram_api_url, settings.telegram_token)
     if settings.matrix_homeserver is not None:
         yield matrix(settings)
-    for name, token, check in (
-        ("Hetzner Cloud", settings.hcloud_token, _hcloud),
-        ("DigitalOcean", settings.digitalocean_token, _digitalocean),
-        ("Cloudflare", settings.cloudflare_token, _cloudflare),
-    ):
+    hcloud = settings.hcloud_api_url or HCLOUD_API
+    digitalocean = settings.digitalocean_api_url or DIGITALOCEAN_API
+    cloudflare = settings.cloudflare_api_url or CLOUDFLARE_API
+    for name, token, url, fix in (
+        ("Hetzner Cloud", settings.hcloud_token, f"{hcloud}/servers?per_page=1",
+         "make a read and write API token in the project's Security page and put it in "
+         "services.steward.hcloudTokenFile."),
+        ("DigitalOcean", settings.digitalocean_token, f"{digitalocean}/v2/account",
+         "make a personal access token (API, Tokens) and put it in "
+         "services.steward.digitaloceanTokenFile."),
+        ("Cloudflare", settings.cloudflare_token, f"{cloudflare}/user/tokens/verify",
+         "make an API token with Zone.DNS edit rights and put it in "
+         "services.steward.cloudflareTokenFile."),
+    ):  # fmt: skip
         if token is not None:
-            yield check(name, token, settings)
+            yield _token_check(name, url, token, fix)
     if settings.restic_repository is not None:
         yield restic(settings)
 
@@ -144,42 +153,12 @@ def _bearer(token: Secret) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.get_secret_value()}"}
 
 
-def _hcloud(name: str, token: Secret, settings: Settings) -> Check:
-    answer = _request(f"{settings.hcloud_api_url or HCLOUD_API}/servers?per_page=1", _bearer(token))
+def _token_check(name: str, url: str, token: Secret, fix: str) -> Check:
+    """A bearer token the provider's API accepts, or the fix."""
+    answer = _request(url, _bearer(token))
     if answer.status == 200:
         return _check(name, True, "the API token works")
-    return _refused(
-        name,
-        answer,
-        "make a read and write API token in the project's Security "
-        "page and put it in services.steward.hcloudTokenFile.",
-    )
-
-
-def _digitalocean(name: str, token: Secret, settings: Settings) -> Check:
-    api = settings.digitalocean_api_url or DIGITALOCEAN_API
-    answer = _request(f"{api}/v2/account", _bearer(token))
-    if answer.status == 200:
-        return _check(name, True, "the API token works")
-    return _refused(
-        name,
-        answer,
-        "make a personal access token (API, Tokens) and put it in "
-        "services.steward.digitaloceanTokenFile.",
-    )
-
-
-def _cloudflare(name: str, token: Secret, settings: Settings) -> Check:
-    api = settings.cloudflare_api_url or CLOUDFLARE_API
-    answer = _request(f"{api}/user/tokens/verify", _bearer(token))
-    if answer.status == 200:
-        return _check(name, True, "the API token is valid")
-    return _refused(
-        name,
-        answer,
-        "make an API token with Zone.DNS edit rights and put it in "
-        "services.steward.cloudflareTokenFile.",
-    )
+    return _refused(name, answer, fix)
 
 
 def restic(settings: Settings) -> Check:
