@@ -13,9 +13,13 @@ SYNAPSE_STAMP := $(SYNAPSE)/.installed
 # root). Rebuilt when the dependencies or the build script change.
 SYSTEMD_ROOT := .systemd-root
 SYSTEMD_STAMP := $(SYSTEMD_ROOT)/.installed
+# restic's rest-server for the rest: repository tests: Debian 12 has none, so trixie's .deb is
+# fetched, checked against a pinned SHA256 and unpacked here (nothing installed system-wide).
+TOOLS_DIR := .tools
+REST_SERVER := $(TOOLS_DIR)/rest-server
 
-.PHONY: install synapse moto tools run test lint typecheck layers pytest bench clean \
-	systemd-root systemd-test
+.PHONY: install synapse moto tools rest-server run test lint typecheck layers pytest bench \
+	clean systemd-root systemd-test
 
 install: $(STAMP)
 
@@ -45,8 +49,10 @@ $(MOTO_STAMP):
 
 # Debian tools the suite drives, installed when missing (needs root): nix-instantiate for
 # tests/nixos, knotd for the RFC 2136 DNS tests, restic for the backup tests, node to run the
-# module's polkit rule (JavaScript) in tests/nixos, sshd for the sftp: repository tests.
-TOOLS := nix-instantiate:nix-bin /usr/sbin/knotd:knot restic:restic node:nodejs /usr/sbin/sshd:openssh-server
+# module's polkit rule (JavaScript) in tests/nixos, sshd for the sftp: repository tests, curl to
+# fetch rest-server.
+TOOLS := nix-instantiate:nix-bin /usr/sbin/knotd:knot restic:restic node:nodejs /usr/sbin/sshd:openssh-server \
+	curl:curl
 tools:
 	@missing=""; \
 	for pair in $(TOOLS); do \
@@ -57,6 +63,11 @@ tools:
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+rest-server: $(REST_SERVER)
+
+$(REST_SERVER): .ci/rest-server.sh | tools
+	.ci/rest-server.sh $(TOOLS_DIR)
 
 systemd-root: $(SYSTEMD_STAMP)
 
@@ -89,7 +100,7 @@ typecheck: install
 layers: install
 	$(BIN)/lint-imports
 
-pytest: install $(SYNAPSE_STAMP) $(MOTO_STAMP) tools
+pytest: install $(SYNAPSE_STAMP) $(MOTO_STAMP) tools $(REST_SERVER)
 	$(BIN)/pytest -q
 
 test: lint typecheck layers pytest
@@ -106,4 +117,4 @@ bench: install $(SYNAPSE_STAMP) tools
 	if [ -n "$$failed" ]; then echo "missed a target or failed:$$failed"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) $(SYNAPSE) $(MOTO) $(SYSTEMD_ROOT) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(SYNAPSE) $(MOTO) $(SYSTEMD_ROOT) $(TOOLS_DIR) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -92,7 +92,7 @@ def _shell(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "recover":
         from bot.recover import recover  # noqa: PLC0415 - only here: never in `steward run`
 
-        return recover(settings, yes=args.yes, snapshot=args.snapshot)
+        return recover(settings, yes=args.yes, snapshot=args.snapshot, services_only=args.services)
 
     if args.command == "totp":
         return security_cli.totp(settings, args.action, args.user)
@@ -150,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     recover.add_argument("--yes", action="store_true", help="restore the offered set unasked")
     recover.add_argument("--snapshot", help="Steward's own snapshot to start from (default newest)")
+    recover.add_argument(
+        "--services", action="store_true",
+        help="only the services' set (Steward's own part is back already; after a rebuild)",
+    )  # fmt: skip
     db = sub.add_parser("db", help="database maintenance")
     db.add_argument("action", choices=["upgrade", "current"])
     b2 = sub.add_parser("b2", help="Backblaze B2 administration")

@@ -7,9 +7,13 @@ Given the repository and its password (the usual STEWARD_RESTIC_* settings), it
 2. offers the services' snapshots that belong with it: for each service of the recovered
    catalogue, its newest snapshot taken within an hour of Steward's own, as one set;
 3. after a ``yes`` on the terminal (or ``--yes``), restores them through the same path as
-   ``/restore``: the root unit ``steward-restore@<service>:<id>`` with STEWARD_BACKUP_UNITS=1,
-   in this process otherwise. These snapshots were taken by the lost server, never by this
-   one: recover asks for them by id, as foreign snapshots the operator chose here.
+   ``/restore``: in this process, or with STEWARD_BACKUP_UNITS=1 (NixOS) in the root unit
+   ``steward-restore-foreign@<service>:<id>``. These snapshots were taken by the lost server,
+   so this server's ledger does not know them and ``steward-restore@`` would refuse them: the
+   admin chose them here, as root, which is what authorises a foreign snapshot (polkit never
+   lets the bot start that unit). In unit mode recover therefore runs as root only, and
+   restores a service only once the root units' catalogue knows it (after a rebuild from the
+   recovered /etc/nixos; ``--services`` then restores the set without Steward's part again).
 
 Run it with the bot stopped. Only ``steward recover`` imports this module.
 """
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from bot.app import _backups, _dumps
+from bot.app import _backups, _catalogue, _dumps
 from bot.config import ConfigError, Settings
 from bot.storage.database import Database
 from bot.storage.stores import SqlAuditLog
@@ -35,10 +40,18 @@ from providers.catalogue import ServiceCatalogue, ServiceInfo
 from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs
 from providers.restore import Restorer, plan_restore
 from providers.selfrestore import OwnRestore
+from providers.selfsnapshot import parse_database
 from providers.systemd import SystemctlServiceManager
 
 WINDOW = timedelta(hours=1)
 RECOVERED_CATALOGUE = "recovered-catalogue.json"
+
+
+NOT_ROOT = (
+    "steward recover: with STEWARD_BACKUP_UNITS=1 it restores the old server's snapshots "
+    "through steward-restore-foreign@, which only root may start, and writes /etc/nixos: run "
+    "it as root (sudo steward recover). Nothing was changed."
+)
 
 
 def recover(
@@ -46,16 +59,21 @@ def recover(
     *,
     yes: bool,
     snapshot: str | None = None,
+    services_only: bool = False,
     answer: Callable[[str], str] = input,
     out: TextIO = sys.stdout,
 ) -> int:
-    backups = _backups(settings)
+    if settings.backup_units and os.geteuid() != 0:
+        print(NOT_ROOT, file=sys.stderr)
+        return 2
+    # Root's own restic cache in unit mode: never a root-owned folder in the bot's state.
+    backups = _backups(settings, settings.work_dir / "cache" if settings.backup_units else None)
     if backups is None:
         raise ConfigError("STEWARD_RESTIC_REPOSITORY (or its _FILE twin) is not set")
     try:
-        return asyncio.run(
-            _recover(settings, backups, yes=yes, wanted=snapshot, answer=answer, out=out)
-        )
+        work = _recover(settings, backups, yes=yes, wanted=snapshot, services_only=services_only,
+                        answer=answer, out=out)  # fmt: skip
+        return asyncio.run(work)
     except BackupError as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 1
@@ -67,6 +85,7 @@ async def _recover(
     *,
     yes: bool,
     wanted: str | None,
+    services_only: bool,
     answer: Callable[[str], str],
     out: TextIO,
 ) -> int:
@@ -74,8 +93,11 @@ async def _recover(
     own = _own_snapshot(every, wanted)
     print(f"Steward's own snapshot {own.short_id}, taken {own.time:%Y-%m-%d %H:%M} UTC on "
           f"{own.hostname}.", file=out)  # fmt: skip
-    catalogue = await _restore_own(settings, backups, own, out)
-    await _audit(settings, "recover", (own.short_id,), "Steward's own snapshot restored")
+    if services_only:
+        catalogue = ServiceCatalogue.load(_recovered_catalogue(settings))
+    else:
+        catalogue = await _restore_own(settings, backups, own, out)
+        await _audit(settings, "recover", (own.short_id,), "Steward's own snapshot restored")
     offered = consistent_set(every, own, catalogue)
     if not offered:
         print("No service has a snapshot within an hour of it: nothing more to restore.", file=out)
@@ -87,7 +109,7 @@ async def _recover(
     if not yes and answer("Restore these? Type yes: ").strip().lower() != "yes":
         print("The services' data was not restored.", file=out)
         return 1
-    return await _restore_services(settings, backups, catalogue, offered, out)
+    return await _restore_services(settings, backups, catalogue, offered, out, own=own)
 
 
 def _own_snapshot(every: Sequence[Snapshot], wanted: str | None) -> Snapshot:
@@ -147,6 +169,16 @@ async def _restore_own(
     return ServiceCatalogue.load(catalogue_file)
 
 
+def _recovered_catalogue(settings: Settings) -> Path:
+    recovered = settings.state_dir / RECOVERED_CATALOGUE
+    if recovered.is_file():
+        return recovered
+    if settings.catalogue is None:
+        raise BackupError("There is no recovered catalogue: run steward recover without "
+                          "--services first.")  # fmt: skip
+    return settings.catalogue
+
+
 def _catalogue_place(settings: Settings) -> Path:
     """On NixOS the module writes the catalogue (a link into the store), from the restored
     /etc/nixos at the next rebuild: the recovered one goes beside the database."""
@@ -166,11 +198,20 @@ async def _restore_services(
     catalogue: ServiceCatalogue,
     offered: list[tuple[ServiceInfo, Snapshot]],
     out: TextIO,
+    *,
+    own: Snapshot,
 ) -> int:
     jobs = _data_jobs(settings, backups)
     dumps = _dumps(settings)
+    known = _catalogue(settings) if settings.backup_units else catalogue
     failed = 0
     for info, snap in offered:
+        if known.get(info.id) != info:
+            failed += 1
+            print(f"✗ {info.id}: this server's root units do not know it as the old server did "
+                  "yet. Rebuild from the recovered /etc/nixos (nixos-rebuild switch), then: "
+                  f"steward recover --services --snapshot {own.short_id}", file=out)  # fmt: skip
+            continue
         dump_folder = str(dumps.folder(info.id)) if dumps is not None else None
         plan = plan_restore(info, snap, catalogue, dump_folder)
 
@@ -191,7 +232,7 @@ async def _restore_services(
 
 def _data_jobs(settings: Settings, backups: BackupEngine) -> DataJobs:
     if settings.backup_units:
-        return UnitDataJobs(settings.work_dir / "jobs")
+        return UnitDataJobs(settings.work_dir / "jobs", foreign=True)
     restorer = Restorer(backups, SystemctlServiceManager(), settings.work_dir / "restore",
                         dumps=_dumps(settings))  # fmt: skip
     return LocalDataJobs(backups, restorer, _dumps(settings))
@@ -210,3 +251,16 @@ async def _audit(settings: Settings, command: str, args: tuple[str, ...], result
         await audit.flush()
     finally:
         db.dispose()
+    await asyncio.to_thread(_give_back, settings)
+
+
+def _give_back(settings: Settings) -> None:
+    """Root wrote the audit rows: a SQLite file (or journal) it left stays the bot's."""
+    database = parse_database(settings.database)
+    if os.geteuid() != 0 or database.path is None:
+        return
+    path = database.path
+    owner = path.parent.stat()
+    for name in (path, *(Path(f"{path}{end}") for end in ("-wal", "-shm", "-journal"))):
+        if name.exists() and not name.is_symlink():
+            os.lchown(name, owner.st_uid, owner.st_gid)

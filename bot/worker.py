@@ -29,6 +29,7 @@ from bot.app import _backups, _catalogue, _dumps, self_sources
 from bot.config import Settings
 from providers.base.backup import SELF, BackupEngine, BackupError, BackupProgress, BackupReason
 from providers.datajobs import (
+    FOREIGN_RESTORE,
     INSTANCE,
     RECOVER,
     SELF_INSTANCE,
@@ -86,6 +87,9 @@ async def _take_self(
 
 
 def work(settings: Settings, kind: str, instance: str, *, foreign: bool = False) -> int:
+    if foreign and kind != "restore":
+        print("steward worker: --foreign is for a restore only", file=sys.stderr)
+        return 2
     own = SELF_INSTANCE.fullmatch(instance)
     if own is not None and kind == "backup":
         return _work_self(settings, own.group("arg"))
@@ -102,7 +106,8 @@ def _work_service(settings: Settings, kind: str, instance: str, *, foreign: bool
     if info is None or not info.folders:
         print(f"steward worker: no service {service} with folders", file=sys.stderr)
         return 2
-    status = StatusFile(settings.work_dir / "jobs", service, f"steward-{kind}@{instance}.service")
+    template = FOREIGN_RESTORE if foreign else f"steward-{kind}"
+    status = StatusFile(settings.work_dir / "jobs", service, f"{template}@{instance}.service")
     status.write(state="running")
     try:
         result = asyncio.run(_work(settings, kind, service, arg, status, foreign=foreign))

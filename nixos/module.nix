@@ -407,7 +407,11 @@ let
   ) unitEnvironment;
   plainEnvironment = lib.filterAttrs (name: _: !(credentialEnvironment ? ${name})) wrapperEnvironment;
   setenv = environment: lib.mapAttrsToList (name: value: "${name}=${value}") environment;
-  wrapperPath = lib.concatStringsSep ":" (map (p: "${p}/bin") botPath);
+  # pg_restore and psql for `steward recover` of a bot whose own database is PostgreSQL.
+  botOnPostgres = lib.hasPrefix "postgresql" (cfg.settings.database_url or "");
+  wrapperPath = lib.concatStringsSep ":" (
+    map (p: "${p}/bin") (botPath ++ lib.optional botOnPostgres config.services.postgresql.package)
+  );
   wrapper = pkgs.writeShellScriptBin "steward" ''
     set -eu
     program=${cfg.package}/bin/steward
@@ -415,8 +419,12 @@ let
       unit="steward-cli-$$"
       credentials="/run/credentials/$unit.service"
       if [ -t 0 ] && [ -t 1 ]; then mode=--pty; else mode=--pipe; fi
+      # `recover` stays root: it writes /etc/nixos and the DKIM keys, and restores the old
+      # server's snapshots through steward-restore-foreign@, which polkit never grants the bot.
+      user=steward
+      if [ "''${1:-}" = recover ]; then user=root; fi
       exec ${config.systemd.package}/bin/systemd-run "$mode" --wait --collect --quiet \
-        --unit="$unit" --uid=steward --gid=steward \
+        --unit="$unit" --uid="$user" --gid="$user" \
         --working-directory=${lib.escapeShellArg cfg.stateDir} \
         ${lib.concatStringsSep " " (map (c: "--property=LoadCredential=${lib.escapeShellArg c}") credentials)} \
         ${lib.concatStringsSep " " (map (e: "--setenv=${e}") (setenv wrapperEnvironment))} \
@@ -458,7 +466,8 @@ let
       pkgs.openssh # sftp: repositories
       config.systemd.package
     ]
-    ++ lib.optional cfg.postgresql.enable config.services.postgresql.package;
+    # pg_dump for the services' databases, and for the bot's own in Steward's own snapshot.
+    ++ lib.optional (cfg.postgresql.enable || botOnPostgres) config.services.postgresql.package;
     serviceConfig = {
       Type = "oneshot";
       ExecStart = "${cfg.package}/bin/steward worker ${kind} %i";

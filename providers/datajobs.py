@@ -52,6 +52,8 @@ INSTANCE = re.compile(
 SELF_INSTANCE = re.compile(r"steward:(?P<arg>manual|scheduled|pre-upgrade)")
 SNAPSHOT = re.compile(r"[0-9a-f]{8,64}")
 RECOVER = "recover"
+# Root's shell only: a snapshot taken elsewhere (the lost server's, for ``steward recover``).
+FOREIGN_RESTORE = "steward-restore-foreign"
 
 
 class DataJobs(Protocol):
@@ -156,12 +158,20 @@ def restore_report(data: dict[str, Any]) -> RestoreReport:
 
 class UnitDataJobs:
     """Runs each job in its root unit. ``systemctl start`` waits for a oneshot unit to end;
-    meanwhile the status file is read every ``poll`` seconds for progress."""
+    meanwhile the status file is read every ``poll`` seconds for progress.
 
-    def __init__(self, jobs_dir: Path, *, timeout: float = 6 * 3600, poll: float = 1.0) -> None:
+    With ``foreign=True`` a restore runs in ``steward-restore-foreign@``, which restores a
+    snapshot no backup unit of this server took (``steward recover`` on a new server). Only
+    root may start that unit: polkit never grants it to the bot."""
+
+    def __init__(
+        self, jobs_dir: Path, *, timeout: float = 6 * 3600, poll: float = 1.0,
+        foreign: bool = False,
+    ) -> None:  # fmt: skip
         self._dir = jobs_dir
         self._timeout = timeout
         self._poll = poll
+        self._restore_unit = FOREIGN_RESTORE if foreign else "steward-restore"
 
     async def backup(
         self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
@@ -175,7 +185,7 @@ class UnitDataJobs:
 
     async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport:
         outcome = await self._run(
-            "steward-restore", plan.service_id, plan.snapshot_id, _steps_to(step)
+            self._restore_unit, plan.service_id, plan.snapshot_id, _steps_to(step)
         )
         return restore_report(outcome["result"])
 
@@ -198,7 +208,7 @@ class UnitDataJobs:
         status = StatusFile(self._dir, service_id)
         data = await asyncio.to_thread(status.read)
         unit = str(data.get("unit", "")) if data is not None else ""
-        if data is not None and unit.startswith("steward-restore@"):
+        if data is not None and unit.startswith(("steward-restore@", f"{FOREIGN_RESTORE}@")):
             while data is not None and data.get("state") == "running" and await _active(unit):
                 await asyncio.sleep(self._poll)
                 data = await asyncio.to_thread(status.read)

@@ -92,8 +92,10 @@ async def restore_database(name: str, source_file: Path, settings: PostgresSetti
     the database's owner: a failed restore leaves the database as it was."""
     _check_name(name)
     owner = await database_owner(name, settings)
-    # The owner's own login: postgres's password is never offered for another role.
-    as_owner = replace(settings, user=owner, password_file=None)
+    # The owner's own login: a password is offered only to the role it belongs to (the bot's
+    # own database, logged in as its owner); postgres's is never offered for another role.
+    own_password = settings.password_file if owner == settings.user else None
+    as_owner = replace(settings, user=owner, password_file=own_password)
     args = [
         "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
         "--no-owner", "--no-privileges",

@@ -375,3 +375,26 @@ def test_a_script_that_leaves_keep_unpressed_sees_the_change_rolled_back(tmp_pat
     back = _at(r"^Generation 45 → 44\.$", out)
     put_back = _at(r"^The desired state was put back as it was", out)
     assert offered < back < put_back
+
+
+def test_the_issue_19_check_a_change_nobody_kept_stays_rejected_after_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    """Issue #19's "Done when": `/enable pleroma`, Confirm, no Keep; then `/rebuild` (as the
+    script that left it unconfirmed, then confirmed and kept) leaves pleroma disabled."""
+    env = {**_env(tmp_path, "0.05"), "STEWARD_KEEP_MINUTES": "0.05"}
+
+    def console(script: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "bot", "console", "--demo"], input=script,
+                              capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = console("/enable pleroma\npress 1\nwait\n/rebuild\n")
+    _at(r"^The desired state was put back as it was", first)
+    assert "pleroma off" in console("/services\n")
+    second = console("/rebuild\npress 1\nwait\npress 1\n/services\n")
+    _at(r"^Generation 44 → 45\.$", second)  # the rebuild ran, and was kept
+    _at(r"^⚪ pleroma off \(pleroma\.service\)$", second)
+    assert "🟢 pleroma active" not in second

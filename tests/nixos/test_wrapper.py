@@ -79,6 +79,27 @@ def test_root_runs_the_program_as_the_bot_with_its_environment_and_credentials(
     assert argv[argv.index("--") + 1].endswith("/bin/steward")
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="runs the wrapper as root")
+def test_recover_stays_root_with_the_bots_environment_and_credentials(
+    script: str, tmp_path: Path
+) -> None:
+    """It writes /etc/nixos and starts steward-restore-foreign@, which the bot may not."""
+    done = subprocess.run([runnable(script, tmp_path), "recover", "--yes"], capture_output=True,
+                          text=True, timeout=10, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv").read_text(encoding="utf-8").splitlines()
+    assert {"--uid=root", "--gid=root", "--working-directory=/var/lib/steward"} <= set(argv)
+    assert "--uid=steward" not in argv
+    assert "--property=LoadCredential=telegram-token:/run/keys/telegram-token" in argv
+    assert "--setenv=STEWARD_BACKUP_UNITS=1" in argv
+    assert argv[-2:] == ["recover", "--yes"]
+    # Only the first word decides: an argument named recover does not make root of the rest.
+    (tmp_path / "argv").unlink()
+    subprocess.run([runnable(script, tmp_path), "console", "recover"], capture_output=True,
+                   timeout=10, check=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert "--uid=steward" in (tmp_path / "argv").read_text(encoding="utf-8").splitlines()
+
+
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
 def test_anyone_else_is_refused_politely_and_nothing_runs(script: str, tmp_path: Path) -> None:
     # Where nobody can read it: pytest's folders are root's own.

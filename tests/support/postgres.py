@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 _SEARCH = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"]
@@ -48,8 +48,10 @@ def _as_user() -> list[str]:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yield a SQLAlchemy URL of a fresh, empty database; stop and delete it afterwards."""
+def postgres_server(hba: Sequence[str] = ()) -> Iterator[str]:
+    """Yield a SQLAlchemy URL of a fresh, empty database; stop and delete it afterwards.
+    ``hba``: pg_hba.conf lines put before initdb's (which trust everyone), e.g. to make a
+    role log in with its password."""
     initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise RuntimeError("initdb and pg_ctl are needed for the PostgreSQL tests")
@@ -68,6 +70,9 @@ def postgres_server() -> Iterator[str]:
         [*prefix, initdb, "-D", str(data), "-U", "steward", "--auth=trust", "-E", "UTF8"],
         check=True, capture_output=True, env=env, timeout=120,
     )  # fmt: skip
+    if hba:
+        conf = data / "pg_hba.conf"
+        conf.write_text("".join(f"{line}\n" for line in hba) + conf.read_text())
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
         [*prefix, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],

@@ -67,14 +67,15 @@ async def backup(service: str) -> dict[str, Any]:
     return {"snapshot_id": result.snapshot_id, "files_new": result.files_new, "progress": seen}
 
 
-async def restore(service: str, snapshot: str) -> dict[str, Any]:
+async def restore(service: str, snapshot: str, *, foreign: bool = False) -> dict[str, Any]:
+    """``foreign``: through steward-restore-foreign@, as ``steward recover`` does as root."""
     steps: list[str] = []
 
     async def step(text: str) -> None:
         steps.append(text)
 
     try:
-        report = await UnitDataJobs(JOBS, poll=0.05).restore(
+        report = await UnitDataJobs(JOBS, poll=0.05, foreign=foreign).restore(
             RestorePlan(service, snapshot, (), ()), step
         )
     except RestoreError as exc:
@@ -93,8 +94,8 @@ def main(argv: list[str]) -> int:
         out = asyncio.run(rebuild_follow(json.loads(args[0])))
     elif command == "backup":
         out = asyncio.run(backup(args[0]))
-    elif command == "restore":
-        out = asyncio.run(restore(args[0], args[1]))
+    elif command in {"restore", "restore-foreign"}:
+        out = asyncio.run(restore(args[0], args[1], foreign=command == "restore-foreign"))
     else:
         print(f"unknown command {command}", file=sys.stderr)
         return 2

@@ -306,6 +306,39 @@ def test_a_backup_and_a_restore_run_the_worker_as_root_with_real_restic(booted: 
     assert container.path("/srv/app/a.txt").read_text() == "today\n"
 
 
+def test_a_snapshot_of_another_server_is_restored_only_through_roots_foreign_unit(
+    booted: Booted,
+) -> None:
+    """What ``steward recover`` meets on a new server: the old server's snapshot is in no
+    ledger here. The bot's steward-restore@ refuses it; root's steward-restore-foreign@ (which
+    polkit does not grant the bot, above) restores it."""
+    container = booted.container
+    container.run(["mkdir", "-p", "/srv/app", "/srv/backups"])
+    if not container.path("/srv/backups/repo/config").exists():
+        restic(container, "init")
+    container.write("/srv/app/a.txt", "on the old server\n")
+    restic(container, "backup", "--tag", "service:app", "--tag", "reason:scheduled",
+           "--host", "old-server", "/srv/app")  # fmt: skip
+    old = json.loads(restic(container, "snapshots", "--json", "--host", "old-server"))[-1]
+    container.write("/srv/app/a.txt", "the new server's\n")
+
+    refused = bot(container, "restore", "app", old["id"])
+    assert "was not taken by this server's backup units" in refused["error"], refused
+    assert container.path("/srv/app/a.txt").read_text() == "the new server's\n"
+
+    done = container.run([PYTHON, "-m", "tests.systemd.inside", "restore-foreign", "app",
+                          old["id"]], env={"PYTHONDONTWRITEBYTECODE": "1"},
+                         timeout=120)  # fmt: skip
+    restored = json.loads(done.stdout)
+    assert "error" not in restored, restored
+    assert container.path("/srv/app/a.txt").read_text() == "on the old server\n"
+    unit = f"steward-restore-foreign@app:{old['id']}.service"
+    said = [e["MESSAGE"] for e in journal(container, unit)]
+    assert any(m.startswith(f"Finished {unit}") for m in said), said
+    status = json.loads(container.path("/var/lib/steward-worker/jobs/app.json").read_text())
+    assert status["unit"] == unit
+
+
 def test_the_status_folder_is_roots_and_a_planted_link_is_not_followed(booted: Booted) -> None:
     container = booted.container
     jobs = "/var/lib/steward-worker/jobs"

@@ -56,10 +56,11 @@ STEWARD_UNITS = {
 # steward-rollback@N.service switches to generation N (a template unit, instantiated on use).
 ROLLBACK_TEMPLATE = re.compile(r"steward-rollback@([0-9]{1,9})\.service")
 # steward-backup@SERVICE:REASON and steward-restore@SERVICE:ARG run `steward worker KIND ARG`
-# as root; here they run state["data_worker"] ({"argv": [...], "env": {...}}, set by a test)
-# with KIND and the instance appended, and its output goes to the unit's journal.
+# as root (steward-restore-foreign@ runs `steward worker restore ARG --foreign`); here they run
+# state["data_worker"] ({"argv": [...], "env": {...}}, set by a test) with KIND and the
+# instance appended, and its output goes to the unit's journal.
 DATA_TEMPLATE = re.compile(
-    r"steward-(backup|restore)@([a-z0-9][a-z0-9_-]{0,63}:[a-z0-9-]{1,64})\.service"
+    r"steward-(backup|restore|restore-foreign)@([a-z0-9][a-z0-9_-]{0,63}:[a-z0-9-]{1,64})\.service"
 )
 NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 ANSI_RED, ANSI_GREEN, ANSI_NORMAL = "\x1b[31;1m", "\x1b[32;1m", "\x1b[0m"
@@ -783,8 +784,10 @@ def run_data_job(path: Path, name: str) -> None:
     if worker is None:
         code, output = 1, "steward: no worker configured in the fake system\n"
     else:
+        kind, instance = match.group(1), match.group(2)
+        argv = ["restore", instance, "--foreign"] if kind == "restore-foreign" else [kind, instance]
         done = subprocess.run(
-            [*worker["argv"], match.group(1), match.group(2)], env=worker["env"],
+            [*worker["argv"], *argv], env=worker["env"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600, check=False,
         )  # fmt: skip
         code, output = done.returncode, done.stdout
