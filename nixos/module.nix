@@ -409,6 +409,13 @@ let
   setenv = environment: lib.mapAttrsToList (name: value: "${name}=${value}") environment;
   # pg_restore and psql for `steward recover` of a bot whose own database is PostgreSQL.
   botOnPostgres = lib.hasPrefix "postgresql" (cfg.settings.database_url or "");
+  # …on this server, through the socket: no host, or a host that is a folder.
+  botOnLocalPostgres =
+    botOnPostgres
+    && (
+      builtins.match "postgresql[+a-z0-9]*://([^@/]*@)?/.*" cfg.settings.database_url != null
+      || builtins.match ".*[?&]host=/.*" cfg.settings.database_url != null
+    );
   wrapperPath = lib.concatStringsSep ":" (
     map (p: "${p}/bin") (botPath ++ lib.optional botOnPostgres config.services.postgresql.package)
   );
@@ -947,22 +954,45 @@ in
     systemd.services."steward-restore-foreign@" =
       dataJob "restore --foreign" "Steward: restore %i, taken elsewhere";
 
-    services.postgresql = lib.mkIf cfg.postgresql.enable {
-      # Dumps are taken as postgres; they are loaded as the service's own role, so that SQL
-      # in a dump runs with no more than the service's rights (no COPY … FROM PROGRAM).
+    services.postgresql = lib.mkIf (cfg.postgresql.enable || botOnLocalPostgres) {
+      # The bot's own database on this server's PostgreSQL, through the socket: root (Steward's
+      # own snapshot, `steward recover`) logs in as the bot's role `steward`, as the bot does.
+      # Dumps of the services are taken as postgres; they are loaded as the service's own role,
+      # so that SQL in a dump runs with no more than the service's rights (no COPY … FROM
+      # PROGRAM).
       identMap = lib.mkBefore (
-        ''
-          steward-dumps root postgres
-          steward-dumps postgres postgres
-        ''
-        + lib.concatStringsSep "" (map (role: "steward-dumps root ${role}\n") databaseRoles)
+        (
+          if botOnLocalPostgres then
+            ''
+              steward-bot root steward
+              steward-bot steward steward
+            ''
+          else
+            ""
+        )
+        + (
+          if cfg.postgresql.enable then
+            ''
+              steward-dumps root postgres
+              steward-dumps postgres postgres
+            ''
+            + lib.concatStringsSep "" (map (role: "steward-dumps root ${role}\n") databaseRoles)
+          else
+            ""
+        )
       );
       authentication = lib.mkBefore (
-        ''
-          local all postgres peer map=steward-dumps
-        ''
-        + lib.concatStringsSep "" (
-          map (role: "local ${role} ${role} peer map=steward-dumps\n") databaseRoles
+        (if botOnLocalPostgres then "local all steward peer map=steward-bot\n" else "")
+        + (
+          if cfg.postgresql.enable then
+            ''
+              local all postgres peer map=steward-dumps
+            ''
+            + lib.concatStringsSep "" (
+              map (role: "local ${role} ${role} peer map=steward-dumps\n") databaseRoles
+            )
+          else
+            ""
         )
       );
     };

@@ -838,3 +838,33 @@ def test_a_unit_two_services_list_as_shared_is_shown_but_never_granted(
     text = system["environment"]["etc"]["steward/catalogue.json"]["text"]
     catalogue = ServiceCatalogue.from_json(json.loads(text))
     assert catalogue.all_units == ("forgejo.service", "redis.service", "phpfpm-nextcloud.service")
+
+
+def test_a_bot_on_this_servers_postgresql_lets_root_log_in_as_its_role(
+    nix_env: dict[str, str],
+) -> None:
+    """Steward's own snapshot and `steward recover` run as root and dump or load the bot's
+    database as the bot's role; over TCP (a host name) nothing is mapped."""
+    for url in (
+        "postgresql:///steward",
+        "postgresql+psycopg://steward@/steward?host=/run/postgresql",
+    ):
+        local = evaluate(nix_env, f'{{ enable = true; settings.database_url = "{url}"; }}')
+        postgres = local["services"]["postgresql"]
+        assert postgres["identMap"].splitlines() == [
+            "steward-bot root steward",
+            "steward-bot steward steward",  # the bot itself still logs in
+        ], url
+        assert postgres["authentication"].splitlines() == ["local all steward peer map=steward-bot"]
+    remote = evaluate(
+        nix_env, '{ enable = true; settings.database_url = "postgresql://steward@db.lan/steward"; }'
+    )
+    assert "postgresql" not in remote.get("services", {})
+    both = evaluate(
+        nix_env,
+        '{ enable = true; postgresql.enable = true; settings.database_url = "postgresql:///steward"; }',
+    )
+    assert both["services"]["postgresql"]["authentication"].splitlines() == [
+        "local all steward peer map=steward-bot",
+        "local all postgres peer map=steward-dumps",
+    ]
