@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,9 +40,30 @@ class Database:
         self.engine = _engine(url)
         workers = 1 if self.engine.dialect.name == "sqlite" else 4
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="steward-db")
+        self._held: Connection | None = None
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """``fn`` in a worker thread, for callers that wait with a callback, not a task."""
+        return self._executor.submit(fn)
+
+    @contextmanager
+    def held_transaction(self) -> Iterator[Connection]:
+        """A transaction on one connection kept open between calls, for a writer that commits
+        often (the audit log): no pool checkout and reset each time. One caller at a time; a
+        failure closes the connection and the next call opens a new one."""
+        conn = self._held
+        if conn is None:
+            conn = self._held = self.engine.connect()
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self._held = None
+            conn.close()
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -93,6 +114,9 @@ class Database:
 
     def dispose(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._held is not None:
+            self._held.close()
+            self._held = None
         self.engine.dispose()
 
 

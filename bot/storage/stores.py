@@ -7,10 +7,12 @@ thread so the event loop never waits on the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -284,9 +286,11 @@ def _job(row: _Row) -> Job:
 class SqlAuditLog(_Store):
     """Audit rows are written with group commit, and nothing waits for a timer.
 
-    A row that finds the writer idle is committed at once. Rows that arrive while a commit is
-    in flight wait for it to end and then share the next transaction, so under a burst one
-    INSERT carries many rows, and a lone command never waits for another's interval.
+    A row that finds the writer idle is committed on the loop's next turn (rows queued in this
+    turn join it). Rows that arrive while a commit is in flight wait for it to end and then
+    share the next transaction, so under a burst one INSERT carries many rows, and a lone
+    command never waits for another's interval. The commits run in the database's worker
+    thread on a connection kept open for them; the loop hears of each with one callback.
 
     ``record`` returns once the row has committed: the engine awaits it before an action runs,
     and before a chat's next message is handled. ``submit`` queues the row at once and returns
@@ -296,38 +300,59 @@ class SqlAuditLog(_Store):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._queue: list[tuple[dict[str, object], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._drained: asyncio.Future[None] | None = None  # set while a commit is in flight
 
     async def record(self, entry: AuditEntry) -> None:
         await self.submit(entry)
 
     def submit(self, entry: AuditEntry) -> asyncio.Future[None]:
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         self._queue.append((_audit_values(entry), done))
-        if self._writer is None or self._writer.done():
-            # The task first runs on the loop's next turn: rows queued in this turn join it.
-            self._writer = asyncio.create_task(self._write())
+        if self._drained is None:
+            self._drained = loop.create_future()
+            loop.call_soon(self._commit_next, loop)
         return done
 
     async def flush(self) -> None:
         """Wait until every row queued so far has been written (or has failed)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        while self._drained is not None:
+            await asyncio.shield(self._drained)
 
-    async def _write(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            rows = [values for values, _ in batch]
-            try:
-                await self._run(functools.partial(_insert_many, self.db, audit_log, rows))
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+    def _commit_next(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._queue = self._queue, []
+        rows = [values for values, _ in batch]
+        try:
+            work = self.db.submit(functools.partial(_insert_held, self.db, audit_log, rows))
+        except Exception as exc:  # noqa: BLE001 - the executor is shut down: the rows fail
+            self._committed(loop, batch, exc)
+            return
+
+        def heard(finished: Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+                loop.call_soon_threadsafe(self._committed, loop, batch, finished.exception())
+
+        work.add_done_callback(heard)
+
+    def _committed(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[dict[str, object], asyncio.Future[None]]],
+        failure: BaseException | None,
+    ) -> None:
+        for _, done in batch:
+            if done.done():
+                continue
+            if failure is None:
+                done.set_result(None)
             else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                done.set_exception(failure)
+        if self._queue:
+            self._commit_next(loop)
+            return
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     async def recent(self, limit: int) -> list[AuditEntry]:
         query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
@@ -353,9 +378,9 @@ def _audit_values(entry: AuditEntry) -> dict[str, object]:
     }
 
 
-def _insert_many(db: Database, table: Table, rows: list[dict[str, object]]) -> None:
+def _insert_held(db: Database, table: Table, rows: list[dict[str, object]]) -> None:
     # A list of parameter sets makes one executemany: a single INSERT for the whole batch.
-    with db.transaction() as conn:
+    with db.held_transaction() as conn:
         conn.execute(insert(table), rows)
 
 
