@@ -57,7 +57,11 @@ class Signature:
         found = _LINE.fullmatch(text.strip())
         if found is None:
             return None
-        data = {**found.groupdict(), "heartbeat": int(found["beat"]), "alerts": int(found["alerts"])}
+        data = {
+            **found.groupdict(),
+            "heartbeat": int(found["beat"]),
+            "alerts": int(found["alerts"]),
+        }
         return cls.from_json(data)
 
     @classmethod

@@ -126,4 +126,6 @@ async def test_fleet_lists_the_others_in_name_order_and_marks_the_overdue(
 
     assert len(lines) == 3
     assert lines[1].startswith("✅ <b>alpha</b> 1.0, seen 10 s ago")
-    assert lines[2] == "⏰ overdue <b>charlie</b> 1.1, seen 90 s ago (heartbeat 60 s), 2 open alerts"
+    assert (
+        lines[2] == "⏰ overdue <b>charlie</b> 1.1, seen 90 s ago (heartbeat 60 s), 2 open alerts"
+    )

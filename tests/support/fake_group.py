@@ -55,6 +55,7 @@ class FakeGroup:
         self._members: dict[str, Member] = {}
         self._history: dict[int, JSON] = {}
         self._last_bot: str | None = None
+        self._deliveries: list[tuple[str, str, JSON]] = []
 
     @property
     def chat_id(self) -> int:
@@ -103,7 +104,11 @@ class FakeGroup:
             self._last_bot = author.username
         for member in self.members():
             if member.fake is not sender:
-                member.fake.receive(message, deliver=self.sees_bot(author, member, message))
+                deliver = self.sees_bot(author, member, message)
+                if deliver:
+                    with self._lock:
+                        self._deliveries.append((author.username, member.username, message))
+                member.fake.receive(message, deliver=deliver)
 
     def deleted(self, sender: FakeBotAPI, message_id: int) -> None:
         with self._lock:
@@ -139,23 +144,28 @@ class FakeGroup:
         with self._lock:
             return list(self._members.values())
 
+    def delivered(self) -> list[tuple[str, str, JSON]]:
+        """(author, receiver, message) for every bot message another bot received."""
+        with self._lock:
+            return copy.deepcopy(self._deliveries)
+
     def history(self) -> list[JSON]:
         """Every message still in the group, oldest first."""
         with self._lock:
             return [copy.deepcopy(self._history[key]) for key in sorted(self._history)]
 
     def _remember(self, message: JSON) -> None:
-        flat = copy.deepcopy(message)
-        flat.pop("reply_to_message", None)
         with self._lock:
-            self._history[int(message["message_id"])] = flat
+            self._history[int(message["message_id"])] = copy.deepcopy(message)
 
     def _replied(self, message_id: int) -> JSON:
         with self._lock:
             found = self._history.get(message_id)
         if found is None:
             raise LookupError(f"no message {message_id} in the group")
-        return copy.deepcopy(found)
+        flat = copy.deepcopy(found)
+        flat.pop("reply_to_message", None)  # Telegram does not nest replies further
+        return flat
 
 
 def _command_mentions(message: JSON) -> set[str]:

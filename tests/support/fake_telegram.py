@@ -1078,8 +1078,8 @@ class FakeBotAPI:
         not it was delivered; ``deliver`` queues an Update with it."""
         chat_id = int(message["chat"]["id"])
         with self._lock:
-            self._user_messages.setdefault(chat_id, {})[int(message["message_id"])] = (
-                copy.deepcopy(message)
+            self._user_messages.setdefault(chat_id, {})[int(message["message_id"])] = copy.deepcopy(
+                message
             )
             if deliver:
                 self._enqueue("message", message)

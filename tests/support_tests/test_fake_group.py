@@ -137,5 +137,5 @@ async def test_a_deleted_message_can_no_longer_be_replied_to(
     await clients["alpha"].delete_message(GROUP, beat["message_id"])
 
     assert [m["message_id"] for m in group.history()] == []
-    with pytest.raises(BadRequest, match="(?i)message to be replied not found"):
+    with pytest.raises(BadRequest, match=r"(?i)message to be replied not found"):
         await post(clients["bravo"], "late", reply_to=beat["message_id"])
