@@ -87,7 +87,7 @@ class TelegramTransport:
         rate_limit: bool = True,
         poll_timeout: int = 10,
         watch: str | None = None,
-        introduce: bool = True,
+        introduce: bool = False,
     ) -> None:
         builder = (
             Application.builder()

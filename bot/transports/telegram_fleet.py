@@ -53,7 +53,7 @@ class TelegramFleet(FleetBus):
         outbox: TelegramOutbox,
         watch: str | None = None,
         *,
-        introduce: bool = True,
+        introduce: bool = False,
     ) -> None:
         super().__init__(engine, fleet, watch)
         self.outbox = outbox
@@ -68,7 +68,6 @@ class TelegramFleet(FleetBus):
     async def start(self) -> None:
         """Hello in the groups met before, then a beat every two thirds of the interval."""
         self._beats = await self._load()
-        await self.refresh()
         for chat_id in list(self._beats):
             self._greet(chat_id)
         self._spawn(self._beat_forever())
@@ -87,7 +86,11 @@ class TelegramFleet(FleetBus):
     def _greet(self, chat_id: str) -> None:
         if chat_id not in self._greeted:
             self._greeted.add(chat_id)
-            self._spawn(self.beat(chat_id))
+            self._spawn(self._hello(chat_id))
+
+    async def _hello(self, chat_id: str) -> None:
+        await self.refresh()
+        await self.beat(chat_id)
 
     def observe(self, message: Message) -> None:
         """Learn from a bot's message in a group; never more than that."""
@@ -140,10 +143,10 @@ class TelegramFleet(FleetBus):
         period = max(0.5, self.fleet.me.heartbeat_seconds * 2 / 3)
         while True:
             await asyncio.sleep(period)
-            await self.refresh()
-            shared = {
-                p.chat.chat_id for p in self.fleet.peers.values() if p.chat.transport == TRANSPORT
-            }
+            peers = self.fleet.peers.values()
+            shared = {p.chat.chat_id for p in peers if p.chat.transport == TRANSPORT}
+            if shared & self._beats.keys():
+                await self.refresh()  # only a Steward with others to tell counts its alerts
             for chat_id in list(self._beats):
                 await (self.beat(chat_id) if chat_id in shared else self._retire(chat_id))
             await self.check_watch()
