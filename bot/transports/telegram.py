@@ -194,7 +194,7 @@ class TelegramTransport:
         for task in list(self._background):
             task.cancel()
         if self.fleet is not None:
-            self.fleet.stop()
+            await self.fleet.stop()
         updater = self.application.updater
         with contextlib.suppress(TelegramError, RuntimeError):
             if updater is not None and updater.running:

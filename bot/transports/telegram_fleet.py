@@ -15,10 +15,11 @@ so two bots can never start a loop.
 
 Where it beats: a Steward that has a name of its own (STEWARD_NAME) or watches another says
 hello (one beat) in a group the first time it sees that group in a run; any Steward says hello
-at start in the groups where it met others before (kept in the key-value table, with its last
-beat there, so that a restart finds them and deletes its old beat), and answers a newcomer's
-beat with one of its own. It keeps beating only where it has seen another Steward; a hello left
-alone is deleted at the next beat. A Steward alone in its groups, as most are, never beats.
+at start in the groups where it met others before (kept in the key-value table, with its beats
+still standing there, so that a restart finds them and deletes its old beats), and answers a
+newcomer's beat with one of its own. It keeps beating only where it has seen another Steward;
+a hello left alone is deleted at the next beat. A Steward alone in its groups, as most are,
+never beats.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
     from handlers.core.engine import Engine
 
 log = logging.getLogger(__name__)
-KEY = "telegram.fleet"  # {group id: this Steward's last beat there, or null}
+STOP_WAIT = 5.0
+KEY = "telegram.fleet"  # {group id: this Steward's beats still standing there, newest last}
 
 
 class TelegramFleet(FleetBus):
@@ -58,10 +60,11 @@ class TelegramFleet(FleetBus):
         super().__init__(engine, fleet, watch)
         self.outbox = outbox
         self.introduce = introduce
-        self._beats: dict[str, str | None] = {}
+        self._beats: dict[str, list[str]] = {}
         self._greeted: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -70,9 +73,16 @@ class TelegramFleet(FleetBus):
         self._beats = await self._load()
         for chat_id in list(self._beats):
             self._greet(chat_id)
-        self._spawn(self._beat_forever())
+        self._ticker = self._spawn(self._beat_forever())
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """A beat in flight may finish (at most STOP_WAIT): stopped between its send and its
+        save, it would stay in the group with no run knowing of it."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        working = [task for task in self._tasks if task is not self._ticker]
+        if working:
+            await asyncio.wait(working, timeout=STOP_WAIT)
         for task in list(self._tasks):
             task.cancel()
 
@@ -115,7 +125,8 @@ class TelegramFleet(FleetBus):
     # -- what this Steward says ---------------------------------------------------------------
 
     async def beat(self, chat_id: str) -> None:
-        """Post a beat in the group, then delete the one before."""
+        """Post a beat in the group, then delete the ones before (normally one; more when a
+        run ended between a beat and that deletion)."""
         async with self._locks.setdefault(chat_id, asyncio.Lock()):
             reply = Reply(esc(self.fleet.me.as_line()), silent=True)
             try:
@@ -123,21 +134,26 @@ class TelegramFleet(FleetBus):
             except TelegramError as exc:
                 log.warning("Telegram: no heartbeat in %s: %s", chat_id, exc)
                 return
-            previous = self._beats.get(chat_id)
-            self._beats[chat_id] = sent.message_id
+            standing = [*self._beats.get(chat_id, []), sent.message_id]
+            self._beats[chat_id] = standing
             await self._save()
-            if previous is not None:
-                await self._delete(chat_id, previous)
+            await self._clear(chat_id, standing[:-1])
 
     async def _retire(self, chat_id: str) -> None:
-        """Alone in the group: its beat goes, and it beats there no more for now."""
+        """Alone in the group: its beats go, and it beats there no more for now."""
         async with self._locks.setdefault(chat_id, asyncio.Lock()):
-            previous = self._beats.get(chat_id)
-            if previous is None:
-                return
-            self._beats[chat_id] = None
-            await self._save()
-            await self._delete(chat_id, previous)
+            await self._clear(chat_id, self._beats.get(chat_id, []))
+
+    async def _clear(self, chat_id: str, old: list[str]) -> None:
+        if not old:
+            return
+        for message_id in old:
+            try:
+                await self._delete(int(chat_id), int(message_id))
+            except TelegramError as exc:  # gone already, or older than a bot may delete
+                log.info("Telegram: could not delete an old heartbeat in %s: %s", chat_id, exc)
+        self._beats[chat_id] = [m for m in self._beats.get(chat_id, []) if m not in old]
+        await self._save()
 
     async def _beat_forever(self) -> None:
         period = max(0.5, self.fleet.me.heartbeat_seconds * 2 / 3)
@@ -147,22 +163,22 @@ class TelegramFleet(FleetBus):
             shared = {p.chat.chat_id for p in peers if p.chat.transport == TRANSPORT}
             if shared & self._beats.keys():
                 await self.refresh()  # only a Steward with others to tell counts its alerts
-            for chat_id in list(self._beats):
-                await (self.beat(chat_id) if chat_id in shared else self._retire(chat_id))
+            # Each as a task of its own, which a stop lets finish (see stop).
+            work = [
+                self._spawn(self.beat(chat_id) if chat_id in shared else self._retire(chat_id))
+                for chat_id in list(self._beats)
+            ]
+            if work:
+                await asyncio.wait(work)
             await self.check_watch()
 
-    async def _delete(self, chat_id: str, message_id: str) -> None:
+    async def _delete(self, chat_id: int, message_id: int) -> None:
         bot = self.outbox.bot
-        try:
-            await self.outbox.call(
-                "deleteMessage", lambda: bot.delete_message(int(chat_id), int(message_id))
-            )
-        except TelegramError as exc:  # gone already, or older than Telegram lets a bot delete
-            log.info("Telegram: could not delete the old heartbeat in %s: %s", chat_id, exc)
+        await self.outbox.call("deleteMessage", lambda: bot.delete_message(chat_id, message_id))
 
     # -- the groups met before ----------------------------------------------------------------
 
-    async def _load(self) -> dict[str, str | None]:
+    async def _load(self) -> dict[str, list[str]]:
         raw = await self.engine.deps.notes.get(KEY)
         try:
             data = json.loads(raw) if raw else {}
@@ -172,18 +188,19 @@ class TelegramFleet(FleetBus):
             log.warning("Telegram: the stored fleet groups are unreadable; starting afresh")
             return {}
         return {
-            str(chat): (str(beat) if isinstance(beat, (int, str)) else None)
-            for chat, beat in data.items()
-            if str(chat).lstrip("-").isdigit()
+            str(chat): [str(m) for m in beats if str(m).isdigit()]
+            for chat, beats in data.items()
+            if str(chat).lstrip("-").isdigit() and isinstance(beats, list)
         }
 
     async def _save(self) -> None:
         await self.engine.deps.notes.set(KEY, json.dumps(self._beats), datetime.now(UTC))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 def _aware(moment: datetime) -> datetime:

@@ -266,3 +266,24 @@ def post(bot: FakeBotAPI, text: str) -> None:
     request = urllib.request.Request(f"{bot.api_url}/sendMessage", data=form)  # noqa: S310
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
         assert json.load(response)["ok"]
+
+
+def test_a_restarted_steward_greets_the_group_it_met_and_clears_its_old_beat(fleet: Fleet) -> None:
+    fleet.start()
+    fleet.meet()
+    bravo = fleet.bots["bravo"]
+    bravo.stop(bravo.processes[-1])
+    standing = [m for m in fleet.fakes["bravo"].messages(GROUP) if not m.deleted]
+    old = standing[-1]  # more than one only when it stopped between a beat and a deletion
+
+    bravo.start(extra={"STEWARD_NAME": "bravo", "STEWARD_FLEET_HEARTBEAT_SECONDS": BEAT})
+
+    # Nobody wrote in the group since: the group was remembered, with bravo's last beat there.
+    def fresh_beat(fake: FakeBotAPI) -> bool:
+        beats = [m for m in fake.messages(GROUP) if (m.text or "").startswith("💓")]
+        gone = all(fake.message(GROUP, m.message_id).deleted for m in standing)
+        return beats[-1].message_id > old.message_id and gone
+
+    fleet.fakes["bravo"].wait_for(fresh_beat, timeout=WAIT)
+    assert (old.text or "").startswith("💓 Steward bravo ")
+    assert len([m for m in fleet.fakes["bravo"].messages(GROUP) if not m.deleted]) == 1
