@@ -278,12 +278,12 @@ def test_a_restarted_steward_greets_the_group_it_met_and_clears_its_old_beat(fle
 
     bravo.start(extra={"STEWARD_NAME": "bravo", "STEWARD_FLEET_HEARTBEAT_SECONDS": BEAT})
 
-    # Nobody wrote in the group since: the group was remembered, with bravo's last beat there.
-    def fresh_beat(fake: FakeBotAPI) -> bool:
-        beats = [m for m in fake.messages(GROUP) if (m.text or "").startswith("💓")]
+    # Nobody wrote in the group since: the group was remembered, with bravo's beats there.
+    def fresh_beat(fake: FakeBotAPI) -> list[int]:
+        now = [m.message_id for m in fake.messages(GROUP) if not m.deleted]
         gone = all(fake.message(GROUP, m.message_id).deleted for m in standing)
-        return beats[-1].message_id > old.message_id and gone
+        return now if gone and len(now) == 1 and now[0] > old.message_id else []
 
-    fleet.fakes["bravo"].wait_for(fresh_beat, timeout=WAIT)
+    (newest,) = fleet.fakes["bravo"].wait_for(fresh_beat, timeout=WAIT)
     assert (old.text or "").startswith("💓 Steward bravo ")
-    assert len([m for m in fleet.fakes["bravo"].messages(GROUP) if not m.deleted]) == 1
+    assert (fleet.fakes["bravo"].message(GROUP, newest).text or "").startswith("💓 Steward bravo ")
