@@ -297,10 +297,6 @@ def _run(settings: Settings) -> int:
         print(NO_ADMIN_WARNING, file=sys.stderr)
     if settings.matrix_homeserver is not None:
         _matrix_login(settings)
-    elif settings.watch is not None:
-        raise ConfigError(
-            "STEWARD_WATCH: needs Matrix; Telegram bots never see each other's messages"
-        )
     return asyncio.run(_serve(settings))
 
 
@@ -415,6 +411,12 @@ def _telegram(settings: Settings, router: OutboxRouter) -> TelegramTransport | N
         settings.telegram_token.get_secret_value(),
         settings.telegram_api_url,
         rate_limit=settings.telegram_rate_limit,
+        # One watch is enough: it reads the fleet that both transports fill. Matrix keeps it
+        # when both are configured.
+        watch=settings.watch if settings.matrix_homeserver is None else None,
+        # A Steward named on purpose is meant to meet others; one on its host name alone is
+        # not, and says nothing in its groups.
+        introduce=settings.name is not None or settings.watch is not None,
     )
     router.add("telegram", telegram.outbox)
     return telegram

@@ -25,11 +25,18 @@ async def fleet(ctx: Context) -> Reply:
         beat = f" (heartbeat {duration(peer.signature.heartbeat_seconds)})" if overdue else ""
         lines.append(table_line(peer.signature, f"seen {ago} ago{beat}", overdue=overdue))
     if len(lines) == 1:
-        lines.append(
-            "<i>No other Steward seen here yet. On Telegram bots never see each other's "
-            "messages; on Matrix they announce themselves when they start.</i>"
-        )
+        lines.append(f"<i>{ALONE.get(ctx.command.chat.transport, ALONE['matrix'])}</i>")
     return Reply("\n".join(lines))
+
+
+# What /fleet says when it has seen no other Steward in the chat.
+ALONE = {
+    "telegram": (
+        "I can see only myself here: in @BotFather, turn on Bot-to-Bot Communication Mode "
+        "for each Steward's bot, and make the bots admins of this group."
+    ),
+    "matrix": "No other Steward seen here yet; they announce themselves when they start.",
+}
 
 
 class HeartbeatWatch:

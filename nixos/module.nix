@@ -196,7 +196,11 @@ let
     "state_dir"
     "catalogue"
     "desired_state"
+    "name"
+    "watch"
   ];
+  # A Steward's short name, as STEWARD_NAME and STEWARD_WATCH take it (bot/config.py).
+  stewardName = types.strMatching "[a-z0-9][a-z0-9_-]{0,31}";
 
   renderValue =
     value:
@@ -365,6 +369,8 @@ let
       STEWARD_WORKER_DIR = "/var/lib/steward-worker";
     }
 
+    // lib.optionalAttrs (cfg.name != null) { STEWARD_NAME = cfg.name; }
+    // lib.optionalAttrs (cfg.watch != null) { STEWARD_WATCH = cfg.watch; }
     // lib.optionalAttrs cfg.postgresql.enable {
       STEWARD_POSTGRES_HOST = "/run/postgresql";
       STEWARD_POSTGRES_USER = "postgres";
@@ -661,6 +667,30 @@ in
       '';
     };
 
+    name = mkOption {
+      type = types.nullOr stewardName;
+      default = null;
+      example = "vps";
+      description = ''
+        This server's short name (`STEWARD_NAME`): a-z, 0-9, `-` and `_`, at most 32. Where
+        several Stewards share a chat it addresses this one (`/restart nextcloud @vps`) and
+        heads its reports and alerts. `null`: the host name. A Steward named here introduces
+        itself in its Telegram groups, so that the other Stewards there learn of it.
+      '';
+    };
+
+    watch = mkOption {
+      type = types.nullOr stewardName;
+      default = null;
+      example = "home-box";
+      description = ''
+        The name of one other Steward in a shared chat whose heartbeat this one watches
+        (`STEWARD_WATCH`): the admins get an alert when it falls silent, and another when it
+        answers again. On Telegram this needs Bot-to-Bot Communication Mode (README, Several
+        servers).
+      '';
+    };
+
     stateDir = mkOption {
       type = types.str;
       default = "/var/lib/steward";
@@ -823,7 +853,11 @@ in
       }
       {
         assertion = lib.all (key: !(cfg.settings ? ${key})) ownSettings;
-        message = "services.steward.settings: state_dir, catalogue and desired_state are set by the module (stateDir, services).";
+        message = "services.steward.settings: state_dir, catalogue, desired_state, name and watch are set by the module (stateDir, services, name, watch).";
+      }
+      {
+        assertion = cfg.watch == null || cfg.watch != cfg.name;
+        message = "services.steward.watch: ${toString cfg.watch} is this Steward's own name; name another one.";
       }
       {
         assertion = lib.all (option: !(lib.hasPrefix "${builtins.storeDir}/" (toString cfg.${option}))) (

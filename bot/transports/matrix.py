@@ -314,7 +314,7 @@ class MatrixTransport:
             return  # it names another Steward
         if self.fleet is not None and command == sent:
             # Each Steward here answers: in name order, so the room reads as one table.
-            await self.fleet.wait_turn(room_id, event.event_id)
+            await self.fleet.wait_turn(ChatRef(TRANSPORT, room_id), event.event_id)
         if command.name in ("confirm", "cancel"):
             await self._confirm_by_code(command)
         else:

@@ -5,46 +5,27 @@ name, version, heartbeat interval, open alerts), so each Steward learns the othe
 they say; there is no registry. A Steward says hello (an ``org.steward.heartbeat`` event, which
 clients do not show) in its admin rooms when it starts, answers a newcomer's hello once, and
 beats in the rooms it shares with others. A bot alone in its rooms sends nothing more than the
-one hello per start, and never waits.
-
-A command that names no Steward is answered by each, in name order: a Steward first waits,
-bounded, until the live Stewards whose names sort before its own have answered that command.
+one hello per start, and never waits. Answers in name order and the watch: ``FleetBus``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from handlers.alerting import Level
-from handlers.alerts import alert_states
-from handlers.core.fleet import FLEET_KEY, Fleet, Signature
+from bot.transports.fleet_bus import FleetBus
+from handlers.core.fleet import FLEET_KEY, Signature
 from handlers.core.messages import ChatRef
-from handlers.fleet import HeartbeatWatch
-
-if TYPE_CHECKING:
-    from handlers.core.engine import Engine
 
 log = logging.getLogger(__name__)
 TRANSPORT = "matrix"
 HEARTBEAT = "org.steward.heartbeat"
-TURN_WAIT = 5.0  # the longest a Steward waits for the ones before it to answer
-_REMEMBERED = 200  # commands whose answers are remembered, for the ones still waiting
 
 
-class MatrixFleet:
-    def __init__(self, engine: Engine, fleet: Fleet, watch: str | None = None) -> None:
-        self.engine = engine
-        self.fleet = fleet
-        self.watch = HeartbeatWatch(fleet, watch, datetime.now(UTC)) if watch else None
-        self._answers: dict[str, set[str]] = {}
-        self._answered = asyncio.Event()
-
+class MatrixFleet(FleetBus):
     def signature(self) -> dict[str, object]:
         return self.fleet.me.as_json()
 
@@ -60,29 +41,11 @@ class MatrixFleet:
         new = self.fleet.saw(chat, event.sender, signature, _moment(event.server_timestamp))
         replied = content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
         if isinstance(replied, str):
-            self._answers.setdefault(replied, set()).add(signature.name)
-            while len(self._answers) > _REMEMBERED:
-                del self._answers[next(iter(self._answers))]
-            self._answered.set()
-            self._answered = asyncio.Event()
+            self.answered(replied, signature.name)
         return True, new and bool(content.get("hello"))
 
     def left(self, room_id: str, user_id: str) -> None:
         self.fleet.left(ChatRef(TRANSPORT, room_id), user_id)
-
-    async def wait_turn(self, room_id: str, event_id: str) -> None:
-        """Until the Stewards before this one have answered ``event_id``, at most TURN_WAIT."""
-        chat = ChatRef(TRANSPORT, room_id)
-        before = {p.name for p in self.fleet.before_me(chat, datetime.now(UTC))}
-        deadline = time.monotonic() + TURN_WAIT
-        while before - self._answers.get(event_id, set()):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                missing = sorted(before - self._answers.get(event_id, set()))
-                log.info("Matrix: answering without waiting longer for %s", ", ".join(missing))
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), left)
 
     # -- what this Steward says -------------------------------------------------------------
 
@@ -93,24 +56,9 @@ class MatrixFleet:
         return content
 
     def shared_rooms(self) -> list[str]:
-        rooms = {peer.chat.chat_id for peer in self.fleet.peers.values()}
+        peers = self.fleet.peers.values()
+        rooms = {peer.chat.chat_id for peer in peers if peer.chat.transport == TRANSPORT}
         return sorted(rooms)
-
-    async def refresh(self) -> None:
-        """The open alerts the signature announces."""
-        try:
-            states = await alert_states(self.engine.deps)
-        except Exception:
-            log.exception("could not count the open alerts")
-            return
-        self.fleet.with_alerts(sum(1 for s in states if s.level is not Level.OK))
-
-    async def check_watch(self) -> None:
-        if self.watch is None:
-            return
-        notice = self.watch.check(datetime.now(UTC))
-        if notice is not None:
-            await self.engine.alert(notice)
 
 
 def _moment(server_timestamp: int) -> datetime:

@@ -1,7 +1,8 @@
 """The Telegram transport on python-telegram-bot, driven by hand inside Steward's event loop.
 
-A gate in handler group -1 stops strangers before any other handler runs. Updates from one
-chat are handled in order; different chats are handled concurrently.
+A gate in handler group -1 stops strangers before any other handler runs, and other bots'
+messages, which are only observed (``TelegramFleet``). Updates from one chat are handled in
+order; different chats are handled concurrently.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from telegram.ext import (
 
 from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
+from bot.transports.telegram_fleet import TelegramFleet
 from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
 from handlers.core.engine import Engine
 from handlers.core.messages import CONFIRM, Actor, ChatRef, Command, Press, Reply, esc
@@ -45,7 +47,9 @@ _CODE = re.compile(r"^\s*(\d{3})\s?(\d{3})\s*$")
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
-    """Concurrent across chats, in order within a chat (see ``ChatLanes``)."""
+    """Concurrent across chats, in order within a chat (see ``ChatLanes``). A bot's message
+    skips the lane: it is only observed, and a command waiting for its turn in that chat may be
+    waiting for exactly that message (another Steward's answer)."""
 
     def __init__(self, max_concurrent_updates: int = 256) -> None:
         super().__init__(max_concurrent_updates)
@@ -53,6 +57,10 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         chat = update.effective_chat if isinstance(update, Update) else None
+        user = update.effective_user if isinstance(update, Update) else None
+        if user is not None and user.is_bot:
+            await coroutine
+            return
         await self._lanes.run(chat.id if chat is not None else None, coroutine)
 
     async def initialize(self) -> None:
@@ -78,6 +86,8 @@ class TelegramTransport:
         *,
         rate_limit: bool = True,
         poll_timeout: int = 10,
+        watch: str | None = None,
+        introduce: bool = False,
     ) -> None:
         builder = (
             Application.builder()
@@ -100,11 +110,14 @@ class TelegramTransport:
             if rate_limit
             else builder.build()
         )
-        self._engine = engine
+        self._engine: Engine | None = None
         self._attached = asyncio.Event()
-        if engine is not None:
-            self._attached.set()
+        self._watch = watch
+        self._introduce = introduce
+        self.fleet: TelegramFleet | None = None
         self.outbox = TelegramOutbox(self.application.bot, max_in_flight=POOL_SIZE)
+        if engine is not None:
+            self.attach(engine)
         self._poll_timeout = poll_timeout
         self._background: set[asyncio.Task[None]] = set()
         app = self.application
@@ -116,6 +129,9 @@ class TelegramTransport:
         app.add_error_handler(self._error)
 
     def attach(self, engine: Engine) -> None:
+        if engine.deps.fleet is not None:
+            self.fleet = TelegramFleet(engine, engine.deps.fleet, self.outbox, self._watch,
+                                       introduce=self._introduce)  # fmt: skip
         self._engine = engine
         self._attached.set()
 
@@ -143,7 +159,19 @@ class TelegramTransport:
             allowed_updates=["message", "callback_query"],
             error_callback=_polling_error,
         )
-        task = asyncio.create_task(self.publish_commands())
+        self._spawn(self.publish_commands())
+        self._spawn(self._start_fleet())
+
+    async def _start_fleet(self) -> None:
+        try:
+            await self.engine()
+        except ApplicationHandlerStop:
+            return  # stopped before the engine came
+        if self.fleet is not None:
+            await self.fleet.start()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -165,6 +193,8 @@ class TelegramTransport:
         self._attached.set()  # wake updates still waiting for an engine: there will be none
         for task in list(self._background):
             task.cancel()
+        if self.fleet is not None:
+            await self.fleet.stop()
         updater = self.application.updater
         with contextlib.suppress(TelegramError, RuntimeError):
             if updater is not None and updater.running:
@@ -210,10 +240,16 @@ class TelegramTransport:
 
     async def _gate(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         user, chat = update.effective_user, update.effective_chat
-        if user is None or chat is None or user.is_bot:
+        if user is None or chat is None:
             raise ApplicationHandlerStop
-        actor = actor_of(user)
         engine = await self.engine()
+        if self.fleet is not None and chat.type in (chat.GROUP, chat.SUPERGROUP):
+            self.fleet.in_group(str(chat.id))
+            if user.is_bot and update.message is not None:
+                self.fleet.observe(update.message)
+        if user.is_bot:
+            raise ApplicationHandlerStop  # another bot is never obeyed, nor refused
+        actor = actor_of(user)
         if engine.access.role_of(actor) is not None:
             return
         where = ChatRef(TRANSPORT, str(chat.id))
@@ -257,16 +293,16 @@ class TelegramTransport:
             return
         name, args = parsed
         engine = await self.engine()
-        await engine.handle_command(
-            Command(
-                name,
-                args,
-                actor_of(user),
-                ChatRef(TRANSPORT, str(chat.id)),
-                _aware(message.date),
-                str(message.message_id),
-            )
-        )
+        where = ChatRef(TRANSPORT, str(chat.id))
+        sent = Command(name, args, actor_of(user), where, _aware(message.date),
+                       str(message.message_id))  # fmt: skip
+        command = engine.for_me(sent)
+        if command is None:
+            return  # it names another Steward
+        if self.fleet is not None and command == sent and not _command_mention(message):
+            # Each Steward here answers: in name order, so the group reads as one table.
+            await self.fleet.wait_turn(where, str(message.message_id))
+        await engine.handle_command(command)
 
     async def _code(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
         """A reply to a confirmation prompt with a one-time code: the prompt's Confirm, with

@@ -18,6 +18,12 @@ from handlers.core.messages import ChatRef
 # A name people type after ``!`` or ``@``: short, lower case, no spaces.
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 FLEET_KEY = "org.steward.fleet"  # the key of the signature in a Matrix event's content
+# A signature as a line of text, where a message carries nothing but text (Telegram's
+# heartbeats). Strict: it is read from other bots' messages.
+_LINE = re.compile(
+    r"💓 Steward (?P<name>[a-z0-9][a-z0-9_-]{0,31}) (?P<version>[!-~]{1,40})"
+    r" · heartbeat every (?P<beat>[1-9][0-9]{0,4}) s · open alerts: (?P<alerts>[0-9]{1,4})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,27 @@ class Signature:
             "heartbeat": self.heartbeat_seconds,
             "alerts": self.open_alerts,
         }
+
+    def as_line(self) -> str:
+        """The signature as plain text (no markup to escape: ``from_line`` reads it back)."""
+        version = "".join(c for c in self.version if "!" <= c <= "~")[:40] or "unknown"
+        return (
+            f"💓 Steward {self.name} {version} · heartbeat every {self.heartbeat_seconds} s"
+            f" · open alerts: {self.open_alerts}"
+        )
+
+    @classmethod
+    def from_line(cls, text: str) -> Signature | None:
+        """None for anything but a whole line written by ``as_line``."""
+        found = _LINE.fullmatch(text.strip())
+        if found is None:
+            return None
+        data = {
+            **found.groupdict(),
+            "heartbeat": int(found["beat"]),
+            "alerts": int(found["alerts"]),
+        }
+        return cls.from_json(data)
 
     @classmethod
     def from_json(cls, data: object) -> Signature | None:
@@ -89,6 +116,16 @@ class Fleet:
         new = key not in self.peers
         self.peers[key] = Peer(signature, chat, sender, when)
         return new
+
+    def heard(self, chat: ChatRef, sender: str, when: datetime) -> Peer | None:
+        """Any message from a known Steward's account is a sign of life; its signature stays
+        as last announced. None when that account is no Steward seen in this chat."""
+        for key, peer in self.peers.items():
+            if peer.chat == chat and peer.sender == sender:
+                if when > peer.last_seen:
+                    self.peers[key] = replace(peer, last_seen=when)
+                return self.peers[key]
+        return None
 
     def left(self, chat: ChatRef, sender: str) -> None:
         for key, peer in list(self.peers.items()):

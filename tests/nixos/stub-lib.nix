@@ -31,6 +31,10 @@ let
       package = simple "package" (v: isAttrs v && v ? outPath);
       attrs = simple "attrs" isAttrs;
       enum = values: simple "enum" (v: elem v values) // { inherit values; };
+      strMatching =
+        pattern:
+        simple "strMatching" (v: builtins.isString v && builtins.match pattern v != null)
+        // { inherit pattern; };
       nullOr = elemType: simple "nullOr" (v: v == null || elemType.check v) // { inherit elemType; };
       listOf =
         elemType: simple "listOf" (v: builtins.isList v && all elemType.check v) // { inherit elemType; };

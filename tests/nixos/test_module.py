@@ -206,6 +206,47 @@ def test_settings_become_steward_environment_variables(system: dict[str, Any]) -
     }
 
 
+def test_the_name_and_the_watch_reach_the_bots_environment(nix_env: dict[str, str]) -> None:
+    system = evaluate(nix_env, '{ enable = true; name = "vps"; watch = "home-box"; }')
+
+    environment = unit(system)["environment"]
+    assert environment["STEWARD_NAME"] == "vps"
+    assert environment["STEWARD_WATCH"] == "home-box"
+    assert failed_assertions(system) == []
+    plain = unit(evaluate(nix_env, "{ enable = true; }"))["environment"]
+    assert "STEWARD_NAME" not in plain
+    assert "STEWARD_WATCH" not in plain
+
+
+@pytest.mark.parametrize(
+    ("steward", "error"),
+    [
+        ('{ enable = true; name = "My VPS"; }', "services.steward.name: not a nullOr"),
+        ('{ enable = true; watch = [ "a" "b" ]; }', "services.steward.watch: not a nullOr"),
+    ],
+)
+def test_a_name_that_steward_would_refuse_fails_the_evaluation(
+    nix_env: dict[str, str], steward: str, error: str
+) -> None:
+    done = nix(nix_env, "--eval", "--strict", "--json", str(HERE / "eval.nix"),
+               "--arg", "steward", steward)  # fmt: skip
+    assert done.returncode != 0
+    assert error in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("steward", "refusal"),
+    [
+        ('{ enable = true; name = "vps"; watch = "vps"; }', "is this Steward's own name"),
+        ('{ enable = true; settings.name = "vps"; }', "are set by the module"),
+    ],
+)
+def test_a_watch_of_itself_or_a_name_in_settings_is_refused(
+    nix_env: dict[str, str], steward: str, refusal: str
+) -> None:
+    assert any(refusal in message for message in failed_assertions(evaluate(nix_env, steward)))
+
+
 def test_the_default_configuration_passes_its_assertions(system: dict[str, Any]) -> None:
     assert failed_assertions(system) == []
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -815,11 +815,27 @@ def _chat_type_of(chat_id: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+class SharedChat(Protocol):
+    """A group that several fake bots are members of (``tests.support.fake_group``): it
+    numbers the group's messages and passes what one bot posts to the others."""
+
+    def next_message_id(self) -> int: ...
+
+    def posted(self, sender: FakeBotAPI, message: JSON) -> None: ...
+
+    def deleted(self, sender: FakeBotAPI, message_id: int) -> None: ...
+
+
 class FakeBotAPI:
     """A Telegram Bot API server on 127.0.0.1, holding chats, messages and updates in memory.
 
     ``strict_chats``: sending to a chat nobody has written from yet gives 400 "chat not found"
     (the server's answer), unless the chat was introduced with ``add_chat``.
+
+    ``privacy_mode`` and ``bot_to_bot`` are the bot's settings in @BotFather (Group Privacy,
+    on by default; Bot-to-Bot Communication Mode, off by default). They matter only in a
+    group shared with other bots (``join``); getMe reports privacy mode as the Bot API does,
+    as ``can_read_all_group_messages``.
     """
 
     def __init__(
@@ -831,6 +847,8 @@ class FakeBotAPI:
         strict_ampersand: bool = True,
         strict_chats: bool = False,
         first_update_id: int = 1000,
+        privacy_mode: bool = True,
+        bot_to_bot: bool = False,
     ) -> None:
         bot_id, _, _ = token.partition(":")
         self.token = token
@@ -839,6 +857,8 @@ class FakeBotAPI:
         self.first_name = first_name
         self.strict_ampersand = strict_ampersand
         self.strict_chats = strict_chats
+        self.privacy_mode = privacy_mode
+        self.bot_to_bot = bot_to_bot
         self._lock = threading.RLock()
         self._started_at = time.monotonic()
         # state guarded by _lock
@@ -859,6 +879,10 @@ class FakeBotAPI:
         self._faults: list[_Fault] = []
         self._getupdates_count = 0
         self._poller: object | None = None
+        self._shared: dict[int, SharedChat] = {}
+        # What this bot did in a shared group, passed on once the fake's lock is released:
+        # two bots posting at once would otherwise each wait for the other's lock.
+        self._outgoing: list[Callable[[], None]] = []
         self._is_down = False
         self._closing = False
         # loop-side objects
@@ -1042,6 +1066,28 @@ class FakeBotAPI:
         """Make a chat known (for strict_chats) and return its Chat object."""
         with self._lock:
             return copy.deepcopy(self._chat(chat_id, chat_type, title, register=True))
+
+    def join(self, shared: SharedChat, chat: JSON) -> None:
+        """Become a member of a group shared with other fake bots."""
+        with self._lock:
+            self._chats[int(chat["id"])] = copy.deepcopy(chat)
+            self._shared[int(chat["id"])] = shared
+
+    def receive(self, message: JSON, *, deliver: bool) -> None:
+        """A message someone else posted in a shared group. The bot can reply to it whether or
+        not it was delivered; ``deliver`` queues an Update with it."""
+        chat_id = int(message["chat"]["id"])
+        with self._lock:
+            self._user_messages.setdefault(chat_id, {})[int(message["message_id"])] = copy.deepcopy(
+                message
+            )
+            if deliver:
+                self._enqueue("message", message)
+
+    def forget(self, chat_id: int, message_id: int) -> None:
+        """Someone else deleted their message in a shared group."""
+        with self._lock:
+            self._user_messages.get(chat_id, {}).pop(message_id, None)
 
     def send_text(
         self,
@@ -1429,13 +1475,25 @@ class FakeBotAPI:
             return await self._get_updates(params)
         handler = getattr(self, "_m_" + method)
         with self._lock:
-            return handler(params)
+            result = handler(params)
+            outgoing, self._outgoing = self._outgoing, []
+        for deliver in outgoing:
+            deliver()
+        return result
+
+    def _published(self, message: BotMessage) -> JSON:
+        """The message as the Bot API returns it; in a shared group the others get it too."""
+        shown = self._message_dict(message)
+        shared = self._shared.get(message.chat_id)
+        if shared is not None:
+            self._outgoing.append(lambda: shared.posted(self, copy.deepcopy(shown)))
+        return shown
 
     def _m_getMe(self, _params: _Params) -> JSON:  # noqa: N802 - Bot API method names
         return {
             **self.bot_user,
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
             "can_connect_to_business": False,
             "has_main_web_app": False,
@@ -1518,7 +1576,7 @@ class FakeBotAPI:
             link_preview_options=self._preview_options(params),
         )
         self._bot_messages.setdefault(chat_id, {})[message.message_id] = message
-        return self._message_dict(message)
+        return self._published(message)
 
     def _m_sendDocument(self, params: _Params) -> JSON:  # noqa: N802
         return self._send_file(params, "document")
@@ -1581,7 +1639,7 @@ class FakeBotAPI:
             document=document,
         )
         self._bot_messages.setdefault(chat_id, {})[message.message_id] = message
-        return self._message_dict(message)
+        return self._published(message)
 
     def _m_editMessageText(self, params: _Params) -> JSON:  # noqa: N802
         parse_mode = self._parse_mode(params)
@@ -1633,6 +1691,9 @@ class FakeBotAPI:
         stored = self._bot_messages.get(chat_id, {}).get(message_id)
         if stored is not None and not stored.deleted:
             stored.deleted = True
+            shared = self._shared.get(chat_id)
+            if shared is not None:
+                self._outgoing.append(lambda: shared.deleted(self, message_id))
             return True
         if self._user_messages.get(chat_id, {}).pop(message_id, None) is not None:
             return True
@@ -1739,7 +1800,10 @@ class FakeBotAPI:
 
     def _next_message_id(self, chat_id: int) -> int:
         # Private chats and basic groups share the account's message ids; supergroups and
-        # channels count their own.
+        # channels count their own, for every member alike.
+        shared = self._shared.get(chat_id)
+        if shared is not None:
+            return shared.next_message_id()
         if _chat_type_of(chat_id) != "supergroup":
             return next(self._shared_message_ids)
         counter = self._channel_message_ids.setdefault(chat_id, itertools.count(1))
