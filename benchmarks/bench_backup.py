@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from providers.base.backup import BackupProgress, BackupReason  # noqa: E402
-from providers.restic import ResticBackupEngine, ResticSettings  # noqa: E402
+from providers.backup.base import BackupProgress, BackupReason  # noqa: E402
+from providers.backup.restic import ResticBackupEngine, ResticSettings  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TARGET = 1.05

@@ -28,9 +28,9 @@ from bot.storage.stores import SqlAuditLog, SqlKeyValue, SqlSamples  # noqa: E40
 from handlers.catalog import build_registry  # noqa: E402
 from handlers.core.context import Deps  # noqa: E402
 from handlers.reports import build_report  # noqa: E402
-from providers.base.backup import BackupReason  # noqa: E402
-from providers.catalogue import ServiceCatalogue, ServiceInfo  # noqa: E402
+from providers.backup.base import BackupReason  # noqa: E402
 from providers.demo import DemoServer  # noqa: E402
+from providers.host.catalogue import ServiceCatalogue, ServiceInfo  # noqa: E402
 
 BUILDS = int(os.environ.get("BENCH_ROUNDS", "20"))
 TARGET_MS = 200.0

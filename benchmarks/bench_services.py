@@ -35,12 +35,12 @@ from handlers.core.context import Deps  # noqa: E402
 from handlers.core.engine import Engine  # noqa: E402
 from handlers.core.messages import Actor, ChatRef, Command  # noqa: E402
 from handlers.core.spec import Role  # noqa: E402
-from providers.catalogue import ServiceCatalogue, ServiceInfo  # noqa: E402
-from providers.host import PsutilHost  # noqa: E402
+from providers.host.catalogue import ServiceCatalogue, ServiceInfo  # noqa: E402
+from providers.host.metrics import PsutilHost  # noqa: E402
+from providers.host.systemd import SystemctlServiceManager  # noqa: E402
 from providers.nixos.desired import DesiredStateFile  # noqa: E402
 from providers.nixos.rebuild import SystemdRebuilds  # noqa: E402
 from providers.nixos.system import NixosRebuildSystem  # noqa: E402
-from providers.systemd import SystemctlServiceManager  # noqa: E402
 from tests.support.chat import RecordingOutbox  # noqa: E402
 from tests.support.fake_system import FakeSystem  # noqa: E402
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from providers.catalogue import CatalogueError, ServiceCatalogue
+from providers.host.catalogue import CatalogueError, ServiceCatalogue
 from providers.nixos.admission import Admission, RefusedError, track_in_git
 
 REFUSED = "steward: desired state refused:"

@@ -31,26 +31,26 @@ from handlers.core.guard import Guard, TotpMode
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
-from providers.arrays import ArrayProbe, HostArrays
-from providers.base.backup import BackupEngine, SelfSnapshot
-from providers.base.dns import DnsProvider
-from providers.base.server import ServerProvider
-from providers.base.storage import BackupStorage
-from providers.catalogue import CatalogueError, ServiceCatalogue
-from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
-from providers.disks import DiskProbe, SmartctlDisks
-from providers.host import HostProbe, PsutilHost, public_address
+from providers.backup.base import BackupEngine, SelfSnapshot
+from providers.backup.datajobs import DataJobs, LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
+from providers.backup.restore import DatabaseDumps, Restorer
+from providers.dns.base import DnsProvider
+from providers.hardware.arrays import ArrayProbe, HostArrays
+from providers.hardware.disks import DiskProbe, SmartctlDisks
+from providers.hardware.ups import NutUps, UpsProbe
+from providers.host.catalogue import CatalogueError, ServiceCatalogue
+from providers.host.metrics import HostProbe, PsutilHost, public_address
+from providers.host.public_ip import HttpPublicAddress, PublicAddressProbe
+from providers.host.systemd import ServiceManager, SystemctlServiceManager
 from providers.nixos.desired import DesiredStateError, DesiredStateFile, first_start
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
-from providers.public_ip import HttpPublicAddress, PublicAddressProbe
-from providers.restore import DatabaseDumps, Restorer
-from providers.systemd import ServiceManager, SystemctlServiceManager
-from providers.ups import NutUps, UpsProbe
+from providers.server.base import ServerProvider
+from providers.storage.base import BackupStorage
 
 if TYPE_CHECKING:
+    from providers.backup.selfsnapshot import SelfSources
     from providers.demo import DemoServer
-    from providers.selfsnapshot import SelfSources
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 15.0
@@ -312,7 +312,7 @@ def _cloud(settings: Settings) -> ServerProvider | None:
         return None
     if settings.hcloud_token is None:
         raise ConfigError("STEWARD_SERVER_PROVIDER=hetzner needs STEWARD_HCLOUD_TOKEN(_FILE)")
-    from providers.hetzner import DEFAULT_API_URL, HetznerServerProvider  # noqa: PLC0415
+    from providers.server.hetzner import DEFAULT_API_URL, HetznerServerProvider  # noqa: PLC0415
 
     return HetznerServerProvider(
         settings.hcloud_token.get_secret_value(),
@@ -327,7 +327,7 @@ def _digitalocean(settings: Settings) -> ServerProvider:
         raise ConfigError(
             "STEWARD_SERVER_PROVIDER=digitalocean needs STEWARD_DIGITALOCEAN_TOKEN(_FILE)"
         )
-    from providers.digitalocean import (  # noqa: PLC0415
+    from providers.server.digitalocean import (  # noqa: PLC0415
         DEFAULT_API_URL,
         DigitalOceanServerProvider,
     )
@@ -347,7 +347,7 @@ def _scaleway(settings: Settings) -> ServerProvider:
             "STEWARD_SERVER_PROVIDER=scaleway needs STEWARD_SCALEWAY_ACCESS_KEY(_FILE), "
             "STEWARD_SCALEWAY_SECRET_KEY(_FILE) and STEWARD_SCALEWAY_PROJECT_ID"
         )
-    from providers.scaleway import DEFAULT_API_URL, ScalewayServerProvider  # noqa: PLC0415
+    from providers.server.scaleway import DEFAULT_API_URL, ScalewayServerProvider  # noqa: PLC0415
 
     try:
         return ScalewayServerProvider(
@@ -375,7 +375,7 @@ def _ovh(settings: Settings) -> ServerProvider:
             "STEWARD_OVH_APPLICATION_SECRET, STEWARD_OVH_CONSUMER_KEY (or their _FILE) and "
             "STEWARD_OVH_PROJECT_ID"
         )
-    from providers.ovh import OvhServerProvider  # noqa: PLC0415
+    from providers.server.ovh import OvhServerProvider  # noqa: PLC0415
 
     app_key, app_secret, consumer_key = (k.get_secret_value() for k in keys if k is not None)
     return OvhServerProvider(
@@ -416,7 +416,7 @@ def _backups(settings: Settings, cache_dir: Path | None = None) -> BackupEngine 
         return None
     if settings.restic_password_file is None:
         raise ConfigError("STEWARD_RESTIC_REPOSITORY needs STEWARD_RESTIC_PASSWORD_FILE")
-    from providers.restic import ResticBackupEngine, ResticSettings  # noqa: PLC0415
+    from providers.backup.restic import ResticBackupEngine, ResticSettings  # noqa: PLC0415
 
     keys = restic_environment(settings)
     return ResticBackupEngine(
@@ -435,7 +435,7 @@ def _backups(settings: Settings, cache_dir: Path | None = None) -> BackupEngine 
 
 def self_sources(settings: Settings) -> SelfSources:
     """What Steward's own snapshot holds, from the configuration alone."""
-    from providers.selfsnapshot import SelfSources  # noqa: PLC0415
+    from providers.backup.selfsnapshot import SelfSources  # noqa: PLC0415
 
     return SelfSources(
         database_url=settings.database,
@@ -454,7 +454,7 @@ def _self_snapshot(
         return None
     if isinstance(data_jobs, UnitDataJobs):
         return UnitSelfSnapshot(data_jobs)
-    from providers.selfsnapshot import LocalSelfSnapshot  # noqa: PLC0415
+    from providers.backup.selfsnapshot import LocalSelfSnapshot  # noqa: PLC0415
 
     return LocalSelfSnapshot(backups, self_sources(settings), settings.state_dir)
 
@@ -462,7 +462,7 @@ def _self_snapshot(
 def _dumps(settings: Settings) -> DatabaseDumps | None:
     if settings.postgres_host is None:
         return None
-    from providers.pgdump import PostgresDumps, PostgresSettings  # noqa: PLC0415
+    from providers.backup.pgdump import PostgresDumps, PostgresSettings  # noqa: PLC0415
 
     postgres = PostgresSettings(
         host=settings.postgres_host,
@@ -476,7 +476,7 @@ def _dumps(settings: Settings) -> DatabaseDumps | None:
 def _storage(settings: Settings) -> BackupStorage | None:
     if settings.b2_key_id is None or settings.b2_key is None or settings.b2_bucket is None:
         return None
-    from providers.b2 import B2BackupStorage  # noqa: PLC0415
+    from providers.storage.b2 import B2BackupStorage  # noqa: PLC0415
 
     return B2BackupStorage(
         settings.b2_key_id.get_secret_value(),

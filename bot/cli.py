@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from bot.transports.matrix import MatrixTransport
     from bot.transports.router import OutboxRouter
     from bot.transports.telegram import TelegramTransport
-    from providers.base.storage import BackupStorage
+    from providers.storage.base import BackupStorage
 
 log = logging.getLogger("steward")
 NO_ADMIN_WARNING = (
@@ -179,12 +179,12 @@ def b2_setup(
                 "STEWARD_B2_KEY_ID and STEWARD_B2_KEY (or their _FILE twins)"
             )
         check_extras(settings)
-        from providers.b2 import B2BackupStorage  # noqa: PLC0415
+        from providers.storage.b2 import B2BackupStorage  # noqa: PLC0415
 
         storage = B2BackupStorage(
             settings.b2_key_id.get_secret_value(), settings.b2_key.get_secret_value(), bucket
         )
-    from providers.base.storage import StorageError  # noqa: PLC0415
+    from providers.storage.base import StorageError  # noqa: PLC0415
 
     try:
         made = asyncio.run(storage.setup_bucket(bucket, keep_days))
@@ -207,7 +207,7 @@ def backup_init(settings: Settings, *, yes: bool, answer: Callable[[str], str] =
     from bot.app import _backups  # noqa: PLC0415
     from bot.transports.render import to_plain  # noqa: PLC0415
     from handlers.repository import what_init_does  # noqa: PLC0415
-    from providers.base.backup import BackupError  # noqa: PLC0415
+    from providers.backup.base import BackupError  # noqa: PLC0415
 
     backups = _backups(settings)
     if backups is None:

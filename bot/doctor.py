@@ -125,7 +125,7 @@ def _state_dir(path: Path) -> Check:
 
 
 def _catalogue(path: Path) -> Check:
-    from providers.catalogue import CatalogueError, ServiceCatalogue  # noqa: PLC0415
+    from providers.host.catalogue import CatalogueError, ServiceCatalogue  # noqa: PLC0415
 
     try:
         found = ServiceCatalogue.load(path)

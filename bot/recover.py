@@ -35,13 +35,13 @@ from bot.storage.database import Database
 from bot.storage.stores import SqlAuditLog
 from handlers.core.messages import Actor
 from handlers.core.records import AuditEntry, AuditEvent
-from providers.base.backup import SELF, BackupEngine, BackupError, BackupReason, Snapshot
-from providers.catalogue import ServiceCatalogue, ServiceInfo
-from providers.datajobs import DataJobs, LocalDataJobs, UnitDataJobs
-from providers.restore import Restorer, plan_restore
-from providers.selfrestore import OwnRestore
-from providers.selfsnapshot import parse_database
-from providers.systemd import SystemctlServiceManager
+from providers.backup.base import SELF, BackupEngine, BackupError, BackupReason, Snapshot
+from providers.backup.datajobs import DataJobs, LocalDataJobs, UnitDataJobs
+from providers.backup.restore import Restorer, plan_restore
+from providers.backup.selfrestore import OwnRestore
+from providers.backup.selfsnapshot import parse_database
+from providers.host.catalogue import ServiceCatalogue, ServiceInfo
+from providers.host.systemd import SystemctlServiceManager
 
 WINDOW = timedelta(hours=1)
 RECOVERED_CATALOGUE = "recovered-catalogue.json"

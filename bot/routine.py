@@ -22,7 +22,7 @@ from handlers.core.spec import Role
 from handlers.public_address import follow_public_ip
 from handlers.reports import build_report, subscribers
 from handlers.weekly import weekly_report
-from providers.base.backup import RetentionPolicy
+from providers.backup.base import RetentionPolicy
 
 if TYPE_CHECKING:
     from bot.app import App

@@ -8,12 +8,12 @@ store) and a reason or snapshot id of the right form: what to back up, which fol
 restore and which units to stop come from the catalogue and the snapshot itself.
 
 Which snapshot it restores, it trusts only when root took it: each snapshot a worker takes is
-recorded with its tree hash (``providers.snapshot_ledger``), and a restore of any other is
+recorded with its tree hash (``providers.backup.snapshot_ledger``), and a restore of any other is
 refused unless an admin passes ``--foreign`` from a root shell
 (``steward-restore-foreign@<service>:<snapshot>.service``, which polkit does not grant the bot).
 
 Progress and the outcome go to ``STEWARD_WORKER_DIR/jobs/<service>.json``, a folder only root
-writes and the bot reads (``providers.datajobs.UnitDataJobs``).
+writes and the bot reads (``providers.backup.datajobs.UnitDataJobs``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from bot.app import _backups, _catalogue, _dumps, self_sources
 from bot.config import Settings
-from providers.base.backup import SELF, BackupEngine, BackupError, BackupProgress, BackupReason
-from providers.datajobs import (
+from providers.backup.base import SELF, BackupEngine, BackupError, BackupProgress, BackupReason
+from providers.backup.datajobs import (
     FOREIGN_RESTORE,
     INSTANCE,
     RECOVER,
@@ -38,10 +38,10 @@ from providers.datajobs import (
     result_to_json,
     snapshot_arg,
 )
-from providers.restore import RestoreError, Restorer, plan_restore
-from providers.selfsnapshot import LocalSelfSnapshot
-from providers.snapshot_ledger import SnapshotLedger
-from providers.systemd import SystemctlServiceManager
+from providers.backup.restore import RestoreError, Restorer, plan_restore
+from providers.backup.selfsnapshot import LocalSelfSnapshot
+from providers.backup.snapshot_ledger import SnapshotLedger
+from providers.host.systemd import SystemctlServiceManager
 
 log = logging.getLogger("steward.worker")
 REASONS = (BackupReason.MANUAL, BackupReason.SCHEDULED)

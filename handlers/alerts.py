@@ -1,7 +1,7 @@
 """Alerts: the check every few minutes, its messages with their buttons, and /alerts,
 /snooze, /mute, /details; and /demo disk, which fills the demo's disk to show one.
 
-Only transitions are sent (``handlers.alerting`` holds the state machine); each alert's state
+Only transitions are sent (``handlers.alert_rules`` holds the state machine); each alert's state
 is kept in the notes under ``alert:<key>``. Host readings are kept as samples at each check,
 for the "full in ~N days" estimate and the weekly chart.
 """
@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 
-from handlers.alerting import (
+from handlers.alert_rules import (
     DISK,
     MEMORY,
     AlertState,
@@ -31,7 +31,7 @@ from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Integer, Role, Word
 from handlers.core.text import duration
 from handlers.hardware import hardware_readings
-from providers.systemd import UnitError
+from providers.host.systemd import UnitError
 
 log = logging.getLogger(__name__)
 commands = Registry()

@@ -16,7 +16,7 @@ from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import SERVICE, Arg, Role, Word
 from handlers.repository import create, missing, offer_init, what_init_does
-from providers.base.backup import (
+from providers.backup.base import (
     BackupEngine,
     BackupError,
     BackupProgress,
@@ -24,8 +24,8 @@ from providers.base.backup import (
     RetentionPolicy,
     Snapshot,
 )
-from providers.catalogue import ServiceInfo
-from providers.datajobs import DataJobs
+from providers.backup.datajobs import DataJobs
+from providers.host.catalogue import ServiceInfo
 
 commands = Registry()
 NO_BACKUPS = (

@@ -13,9 +13,9 @@ from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Role
 from handlers.rebuild import read_desired
-from providers.base.dns import DnsChanges, DnsError, DnsProvider, DnsRecord
-from providers.base.server import ServerError
+from providers.dns.base import DnsChanges, DnsError, DnsProvider, DnsRecord
 from providers.dns.records import DnsDiff, diff, parse_dkim_file, required_records
+from providers.server.base import ServerError
 
 commands = Registry()
 NO_DNS = (

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from handlers.alerting import Level
+from handlers.alert_rules import Level
 from handlers.core.context import Deps
 from handlers.core.messages import esc
 from handlers.core.text import duration
-from providers.arrays import ArrayHealth
-from providers.disks import DiskHealth
-from providers.ups import UpsStatus
+from providers.hardware.arrays import ArrayHealth
+from providers.hardware.disks import DiskHealth
+from providers.hardware.ups import UpsStatus
 
 ICON = {Level.OK: "✅", Level.WARN: "⚠️", Level.CRITICAL: "❌"}
 REALLOCATED = "smart:reallocated:"  # notes: the count last seen and when it last rose

@@ -18,7 +18,7 @@ from handlers.core.messages import Actor, ChatRef, Command, Reply, esc
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
 from handlers.dns import OBSERVED, compare_zone, describe_changes
-from providers.base.dns import DnsError
+from providers.dns.base import DnsError
 
 log = logging.getLogger(__name__)
 SYSTEM = Actor("system", "public-ip", "the public address check")

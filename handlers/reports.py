@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from handlers.alerting import DISK, MEMORY, Level
+from handlers.alert_rules import DISK, MEMORY, Level
 from handlers.alerts import alert_states, full_in_days
 from handlers.backups import check_lines, last_backups
 from handlers.core.context import CommandError, Context, Deps
@@ -18,10 +18,10 @@ from handlers.core.spec import Arg, Choice, Role, Word
 from handlers.core.text import duration, mark
 from handlers.hardware import hardware_lines
 from handlers.public_address import address_lines
-from providers.base.server import ServerError
-from providers.base.storage import StorageError
-from providers.host import DiskUsage
-from providers.systemd import UnitError
+from providers.host.metrics import DiskUsage
+from providers.host.systemd import UnitError
+from providers.server.base import ServerError
+from providers.storage.base import StorageError
 
 log = logging.getLogger(__name__)
 commands = Registry()

@@ -12,7 +12,7 @@ from handlers.core.context import CommandError, Context
 from handlers.core.messages import Button, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Role
-from providers.base.backup import BackupEngine, BackupError
+from providers.backup.base import BackupEngine, BackupError
 
 commands = Registry()
 INIT = "backup init"

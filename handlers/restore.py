@@ -1,7 +1,7 @@
 """/restore: a service's folders and databases back from a snapshot.
 
 The preview names the snapshot's time and size and what stops; the steps (safety snapshot,
-stop, staging with --verify, swap, databases, start) run in ``providers.restore``, which puts the
+stop, staging with --verify, swap, databases, start) run in ``providers.backup.restore``, which puts the
 old data back on any failure. Two-person approval comes from ``STEWARD_TWO_PERSON``.
 """
 
@@ -12,9 +12,9 @@ from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import SERVICE, Arg, Role, Word
-from providers.base.backup import BackupError, BackupReason, Snapshot
-from providers.catalogue import ServiceInfo
-from providers.restore import RestoreError, RestorePlan, plan_restore
+from providers.backup.base import BackupError, BackupReason, Snapshot
+from providers.backup.restore import RestoreError, RestorePlan, plan_restore
+from providers.host.catalogue import ServiceInfo
 
 commands = Registry()
 WHICH = Arg(

@@ -9,7 +9,7 @@ from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
-from providers.base.server import (
+from providers.server.base import (
     POWER_ACTIONS,
     ServerError,
     ServerInfo,
@@ -18,7 +18,7 @@ from providers.base.server import (
     Volume,
     check_new_volume_size,
 )
-from providers.base.storage import BackupStorage, StorageError
+from providers.storage.base import BackupStorage, StorageError
 
 commands = Registry()
 GB = 1000**3

@@ -17,13 +17,13 @@ from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from handlers.rebuild import read_desired
-from providers.base.backup import BackupError, BackupReason
-from providers.base.server import ServerError
+from providers.backup.base import BackupError, BackupReason
+from providers.host.systemd import UnitError
 from providers.nixos.desired import DesiredState
 from providers.nixos.rebuild import REBUILD_UNIT, UPGRADE_UNIT, rollback_unit
 from providers.nixos.sshkeys import KEY_TYPES, fingerprint
 from providers.nixos.system import Generation
-from providers.systemd import UnitError
+from providers.server.base import ServerError
 
 commands = Registry()
 REBOOT_NOTE = "reboot:requested"

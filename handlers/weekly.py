@@ -1,7 +1,7 @@
 """The weekly report: the health report with a chart of the week's disk, memory and load.
 
 Unlike the daily report it always comes (silent, as a routine report), even when all is green.
-The chart is drawn in a child process (``providers.chart``) from the samples the alert check
+The chart is drawn in a child process (``providers.charts.week``) from the samples the alert check
 keeps; when it cannot be drawn, the report still goes out and says so.
 """
 
@@ -17,7 +17,7 @@ from handlers.core.context import Context, Deps
 from handlers.core.messages import Attachment, Reply, esc
 from handlers.core.registry import Registry
 from handlers.reports import build_report
-from providers.chart import ChartData, ChartError, render_week_chart
+from providers.charts.week import ChartData, ChartError, render_week_chart
 
 log = logging.getLogger(__name__)
 WEEK = timedelta(days=7)

@@ -26,9 +26,9 @@ from handlers.core.context import Deps, Site, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import Actor, ChatRef, Command, Press
 from handlers.core.spec import Role
-from providers.datajobs import LocalDataJobs
+from providers.backup.datajobs import LocalDataJobs
+from providers.backup.restore import Restorer
 from providers.demo import DEMO_DOMAIN, DemoServer
-from providers.restore import Restorer
 from tests.support.chat import RecordingOutbox, Sent
 from tests.support.postgres import create_database, postgres_server
 

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from handlers.alerting import Level
+from handlers.alert_rules import Level
 from handlers.alerts import alert_states
 from handlers.core.fleet import Fleet
 from handlers.core.messages import ChatRef

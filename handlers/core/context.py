@@ -11,22 +11,22 @@ from handlers.core.messages import Command
 from handlers.core.progress import Progress
 from handlers.core.records import AuditLog, DemoControls, Notes, Samples, Schedules
 from handlers.core.spec import Role
-from providers.arrays import ArrayProbe
-from providers.base.backup import BackupEngine, SelfSnapshot
-from providers.base.dns import DnsProvider
-from providers.base.server import ServerProvider
-from providers.base.storage import BackupStorage
-from providers.catalogue import ServiceCatalogue
-from providers.datajobs import DataJobs
-from providers.disks import DiskProbe
-from providers.host import HostProbe
+from providers.backup.base import BackupEngine, SelfSnapshot
+from providers.backup.datajobs import DataJobs
+from providers.backup.restore import DatabaseDumps
+from providers.dns.base import DnsProvider
+from providers.hardware.arrays import ArrayProbe
+from providers.hardware.disks import DiskProbe
+from providers.hardware.ups import UpsProbe
+from providers.host.catalogue import ServiceCatalogue
+from providers.host.metrics import HostProbe
+from providers.host.public_ip import PublicAddressProbe
+from providers.host.systemd import ServiceManager
 from providers.nixos.desired import DesiredStateStore
 from providers.nixos.rebuild import Rebuilds
 from providers.nixos.system import NixosSystem
-from providers.public_ip import PublicAddressProbe
-from providers.restore import DatabaseDumps
-from providers.systemd import ServiceManager
-from providers.ups import UpsProbe
+from providers.server.base import ServerProvider
+from providers.storage.base import BackupStorage
 
 if TYPE_CHECKING:
     from handlers.core.fleet import Fleet

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from providers.arrays import ArrayHealth, MemoryArrays
-from providers.disks import DiskHealth, MemoryDisks
-from providers.public_ip import MemoryPublicAddress
-from providers.ups import MemoryUps, UpsStatus
+from providers.hardware.arrays import ArrayHealth, MemoryArrays
+from providers.hardware.disks import DiskHealth, MemoryDisks
+from providers.hardware.ups import MemoryUps, UpsStatus
+from providers.host.public_ip import MemoryPublicAddress
 
 # The demo zone's records say 203.0.113.10; the router has handed out a new address since.
 CHANGED_ADDRESS = "203.0.113.77"

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from providers.arrays import MemoryArrays
-from providers.backup_memory import MemoryBackupEngine
-from providers.base.dns import DnsRecord
-from providers.catalogue import ServiceCatalogue, ServiceInfo
+from providers.backup.memory import MemoryBackupEngine
 from providers.demo.home import home_hardware
-from providers.disks import MemoryDisks
+from providers.dns.base import DnsRecord
 from providers.dns.memory import MemoryDns
-from providers.host import DiskUsage, HostMetrics
+from providers.hardware.arrays import MemoryArrays
+from providers.hardware.disks import MemoryDisks
+from providers.hardware.ups import MemoryUps
+from providers.host.catalogue import ServiceCatalogue, ServiceInfo
+from providers.host.metrics import DiskUsage, HostMetrics
+from providers.host.public_ip import MemoryPublicAddress
+from providers.host.systemd import UnitError, UnitStatus, missing
 from providers.nixos.desired import DesiredState, MemoryDesiredState, ServiceState
 from providers.nixos.rebuild import (
     UPGRADE_UNIT,
@@ -24,11 +27,8 @@ from providers.nixos.rebuild import (
     is_steward_unit,
 )
 from providers.nixos.system import Generation
-from providers.public_ip import MemoryPublicAddress
-from providers.server_memory import MemoryServerProvider, demo_server_provider
-from providers.storage_memory import MemoryBackupStorage, demo_storage
-from providers.systemd import UnitError, UnitStatus, missing
-from providers.ups import MemoryUps
+from providers.server.memory import MemoryServerProvider, demo_server_provider
+from providers.storage.memory import MemoryBackupStorage, demo_storage
 
 DEMO_DOMAIN = "example.org"
 GiB = 1024**3

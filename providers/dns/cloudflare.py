@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from providers.base.dns import RECORD_TYPES, DnsChanges, DnsError, DnsErrorKind, DnsRecord
+from providers.dns.base import RECORD_TYPES, DnsChanges, DnsError, DnsErrorKind, DnsRecord
 from providers.dns.records import caa_parts, canonical, canonical_name, check_applicable, quote_txt
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from providers.base.dns import DnsChanges, DnsError, DnsErrorKind, DnsRecord
+from providers.dns.base import DnsChanges, DnsError, DnsErrorKind, DnsRecord
 from providers.dns.records import apply_changes, canonical, canonical_name, check_applicable
 
 _MESSAGES = {

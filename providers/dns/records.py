@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from providers.base.dns import DnsChanges, DnsError, DnsErrorKind, DnsRecord
+from providers.dns.base import DnsChanges, DnsError, DnsErrorKind, DnsRecord
 
 TXT_CHUNK_BYTES = 255
 _CAA = re.compile(r"\s*(\d{1,3})\s+([A-Za-z0-9]+)\s+(.*?)\s*", re.DOTALL)

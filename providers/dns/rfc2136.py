@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from providers.base.dns import RECORD_TYPES, DnsChanges, DnsError, DnsErrorKind, DnsRecord
+from providers.dns.base import RECORD_TYPES, DnsChanges, DnsError, DnsErrorKind, DnsRecord
 from providers.dns.records import canonical, canonical_name, check_applicable, quote_txt
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from providers.host.systemd import UnitError, run_tool
 from providers.nixos.rebuild import strip_ansi
-from providers.systemd import UnitError, run_tool
 
 BOOT_PARTS = ("kernel", "initrd", "kernel-modules")
 

@@ -21,7 +21,7 @@ from b2sdk.v2 import (  # type: ignore[import-untyped]
 
 from bot.cli import b2_setup
 from bot.config import ConfigError, Settings
-from providers.b2 import B2BackupStorage
+from providers.storage.b2 import B2BackupStorage
 
 
 def _api(raw: object) -> Any:

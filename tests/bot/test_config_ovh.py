@@ -9,8 +9,8 @@ import pytest
 
 from bot.app import _cloud
 from bot.config import SECRETS, ConfigError, load_settings
-from providers.base.server import ServerError
-from providers.ovh import OvhServerProvider
+from providers.server.base import ServerError
+from providers.server.ovh import OvhServerProvider
 from tests.support.fake_ovh import APP_KEY, APP_SECRET, CONSUMER_KEY, PROJECT, FakeOvh
 
 pytestmark = pytest.mark.timeout(20)

@@ -11,7 +11,7 @@ import pytest
 
 from bot.app import _cloud
 from bot.config import ConfigError, load_settings
-from providers.digitalocean import DigitalOceanServerProvider
+from providers.server.digitalocean import DigitalOceanServerProvider
 from tests.support.fake_digitalocean import TOKEN, FakeDigitalOcean
 
 pytestmark = pytest.mark.timeout(30)

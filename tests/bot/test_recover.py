@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from bot.recover import consistent_set
-from providers.base.backup import SELF, Snapshot
-from providers.catalogue import ServiceCatalogue
-from providers.restic import ResticBackupEngine, ResticSettings
+from providers.backup.base import SELF, Snapshot
+from providers.backup.restic import ResticBackupEngine, ResticSettings
+from providers.host.catalogue import ServiceCatalogue
 from tests.support.fake_system import FakeSystem
 from tests.support.restic_fixtures import copy_of, tree_digests
 

@@ -13,8 +13,8 @@ from urllib.parse import quote, urlsplit
 import pytest
 from sqlalchemy import create_engine, text
 
-from providers.base.backup import SELF
-from providers.restic import ResticSettings
+from providers.backup.base import SELF
+from providers.backup.restic import ResticSettings
 from tests.bot.test_recover import Server, build_old_server
 from tests.support.postgres import postgres_server
 from tests.support.restic_fixtures import copy_of

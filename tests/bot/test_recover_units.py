@@ -16,8 +16,8 @@ import pytest
 
 from bot.config import load_settings
 from bot.recover import NOT_ROOT, recover
-from providers.base.backup import SELF
-from providers.restic import ResticSettings
+from providers.backup.base import SELF
+from providers.backup.restic import ResticSettings
 from tests.bot.test_recover import Server, build_old_server
 from tests.support.restic_fixtures import copy_of, tree_digests
 

@@ -9,7 +9,7 @@ from telegram import Bot
 
 from bot.transports.telegram_outbox import TelegramOutbox, _too_long
 from handlers.core.messages import Attachment, ChatRef, Reply
-from providers.chart import ChartData, render_week_chart
+from providers.charts.week import ChartData, render_week_chart
 from tests.support.fake_telegram import FakeBotAPI
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.backup import SELF, BackupError, BackupProgress, BackupReason
-from providers.catalogue import ServiceCatalogue
-from providers.datajobs import UnitDataJobs, UnitSelfSnapshot
-from providers.restic import ResticBackupEngine, ResticSettings
-from providers.restore import RestoreError, RestorePlan
+from providers.backup.base import SELF, BackupError, BackupProgress, BackupReason
+from providers.backup.datajobs import UnitDataJobs, UnitSelfSnapshot
+from providers.backup.restic import ResticBackupEngine, ResticSettings
+from providers.backup.restore import RestoreError, RestorePlan
+from providers.host.catalogue import ServiceCatalogue
 from tests.support.fake_system import FakeSystem
 from tests.support.restic_fixtures import copy_of, tree_digests
 

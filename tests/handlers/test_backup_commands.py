@@ -13,10 +13,10 @@ from handlers.core.context import Context
 from handlers.core.messages import Command
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
-from providers.backup_memory import WRONG_PASSWORD
-from providers.base.backup import BackupReason, RetentionPolicy
-from providers.datajobs import LocalDataJobs
-from providers.restore import Restorer
+from providers.backup.base import BackupReason, RetentionPolicy
+from providers.backup.datajobs import LocalDataJobs
+from providers.backup.memory import WRONG_PASSWORD
+from providers.backup.restore import Restorer
 from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
 
 

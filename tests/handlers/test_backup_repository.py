@@ -9,7 +9,7 @@ from handlers.core.context import Context
 from handlers.core.messages import Command, Press
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
-from providers.base.backup import RetentionPolicy
+from providers.backup.base import RetentionPolicy
 from tests.conftest import ADMIN, CHAT, OPERATOR, Harness
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.dns import DnsErrorKind, DnsRecord
+from providers.dns.base import DnsErrorKind, DnsRecord
 from providers.dns.records import canonical
 from providers.dns.rfc2136 import Rfc2136Dns
 from tests.conftest import OPERATOR, VIEWER, Harness

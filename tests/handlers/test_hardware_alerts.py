@@ -7,9 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from handlers.alerts import check_alerts
-from providers.arrays import HostArrays
-from providers.disks import SmartctlDisks
-from providers.ups import NutUps
+from providers.hardware.arrays import HostArrays
+from providers.hardware.disks import SmartctlDisks
+from providers.hardware.ups import NutUps
 from tests.conftest import Harness
 from tests.support import mdstat
 from tests.support.home_fakes import HomeFakes

@@ -19,12 +19,12 @@ from handlers.core.context import Deps, SystemPolicy
 from handlers.core.engine import Engine, EngineSettings
 from handlers.core.messages import Command, Press
 from handlers.core.records import JobState
-from providers.catalogue import ServiceCatalogue, ServiceInfo
-from providers.host import PsutilHost
+from providers.host.catalogue import ServiceCatalogue, ServiceInfo
+from providers.host.metrics import PsutilHost
+from providers.host.systemd import SystemctlServiceManager
 from providers.nixos.desired import DesiredStateFile
 from providers.nixos.rebuild import REBUILD_UNIT, SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
-from providers.systemd import SystemctlServiceManager
 from tests.conftest import ADMIN, CHAT, FakeClock
 from tests.support.chat import RecordingOutbox
 from tests.support.fake_system import FakeSystem

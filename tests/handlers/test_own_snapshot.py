@@ -14,8 +14,8 @@ from handlers.core.context import Context
 from handlers.core.messages import Command
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
-from providers.base.backup import BackupReason, RetentionPolicy
-from providers.selfsnapshot import LocalSelfSnapshot, SelfSources
+from providers.backup.base import BackupReason, RetentionPolicy
+from providers.backup.selfsnapshot import LocalSelfSnapshot, SelfSources
 from tests.conftest import ADMIN, CHAT, Harness
 
 

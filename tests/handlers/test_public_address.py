@@ -8,10 +8,10 @@ from pathlib import Path
 
 from handlers.core.context import Site
 from handlers.public_address import follow_public_ip
-from providers.base.dns import DnsRecord
 from providers.demo import DEMO_DOMAIN
+from providers.dns.base import DnsRecord
 from providers.dns.rfc2136 import Rfc2136Dns
-from providers.public_ip import HttpPublicAddress
+from providers.host.public_ip import HttpPublicAddress
 from tests.conftest import Harness
 from tests.support.home_fakes import AddressServer
 from tests.support.knot import KnotServer, query, reset_zone

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.storage.database import Database
-from providers.base.backup import BackupReason
-from providers.catalogue import ServiceCatalogue, ServiceInfo
-from providers.datajobs import LocalDataJobs
-from providers.restore import Restorer
+from providers.backup.base import BackupReason
+from providers.backup.datajobs import LocalDataJobs
+from providers.backup.restore import Restorer
+from providers.host.catalogue import ServiceCatalogue, ServiceInfo
 from tests.conftest import ADMIN2, OPERATOR, Harness, make_harness
 
 NEXTCLOUD = "var/lib/nextcloud"

@@ -18,7 +18,7 @@ from bot.totp import SecretBox, TotpFactor
 from handlers.catalog import build_registry
 from handlers.core.guard import Guard, TotpMode
 from handlers.core.messages import Actor, Press, Reply
-from providers.server_memory import demo_server
+from providers.server.memory import demo_server
 from tests.conftest import ADMIN, ADMIN2, OPERATOR, Harness
 from tests.support.engine_probe import audit_rows
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from providers.server_memory import demo_server
-from providers.storage_memory import ALL_CAPABILITIES, MemoryBackupStorage
+from providers.server.memory import demo_server
+from providers.storage.memory import ALL_CAPABILITIES, MemoryBackupStorage
 from tests.conftest import ADMIN2, OPERATOR, VIEWER, Harness
 
 

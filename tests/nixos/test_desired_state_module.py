@@ -25,7 +25,7 @@ from typing import Any
 import pyotp
 import pytest
 
-from providers.catalogue import ServiceCatalogue
+from providers.host.catalogue import ServiceCatalogue
 from providers.nixos.desired import DesiredState, DesiredStateFile, first_start
 from tests.nixos.test_module import HERE, ROOT, nix, nix_env
 

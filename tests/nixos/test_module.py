@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from providers.catalogue import ServiceCatalogue
-from providers.host import systemd_escape_path
+from providers.host.catalogue import ServiceCatalogue
+from providers.host.metrics import systemd_escape_path
 from tests.support import nixos_eval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -727,7 +727,7 @@ def test_disk_health_is_recorded_by_a_narrow_root_unit_the_bot_only_reads(
 def test_what_the_health_unit_records_is_what_the_bot_reads(
     nix_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from providers.disks import SmartctlDisks  # noqa: PLC0415
+    from providers.hardware.disks import SmartctlDisks  # noqa: PLC0415
     from tests.support.home_fakes import HomeFakes  # noqa: PLC0415
 
     home = evaluate(nix_env, "{ enable = true; hardware = { enable = true; zfs = true; }; }")

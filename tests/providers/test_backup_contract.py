@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.backup_memory import MemoryBackupEngine
-from providers.base.backup import (
+from providers.backup.base import (
     BackupEngine,
     BackupError,
     BackupProgress,
@@ -26,7 +25,8 @@ from providers.base.backup import (
     RetentionPolicy,
     Snapshot,
 )
-from providers.restic import ResticBackupEngine, ResticSettings
+from providers.backup.memory import MemoryBackupEngine
+from providers.backup.restic import ResticBackupEngine, ResticSettings
 from tests.support.moto import MotoS3
 from tests.support.restic_fixtures import (
     copy_of,

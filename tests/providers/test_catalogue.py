@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.catalogue import CatalogueError, ServiceCatalogue, ServiceInfo
 from providers.demo.server import demo_catalogue
+from providers.host.catalogue import CatalogueError, ServiceCatalogue, ServiceInfo
 
 NEXTCLOUD = {
     "id": "nextcloud",

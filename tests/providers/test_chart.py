@@ -1,4 +1,4 @@
-"""The weekly chart, drawn by the real ``python -m providers.chart_png`` child process."""
+"""The weekly chart, drawn by the real ``python -m providers.charts.png`` child process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from providers.chart import PNG_SIGNATURE, ChartData, ChartError, render_week_chart, run_renderer
+from providers.charts.week import (
+    PNG_SIGNATURE,
+    ChartData,
+    ChartError,
+    render_week_chart,
+    run_renderer,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,7 +71,7 @@ async def test_different_data_draws_a_different_chart() -> None:
 
 def run_module(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "providers.chart_png"],
+        [sys.executable, "-m", "providers.charts.png"],
         input=stdin,
         capture_output=True,
         timeout=30,
@@ -175,7 +181,7 @@ def test_the_bot_process_never_imports_pillow() -> None:
     script = """
 import asyncio, sys
 from datetime import datetime, timedelta, timezone
-from providers.chart import ChartData, render_week_chart
+from providers.charts.week import ChartData, render_week_chart
 until = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
 data = ChartData("t", until - timedelta(days=7), until, {"memory": [(until, 50.0)]})
 png = asyncio.run(render_week_chart(data))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.server import ServerError
+from providers.server.base import ServerError
 from tests.support.fake_digitalocean import TOKEN, FakeDigitalOcean, digitalocean_adapter
 
 pytestmark = pytest.mark.timeout(30)
@@ -240,7 +240,7 @@ async def test_the_token_never_reaches_the_log(
 
 
 def test_importing_the_adapter_does_not_import_pydo() -> None:
-    code = "import sys, providers.digitalocean; print(sorted({'pydo', 'azure'} & set(sys.modules)))"
+    code = "import sys, providers.server.digitalocean; print(sorted({'pydo', 'azure'} & set(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=False,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from providers.base.dns import DnsChanges, DnsError, DnsErrorKind, DnsProvider, DnsRecord
+from providers.dns.base import DnsChanges, DnsError, DnsErrorKind, DnsProvider, DnsRecord
 from providers.dns.cloudflare import CloudflareDns
 from providers.dns.memory import MemoryDns
 from providers.dns.records import (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.base.dns import (
+from providers.dns.base import (
     RECORD_TYPES,
     DnsChanges,
     DnsError,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from providers.arrays import HostArrays, parse_mdstat
-from providers.disks import BIT_DISK_FAILING, SmartctlDisks
-from providers.public_ip import HttpPublicAddress
-from providers.ups import NutUps
+from providers.hardware.arrays import HostArrays, parse_mdstat
+from providers.hardware.disks import BIT_DISK_FAILING, SmartctlDisks
+from providers.hardware.ups import NutUps
+from providers.host.public_ip import HttpPublicAddress
 from tests.support import mdstat
 from tests.support.home_fakes import AddressServer, HomeFakes
 

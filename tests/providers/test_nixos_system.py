@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from providers.host.systemd import UnitError
 from providers.nixos.system import NixosRebuildSystem, parse_generations
-from providers.systemd import UnitError
 from tests.support.fake_system import FakeSystem
 
 

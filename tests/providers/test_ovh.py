@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.server import ServerError
+from providers.server.base import ServerError
 from tests.support.fake_ovh import READ_CONSUMER_KEY, FakeOvh
 from tests.support.ovh_harness import ovh_provider
 
@@ -181,7 +181,7 @@ async def test_a_snapshot_that_ends_in_error_is_deleted_again(fake: FakeOvh) -> 
 
 
 def test_importing_the_adapter_does_not_import_the_sdk() -> None:
-    code = "import sys, providers.ovh; print('ovh' in sys.modules)"
+    code = "import sys, providers.server.ovh; print('ovh' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
         timeout=20,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import create_engine, text
 
-from providers.pgdump import (
+from providers.backup.pgdump import (
     DatabaseDumpError,
     PostgresSettings,
     dump_database,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.host.systemd import UnitError
 from providers.nixos.rebuild import (
     REBUILD_UNIT,
     RebuildPoll,
@@ -19,7 +20,6 @@ from providers.nixos.rebuild import (
     rollback_unit,
     strip_ansi,
 )
-from providers.systemd import UnitError
 from tests.support.fake_system import FakeSystem
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import psutil
 import pytest
 
-from providers.base.backup import BackupError, BackupProgress, BackupReason
-from providers.restic import ResticBackupEngine, ResticSettings, explain
+from providers.backup.base import BackupError, BackupProgress, BackupReason
+from providers.backup.restic import ResticBackupEngine, ResticSettings, explain
 from tests.support.moto import MotoS3
 from tests.support.restic_fixtures import (
     CallRecorder,

@@ -11,8 +11,8 @@ import pytest
 
 from bot.cli import backup_init
 from bot.config import ConfigError, Settings, load_settings, restic_environment
-from providers.base.backup import BackupError, NoRepositoryError
-from providers.restic import ResticBackupEngine, ResticSettings, redacted
+from providers.backup.base import BackupError, NoRepositoryError
+from providers.backup.restic import ResticBackupEngine, ResticSettings, redacted
 from tests.support.moto import MotoS3
 from tests.support.restic_fixtures import local_settings, s3_settings
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.backup import BackupError, BackupReason
-from providers.restic import ResticBackupEngine
+from providers.backup.base import BackupError, BackupReason
+from providers.backup.restic import ResticBackupEngine
 from tests.support.fake_system import FakeSystem
 from tests.support.rest_server import HINT, RestServer, rest_server, rest_server_binary
 from tests.support.restic_fixtures import (

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.backup import BackupError, BackupReason
-from providers.restic import ResticBackupEngine, ResticSettings, sftp_command
+from providers.backup.base import BackupError, BackupReason
+from providers.backup.restic import ResticBackupEngine, ResticSettings, sftp_command
 from tests.support.restic_fixtures import local_settings, make_source_tree, tree_digests
 from tests.support.sshd import Sshd, sshd_server
 

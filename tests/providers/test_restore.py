@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.backup import BackupError, BackupReason
-from providers.pgdump import PostgresDumps
-from providers.restic import ResticBackupEngine, ResticSettings
-from providers.restore import RestoreError, RestorePlan, Restorer
+from providers.backup.base import BackupError, BackupReason
+from providers.backup.pgdump import PostgresDumps
+from providers.backup.restic import ResticBackupEngine, ResticSettings
+from providers.backup.restore import RestoreError, RestorePlan, Restorer
 from tests.providers.test_pgdump import owned_database, settings_for, sql
 from tests.support.restic_fixtures import copy_of, tree_digests
 

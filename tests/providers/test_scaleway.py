@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.base.server import ServerError
-from providers.scaleway_transport import ScalewayTransport
+from providers.server.base import ServerError
+from providers.server.scaleway_transport import ScalewayTransport
 from tests.support.fake_scaleway import ACCESS_KEY, PROJECT, SECRET_KEY, FakeScaleway
 from tests.support.scaleway_harness import scaleway_provider
 
@@ -158,7 +158,7 @@ def test_a_malformed_key_is_named_never_echoed(
 
 
 def test_importing_the_adapter_does_not_import_the_sdk() -> None:
-    code = "import sys, providers.scaleway; print('scaleway' in sys.modules)"
+    code = "import sys, providers.server.scaleway; print('scaleway' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True,
         timeout=20,

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from providers.base.server import ServerError, ServerProvider
-from providers.hetzner import HetznerServerProvider
-from providers.server_memory import MemoryServerProvider, demo_server, demo_server_provider
+from providers.server.base import ServerError, ServerProvider
+from providers.server.hetzner import HetznerServerProvider
+from providers.server.memory import MemoryServerProvider, demo_server, demo_server_provider
 from tests.support import fake_digitalocean
 from tests.support.fake_digitalocean import FakeDigitalOcean, digitalocean_adapter
 from tests.support.fake_hetzner import TOKEN, FakeHetzner
@@ -495,7 +495,7 @@ async def test_a_missing_snapshot_is_not_deleted_twice(fake: FakeHetzner) -> Non
 
 
 def test_importing_the_adapter_does_not_import_hcloud() -> None:
-    code = "import sys, providers.hetzner; print('hcloud' in sys.modules)"
+    code = "import sys, providers.server.hetzner; print('hcloud' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=False,

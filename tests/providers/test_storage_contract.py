@@ -18,14 +18,14 @@ from b2sdk.v2 import (  # type: ignore[import-untyped]
 )
 from b2sdk.v2 import exception as b2_errors
 
-from providers.b2 import B2BackupStorage
-from providers.base.storage import (
+from providers.storage.b2 import B2BackupStorage
+from providers.storage.base import (
     B2_PRICE_PER_GB_MONTH,
     RESTIC_CAPABILITIES,
     BackupStorage,
     StorageError,
 )
-from providers.storage_memory import (
+from providers.storage.memory import (
     ALL_CAPABILITIES,
     MemoryAccount,
     MemoryBackupStorage,
@@ -310,7 +310,7 @@ def test_importing_the_adapter_does_not_import_b2sdk() -> None:
     import sys  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    code = "import sys, providers.b2; print('b2sdk' in sys.modules)"
+    code = "import sys, providers.storage.b2; print('b2sdk' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], check=False, cwd=root, capture_output=True, text=True,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.host import PsutilHost
-from providers.systemd import Health, SystemctlServiceManager, UnitError
+from providers.host.metrics import PsutilHost
+from providers.host.systemd import Health, SystemctlServiceManager, UnitError
 from tests.support.fake_system import FakeSystem
 
 

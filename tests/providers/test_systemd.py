@@ -13,7 +13,7 @@ from typing import Protocol
 
 import pytest
 
-from providers.systemd import (
+from providers.host.systemd import (
     SHOW_PROPERTIES,
     Health,
     SystemctlServiceManager,

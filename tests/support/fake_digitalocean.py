@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from providers.digitalocean import DigitalOceanServerProvider
+from providers.server.digitalocean import DigitalOceanServerProvider
 from tests.support.loopback_api import (
     JSON,
     Answer,

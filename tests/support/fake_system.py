@@ -2,7 +2,7 @@
 
 ``FakeSystem(tmp_path)`` writes the state file and hands out the environment that puts the
 fakes first on PATH. The state folder itself is the first PATH entry, so code that passes a
-minimal environment with only PATH (as ``providers.systemd`` does) still finds the state.
+minimal environment with only PATH (as ``providers.host.systemd`` does) still finds the state.
 """
 
 from __future__ import annotations

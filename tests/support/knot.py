@@ -34,7 +34,7 @@ import dns.xfr
 import dns.zone
 import pytest
 
-from providers.base.dns import RECORD_TYPES, DnsRecord
+from providers.dns.base import RECORD_TYPES, DnsRecord
 from providers.dns.records import canonical, quote_txt
 
 KNOTD_SEARCH = ("/usr/sbin/knotd", "/usr/bin/knotd")

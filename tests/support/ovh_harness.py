@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from providers.ovh import OvhServerProvider
+from providers.server.ovh import OvhServerProvider
 from tests.support.fake_ovh import APP_KEY, APP_SECRET, CONSUMER_KEY, PROJECT, FakeOvh
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from providers.restic import ResticBackupEngine, ResticSettings
+from providers.backup.restic import ResticBackupEngine, ResticSettings
 from tests.support.moto import MotoS3, moto_s3
 
 __all__ = [

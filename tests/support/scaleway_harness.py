@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from providers.scaleway import ScalewayServerProvider
-from providers.scaleway_transport import ScalewayTransport
+from providers.server.scaleway import ScalewayServerProvider
+from providers.server.scaleway_transport import ScalewayTransport
 from tests.support.fake_scaleway import ACCESS_KEY, PROJECT, SECRET_KEY, FakeScaleway
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.systemd import Health, SystemctlServiceManager, UnitError, worst
+from providers.host.systemd import Health, SystemctlServiceManager, UnitError, worst
 from tests.support.fake_system import FAKEBIN, TOOLS, FakeSystem
 from tests.support.fakebin import _fakesys
 

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from providers.base.backup import BackupError, BackupProgress, BackupReason
-from providers.catalogue import ServiceCatalogue
-from providers.datajobs import UnitDataJobs
+from providers.backup.base import BackupError, BackupProgress, BackupReason
+from providers.backup.datajobs import UnitDataJobs
+from providers.backup.restore import RestoreError, RestorePlan
+from providers.host.catalogue import ServiceCatalogue
 from providers.nixos.rebuild import RebuildRun, SystemdRebuilds
-from providers.restore import RestoreError, RestorePlan
 
 CATALOGUE = Path("/etc/steward/catalogue.json")
 JOBS = Path("/var/lib/steward-worker/jobs")

@@ -20,7 +20,7 @@ from typing import Protocol
 
 SERVICE_TAG = "service:"
 REASON_TAG = "reason:"
-# Steward's own snapshot (providers/selfsnapshot.py) is tagged as this service; the NixOS
+# Steward's own snapshot (providers/backup/selfsnapshot.py) is tagged as this service; the NixOS
 # module refuses it as a catalogue id.
 SELF = "steward"
 
@@ -243,7 +243,7 @@ class BackupEngine(Protocol):
 
 class SelfSnapshot(Protocol):
     """Steward's own snapshot (tag ``service:steward``): its database, the desired state,
-    /etc/nixos, the DKIM keys and the catalogue (providers/selfsnapshot.py)."""
+    /etc/nixos, the DKIM keys and the catalogue (providers/backup/selfsnapshot.py)."""
 
     async def take(
         self, reason: BackupReason, on_progress: ProgressCallback | None = None

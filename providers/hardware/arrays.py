@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from providers.disks import run_with_status
-from providers.host import systemd_escape_path
+from providers.hardware.disks import run_with_status
+from providers.host.metrics import systemd_escape_path
 
 State = Literal["ok", "rebuilding", "degraded", "failed"]
 _MD_HEAD = re.compile(r"^(md\w+)\s*:\s*(\w+)(.*)$", re.MULTILINE)

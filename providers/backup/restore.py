@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from providers.base.backup import BackupEngine, BackupError, BackupReason, Snapshot
-from providers.catalogue import ServiceInfo
+from providers.backup.base import BackupEngine, BackupError, BackupReason, Snapshot
+from providers.host.catalogue import ServiceInfo
 
 log = logging.getLogger(__name__)
 STAGING, OLD = ".steward-restore", ".steward-old"

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from providers.base.backup import (
+from providers.backup.base import (
     SELF,
     BackupEngine,
     BackupError,
@@ -32,8 +32,7 @@ from providers.base.backup import (
     BackupResult,
     ProgressCallback,
 )
-from providers.catalogue import ServiceInfo
-from providers.restore import (
+from providers.backup.restore import (
     DatabaseDumps,
     RestoreError,
     RestorePlan,
@@ -41,7 +40,8 @@ from providers.restore import (
     RestoreReport,
     Step,
 )
-from providers.systemd import UnitError, run_tool
+from providers.host.catalogue import ServiceInfo
+from providers.host.systemd import UnitError, run_tool
 
 # Matched whole (fullmatch: ``$`` would let a final newline through). The argument is a
 # reason, ``recover`` or a snapshot id, and nothing that could read as an option.

@@ -2,7 +2,7 @@
 
 pydo sends every request through azure-core's pipeline; ``TransientRetryPolicy`` takes the place
 of azure-core's own retry policy there (which retries ten times and sleeps for as long as any
-``Retry-After`` asks). The policy itself is written in ``providers/digitalocean.py``.
+``Retry-After`` asks). The policy itself is written in ``providers/server/digitalocean.py``.
 
 Only the adapter's constructor imports this module, so azure-core is loaded with pydo and only
 when DigitalOcean is configured.

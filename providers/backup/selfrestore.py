@@ -18,9 +18,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from providers.base.backup import SELF, BackupEngine, BackupError, Snapshot
-from providers.pgdump import restore_database
-from providers.selfsnapshot import (
+from providers.backup.base import SELF, BackupEngine, BackupError, Snapshot
+from providers.backup.pgdump import restore_database
+from providers.backup.selfsnapshot import (
     BUNDLE,
     MANIFEST,
     POSTGRES_DUMP,

@@ -7,7 +7,7 @@ API resizes and snapshots only the legacy ``b_ssd``/``l_ssd`` volumes, while the
 API grows a volume (``PATCH size``, grow only) and snapshots it. The SDK is imported only when
 this adapter is built; its calls are synchronous and run in worker threads.
 
-Retry policy (the one I/O seam, ``providers.scaleway_transport``): at most 3 tries; a 429 is
+Retry policy (the one I/O seam, ``providers.server.scaleway_transport``): at most 3 tries; a 429 is
 retried after its ``Retry-After`` (up to 30 s), 5xx answers and timeouts only for GET, with
 backoff of 1, 2 s; nothing else is retried. Each failure is one ``ServerError`` sentence.
 Long operations wait by polling, every ``poll_interval`` seconds, at most ``action_timeout``:
@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from providers.base.server import (
+from providers.server.base import (
     PowerAction,
     Price,
     ServerError,
@@ -52,7 +52,7 @@ from providers.base.server import (
     settle,
     snapshot_cost,
 )
-from providers.scaleway_transport import ScalewayApiError, ScalewayTransport, through
+from providers.server.scaleway_transport import ScalewayApiError, ScalewayTransport, through
 
 DEFAULT_API_URL = "https://api.scaleway.com"
 HOURS_PER_MONTH = Decimal(730)  # Scaleway bills a month at 730 hours at most

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handlers.alerting import DISK, AlertState, Kind, Level, Thresholds, Transition, step
+from handlers.alert_rules import DISK, AlertState, Kind, Level, Thresholds, Transition, step
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

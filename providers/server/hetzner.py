@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from providers.base.server import (
+from providers.server.base import (
     PowerAction,
     Price,
     ServerError,

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from providers.base.backup import BackupError
+from providers.backup.base import BackupError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 
@@ -47,7 +47,7 @@ class PostgresSettings:
 
 class PostgresDumps:
     """A service's databases dumped into ``<folder>/<service>/<name>.pgdump`` for its snapshot
-    (the ``DatabaseDumps`` of ``providers.restore``), and loaded back from a restored copy."""
+    (the ``DatabaseDumps`` of ``providers.backup.restore``), and loaded back from a restored copy."""
 
     def __init__(self, settings: PostgresSettings, folder: Path) -> None:
         self._settings = settings

@@ -1,6 +1,6 @@
 """How OVHcloud's answers become ServerError codes, and which are worth another try.
 
-The retry policy itself is written in providers/ovh.py, which applies what ``classify`` says.
+The retry policy itself is written in providers/server/ovh.py, which applies what ``classify`` says.
 """
 
 from __future__ import annotations

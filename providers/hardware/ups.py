@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from providers.systemd import UnitError, run_tool
+from providers.host.systemd import UnitError, run_tool
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from providers.base.storage import (
+from providers.storage.base import (
     B2_PRICE_PER_GB_MONTH,
     RESTIC_CAPABILITIES,
     BucketInfo,

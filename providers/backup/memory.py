@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from providers.base.backup import NO_REPOSITORY as BASE_NO_REPOSITORY
-from providers.base.backup import (
+from providers.backup.base import NO_REPOSITORY as BASE_NO_REPOSITORY
+from providers.backup.base import (
     BackupError,
     BackupProgress,
     BackupReason,

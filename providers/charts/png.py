@@ -1,5 +1,5 @@
 """Draw the weekly chart: JSON on stdin, a PNG on stdout. Run as ``python -m
-providers.chart_png`` by ``providers.chart``, never imported by the bot: Pillow and the image
+providers.charts.png`` by ``providers.charts.week``, never imported by the bot: Pillow and the image
 stay in this short-lived process, so the bot's own memory does not grow.
 
 Input: ``{"title": str, "since": iso8601, "until": iso8601, "series": {name: [[iso8601,

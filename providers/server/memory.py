@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from providers.base.server import (
+from providers.server.base import (
     PowerAction,
     Price,
     ServerError,

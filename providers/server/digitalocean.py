@@ -3,7 +3,7 @@
 ``pydo`` (and azure-core under it) is imported only when this adapter is built, so a bot
 without DigitalOcean never pays for it. Its calls are synchronous and run in worker threads.
 
-Retry policy (``providers/digitalocean_http.py``, in place of azure-core's): at most 4 tries of
+Retry policy (``providers/server/digitalocean_http.py``, in place of azure-core's): at most 4 tries of
 one request. A 429 is tried again for every method, after the ``Retry-After`` seconds it asks
 for, unless that is longer than 20 s: then the rate limit is reported at once. A 5xx answer or
 a read timeout is tried again only for GET and DELETE, after 0.5, 1, 2 s: a POST may have
@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit
 
-from providers.base.server import (
+from providers.server.base import (
     PowerAction,
     Price,
     ServerError,
@@ -76,7 +76,7 @@ class DigitalOceanServerProvider:
     ) -> None:
         from pydo import Client  # noqa: PLC0415 - only a configured DigitalOcean pays for pydo
 
-        from providers.digitalocean_http import TransientRetryPolicy  # noqa: PLC0415
+        from providers.server.digitalocean_http import TransientRetryPolicy  # noqa: PLC0415
 
         self._client: Client = Client(
             token,
@@ -191,7 +191,7 @@ class DigitalOceanServerProvider:
         """Run ``call`` and turn whatever pydo or the network raises into a ServerError."""
         from azure.core.exceptions import AzureError  # noqa: PLC0415 - comes with pydo
 
-        from providers.digitalocean_http import error_code  # noqa: PLC0415
+        from providers.server.digitalocean_http import error_code  # noqa: PLC0415
 
         try:
             return call()

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from providers.base.server import (
+from providers.server.base import (
     PowerAction,
     Price,
     ServerError,
@@ -54,8 +54,8 @@ from providers.base.server import (
     settle,
     snapshot_cost,
 )
-from providers.ovh_catalogue import SNAPSHOT_PLAN, SUBSIDIARY, VOLUME_PLAN, PriceCatalogue
-from providers.ovh_errors import classify
+from providers.server.ovh_catalogue import SNAPSHOT_PLAN, SUBSIDIARY, VOLUME_PLAN, PriceCatalogue
+from providers.server.ovh_errors import classify
 
 if TYPE_CHECKING:
     from ovh import Client

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from providers.base.storage import (
+from providers.storage.base import (
     B2_PRICE_PER_GB_MONTH,
     RESTIC_CAPABILITIES,
     BucketInfo,

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from providers.base.backup import (
+from providers.backup.base import (
     SELF,
     BackupEngine,
     BackupError,
@@ -37,7 +37,7 @@ from providers.base.backup import (
     BackupResult,
     ProgressCallback,
 )
-from providers.pgdump import PostgresSettings, dump_database
+from providers.backup.pgdump import PostgresSettings, dump_database
 
 BUNDLE = "steward-self"
 MANIFEST = "manifest.json"

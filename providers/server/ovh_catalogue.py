@@ -1,4 +1,4 @@
-"""OVHcloud's public price catalogue, read for the OVH adapter (providers/ovh.py).
+"""OVHcloud's public price catalogue, read for the OVH adapter (providers/server/ovh.py).
 
 ``GET /order/catalog/public/cloud?ovhSubsidiary=FR`` needs no credentials. Each ``addons[]``
 entry is a plan code (``d2-4.monthly.postpaid``, ``d2-4.consumption``,
@@ -15,7 +15,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from providers.base.server import Price, ServerError
+from providers.server.base import Price, ServerError
 
 HOURS_PER_MONTH = 730
 UNIT = Decimal("0.00000001")  # the catalogue's prices are integers of 10^-8 currency units

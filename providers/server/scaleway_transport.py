@@ -14,7 +14,7 @@ Retry policy (at most ``max_tries`` tries in all, 3 by default):
   A write that failed that way may have happened; sending it again could, say, take two
   snapshots, so it is reported instead.
 - Anything else (401, 403, 404, 409, a refused or dropped connection) is never retried.
-Every failure becomes ``ScalewayApiError(code)`` with a code of ``providers.base.server``.
+Every failure becomes ``ScalewayApiError(code)`` with a code of ``providers.server.base``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ _STATUSES = {
 
 
 class ScalewayApiError(Exception):
-    """A request that failed for good; ``code`` is one of ``providers.base.server``'s."""
+    """A request that failed for good; ``code`` is one of ``providers.server.base``'s."""
 
     def __init__(self, code: str) -> None:
         super().__init__(code)

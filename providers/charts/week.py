@@ -1,4 +1,4 @@
-"""The weekly chart, drawn in a child process (``providers.chart_png``) when it is asked for.
+"""The weekly chart, drawn in a child process (``providers.charts.png``) when it is asked for.
 
 Pillow is imported only there: the bot never loads it, so the chart adds nothing to the bot's
 resident memory between reports. The child gets the chart as JSON on stdin, an argument list
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 log = logging.getLogger(__name__)
-RENDERER = (sys.executable, "-m", "providers.chart_png")
+RENDERER = (sys.executable, "-m", "providers.charts.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BAD_INPUT = 2  # chart_png's exit code for a document it cannot draw
 

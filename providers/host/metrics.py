@@ -177,7 +177,7 @@ class PsutilHost:
     async def grow_filesystem(self, device: str) -> None:
         """Growing a filesystem needs root: the NixOS module's ``steward-growfs@`` unit does it
         (resize2fs or xfs_growfs), and polkit lets the bot start it for cloud volumes only."""
-        from providers.systemd import UnitError, run_tool  # noqa: PLC0415
+        from providers.host.systemd import UnitError, run_tool  # noqa: PLC0415
 
         unit = f"steward-growfs@{systemd_escape_path(device)}.service"
         try:
@@ -186,7 +186,7 @@ class PsutilHost:
             raise OSError(str(exc)) from None
 
     async def certificates(self, folder: str) -> dict[str, datetime | None]:
-        from providers.systemd import UnitError, run_tool  # noqa: PLC0415
+        from providers.host.systemd import UnitError, run_tool  # noqa: PLC0415
 
         names = await asyncio.to_thread(_cert_names, folder)
         found: dict[str, datetime | None] = {}

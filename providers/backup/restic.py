@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from providers.base.backup import (
+from providers.backup.base import (
     NO_REPOSITORY,
     BackupError,
     BackupProgress,

@@ -1,0 +1,1 @@
+"""A home server's hardware: SMART disks, RAID and pool arrays, a UPS through NUT."""
