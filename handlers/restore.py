@@ -1,8 +1,8 @@
 """/restore: a service's folders and databases back from a snapshot.
 
 The preview names the snapshot's time and size and what stops; the steps (safety snapshot,
-stop, staging with --verify, swap, databases, start) run in ``providers.backup.restore``, which puts the
-old data back on any failure. Two-person approval comes from ``STEWARD_TWO_PERSON``.
+stop, staging with --verify, swap, databases, start) run in ``providers.backup.restore``,
+which puts the old data back on any failure. Two-person approval comes from ``STEWARD_TWO_PERSON``.
 """
 
 from __future__ import annotations

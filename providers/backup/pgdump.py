@@ -47,7 +47,8 @@ class PostgresSettings:
 
 class PostgresDumps:
     """A service's databases dumped into ``<folder>/<service>/<name>.pgdump`` for its snapshot
-    (the ``DatabaseDumps`` of ``providers.backup.restore``), and loaded back from a restored copy."""
+    (the ``DatabaseDumps`` of ``providers.backup.restore``), and loaded back from a restored
+    copy."""
 
     def __init__(self, settings: PostgresSettings, folder: Path) -> None:
         self._settings = settings

@@ -21,7 +21,7 @@ from datetime import datetime
 log = logging.getLogger(__name__)
 RENDERER = (sys.executable, "-m", "providers.charts.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-BAD_INPUT = 2  # chart_png's exit code for a document it cannot draw
+BAD_INPUT = 2  # charts.png's exit code for a document it cannot draw
 
 
 class ChartError(Exception):

@@ -3,13 +3,13 @@
 ``pydo`` (and azure-core under it) is imported only when this adapter is built, so a bot
 without DigitalOcean never pays for it. Its calls are synchronous and run in worker threads.
 
-Retry policy (``providers/server/digitalocean_http.py``, in place of azure-core's): at most 4 tries of
-one request. A 429 is tried again for every method, after the ``Retry-After`` seconds it asks
-for, unless that is longer than 20 s: then the rate limit is reported at once. A 5xx answer or
-a read timeout is tried again only for GET and DELETE, after 0.5, 1, 2 s: a POST may have
-started an action before its answer was lost. A refused or dropped connection is not retried.
-An error becomes one ``ServerError`` sentence. Long operations (snapshot, resize, power) poll
-the DigitalOcean action until it is ``completed`` or ``errored`` (after 0.1, 0.2, 0.4 ... s, then
+Retry policy (``providers/server/digitalocean_http.py``, in place of azure-core's): at most 4 tries
+of one request. A 429 is tried again for every method, after the ``Retry-After`` seconds it asks
+for, unless that is longer than 20 s: then the rate limit is reported at once. A 5xx answer or a
+read timeout is tried again only for GET and DELETE, after 0.5, 1, 2 s: a POST may have started an
+action before its answer was lost. A refused or dropped connection is not retried. An error becomes
+one ``ServerError`` sentence. Long operations (snapshot, resize, power) poll the DigitalOcean action
+until it is ``completed`` or ``errored`` (after 0.1, 0.2, 0.4 ... s, then
 every ``poll_interval``), at most ``action_timeout`` seconds.
 
 Prices: the droplet's size carries its monthly price (USD). Volumes and snapshots are billed per

@@ -240,7 +240,10 @@ async def test_the_token_never_reaches_the_log(
 
 
 def test_importing_the_adapter_does_not_import_pydo() -> None:
-    code = "import sys, providers.server.digitalocean; print(sorted({'pydo', 'azure'} & set(sys.modules)))"
+    code = (
+        "import sys, providers.server.digitalocean; "
+        "print(sorted({'pydo', 'azure'} & set(sys.modules)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=False,
