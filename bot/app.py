@@ -25,9 +25,10 @@ from bot.transports.router import OutboxRouter
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
 from handlers.core.context import Deps, Site, SystemPolicy
-from handlers.core.engine import Engine, EngineSettings
+from handlers.core.engine import Engine
 from handlers.core.fleet import Fleet, Signature
 from handlers.core.guard import Guard, TotpMode
+from handlers.core.job_host import EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
@@ -38,10 +39,11 @@ from providers.dns.base import DnsProvider
 from providers.hardware.arrays import ArrayProbe, HostArrays
 from providers.hardware.disks import DiskProbe, SmartctlDisks
 from providers.hardware.ups import NutUps, UpsProbe
+from providers.host.base import HostProbe, ServiceManager
 from providers.host.catalogue import CatalogueError, ServiceCatalogue
-from providers.host.metrics import HostProbe, PsutilHost, public_address
+from providers.host.metrics import PsutilHost, public_address
 from providers.host.public_ip import HttpPublicAddress, PublicAddressProbe
-from providers.host.systemd import ServiceManager, SystemctlServiceManager
+from providers.host.systemd import SystemctlServiceManager
 from providers.nixos.desired import DesiredStateError, DesiredStateFile, first_start
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem

@@ -31,7 +31,7 @@ from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Integer, Role, Word
 from handlers.core.text import duration
 from handlers.hardware import hardware_readings
-from providers.host.systemd import UnitError
+from providers.host.base import UnitError
 
 log = logging.getLogger(__name__)
 commands = Registry()

@@ -25,7 +25,7 @@ from typing import Any
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Offer, Reply, esc
 from handlers.core.text import duration
-from providers.host.systemd import UnitError
+from providers.host.base import UnitError
 from providers.nixos.desired import DesiredState, DesiredStateError, Written, diff, digest_of
 from providers.nixos.rebuild import REBUILD_UNIT, RebuildRun
 

@@ -18,8 +18,7 @@ from handlers.core.spec import Arg, Choice, Role, Word
 from handlers.core.text import duration, mark
 from handlers.hardware import hardware_lines
 from handlers.public_address import address_lines
-from providers.host.metrics import DiskUsage
-from providers.host.systemd import UnitError
+from providers.host.base import DiskUsage, UnitError
 from providers.server.base import ServerError
 from providers.storage.base import StorageError
 

@@ -14,8 +14,8 @@ from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import SERVICE, Arg, Integer, Role
+from providers.host.base import Health, UnitError, UnitStatus, worst
 from providers.host.catalogue import ServiceInfo
-from providers.host.systemd import Health, UnitError, UnitStatus, worst
 
 commands = Registry()
 _ICON = {Health.ACTIVE: "🟢", Health.CHANGING: "🟡", Health.OFF: "⚪", Health.FAILED: "🔴"}

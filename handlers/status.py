@@ -9,8 +9,7 @@ from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.text import duration, mark
 from handlers.hardware import hardware_lines
-from providers.host.metrics import HostMetrics
-from providers.host.systemd import UnitError
+from providers.host.base import HostMetrics, UnitError
 
 commands = Registry()
 GiB = 1024**3

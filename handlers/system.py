@@ -18,7 +18,7 @@ from handlers.core.registry import Registry
 from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from handlers.rebuild import read_desired
 from providers.backup.base import BackupError, BackupReason
-from providers.host.systemd import UnitError
+from providers.host.base import UnitError
 from providers.nixos.desired import DesiredState
 from providers.nixos.rebuild import REBUILD_UNIT, UPGRADE_UNIT, rollback_unit
 from providers.nixos.sshkeys import KEY_TYPES, fingerprint

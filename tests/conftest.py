@@ -23,7 +23,8 @@ from bot.storage.stores import (
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy, StrangerLimiter
 from handlers.core.context import Deps, Site, SystemPolicy
-from handlers.core.engine import Engine, EngineSettings
+from handlers.core.engine import Engine
+from handlers.core.job_host import EngineSettings
 from handlers.core.messages import Actor, ChatRef, Command, Press
 from handlers.core.spec import Role
 from providers.backup.datajobs import LocalDataJobs

@@ -18,10 +18,9 @@ from providers.dns.base import DnsProvider
 from providers.hardware.arrays import ArrayProbe
 from providers.hardware.disks import DiskProbe
 from providers.hardware.ups import UpsProbe
+from providers.host.base import HostProbe, ServiceManager
 from providers.host.catalogue import ServiceCatalogue
-from providers.host.metrics import HostProbe
 from providers.host.public_ip import PublicAddressProbe
-from providers.host.systemd import ServiceManager
 from providers.nixos.desired import DesiredStateStore
 from providers.nixos.rebuild import Rebuilds
 from providers.nixos.system import NixosSystem

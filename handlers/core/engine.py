@@ -11,13 +11,14 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from handlers.core.access import AccessPolicy, StrangerLimiter
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.fleet import addressee
 from handlers.core.guard import Guard, Verdict
+from handlers.core.job_host import EngineSettings
 from handlers.core.jobs import JobRunner
 from handlers.core.messages import (
     CANCEL,
@@ -68,13 +69,6 @@ def onboarding_reply(actor: Actor) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    confirm_ttl: timedelta = timedelta(minutes=5)
-    two_person: frozenset[str] = field(default_factory=frozenset)
-    progress_interval: float = 2.0
 
 
 Incident = Callable[[str, str], Awaitable[None]]

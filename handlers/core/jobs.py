@@ -9,16 +9,14 @@ import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from handlers.core.context import CommandError, Context
+from handlers.core.job_host import JobHost
 from handlers.core.messages import CANCEL, CONFIRM, Button, Command, MessageRef, Reply, esc
 from handlers.core.progress import ThrottledMessage
 from handlers.core.records import AuditEvent, Confirmation, Job, JobState, JobStore
 from handlers.core.spec import UsageError
-
-if TYPE_CHECKING:
-    from handlers.core.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ class JobProgress:
 
 
 class JobRunner:
-    def __init__(self, engine: Engine, store: JobStore) -> None:
+    def __init__(self, engine: JobHost, store: JobStore) -> None:
         self._engine = engine
         self.store = store
         self._tasks: set[asyncio.Task[None]] = set()

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from handlers.core.spec import DEFAULT_FRESHNESS, Arg, CommandSpec, Role
 
 if TYPE_CHECKING:
-    from handlers.core.context import Context
     from handlers.core.messages import Reply
 
 Run = Callable[..., Awaitable["Reply"]]
@@ -35,7 +34,10 @@ class Entry:
         self.resume_fn = fn
         return fn
 
-    async def __call__(self, ctx: Context, **values: Any) -> Reply:
+    async def __call__(self, ctx: object, **values: Any) -> Reply:
+        # ``ctx`` is a handlers.core.context.Context; the registry only passes it on, and
+        # naming it here would make context (whose Deps holds the registry) and registry
+        # import each other.
         return await self.run(ctx, **values)
 
 

@@ -40,8 +40,8 @@ from providers.backup.restore import (
     RestoreReport,
     Step,
 )
+from providers.host.base import UnitError, run_tool
 from providers.host.catalogue import ServiceInfo
-from providers.host.systemd import UnitError, run_tool
 
 # Matched whole (fullmatch: ``$`` would let a final newline through). The argument is a
 # reason, ``recover`` or a snapshot id, and nothing that could read as an option.

@@ -15,10 +15,9 @@ from providers.dns.memory import MemoryDns
 from providers.hardware.arrays import MemoryArrays
 from providers.hardware.disks import MemoryDisks
 from providers.hardware.ups import MemoryUps
+from providers.host.base import DiskUsage, HostMetrics, UnitError, UnitStatus, missing
 from providers.host.catalogue import ServiceCatalogue, ServiceInfo
-from providers.host.metrics import DiskUsage, HostMetrics
 from providers.host.public_ip import MemoryPublicAddress
-from providers.host.systemd import UnitError, UnitStatus, missing
 from providers.nixos.desired import DesiredState, MemoryDesiredState, ServiceState
 from providers.nixos.rebuild import (
     UPGRADE_UNIT,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from providers.hardware.disks import run_with_status
-from providers.host.metrics import systemd_escape_path
+from providers.host.base import systemd_escape_path
 
 State = Literal["ok", "rebuilding", "degraded", "failed"]
 _MD_HEAD = re.compile(r"^(md\w+)\s*:\s*(\w+)(.*)$", re.MULTILINE)

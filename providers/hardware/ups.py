@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from providers.host.systemd import UnitError, run_tool
+from providers.host.base import UnitError, run_tool
 
 
 @dataclass(frozen=True, slots=True)

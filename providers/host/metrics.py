@@ -7,41 +7,14 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+
+from providers.host.base import DiskUsage, HostMetrics, UnitError, run_tool, systemd_escape_path
 
 # Pseudo and container filesystems say nothing about whether the disk fills up.
 _SKIP_FSTYPES = frozenset(
     {"tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "ramfs", "efivarfs", "nsfs"}
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DiskUsage:
-    mount: str
-    total_bytes: int
-    used_bytes: int
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.used_bytes / self.total_bytes if self.total_bytes else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class HostMetrics:
-    hostname: str
-    uptime_seconds: float
-    load: tuple[float, float, float]
-    cores: int
-    memory_total_bytes: int
-    memory_available_bytes: int
-    disks: tuple[DiskUsage, ...]
-
-    @property
-    def memory_used_percent(self) -> float:
-        used = self.memory_total_bytes - self.memory_available_bytes
-        return 100.0 * used / self.memory_total_bytes if self.memory_total_bytes else 0.0
 
 
 def _cert_names(folder: str) -> list[str]:
@@ -81,43 +54,6 @@ def public_address() -> str | None:
             except ValueError:
                 continue
     return None
-
-
-def systemd_escape_path(path: str) -> str:
-    """``systemd-escape --path``: ``/dev/disk/by-id/x-1`` → ``dev-disk-by\\x2did-x\\x2d1``."""
-    trimmed = path.strip("/")
-    out = []
-    for index, char in enumerate(trimmed):
-        if char == "/":
-            out.append("-")
-        elif char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index)):
-            out.append(char)
-        else:
-            out.extend(f"\\x{byte:02x}" for byte in char.encode())
-    return "".join(out) or "-"
-
-
-class HostProbe(Protocol):
-    async def metrics(self) -> HostMetrics: ...
-
-    async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
-        """Bytes used under each folder; None where it could not be measured in time."""
-        ...
-
-    async def device_usage(self, device: str) -> DiskUsage | None:
-        """Where a block device (a cloud volume) is mounted and how full it is; None when it
-        is not mounted."""
-        ...
-
-    async def grow_filesystem(self, device: str) -> None:
-        """Grow the filesystem on ``device`` to the size of the device (after a volume resize).
-        Raises OSError with a short reason."""
-        ...
-
-    async def certificates(self, folder: str) -> dict[str, datetime | None]:
-        """The ``cert.pem`` of each subfolder of ``folder`` (NixOS's /var/lib/acme) and when
-        it expires; None where it cannot be read."""
-        ...
 
 
 class PsutilHost:
@@ -177,8 +113,6 @@ class PsutilHost:
     async def grow_filesystem(self, device: str) -> None:
         """Growing a filesystem needs root: the NixOS module's ``steward-growfs@`` unit does it
         (resize2fs or xfs_growfs), and polkit lets the bot start it for cloud volumes only."""
-        from providers.host.systemd import UnitError, run_tool  # noqa: PLC0415
-
         unit = f"steward-growfs@{systemd_escape_path(device)}.service"
         try:
             await run_tool("systemctl", ["start", "--", unit], self._du_timeout * 15)
@@ -186,8 +120,6 @@ class PsutilHost:
             raise OSError(str(exc)) from None
 
     async def certificates(self, folder: str) -> dict[str, datetime | None]:
-        from providers.host.systemd import UnitError, run_tool  # noqa: PLC0415
-
         names = await asyncio.to_thread(_cert_names, folder)
         found: dict[str, datetime | None] = {}
         for name in names:

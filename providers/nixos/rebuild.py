@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from providers.host.systemd import UnitError, run_tool
+from providers.host.base import UnitError, run_tool
 
 REBUILD_UNIT = "steward-rebuild.service"
 UPGRADE_UNIT = "steward-upgrade.service"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from providers.host.systemd import UnitError, run_tool
+from providers.host.base import UnitError, run_tool
 from providers.nixos.rebuild import strip_ansi
 
 BOOT_PARTS = ("kernel", "initrd", "kernel-modules")

@@ -18,7 +18,8 @@ from bot.transports.render import to_plain
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
 from handlers.core.context import Context, Deps
-from handlers.core.engine import Engine, EngineSettings
+from handlers.core.engine import Engine
+from handlers.core.job_host import EngineSettings
 from handlers.core.messages import Reply
 from handlers.core.registry import Registry
 from handlers.core.spec import Role

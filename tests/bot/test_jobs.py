@@ -15,7 +15,7 @@ from bot.storage.stores import SqlAuditLog, SqlJobStore
 from handlers.core.messages import Actor, Attachment, ChatRef, MessageRef, Reply
 from handlers.core.progress import ThrottledMessage
 from handlers.core.records import AuditEntry, AuditEvent, Job, JobState
-from providers.host.systemd import UnitStatus
+from providers.host.base import UnitStatus
 from tests.conftest import ADMIN, CHAT, OPERATOR, STRANGER, Harness, make_harness
 from tests.support.chat import RecordingOutbox
 

@@ -16,7 +16,8 @@ from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, S
 from handlers.catalog import build_registry
 from handlers.core.access import AccessPolicy
 from handlers.core.context import Deps, SystemPolicy
-from handlers.core.engine import Engine, EngineSettings
+from handlers.core.engine import Engine
+from handlers.core.job_host import EngineSettings
 from handlers.core.messages import Command, Press
 from handlers.core.records import JobState
 from providers.host.catalogue import ServiceCatalogue, ServiceInfo

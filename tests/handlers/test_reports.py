@@ -19,8 +19,7 @@ from handlers.backups import weekly_check
 from handlers.core.messages import ChatRef, Command
 from handlers.core.records import Notes
 from handlers.reports import subscribers
-from providers.host.metrics import DiskUsage
-from providers.host.systemd import UnitStatus
+from providers.host.base import DiskUsage, UnitStatus
 from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
 from tests.support.chat import RecordingOutbox
 

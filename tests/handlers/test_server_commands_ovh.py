@@ -11,7 +11,7 @@ import pytest
 
 from bot.app import _cloud
 from bot.config import load_settings
-from providers.host.metrics import DiskUsage
+from providers.host.base import DiskUsage
 from tests.conftest import ADMIN2, OPERATOR, VIEWER, Harness
 from tests.support.fake_ovh import APP_KEY, APP_SECRET, CONSUMER_KEY, PROJECT, FakeOvh
 

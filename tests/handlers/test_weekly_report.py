@@ -10,7 +10,7 @@ import pytest
 from handlers.core.messages import Reply
 from handlers.weekly import weekly_report
 from providers.charts.week import PNG_SIGNATURE
-from providers.host.systemd import UnitStatus
+from providers.host.base import UnitStatus
 from tests.conftest import Harness
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from providers.host.base import systemd_escape_path
 from providers.host.catalogue import ServiceCatalogue
-from providers.host.metrics import systemd_escape_path
 from tests.support import nixos_eval
 
 ROOT = Path(__file__).resolve().parents[2]

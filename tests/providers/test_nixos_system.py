@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.host.systemd import UnitError
+from providers.host.base import UnitError
 from providers.nixos.system import NixosRebuildSystem, parse_generations
 from tests.support.fake_system import FakeSystem
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.host.systemd import UnitError
+from providers.host.base import UnitError
 from providers.nixos.rebuild import (
     REBUILD_UNIT,
     RebuildPoll,

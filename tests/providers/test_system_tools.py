@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from providers.host.base import Health, UnitError
 from providers.host.metrics import PsutilHost
-from providers.host.systemd import Health, SystemctlServiceManager, UnitError
+from providers.host.systemd import SystemctlServiceManager
 from tests.support.fake_system import FakeSystem
 
 

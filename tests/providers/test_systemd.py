@@ -13,16 +13,8 @@ from typing import Protocol
 
 import pytest
 
-from providers.host.systemd import (
-    SHOW_PROPERTIES,
-    Health,
-    SystemctlServiceManager,
-    UnitError,
-    UnitStatus,
-    missing,
-    parse_show,
-    worst,
-)
+from providers.host.base import Health, UnitError, UnitStatus, missing, worst
+from providers.host.systemd import SHOW_PROPERTIES, SystemctlServiceManager, parse_show
 
 # What `systemctl show --property=Id,LoadState,ActiveState,SubState,StateChangeTimestamp,
 # MemoryCurrent -- ...` prints: properties in systemd's own order (not the asked one), a blank

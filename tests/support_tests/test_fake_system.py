@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.host.systemd import Health, SystemctlServiceManager, UnitError, worst
+from providers.host.base import Health, UnitError, worst
+from providers.host.systemd import SystemctlServiceManager
 from tests.support.fake_system import FAKEBIN, TOOLS, FakeSystem
 from tests.support.fakebin import _fakesys
 

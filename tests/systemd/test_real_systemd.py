@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from providers.host.metrics import systemd_escape_path
+from providers.host.base import systemd_escape_path
 from tests.systemd.conftest import Booted
 from tests.systemd.container import PYTHON, Container
 
