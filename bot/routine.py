@@ -20,8 +20,7 @@ from handlers.core.messages import Actor, ChatRef, Command, Reply
 from handlers.core.progress import NoProgress
 from handlers.core.spec import Role
 from handlers.public_address import follow_public_ip
-from handlers.reports import build_report, subscribers
-from handlers.weekly import weekly_report
+from handlers.reports import build_report, subscribers, weekly_report
 from providers.backup.base import RetentionPolicy
 
 if TYPE_CHECKING:

@@ -17,7 +17,6 @@ from handlers import (
     services,
     status,
     system,
-    weekly,
 )
 from handlers.core.registry import Registry
 
@@ -36,7 +35,6 @@ MODULES = (
     services,
     status,
     system,
-    weekly,
 )
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from handlers.core.messages import Reply
-from handlers.weekly import weekly_report
+from handlers.reports import weekly_report
 from providers.charts.week import PNG_SIGNATURE
 from providers.host.base import UnitStatus
 from tests.conftest import Harness
