@@ -107,9 +107,11 @@ def build_app(
     demo = bool(demo or settings.demo)
     # Check everything in the config before touching the database.
     registry = build_registry()
-    unknown = sorted(settings.two_person - {entry.spec.name for entry in registry})
-    if unknown:
-        raise ConfigError(f"STEWARD_TWO_PERSON: unknown commands: {', '.join(unknown)}")
+    names = {entry.spec.name for entry in registry}
+    for variable, wanted in (("TWO_PERSON", settings.two_person), ("CONFIRM", settings.confirm)):
+        unknown = sorted(wanted - names)
+        if unknown:
+            raise ConfigError(f"STEWARD_{variable}: unknown commands: {', '.join(unknown)}")
     server = _demo_server(settings) if demo else None
     host: HostProbe = server.host if server else PsutilHost()
     services: ServiceManager = server.services if server else SystemctlServiceManager()
@@ -193,7 +195,11 @@ def build_app(
         confirmations=SqlConfirmationStore(db),
         jobs=SqlJobStore(db),
         outbox=router,
-        settings=EngineSettings(confirm_ttl=settings.confirm_ttl, two_person=settings.two_person),
+        settings=EngineSettings(
+            confirm_ttl=settings.confirm_ttl,
+            two_person=settings.two_person,
+            confirm=settings.confirm,
+        ),
         guard=build_guard(settings, db, kv),
     )
     notifier = Notifier(router, admin_chats(access), settings.steward_name)

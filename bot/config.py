@@ -244,6 +244,9 @@ class Settings:
     operators: UserIds = ()
     viewers: UserIds = ()
     two_person: CommandNames = frozenset()
+    # Commands that ask for a confirmation though they destroy nothing (only `backup` does not
+    # ask by default): STEWARD_CONFIRM=backup.
+    confirm: CommandNames = frozenset()
     # Accounts of one person: they count once when a second admin must approve.
     people: Annotated[tuple[tuple[str, str], ...], _people] = ()
     confirm_ttl_seconds: Annotated[int, _number(int, 30, 3600)] = 300

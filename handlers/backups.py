@@ -14,7 +14,7 @@ from pathlib import Path
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
-from handlers.core.spec import SERVICE, Arg, Role, Word
+from handlers.core.spec import SERVICE, Arg, AskFirst, Role, Word
 from handlers.repository import create, missing, offer_init, what_init_does
 from providers.backup.base import (
     BackupEngine,
@@ -130,7 +130,7 @@ SERVICE_OR_ALL = Arg("service", SERVICE, required=False, help="a service id, or 
 
 
 @commands.command("backup", "Back up a service, or all of them, now", args=(SERVICE_OR_ALL,),
-                  role=Role.OPERATOR, changes=True, background=True)  # fmt: skip
+                  role=Role.OPERATOR, changes=True, background=True, confirm=False)  # fmt: skip
 async def backup(ctx: Context, service: str | None = None) -> Reply:
     targets = _targets(ctx, service)
     # The preview said so when there was none: this confirmation is the one that makes it.
@@ -149,7 +149,10 @@ async def _backup_preview(ctx: Context, service: str | None = None) -> str:
     names = ", ".join(esc(info.name) for info in targets)
     text = f"Backs up {names} now: {folders} folder(s), as manual snapshots."
     if await missing(engine(ctx)):
-        text += f"\nThere is no backup repository yet, so first: {what_init_does(engine(ctx))}"
+        # Creating the repository is more than a backup: that one asks first.
+        return AskFirst(
+            f"{text}\nThere is no backup repository yet, so first: {what_init_does(engine(ctx))}"
+        )
     return text
 
 

@@ -131,7 +131,11 @@ class Harness:
 
 
 def make_harness(
-    db: Database, *, two_person: frozenset[str] = frozenset(), step_seconds: float = 0.0
+    db: Database,
+    *,
+    two_person: frozenset[str] = frozenset(),
+    confirm: frozenset[str] = frozenset(),
+    step_seconds: float = 0.0,
 ) -> Harness:
     server = DemoServer.create(step_seconds=step_seconds)
     clock = FakeClock()
@@ -173,7 +177,7 @@ def make_harness(
         confirmations=SqlConfirmationStore(db),
         jobs=SqlJobStore(db),
         outbox=outbox,
-        settings=EngineSettings(two_person=two_person, progress_interval=0.0),
+        settings=EngineSettings(two_person=two_person, confirm=confirm, progress_interval=0.0),
         clock=clock,
         limiter=StrangerLimiter(),
     )

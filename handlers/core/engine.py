@@ -44,7 +44,7 @@ from handlers.core.records import (
     JobStore,
 )
 from handlers.core.registry import Entry
-from handlers.core.spec import Role, UsageError
+from handlers.core.spec import AskFirst, Role, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +258,9 @@ class Engine:
             await self.refuse(cmd, f"❌ {exc}")
             return
         two_person = spec.two_person or spec.name in self.settings.two_person
+        code = await self.guard.needs_code(spec, values, cmd.actor)
+        asks = (spec.confirm or spec.name in self.settings.confirm or two_person or code
+                or isinstance(preview, AskFirst))  # fmt: skip
         nonce = secrets.token_urlsafe(16)  # 128 random bits; "cf:" + 22 chars < 64 bytes
         conf = await self.confirmations.create(
             nonce=nonce,
@@ -270,7 +273,9 @@ class Engine:
             two_person=two_person,
             preview=preview,
         )
-        code = await self.guard.needs_code(spec, values, cmd.actor)
+        if not asks:
+            await self._run_unasked(cmd, conf, nonce, now)
+            return
         prompt = Reply(
             _prompt_text(conf) + ("\n🔐 <i>It needs the current 6-digit code.</i>" if code else ""),
             buttons=(
@@ -285,6 +290,21 @@ class Engine:
             AuditEvent.CONFIRM_REQUESTED, cmd.actor, cmd.chat, spec.name, cmd.args,
             result="two-person" if two_person else "",
         )  # fmt: skip
+
+    async def _run_unasked(
+        self, cmd: Command, conf: Confirmation, nonce: str, now: datetime
+    ) -> None:
+        """A change that does not ask: its confirmation row is decided by the requester at once,
+        so it runs and is audited exactly as a confirmed one."""
+        if not await self.confirmations.decide(
+            nonce, state=ConfirmationState.CONFIRMED, by=cmd.actor, now=now
+        ):
+            return
+        await self.audit(AuditEvent.CONFIRMED, cmd.actor, cmd.chat, conf.command, conf.args,
+                         result="without asking")  # fmt: skip
+        confirmed = replace(conf, state=ConfirmationState.CONFIRMED, approver=cmd.actor,
+                            decided_at=now)  # fmt: skip
+        await self.jobs.run_confirmed(confirmed)
 
     async def handle_press(self, press: Press, answer: Toast | None = None) -> str:
         """Handle a button press and return the short toast for the presser.

@@ -19,6 +19,8 @@ from handlers.core.records import AuditEvent, ConfirmationStore
 class EngineSettings:
     confirm_ttl: timedelta = timedelta(minutes=5)
     two_person: frozenset[str] = field(default_factory=frozenset)
+    # Commands that ask for a confirmation though their spec says they need not (STEWARD_CONFIRM).
+    confirm: frozenset[str] = field(default_factory=frozenset)
     progress_interval: float = 2.0
 
 

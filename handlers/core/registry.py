@@ -63,10 +63,11 @@ class Registry:
         destructive: bool | Callable[[Mapping[str, object]], bool] = False,
         code_required: bool = False,
         in_lockdown: bool = False,
+        confirm: bool = True,
     ) -> Callable[[Run], Entry]:
         spec = CommandSpec(
             name, summary, args, role, changes, freshness, two_person, background, bare,
-            internal, lapse, button, destructive, code_required, in_lockdown,
+            internal, lapse, button, destructive, code_required, in_lockdown, confirm,
         )  # fmt: skip
 
         def register(fn: Run) -> Entry:

@@ -30,6 +30,13 @@ class Role(enum.IntEnum):
         return self.name.lower()
 
 
+class AskFirst(str):
+    """A preview that asks for a confirmation even for a command marked ``confirm=False``:
+    this time it does more than add (the first /backup creates the repository)."""
+
+    __slots__ = ()
+
+
 class UsageError(Exception):
     """The arguments do not fit the command: ``reason`` says which one and why."""
 
@@ -112,8 +119,10 @@ class CommandSpec:
     """What a command is, who may run it, and whether it changes the server.
 
     A command that ``changes`` the server needs a confirmation and is refused when it is older
-    than ``freshness`` (a backlog delivered after downtime). A ``background`` command runs as a
-    job the chat does not wait for (a rebuild); the others finish before the next message.
+    than ``freshness`` (a backlog delivered after downtime). One that only adds (``/backup``)
+    is marked ``confirm=False``: it runs at once, unless STEWARD_CONFIRM names it. A
+    ``background`` command runs as a job the chat does not wait for (a rebuild); the others
+    finish before the next message.
     """
 
     name: str
@@ -144,6 +153,9 @@ class CommandSpec:
     code_required: bool = False
     # Still runs while lock-down refuses every other change (``/lockdown off`` itself).
     in_lockdown: bool = False
+    # A change that destroys nothing (a backup) runs without asking first; STEWARD_CONFIRM
+    # makes it ask again. A second admin or a TOTP code, when required, still asks.
+    confirm: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

@@ -298,6 +298,14 @@ def test_two_person_refuses_what_is_not_a_command_name(
     assert "is not a command name" in message
 
 
+def test_confirm_is_empty_by_default_and_names_commands_that_ask_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().confirm == frozenset()
+    monkeypatch.setenv("STEWARD_CONFIRM", "backup")
+    assert load_settings().confirm == frozenset({"backup"})
+
+
 def test_a_bad_number_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _error(monkeypatch, "STEWARD_CONFIRM_TTL_SECONDS", "5").startswith(
         "STEWARD_CONFIRM_TTL_SECONDS: "

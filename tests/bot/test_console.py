@@ -306,7 +306,7 @@ def test_the_demo_raises_an_alert_when_told_to_fill_a_disk(tmp_path: Path) -> No
 
 def test_the_demo_backs_up_and_restores_through_staging(tmp_path: Path) -> None:
     script = (
-        "/backup vaultwarden\npress 1\nwait\n/backups\n"
+        "/backup vaultwarden\nwait\n/backups\n"
         "/restore vaultwarden latest\npress 1\nwait\n/schedule\n/report\n"
     )
     done = _console(tmp_path, script, demo_delay="0.01")

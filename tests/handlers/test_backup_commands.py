@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from bot.storage.database import Database
 from handlers.backups import monthly_drill, scheduled_backup, weekly_check
 from handlers.core.context import Context
 from handlers.core.messages import Command
@@ -17,17 +18,17 @@ from providers.backup.base import BackupReason, RetentionPolicy
 from providers.backup.datajobs import LocalDataJobs
 from providers.backup.memory import WRONG_PASSWORD
 from providers.backup.restore import Restorer
-from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
+from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness, make_harness
 
 
-async def test_a_manual_backup_takes_one_tagged_snapshot_and_shows_progress(
+async def test_a_manual_backup_runs_at_once_takes_one_tagged_snapshot_and_shows_progress(
     harness: Harness,
 ) -> None:
     harness.server.backups.step_seconds = 0.02
     assert "There are no snapshots yet" in await harness.say("/backups", VIEWER)
-    prompt = await harness.say("/backup nextcloud", OPERATOR)
-    assert "Backs up Nextcloud now: 1 folder(s)" in prompt
-    await harness.press(1, OPERATOR)
+    said = await harness.say("/backup nextcloud", OPERATOR)
+    assert "Confirm" not in said  # a backup destroys nothing: it does not ask
+    assert not any(sent.reply.buttons for sent in harness.outbox.messages)
     assert await harness.engine.wait_for_jobs(10)
     job = harness.outbox.last
     shown = [job.reply.text, *(edit.text for edit in job.edits)]
@@ -42,7 +43,6 @@ async def test_a_manual_backup_takes_one_tagged_snapshot_and_shows_progress(
 
 async def test_backup_all_covers_every_service_with_folders(harness: Harness) -> None:
     await harness.say("/backup all", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     found = await harness.server.backups.snapshots()
     with_folders = {
@@ -55,7 +55,6 @@ async def test_backup_all_covers_every_service_with_folders(harness: Harness) ->
 async def test_a_failing_service_is_reported_and_the_others_still_run(harness: Harness) -> None:
     harness.server.backups.fail_next["backup"] = "The repository is locked by another run."
     await harness.say("/backup", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     text = harness.outbox.last.current.text
     assert "❌ Forgejo: The repository is locked by another run." in text
@@ -64,7 +63,6 @@ async def test_a_failing_service_is_reported_and_the_others_still_run(harness: H
 
 async def test_forget_names_the_snapshot_and_needs_an_admin(harness: Harness) -> None:
     await harness.say("/backup vaultwarden", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     (snap,) = await harness.server.backups.snapshots("vaultwarden")
     assert "needs the admin role" in await harness.say(f"/forget {snap.short_id}", OPERATOR)
@@ -91,7 +89,6 @@ async def test_the_scheduled_backup_applies_retention_to_scheduled_snapshots_onl
     ctx = Context(Command("backup", (), ADMIN, CHAT, clock()), Role.ADMIN, deps, NoProgress(),
                   clock())  # fmt: skip
     await harness.say("/backup forgejo", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     policy = RetentionPolicy(keep_last=1)
     for _ in range(3):
@@ -107,7 +104,6 @@ async def test_the_report_says_how_old_each_services_last_backup_is(harness: Har
     text = await harness.say("/report")
     assert "⚠️ Nextcloud: never backed up" in text
     await harness.say("/backup nextcloud", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     assert "✅ Nextcloud: last backup 0 h ago" in await harness.say("/report")
 
@@ -117,7 +113,6 @@ async def test_the_weekly_check_and_the_monthly_drill_report_and_are_remembered(
 ) -> None:
     deps, clock = harness.engine.deps, harness.clock
     await harness.say("/backup nextcloud", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     checked = await weekly_check(deps, clock())
     assert checked.silent
@@ -169,7 +164,6 @@ async def test_databases_are_dumped_into_the_snapshot_and_the_dump_removed(
     jobs = LocalDataJobs(server.backups, restorer, dumps)
     harness.engine.deps = replace(harness.engine.deps, dumps=dumps, data_jobs=jobs)
     await harness.say("/backup nextcloud", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     assert dumps.calls == ["dump nextcloud nextcloud", "clean nextcloud"]
     (snap,) = await harness.server.backups.snapshots("nextcloud")
@@ -183,7 +177,17 @@ async def test_without_postgresql_settings_the_reply_says_the_database_is_missin
 ) -> None:
     harness.engine.deps = replace(harness.engine.deps, demo=None)
     await harness.say("/backup nextcloud", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     text = harness.outbox.last.current.text
     assert "Its database (nextcloud) is not in it: set <code>STEWARD_POSTGRES_HOST</code>" in text
+
+
+async def test_steward_confirm_backup_makes_backup_ask_first(sqlite_db: Database) -> None:
+    harness = make_harness(sqlite_db, confirm=frozenset({"backup"}))
+    prompt = await harness.say("/backup nextcloud", OPERATOR)
+    assert "Backs up Nextcloud now: 1 folder(s)" in prompt
+    assert await harness.server.backups.snapshots("nextcloud") == []  # nothing before Confirm
+    await harness.press(1, OPERATOR)
+    assert await harness.engine.wait_for_jobs(10)
+    (snap,) = await harness.server.backups.snapshots("nextcloud")
+    assert snap.reason is BackupReason.MANUAL

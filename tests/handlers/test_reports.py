@@ -58,7 +58,6 @@ async def test_an_all_green_report_is_silent(harness: Harness) -> None:
     await harness.say("/report")
     assert not harness.outbox.last.reply.silent  # nothing is backed up yet
     await harness.say("/backup all")
-    await harness.press(1)
     assert await harness.engine.wait_for_jobs(10)
     await harness.say("/report")
     assert harness.outbox.last.reply.silent
@@ -229,7 +228,6 @@ async def test_old_and_failed_backups_raise_alerts(harness: Harness) -> None:
     heal_units(harness)
     harness.server.host.certs.clear()
     await harness.say("/backup nextcloud")
-    await harness.press(1)
     assert await harness.engine.wait_for_jobs(10)
     assert await check_alerts(deps, clock()) == []
     clock.advance(hours=49)  # two daily periods and then some

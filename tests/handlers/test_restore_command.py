@@ -34,7 +34,6 @@ def root(harness: Harness, tmp_path: Path) -> Path:
 
 async def backed_up(harness: Harness, service: str) -> str:
     await harness.say(f"/backup {service}")
-    await harness.press(1)
     assert await harness.engine.wait_for_jobs(10)
     snaps = await harness.server.backups.snapshots(service)
     return snaps[-1].short_id

@@ -53,7 +53,6 @@ async def give(harness: Harness, given: str | None, actor: Actor = ADMIN) -> str
 
 async def snapshot(harness: Harness) -> str:
     await harness.say("/backup vaultwarden", OPERATOR)
-    await harness.press(1, OPERATOR)
     assert await harness.engine.wait_for_jobs(10)
     (snap,) = await harness.server.backups.snapshots("vaultwarden")
     return snap.short_id

@@ -58,7 +58,6 @@ async def test_the_weekly_report_has_a_heading_the_report_and_a_chart(harness: H
 async def test_an_all_green_week_says_so_and_still_comes(harness: Harness) -> None:
     heal_units(harness)
     await harness.say("/backup all")
-    await harness.press(1)
     assert await harness.engine.wait_for_jobs(10)
     await keep_a_week_of_samples(harness, filling=0.0)
     reply = await weekly_report(harness.engine.deps, harness.clock())
