@@ -30,6 +30,11 @@ class Role(enum.IntEnum):
         return self.name.lower()
 
 
+def sentence(text: str) -> str:
+    """``text`` starting with a capital letter, as every sentence a user reads does."""
+    return text[:1].upper() + text[1:]
+
+
 class AskFirst(str):
     """A preview that asks for a confirmation even for a command marked ``confirm=False``:
     this time it does more than add (the first /backup creates the repository)."""
@@ -64,7 +69,7 @@ class Word:
 
     def convert(self, token: str) -> object:
         if not re.fullmatch(self.pattern, token):
-            raise ValueError(f"{token!r} is not a valid {self.metavar}")
+            raise ValueError(f"Not a valid {self.metavar}: {token!r}")
         return token
 
 
@@ -76,12 +81,12 @@ class Integer:
 
     def convert(self, token: str) -> object:
         if not re.fullmatch(r"[+-]?\d{1,12}", token):
-            raise ValueError(f"{token!r} is not a whole number")
+            raise ValueError(f"Not a whole number: {token!r}")
         value = int(token)
         if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"{self.metavar} must be at least {self.minimum}")
+            raise ValueError(f"{sentence(self.metavar)} must be at least {self.minimum}")
         if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"{self.metavar} must be at most {self.maximum}")
+            raise ValueError(f"{sentence(self.metavar)} must be at most {self.maximum}")
         return value
 
 
@@ -95,7 +100,7 @@ class Choice:
 
     def convert(self, token: str) -> object:
         if token.lower() not in self.options:
-            raise ValueError(f"{token!r} is not one of {', '.join(self.options)}")
+            raise ValueError(f"Not one of {', '.join(self.options)}: {token!r}")
         return token.lower()
 
 
@@ -183,18 +188,18 @@ class CommandSpec:
 
     def parse(self, tokens: Sequence[str]) -> Mapping[str, object]:
         if len(tokens) > len(self.args):
-            raise UsageError("too many arguments", self.usage)
+            raise UsageError("Too many arguments", self.usage)
         values: dict[str, object] = {}
         for index, arg in enumerate(self.args):
             if index >= len(tokens):
                 if arg.required:
-                    raise UsageError(f"missing {arg.render()}", self.usage)
+                    raise UsageError(f"Missing {arg.render()}", self.usage)
                 values[arg.name] = None
                 continue
             try:
                 values[arg.name] = arg.type.convert(tokens[index])
             except ValueError as exc:
-                raise UsageError(str(exc), self.usage) from None
+                raise UsageError(sentence(str(exc)), self.usage) from None
         return values
 
 

@@ -99,7 +99,7 @@ async def test_audit_with_a_bad_count_gets_the_usage(harness: Harness) -> None:
         assert answer.count("Usage") == 1, bad
         assert "Audit log" not in answer
     assert "at least 1" in await harness.say("/audit 0", ADMIN)
-    assert "not a whole number" in await harness.say("/audit abc", ADMIN)
+    assert "Not a whole number" in await harness.say("/audit abc", ADMIN)
 
 
 async def test_the_empty_audit_log_says_so(harness: Harness) -> None:
@@ -177,9 +177,9 @@ async def test_wrong_arguments_get_the_usage(harness: Harness) -> None:
     for answer in (missing, too_many, malformed):
         assert answer.endswith("\n" + usage)
         assert answer.lower().count("usage") == 1
-    assert "missing &lt;service&gt;" in missing
-    assert "too many arguments" in too_many
-    assert "not a valid service" in malformed
+    assert "Missing &lt;service&gt;" in missing
+    assert "Too many arguments" in too_many
+    assert "Not a valid service" in malformed
     assert confirmation_count(harness) == 0
     assert harness.server.services.calls == []
 

@@ -224,7 +224,7 @@ async def test_a_change_waits_for_the_running_rebuild_then_rebuilds_again(
         ("/set timezone Mars/Olympus", "Mars/Olympus is not a time zone."),
         ("/set autoupgrade maybe", "autoupgrade takes on, off or reboot"),
         ("/sshkey remove 3", "There is no key 3"),
-        ("/sshkey add ssh-ed25519 AAAA", "not a valid key"),
+        ("/sshkey add ssh-ed25519 AAAA", "Not a valid key"),
     ],
 )
 async def test_bad_requests_get_one_sentence_and_change_nothing(
