@@ -294,17 +294,20 @@ class Engine:
     async def _run_unasked(
         self, cmd: Command, conf: Confirmation, nonce: str, now: datetime
     ) -> None:
-        """A change that does not ask: its confirmation row is decided by the requester at once,
-        so it runs and is audited exactly as a confirmed one."""
+        """A change that does not ask: its preview is the answer at once, its confirmation row
+        is decided by the requester, and it runs and is audited as a confirmed one, its
+        progress and outcome edited into that answer."""
         if not await self.confirmations.decide(
             nonce, state=ConfirmationState.CONFIRMED, by=cmd.actor, now=now
         ):
             return
+        ref = await self.outbox.send(cmd.chat, Reply(f"⏳ {conf.preview}"), cmd.message_id)
+        await self.confirmations.set_prompt_message(conf.id, ref.message_id)
         await self.audit(AuditEvent.CONFIRMED, cmd.actor, cmd.chat, conf.command, conf.args,
                          result="without asking")  # fmt: skip
         confirmed = replace(conf, state=ConfirmationState.CONFIRMED, approver=cmd.actor,
-                            decided_at=now)  # fmt: skip
-        await self.jobs.run_confirmed(confirmed)
+                            decided_at=now, prompt_message_id=ref.message_id)  # fmt: skip
+        await self.jobs.run_confirmed(confirmed, adopt=True)
 
     async def handle_press(self, press: Press, answer: Toast | None = None) -> str:
         """Handle a button press and return the short toast for the presser.

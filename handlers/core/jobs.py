@@ -42,7 +42,9 @@ class JobRunner:
         # When the offers made by this process lapse, so that a script can wait for them.
         self.lapses: list[datetime] = []
 
-    async def run_confirmed(self, conf: Confirmation) -> None:
+    async def run_confirmed(self, conf: Confirmation, *, adopt: bool = False) -> None:
+        """Run what ``conf`` confirmed as a job. An internal offer's outcome, and with ``adopt``
+        any other's, edits the confirmation's own message, below its preview."""
         job = await self.store.start(
             kind=conf.command,
             args=conf.args,
@@ -52,7 +54,8 @@ class JobRunner:
         )
         entry = self._engine.deps.registry.get(conf.command)
         head = ""
-        if entry is not None and entry.spec.internal and conf.prompt_message_id is not None:
+        adopted = entry is not None and (entry.spec.internal or adopt)
+        if adopted and conf.prompt_message_id is not None:
             # An offer's outcome edits the offer's own message, below what it offered.
             await self.store.update(job.id, message_id=conf.prompt_message_id)
             job = replace(job, message_id=conf.prompt_message_id)

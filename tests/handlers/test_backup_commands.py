@@ -27,6 +27,7 @@ async def test_a_manual_backup_runs_at_once_takes_one_tagged_snapshot_and_shows_
     harness.server.backups.step_seconds = 0.02
     assert "There are no snapshots yet" in await harness.say("/backups", VIEWER)
     said = await harness.say("/backup nextcloud", OPERATOR)
+    assert said.startswith("⏳ Backs up Nextcloud now: 1 folder(s)")
     assert "Confirm" not in said  # a backup destroys nothing: it does not ask
     assert not any(sent.reply.buttons for sent in harness.outbox.messages)
     assert await harness.engine.wait_for_jobs(10)
