@@ -903,7 +903,8 @@ def test_a_bot_on_this_servers_postgresql_lets_root_log_in_as_its_role(
     assert "postgresql" not in remote.get("services", {})
     both = evaluate(
         nix_env,
-        '{ enable = true; postgresql.enable = true; settings.database_url = "postgresql:///steward"; }',
+        """{ enable = true; postgresql.enable = true;
+             settings.database_url = "postgresql:///steward"; }""",
     )
     assert both["services"]["postgresql"]["authentication"].splitlines() == [
         "local all steward peer map=steward-bot",
