@@ -36,15 +36,17 @@ from providers.backup.base import BackupEngine, SelfSnapshot
 from providers.backup.datajobs import DataJobs, LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
 from providers.backup.restore import DatabaseDumps, Restorer
 from providers.dns.base import DnsProvider
-from providers.hardware.arrays import ArrayProbe, HostArrays
-from providers.hardware.disks import DiskProbe, SmartctlDisks
-from providers.hardware.ups import NutUps, UpsProbe
-from providers.host.base import HostProbe, ServiceManager
+from providers.hardware.arrays import HostArrays
+from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
+from providers.hardware.disks import SmartctlDisks
+from providers.hardware.ups import NutUps
+from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
 from providers.host.catalogue import CatalogueError, ServiceCatalogue
 from providers.host.metrics import PsutilHost, public_address
-from providers.host.public_ip import HttpPublicAddress, PublicAddressProbe
+from providers.host.public_ip import HttpPublicAddress
 from providers.host.systemd import SystemctlServiceManager
-from providers.nixos.desired import DesiredStateError, DesiredStateFile, first_start
+from providers.nixos.base import DesiredStateError
+from providers.nixos.desired import DesiredStateFile, first_start
 from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
 from providers.server.base import ServerProvider

@@ -135,7 +135,8 @@ def _catalogue(path: Path) -> Check:
 
 
 def _desired(path: Path) -> Check:
-    from providers.nixos.desired import DesiredStateError, DesiredStateFile  # noqa: PLC0415
+    from providers.nixos.base import DesiredStateError  # noqa: PLC0415
+    from providers.nixos.desired import DesiredStateFile  # noqa: PLC0415
 
     try:
         state = DesiredStateFile(path).read_sync()

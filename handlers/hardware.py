@@ -16,9 +16,7 @@ from handlers.alert_rules import Level
 from handlers.core.context import Deps
 from handlers.core.messages import esc
 from handlers.core.text import duration
-from providers.hardware.arrays import ArrayHealth
-from providers.hardware.disks import DiskHealth
-from providers.hardware.ups import UpsStatus
+from providers.hardware.base import ArrayHealth, DiskHealth, UpsStatus
 
 ICON = {Level.OK: "✅", Level.WARN: "⚠️", Level.CRITICAL: "❌"}
 REALLOCATED = "smart:reallocated:"  # notes: the count last seen and when it last rose

@@ -26,8 +26,15 @@ from handlers.core.context import CommandError, Context
 from handlers.core.messages import Offer, Reply, esc
 from handlers.core.text import duration
 from providers.host.base import UnitError
-from providers.nixos.desired import DesiredState, DesiredStateError, Written, diff, digest_of
-from providers.nixos.rebuild import REBUILD_UNIT, RebuildRun
+from providers.nixos.base import (
+    REBUILD_UNIT,
+    DesiredState,
+    DesiredStateError,
+    RebuildRun,
+    Written,
+    diff,
+    digest_of,
+)
 
 KEEP = "keep"
 TAIL = 20

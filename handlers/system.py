@@ -19,10 +19,8 @@ from handlers.core.spec import Arg, Choice, Integer, Role, Word
 from handlers.rebuild import read_desired
 from providers.backup.base import BackupError, BackupReason
 from providers.host.base import UnitError
-from providers.nixos.desired import DesiredState
-from providers.nixos.rebuild import REBUILD_UNIT, UPGRADE_UNIT, rollback_unit
+from providers.nixos.base import REBUILD_UNIT, UPGRADE_UNIT, DesiredState, Generation, rollback_unit
 from providers.nixos.sshkeys import KEY_TYPES, fingerprint
-from providers.nixos.system import Generation
 from providers.server.base import ServerError
 
 commands = Registry()

@@ -15,15 +15,10 @@ from providers.backup.base import BackupEngine, SelfSnapshot
 from providers.backup.datajobs import DataJobs
 from providers.backup.restore import DatabaseDumps
 from providers.dns.base import DnsProvider
-from providers.hardware.arrays import ArrayProbe
-from providers.hardware.disks import DiskProbe
-from providers.hardware.ups import UpsProbe
-from providers.host.base import HostProbe, ServiceManager
+from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
+from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
 from providers.host.catalogue import ServiceCatalogue
-from providers.host.public_ip import PublicAddressProbe
-from providers.nixos.desired import DesiredStateStore
-from providers.nixos.rebuild import Rebuilds
-from providers.nixos.system import NixosSystem
+from providers.nixos.base import DesiredStateStore, NixosSystem, Rebuilds
 from providers.server.base import ServerProvider
 from providers.storage.base import BackupStorage
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from providers.hardware.arrays import ArrayHealth, MemoryArrays
-from providers.hardware.disks import DiskHealth, MemoryDisks
-from providers.hardware.ups import MemoryUps, UpsStatus
-from providers.host.public_ip import MemoryPublicAddress
+from providers.hardware.base import ArrayHealth, DiskHealth, UpsStatus
+from providers.hardware.memory import MemoryArrays, MemoryDisks, MemoryUps
+from providers.host.memory import MemoryPublicAddress
 
 # The demo zone's records say 203.0.113.10; the router has handed out a new address since.
 CHANGED_ADDRESS = "203.0.113.77"

@@ -12,20 +12,20 @@ from providers.backup.memory import MemoryBackupEngine
 from providers.demo.home import home_hardware
 from providers.dns.base import DnsRecord
 from providers.dns.memory import MemoryDns
-from providers.hardware.arrays import MemoryArrays
-from providers.hardware.disks import MemoryDisks
-from providers.hardware.ups import MemoryUps
+from providers.hardware.memory import MemoryArrays, MemoryDisks, MemoryUps
 from providers.host.base import DiskUsage, HostMetrics, UnitError, UnitStatus, missing
 from providers.host.catalogue import ServiceCatalogue, ServiceInfo
-from providers.host.public_ip import MemoryPublicAddress
-from providers.nixos.desired import DesiredState, MemoryDesiredState, ServiceState
-from providers.nixos.rebuild import (
+from providers.host.memory import MemoryPublicAddress
+from providers.nixos.base import (
     UPGRADE_UNIT,
+    DesiredState,
+    Generation,
     RebuildPoll,
     RebuildRun,
+    ServiceState,
     is_steward_unit,
 )
-from providers.nixos.system import Generation
+from providers.nixos.memory import MemoryDesiredState
 from providers.server.memory import MemoryServerProvider, demo_server_provider
 from providers.storage.memory import MemoryBackupStorage, demo_storage
 

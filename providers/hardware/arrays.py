@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
 
-from providers.hardware.disks import run_with_status
+from providers.hardware.base import ArrayHealth, State, run_with_status
 from providers.host.base import systemd_escape_path
 
-State = Literal["ok", "rebuilding", "degraded", "failed"]
 _MD_HEAD = re.compile(r"^(md\w+)\s*:\s*(\w+)(.*)$", re.MULTILINE)
 _MD_LEVEL = re.compile(r"\b(raid\d+|linear|multipath)\b")
 _MD_SLOTS = re.compile(r"\[(\d+)/(\d+)\]\s+\[([U_]+)\]")
@@ -26,21 +23,6 @@ _MD_PROGRESS = re.compile(
     r"(resync|recovery|reshape|check|repair)\s*=\s*([\d.]+)%.*?finish=([\d.]+)min"
 )
 _BTRFS = re.compile(r"^\[(.+?)\]\.(\w+)\s+(\d+)$")
-
-
-@dataclass(frozen=True, slots=True)
-class ArrayHealth:
-    name: str  # md0, the ZFS pool, the btrfs mount point
-    kind: Literal["mdadm", "zfs", "btrfs"]
-    state: State
-    detail: str  # "raid1 [U_]", "recovery 8.5%, ~101 min left", "DEGRADED"
-
-
-class ArrayProbe(Protocol):
-    async def arrays(self) -> tuple[list[ArrayHealth], set[str]]:
-        """The arrays found, and the kinds that answered (so that an array missing from a
-        kind that answered is healthy or gone, while one of a kind that did not is unknown)."""
-        ...
 
 
 def parse_mdstat(text: str) -> list[ArrayHealth]:
@@ -199,12 +181,3 @@ class HostArrays:
                 return None  # the recorder has not run since this mount appeared
             found.append(parse_btrfs_stats(mount, path.read_text()))
         return found
-
-
-@dataclass
-class MemoryArrays:
-    found: list[ArrayHealth] = field(default_factory=list)
-    answered: set[str] = field(default_factory=lambda: {"mdadm", "zfs", "btrfs"})
-
-    async def arrays(self) -> tuple[list[ArrayHealth], set[str]]:
-        return list(self.found), set(self.answered)

@@ -11,62 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-# smartctl's exit status is a bit mask (smartctl(8), RETURN VALUES).
-BIT_COMMAND_LINE = 1 << 0
-BIT_OPEN_FAILED = 1 << 1  # also: the device is asleep and -n standby said so
-BIT_SMART_FAILED = 1 << 2  # a SMART command failed, or a checksum error
-BIT_DISK_FAILING = 1 << 3  # SMART status check returned "DISK FAILING"
-BIT_PREFAIL = 1 << 4  # prefail attributes at or below their threshold
+from providers.hardware.base import (
+    BIT_COMMAND_LINE,
+    BIT_OPEN_FAILED,
+    BIT_SMART_FAILED,
+    DiskHealth,
+    run_with_status,
+)
+
 UNREADABLE = BIT_COMMAND_LINE | BIT_OPEN_FAILED | BIT_SMART_FAILED
 # ATA attribute ids: reallocated, current pending, offline uncorrectable, temperature.
 REALLOCATED, PENDING, UNCORRECTABLE, TEMPERATURE = 5, 197, 198, 194
 # Recorded documents older than this say the recorder has stopped.
 STALE_SECONDS = 3 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class DiskHealth:
-    device: str
-    model: str = ""
-    serial: str = ""
-    protocol: str = ""  # "ATA", "NVMe", "SCSI"
-    passed: bool | None = None  # SMART overall status; None when not read
-    reallocated: int | None = None
-    pending: int | None = None
-    uncorrectable: int | None = None
-    temperature: int | None = None
-    percentage_used: int | None = None  # NVMe wear
-    critical_warning: int | None = None  # NVMe critical warning bits
-    exit_status: int = 0
-    asleep: bool = False  # in standby: not woken up to be read
-    problem: str = ""  # why it could not be read, when it could not
-    stale_seconds: float | None = None  # for recorded documents past STALE_SECONDS
-
-    @property
-    def failing(self) -> bool:
-        """SMART says the disk fails, an attribute is past its threshold, or NVMe warns."""
-        return (
-            self.passed is False
-            or bool(self.exit_status & (BIT_DISK_FAILING | BIT_PREFAIL))
-            or bool(self.critical_warning)
-        )
-
-    @property
-    def name(self) -> str:
-        label = self.model or self.protocol
-        return f"{self.device} ({label})" if label else self.device
-
-
-class DiskProbe(Protocol):
-    async def disks(self) -> list[DiskHealth]:
-        """Every disk smartctl finds; OSError when smartctl itself cannot run."""
-        ...
 
 
 def _raw(table: list[Any], attribute: int) -> int | None:
@@ -141,23 +102,6 @@ def document_name(device: str) -> str:
     return device.removeprefix("/dev/").replace("/", "_") + ".json"
 
 
-async def run_with_status(tool: str, args: list[str], limit: float) -> tuple[int, str]:
-    """Run a tool from PATH (argument list, minimal environment, time limit) and return its
-    exit status and output: smartctl's status is a bit mask, and it prints JSON either way.
-    OSError when it cannot run or does not finish in time."""
-    env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
-    proc = await asyncio.create_subprocess_exec(
-        tool, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise OSError(f"{tool} timed out after {limit:g} s") from None
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
 def _json(text: str, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
@@ -212,16 +156,3 @@ class SmartctlDisks:
                 health = DiskHealth(device, problem=str(exc), exit_status=BIT_OPEN_FAILED)
             found.append(DiskHealth(**{**_fields(health), "stale_seconds": stale}))
         return found
-
-
-@dataclass
-class MemoryDisks:
-    """In memory, for the demo and the tests; ``down`` fails as a missing smartctl does."""
-
-    found: list[DiskHealth] = field(default_factory=list)
-    down: bool = False
-
-    async def disks(self) -> list[DiskHealth]:
-        if self.down:
-            raise OSError("cannot run smartctl: No such file or directory")
-        return list(self.found)

@@ -3,36 +3,8 @@ battery.runtime in seconds, ups.status as space-separated flags such as ``OL``, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
+from providers.hardware.base import UpsStatus
 from providers.host.base import UnitError, run_tool
-
-
-@dataclass(frozen=True, slots=True)
-class UpsStatus:
-    name: str
-    flags: frozenset[str]  # OL on line, OB on battery, LB low battery, RB replace battery …
-    charge: float | None = None  # percent
-    runtime_seconds: float | None = None
-
-    @property
-    def on_battery(self) -> bool:
-        return "OB" in self.flags
-
-    @property
-    def low_battery(self) -> bool:
-        return "LB" in self.flags
-
-    @property
-    def runtime_minutes(self) -> float | None:
-        return self.runtime_seconds / 60 if self.runtime_seconds is not None else None
-
-
-class UpsProbe(Protocol):
-    async def status(self) -> UpsStatus:
-        """OSError with a short reason when NUT does not answer."""
-        ...
 
 
 def _number(value: str | None) -> float | None:
@@ -71,14 +43,3 @@ class NutUps:
         except UnitError as exc:
             raise OSError(str(exc)) from None
         return parse_upsc(self.name, out)
-
-
-@dataclass
-class MemoryUps:
-    value: UpsStatus
-    down: bool = False
-
-    async def status(self) -> UpsStatus:
-        if self.down:
-            raise OSError("Error: Driver not connected")
-        return self.value

@@ -181,3 +181,9 @@ class HostProbe(Protocol):
         """The ``cert.pem`` of each subfolder of ``folder`` (NixOS's /var/lib/acme) and when
         it expires; None where it cannot be read."""
         ...
+
+
+class PublicAddressProbe(Protocol):
+    async def address(self) -> str:
+        """The address in its canonical spelling; OSError with a short reason otherwise."""
+        ...

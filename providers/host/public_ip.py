@@ -8,16 +8,8 @@ import asyncio
 import ipaddress
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from typing import Protocol
 
 MAX_BYTES = 256
-
-
-class PublicAddressProbe(Protocol):
-    async def address(self) -> str:
-        """The address in its canonical spelling; OSError with a short reason otherwise."""
-        ...
 
 
 def parse_address(text: str) -> str:
@@ -49,14 +41,3 @@ class HttpPublicAddress:
             reason = getattr(exc, "reason", exc)
             raise OSError(f"{self.url} did not answer: {reason}") from None
         return body.decode(errors="replace")
-
-
-@dataclass
-class MemoryPublicAddress:
-    value: str
-    down: bool = False
-
-    async def address(self) -> str:
-        if self.down:
-            raise OSError("the public IP service did not answer")
-        return parse_address(self.value)

@@ -35,8 +35,9 @@ from typing import Any
 
 import pyotp
 
-from providers.nixos.desired import DesiredState, DesiredStateError, check
+from providers.nixos.base import DesiredState, DesiredStateError
 from providers.nixos.sshkeys import fingerprint
+from providers.nixos.validation import check
 
 APPLIED = "desired-state.json"
 LEDGER = "root-key-codes.json"

@@ -12,73 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
 
 from providers.host.base import UnitError, run_tool
+from providers.nixos.base import STEWARD_UNITS, RebuildPoll, RebuildRun, is_steward_unit
 
-REBUILD_UNIT = "steward-rebuild.service"
-UPGRADE_UNIT = "steward-upgrade.service"
-STEWARD_UNITS = (REBUILD_UNIT, UPGRADE_UNIT)
-_ROLLBACK = re.compile(r"steward-rollback@([0-9]{1,9})\.service")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 _BUSY = frozenset({"activating", "deactivating", "reloading"})
-
-
-def rollback_unit(generation: int) -> str:
-    return f"steward-rollback@{generation}.service"
-
-
-def is_steward_unit(unit: str) -> bool:
-    return unit in STEWARD_UNITS or _ROLLBACK.fullmatch(unit) is not None
 
 
 def strip_ansi(line: str) -> str:
     """nix colours its output; a chat shows the escape codes as garbage."""
     return _ANSI.sub("", line)
-
-
-@dataclass(frozen=True, slots=True)
-class RebuildRun:
-    unit: str
-    before_id: str  # the unit's invocation before our start ("" when it never ran)
-    run_id: str = ""  # the invocation we follow, once it is known
-    cursor: str = ""  # the journal cursor of the last line read
-    joined: bool = False  # it was already running: we follow someone else's run
-    started: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RebuildRun:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
-
-
-@dataclass(frozen=True, slots=True)
-class RebuildPoll:
-    run: RebuildRun
-    lines: tuple[str, ...]
-    finished: bool
-    succeeded: bool
-
-
-class Rebuilds(Protocol):
-    async def busy(self) -> str | None:
-        """The steward unit that runs now, if any."""
-        ...
-
-    async def prepare(self, unit: str) -> RebuildRun:
-        """Note where the unit and its journal stand; join the run when it already runs."""
-        ...
-
-    async def start(self, run: RebuildRun) -> RebuildRun:
-        """Start the unit without waiting for it; a joined run is not started again."""
-        ...
-
-    async def poll(self, run: RebuildRun) -> RebuildPoll:
-        """New journal lines since the last poll, and whether the run has ended."""
-        ...
 
 
 class SystemdRebuilds:

@@ -12,38 +12,13 @@ import asyncio
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from providers.host.base import UnitError, run_tool
+from providers.nixos.base import Generation
 from providers.nixos.rebuild import strip_ansi
 
 BOOT_PARTS = ("kernel", "initrd", "kernel-modules")
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    number: int
-    date: str
-    nixos_version: str
-    kernel: str
-    current: bool
-
-
-class NixosSystem(Protocol):
-    async def generations(self) -> list[Generation]:
-        """Newest first."""
-        ...
-
-    async def reboot_needed(self) -> bool | None:
-        """None when it cannot be told (not NixOS, or the links are missing)."""
-        ...
-
-    async def preview_upgrade(self, flake: str) -> list[str]:
-        """Build what an upgrade of ``flake`` would switch to, without switching or writing
-        the lock file, and list how its closure differs from the running system's."""
-        ...
 
 
 class NixosRebuildSystem:

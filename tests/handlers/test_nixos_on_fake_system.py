@@ -23,8 +23,9 @@ from handlers.core.records import JobState
 from providers.host.catalogue import ServiceCatalogue, ServiceInfo
 from providers.host.metrics import PsutilHost
 from providers.host.systemd import SystemctlServiceManager
+from providers.nixos.base import REBUILD_UNIT
 from providers.nixos.desired import DesiredStateFile
-from providers.nixos.rebuild import REBUILD_UNIT, SystemdRebuilds
+from providers.nixos.rebuild import SystemdRebuilds
 from providers.nixos.system import NixosRebuildSystem
 from tests.conftest import ADMIN, CHAT, FakeClock
 from tests.support.chat import RecordingOutbox

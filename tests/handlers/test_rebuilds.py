@@ -14,7 +14,7 @@ import pytest
 from handlers.core.records import JobState
 from handlers.system import REBOOT_NOTE, welcome_back
 from providers.host.base import HostMetrics
-from providers.nixos.rebuild import REBUILD_UNIT
+from providers.nixos.base import REBUILD_UNIT
 from providers.nixos.sshkeys import fingerprint
 from tests.conftest import ADMIN2, CHAT, OPERATOR, VIEWER, Harness
 

@@ -26,7 +26,8 @@ import pyotp
 import pytest
 
 from providers.host.catalogue import ServiceCatalogue
-from providers.nixos.desired import DesiredState, DesiredStateFile, first_start
+from providers.nixos.base import DesiredState
+from providers.nixos.desired import DesiredStateFile, first_start
 from tests.nixos.test_module import HERE, ROOT, nix, nix_env
 
 __all__ = ["nix_env"]  # the fixture, imported for this module's tests

@@ -10,7 +10,8 @@ import pyotp
 import pytest
 
 from providers.nixos.admission import LEDGER, MAX_FAILURES, Admission, RefusedError
-from providers.nixos.desired import DesiredState, DesiredStateFile, SystemState
+from providers.nixos.base import DesiredState, SystemState
+from providers.nixos.desired import DesiredStateFile
 from providers.nixos.sshkeys import fingerprint
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA9NcAVSWVPiChpEzN4D6yCslK/Z5WnR8ZfMZgqlB+oF alice"

@@ -19,18 +19,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from providers.nixos.desired import (
+from providers.nixos.base import (
     DesiredState,
     DesiredStateError,
-    DesiredStateFile,
-    MemoryDesiredState,
     ServiceState,
     SystemState,
     diff,
     digest_of,
-    schema,
-    validate,
 )
+from providers.nixos.desired import DesiredStateFile
+from providers.nixos.memory import MemoryDesiredState
+from providers.nixos.validation import schema, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@phone"

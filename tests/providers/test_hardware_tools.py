@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from providers.hardware.arrays import HostArrays, parse_mdstat
-from providers.hardware.disks import BIT_DISK_FAILING, SmartctlDisks
+from providers.hardware.base import BIT_DISK_FAILING
+from providers.hardware.disks import SmartctlDisks
 from providers.hardware.ups import NutUps
 from providers.host.public_ip import HttpPublicAddress
 from tests.support import mdstat

@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PROVIDERS = ROOT / "providers"
 # Not a domain: it composes the domains' fakes into the demo server.
 COMPOSITION = {"demo"}
+# Domains with no outside world to put behind a Protocol, so nothing to fake: charts only draws
+# (a pure function of the readings, in a child process of our own).
+PURE = {"charts"}
 DOMAIN_CONTRACT = "Provider domains import each other's base, never their adapters"
 
 
@@ -45,5 +48,30 @@ def test_fakes_are_named_memory_and_protocols_base() -> None:
         if p.stem.endswith(("_memory", "_base")) or p.parent.name == "base"
     ]
     assert stray == []
-    with_protocols = {p.parent.name for p in PROVIDERS.glob("*/base.py")}
-    assert {"backup", "server", "storage", "dns", "host"} <= with_protocols
+
+
+def _shape(domain: str) -> list[str]:
+    return [name for name in ("base.py", "memory.py") if (PROVIDERS / domain / name).is_file()]
+
+
+def test_every_domain_has_the_same_shape_base_adapters_memory() -> None:
+    """#18: a domain's protocols and shared types are in base.py, its fakes in memory.py."""
+    domains = _packages() - COMPOSITION - PURE
+    assert {d: _shape(d) for d in domains} == {d: ["base.py", "memory.py"] for d in domains}
+
+
+def test_only_charts_is_pure_and_has_neither() -> None:
+    """The one stated exception: a domain that gains base.py or memory.py leaves PURE."""
+    assert {d: _shape(d) for d in PURE} == {"charts": []}
+
+
+def test_fakes_live_in_memory_and_nowhere_else() -> None:
+    """A fake (a class named Memory*) is defined in its domain's memory.py only."""
+    stray = [
+        f"{p.relative_to(ROOT)}: {line.split('(')[0].split(':')[0]}"
+        for p in PROVIDERS.glob("*/*.py")
+        if p.parent.name not in COMPOSITION and p.name != "memory.py"
+        for line in p.read_text(encoding="utf-8").splitlines()
+        if line.startswith("class Memory")
+    ]
+    assert stray == []

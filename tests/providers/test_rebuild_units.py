@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from providers.host.base import UnitError
-from providers.nixos.rebuild import (
-    REBUILD_UNIT,
-    RebuildPoll,
-    RebuildRun,
-    SystemdRebuilds,
-    parse_journal_json,
-    rollback_unit,
-    strip_ansi,
-)
+from providers.nixos.base import REBUILD_UNIT, RebuildPoll, RebuildRun, rollback_unit
+from providers.nixos.rebuild import SystemdRebuilds, parse_journal_json, strip_ansi
 from tests.support.fake_system import FakeSystem
 
 

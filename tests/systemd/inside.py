@@ -16,7 +16,8 @@ from providers.backup.base import BackupError, BackupProgress, BackupReason
 from providers.backup.datajobs import UnitDataJobs
 from providers.backup.restore import RestoreError, RestorePlan
 from providers.host.catalogue import ServiceCatalogue
-from providers.nixos.rebuild import RebuildRun, SystemdRebuilds
+from providers.nixos.base import RebuildRun
+from providers.nixos.rebuild import SystemdRebuilds
 
 CATALOGUE = Path("/etc/steward/catalogue.json")
 JOBS = Path("/var/lib/steward-worker/jobs")
