@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,6 +35,7 @@ import pytest
 
 from providers.dns.base import RECORD_TYPES, DnsRecord
 from providers.dns.records import canonical, quote_txt
+from tests.support.ports import free_port
 
 KNOTD_SEARCH = ("/usr/sbin/knotd", "/usr/bin/knotd")
 ALGORITHM = "hmac-sha256"
@@ -87,12 +87,6 @@ def find_knotd() -> str:
             "knotd is needed for the RFC 2136 tests: apt-get install --no-install-recommends knot"
         )
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _secret() -> str:
@@ -154,7 +148,7 @@ def knot_server(zones: Iterable[str] = ("example.test",)) -> Iterator[KnotServer
     for zone in zones:
         (root / "zones" / f"{zone}.zone").write_text(_zone_file(zone))
     key, reader = KnotKey("steward", _secret()), KnotKey("reader", _secret())
-    port = _free_port()
+    port = free_port()
     (root / "knot.conf").write_text(_config(root, port, zones, key, reader))
     server = KnotServer(port, zones, key, reader, root)
     process = subprocess.Popen(

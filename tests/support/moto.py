@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run `make moto` (it installs moto[server] into .moto/venv, about 60 s)"
@@ -54,12 +55,6 @@ def moto_binary() -> Path:
     return binary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback)
@@ -71,7 +66,7 @@ def _answers(url: str) -> bool:
 @contextlib.contextmanager
 def moto_server() -> Iterator[MotoS3]:
     binary = moto_binary()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(

@@ -10,12 +10,12 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from tests.support.ports import free_port, wait_until_listening
 
 _SEARCH = ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"]
 
@@ -29,12 +29,6 @@ def find_binary(name: str) -> str | None:
         if candidate.exists():
             return str(candidate)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_user() -> list[str]:
@@ -64,7 +58,7 @@ def postgres_server(hba: Sequence[str] = ()) -> Iterator[str]:
         root.chmod(0o755)
         for path in (root, sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LC_ALL": "C"}
     subprocess.run(
         [*prefix, initdb, "-D", str(data), "-U", "steward", "--auth=trust", "-E", "UTF8"],
@@ -79,7 +73,7 @@ def postgres_server(hba: Sequence[str] = ()) -> Iterator[str]:
         check=True, capture_output=True, env=env, timeout=120,
     )  # fmt: skip
     try:
-        _wait_for(port)
+        wait_until_listening(port, "PostgreSQL", timeout=30)
         yield f"postgresql+psycopg://steward@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
@@ -87,15 +81,6 @@ def postgres_server(hba: Sequence[str] = ()) -> Iterator[str]:
             check=False, capture_output=True, env=env, timeout=60,
         )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_for(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"PostgreSQL did not listen on port {port}")
 
 
 def create_database(admin_url: str, name: str) -> str:

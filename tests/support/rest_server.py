@@ -13,13 +13,13 @@ import contextlib
 import hashlib
 import secrets
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from tests.support.ports import free_port, wait_until_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 HINT = "rest-server is missing: `make rest-server` unpacks Debian trixie's into .tools/"
@@ -44,12 +44,6 @@ class RestServer:
         return f"rest:http://{self.user}:{secret}@127.0.0.1:{self.port}/{name}/"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def rest_server(root: Path, user: str = "steward") -> Iterator[RestServer]:
     password = f"p@ss word/{secrets.token_hex(4)}"  # one a URL must quote
@@ -60,25 +54,14 @@ def rest_server(root: Path, user: str = "steward") -> Iterator[RestServer]:
     data.mkdir(parents=True)
     digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()  # noqa: S324 - htpasswd's {SHA}
     (root / "htpasswd").write_text(f"{user}:{{SHA}}{digest}\n")
-    port = _free_port()
+    port = free_port()
     argv = [binary, "--listen", f"127.0.0.1:{port}", "--path", str(data),
             "--htpasswd-file", str(root / "htpasswd")]  # fmt: skip
     with open(root / "rest-server.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for(port, proc)
+            wait_until_listening(port, "rest-server", proc)
             yield RestServer(port, user, password, data)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-
-
-def _wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"rest-server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"rest-server did not listen on port {port}")

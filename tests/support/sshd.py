@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_port, wait_until_listening
 
 SSHD = "/usr/sbin/sshd"
 HINT = "sshd is missing: apt-get install openssh-server (make tools)"
@@ -39,12 +39,6 @@ def _keygen(path: Path) -> str:
     return Path(f"{path}.pub").read_text().strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def sshd_server(root: Path) -> Iterator[Sshd]:
     if not os.access(SSHD, os.X_OK):
@@ -54,7 +48,7 @@ def sshd_server(root: Path) -> Iterator[Sshd]:
     host_pub = _keygen(host_key)
     (root / "authorized_keys").write_text(_keygen(client_key) + "\n")
     other_pub = _keygen(other_key)
-    port = _free_port()
+    port = free_port()
     (root / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {root}/authorized_keys\n"
         "PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
@@ -71,19 +65,8 @@ def sshd_server(root: Path) -> Iterator[Sshd]:
             stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
         try:
-            _wait_for(port, proc)
+            wait_until_listening(port, "sshd", proc)
             yield Sshd(port, "root", known, stranger, client_key)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-
-
-def _wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"sshd did not listen on port {port}")

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run `make synapse` (it installs Synapse into .synapse/venv, about 40 s)"
@@ -106,12 +107,6 @@ def synapse_python() -> Path:
     return python
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _clean_env() -> dict[str, str]:
     """Our environment without our venv, so Synapse's venv is the only one it sees."""
     drop = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
@@ -124,7 +119,7 @@ class Synapse:
     def __init__(self, python: Path | None = None) -> None:
         self._python = python or synapse_python()
         self.root = Path(tempfile.mkdtemp(prefix="steward-synapse-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.shared_secret = secrets.token_hex(32)
         self.config_path = self.root / "hs.yaml"
         self.log_path = self.root / "homeserver.log"
