@@ -268,7 +268,7 @@ class Restorer:
         if live.exists():
             os.rename(live, old)
         os.rename(staged, live)
-        _fsync_dir(live.parent)
+        fsync_dir(live.parent)
 
     async def _load_databases(self, plan: RestorePlan, step: Step) -> tuple[str, ...]:
         if not plan.databases or self._dumps is None:
@@ -311,7 +311,7 @@ class Restorer:
             return  # otherwise not swapped yet: the live folder is the old data
         _remove(live)
         os.rename(old, live)
-        _fsync_dir(live.parent)
+        fsync_dir(live.parent)
 
     async def _finish(self, journal: _Journal, step: Step) -> None:
         await step("Starting the service again")
@@ -356,7 +356,7 @@ class Restorer:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
-        _fsync_dir(self._work)
+        fsync_dir(self._work)
 
     def _read(self, service_id: str) -> _Journal | None:
         try:
@@ -377,7 +377,8 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)

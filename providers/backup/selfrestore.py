@@ -20,6 +20,7 @@ from typing import Any
 
 from providers.backup.base import SELF, BackupEngine, BackupError, Snapshot
 from providers.backup.pgdump import restore_database
+from providers.backup.restore import fsync_dir
 from providers.backup.selfsnapshot import (
     BUNDLE,
     MANIFEST,
@@ -114,7 +115,7 @@ def _put_file(staged: Path, destination: Path, sqlite: bool) -> None:
         for suffix in ("-wal", "-shm", "-journal"):
             Path(f"{destination}{suffix}").unlink(missing_ok=True)
     os.replace(staged, destination)
-    _fsync_dir(destination.parent)
+    fsync_dir(destination.parent)
 
 
 def _put_folder(staged: Path, destination: Path) -> Path | None:
@@ -127,7 +128,7 @@ def _put_folder(staged: Path, destination: Path) -> Path | None:
             raise BackupError(f"{aside} is in the way; move it elsewhere and try again.")
         os.rename(destination, aside)
     os.rename(staged, destination)
-    _fsync_dir(destination.parent)
+    fsync_dir(destination.parent)
     return aside
 
 
@@ -141,11 +142,3 @@ def _own_like(staged: Path, destination: Path, *, tree: bool = False) -> None:
         paths += [Path(top) / name for top, dirs, files in os.walk(staged) for name in dirs + files]
     for path in paths:
         os.lchown(path, stat.st_uid, stat.st_gid)
-
-
-def _fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
