@@ -32,9 +32,9 @@ from handlers.core.job_host import EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
-from providers.backup.base import BackupEngine, SelfSnapshot
-from providers.backup.datajobs import DataJobs, LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
-from providers.backup.restore import DatabaseDumps, Restorer
+from providers.backup.base import BackupEngine, DatabaseDumps, DataJobs, SelfSnapshot
+from providers.backup.datajobs import LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
+from providers.backup.restore import Restorer
 from providers.dns.base import DnsProvider
 from providers.hardware.arrays import HostArrays
 from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe

@@ -35,8 +35,8 @@ from bot.storage.database import Database
 from bot.storage.stores import SqlAuditLog
 from handlers.core.messages import Actor
 from handlers.core.records import AuditEntry, AuditEvent
-from providers.backup.base import SELF, BackupEngine, BackupError, BackupReason, Snapshot
-from providers.backup.datajobs import DataJobs, LocalDataJobs, UnitDataJobs
+from providers.backup.base import SELF, BackupEngine, BackupError, BackupReason, DataJobs, Snapshot
+from providers.backup.datajobs import LocalDataJobs, UnitDataJobs
 from providers.backup.restore import Restorer, plan_restore
 from providers.backup.selfrestore import OwnRestore
 from providers.backup.selfsnapshot import parse_database

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from bot.app import _backups, _catalogue, _dumps, self_sources
 from bot.config import Settings
-from providers.backup.base import SELF, BackupEngine, BackupError, BackupProgress, BackupReason
+from providers.backup.base import (
+    SELF,
+    BackupEngine,
+    BackupError,
+    BackupProgress,
+    BackupReason,
+    RestoreError,
+)
 from providers.backup.datajobs import (
     FOREIGN_RESTORE,
     INSTANCE,
@@ -38,7 +45,7 @@ from providers.backup.datajobs import (
     result_to_json,
     snapshot_arg,
 )
-from providers.backup.restore import RestoreError, Restorer, plan_restore
+from providers.backup.restore import Restorer, plan_restore
 from providers.backup.selfsnapshot import LocalSelfSnapshot
 from providers.backup.snapshot_ledger import SnapshotLedger
 from providers.host.systemd import SystemctlServiceManager

@@ -21,10 +21,10 @@ from providers.backup.base import (
     BackupError,
     BackupProgress,
     BackupReason,
+    DataJobs,
     RetentionPolicy,
     Snapshot,
 )
-from providers.backup.datajobs import DataJobs
 from providers.host.catalogue import ServiceInfo
 
 commands = Registry()

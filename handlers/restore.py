@@ -12,8 +12,8 @@ from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import SERVICE, Arg, Role, Word
-from providers.backup.base import BackupError, BackupReason, Snapshot
-from providers.backup.restore import RestoreError, RestorePlan, plan_restore
+from providers.backup.base import BackupError, BackupReason, RestoreError, RestorePlan, Snapshot
+from providers.backup.restore import plan_restore
 from providers.host.catalogue import ServiceInfo
 
 commands = Registry()

@@ -11,9 +11,7 @@ from handlers.core.messages import Command
 from handlers.core.progress import Progress
 from handlers.core.records import AuditLog, DemoControls, Notes, Samples, Schedules
 from handlers.core.spec import Role
-from providers.backup.base import BackupEngine, SelfSnapshot
-from providers.backup.datajobs import DataJobs
-from providers.backup.restore import DatabaseDumps
+from providers.backup.base import BackupEngine, DatabaseDumps, DataJobs, SelfSnapshot
 from providers.dns.base import DnsProvider
 from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
 from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager

@@ -16,7 +16,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from providers.host.catalogue import ServiceInfo
 
 SERVICE_TAG = "service:"
 REASON_TAG = "reason:"
@@ -248,3 +251,71 @@ class SelfSnapshot(Protocol):
     async def take(
         self, reason: BackupReason, on_progress: ProgressCallback | None = None
     ) -> BackupResult: ...
+
+
+# What a restore puts back and what it reports, and what it needs of the system.
+Step = Callable[[str], Awaitable[None]]
+
+
+class Units(Protocol):
+    """What the restore needs of systemd (``ServiceManager`` has it)."""
+
+    async def start(self, unit: str) -> None: ...
+
+    async def stop(self, unit: str) -> None: ...
+
+
+class DatabaseDumps(Protocol):
+    """Database dumps that travel in a service's snapshot, in ``folder(service)``."""
+
+    def folder(self, service_id: str) -> Path: ...
+
+    async def dump(self, service_id: str, databases: Sequence[str]) -> Path:
+        """Dump each database into ``folder(service_id)``; returns that folder."""
+        ...
+
+    async def load(self, dumps: Path, databases: Sequence[str]) -> None:
+        """Load each database from ``<dumps>/<name>.pgdump``, each in one transaction."""
+        ...
+
+    async def clean(self, service_id: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RestorePlan:
+    service_id: str
+    snapshot_id: str
+    folders: tuple[str, ...]  # the service's real paths, all present in the snapshot
+    units: tuple[str, ...]
+    databases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    snapshot_id: str
+    safety_snapshot: str | None
+    folders: tuple[str, ...]
+    files: int
+    bytes: int
+    databases: tuple[str, ...]
+
+
+class RestoreError(BackupError):
+    """The restore stopped; ``kept_old`` says whether the old data is back in place."""
+
+    def __init__(self, message: str, *, kept_old: bool, safety_snapshot: str | None) -> None:
+        super().__init__(message)
+        self.kept_old = kept_old
+        self.safety_snapshot = safety_snapshot
+
+
+class DataJobs(Protocol):
+    async def backup(
+        self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
+    ) -> BackupResult:
+        """Dump the service's databases, back up its folders and the dumps, remove them."""
+        ...
+
+    async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport: ...
+
+    async def recover(self, service_id: str, step: Step) -> tuple[bool, str]: ...

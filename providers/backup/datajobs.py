@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from providers.backup.base import (
     SELF,
@@ -30,16 +30,14 @@ from providers.backup.base import (
     BackupProgress,
     BackupReason,
     BackupResult,
-    ProgressCallback,
-)
-from providers.backup.restore import (
     DatabaseDumps,
+    ProgressCallback,
     RestoreError,
     RestorePlan,
-    Restorer,
     RestoreReport,
     Step,
 )
+from providers.backup.restore import Restorer
 from providers.host.base import UnitError, run_tool
 from providers.host.catalogue import ServiceInfo
 
@@ -54,18 +52,6 @@ SNAPSHOT = re.compile(r"[0-9a-f]{8,64}")
 RECOVER = "recover"
 # Root's shell only: a snapshot taken elsewhere (the lost server's, for ``steward recover``).
 FOREIGN_RESTORE = "steward-restore-foreign"
-
-
-class DataJobs(Protocol):
-    async def backup(
-        self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
-    ) -> BackupResult:
-        """Dump the service's databases, back up its folders and the dumps, remove them."""
-        ...
-
-    async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport: ...
-
-    async def recover(self, service_id: str, step: Step) -> tuple[bool, str]: ...
 
 
 class LocalDataJobs:

@@ -28,60 +28,26 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-from providers.backup.base import BackupEngine, BackupError, BackupReason, Snapshot
+from providers.backup.base import (
+    BackupEngine,
+    BackupError,
+    BackupReason,
+    DatabaseDumps,
+    RestoreError,
+    RestorePlan,
+    RestoreReport,
+    Snapshot,
+    Step,
+    Units,
+)
 from providers.host.catalogue import ServiceInfo
 
 log = logging.getLogger(__name__)
 STAGING, OLD = ".steward-restore", ".steward-old"
-Step = Callable[[str], Awaitable[None]]
-
-
-class Units(Protocol):
-    """What the restore needs of systemd (``ServiceManager`` has it)."""
-
-    async def start(self, unit: str) -> None: ...
-
-    async def stop(self, unit: str) -> None: ...
-
-
-class DatabaseDumps(Protocol):
-    """Database dumps that travel in a service's snapshot, in ``folder(service)``."""
-
-    def folder(self, service_id: str) -> Path: ...
-
-    async def dump(self, service_id: str, databases: Sequence[str]) -> Path:
-        """Dump each database into ``folder(service_id)``; returns that folder."""
-        ...
-
-    async def load(self, dumps: Path, databases: Sequence[str]) -> None:
-        """Load each database from ``<dumps>/<name>.pgdump``, each in one transaction."""
-        ...
-
-    async def clean(self, service_id: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RestorePlan:
-    service_id: str
-    snapshot_id: str
-    folders: tuple[str, ...]  # the service's real paths, all present in the snapshot
-    units: tuple[str, ...]
-    databases: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RestoreReport:
-    snapshot_id: str
-    safety_snapshot: str | None
-    folders: tuple[str, ...]
-    files: int
-    bytes: int
-    databases: tuple[str, ...]
 
 
 def plan_restore(
@@ -104,15 +70,6 @@ def plan_restore(
     shared = {unit for sid, other in catalogue.items() if sid != info.id for unit in other.units}
     units = tuple(unit for unit in info.units if unit not in shared)
     return RestorePlan(info.id, snapshot.id, folders, units, info.databases if dumped else ())
-
-
-class RestoreError(BackupError):
-    """The restore stopped; ``kept_old`` says whether the old data is back in place."""
-
-    def __init__(self, message: str, *, kept_old: bool, safety_snapshot: str | None) -> None:
-        super().__init__(message)
-        self.kept_old = kept_old
-        self.safety_snapshot = safety_snapshot
 
 
 @dataclass

@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from providers.backup.base import SELF, BackupError, BackupProgress, BackupReason
+from providers.backup.base import (
+    SELF,
+    BackupError,
+    BackupProgress,
+    BackupReason,
+    RestoreError,
+    RestorePlan,
+)
 from providers.backup.datajobs import UnitDataJobs, UnitSelfSnapshot
 from providers.backup.restic import ResticBackupEngine, ResticSettings
-from providers.backup.restore import RestoreError, RestorePlan
 from providers.host.catalogue import ServiceCatalogue
 from tests.support.fake_system import FakeSystem
 from tests.support.restic_fixtures import copy_of, tree_digests

@@ -75,3 +75,15 @@ def test_fakes_live_in_memory_and_nowhere_else() -> None:
         if line.startswith("class Memory")
     ]
     assert stray == []
+
+
+def test_protocols_live_in_base_and_nowhere_else() -> None:
+    """A domain's protocols (what handlers and other domains may rely on) are in its base.py."""
+    stray = [
+        f"{p.relative_to(ROOT)}: {line.split('(')[0]}"
+        for p in PROVIDERS.glob("*/*.py")
+        if p.name != "base.py"
+        for line in p.read_text(encoding="utf-8").splitlines()
+        if line.startswith("class ") and line.rstrip().endswith("(Protocol):")
+    ]
+    assert stray == []

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from providers.backup.base import BackupError, BackupReason
+from providers.backup.base import BackupError, BackupReason, RestoreError, RestorePlan
 from providers.backup.pgdump import PostgresDumps
 from providers.backup.restic import ResticBackupEngine, ResticSettings
-from providers.backup.restore import RestoreError, RestorePlan, Restorer
+from providers.backup.restore import Restorer
 from tests.providers.test_pgdump import owned_database, settings_for, sql
 from tests.support.restic_fixtures import copy_of, tree_digests
 

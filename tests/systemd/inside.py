@@ -12,9 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from providers.backup.base import BackupError, BackupProgress, BackupReason
+from providers.backup.base import (
+    BackupError,
+    BackupProgress,
+    BackupReason,
+    RestoreError,
+    RestorePlan,
+)
 from providers.backup.datajobs import UnitDataJobs
-from providers.backup.restore import RestoreError, RestorePlan
 from providers.host.catalogue import ServiceCatalogue
 from providers.nixos.base import RebuildRun
 from providers.nixos.rebuild import SystemdRebuilds
