@@ -4,16 +4,14 @@ to each of them in name order, and a press goes to the one that asked last."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TextIO
 
 from bot.app import App, build_app
 from bot.config import ConfigError, Settings
-from bot.transports.console import CHAT, TRANSPORT, ConsoleTransport
+from bot.transports.console import CHAT, TRANSPORT, ConsoleTransport, settle, stdin_lines
 
 NAMES = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india")
 
@@ -45,18 +43,8 @@ def introduce(apps: list[App]) -> None:
 
 
 async def run_fleet(apps: list[tuple[App, ConsoleTransport]], stdin: TextIO | None = None) -> int:
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-    source = stdin or sys.stdin
-
-    def pump() -> None:
-        for line in source:
-            loop.call_soon_threadsafe(queue.put_nowait, line)
-        loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
     asked = apps[0]
-    while (line := await queue.get()) is not None:
+    async for line in stdin_lines(stdin or sys.stdin):
         if line.strip().lower().startswith("press"):
             await asked[1].handle_line(asked[0].engine, line)
             continue
@@ -67,6 +55,6 @@ async def run_fleet(apps: list[tuple[App, ConsoleTransport]], stdin: TextIO | No
                 asked = (app, console)
         introduce([app for app, _ in apps])  # each answer is a sign of life
     for app, console in apps:
-        if not await app.engine.wait_for_jobs(60):
+        if not await settle(app.engine, 60):
             console.say("Some jobs are still running after 60 s; they go on next start.")
     return 0

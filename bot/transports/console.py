@@ -13,6 +13,7 @@ import getpass
 import re
 import sys
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -115,22 +116,27 @@ class ConsoleTransport:
         await engine.handle_press(press, answer)
 
     async def run(self, engine: Engine, stdin: TextIO | None = None, wait: float = 60.0) -> int:
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        source = stdin or sys.stdin
-
-        def pump() -> None:
-            # A thread, not add_reader: it works the same on a terminal, a pipe and a file.
-            for line in source:
-                loop.call_soon_threadsafe(queue.put_nowait, line)
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        threading.Thread(target=pump, name="console-stdin", daemon=True).start()
-        while (line := await queue.get()) is not None:
+        async for line in stdin_lines(stdin or sys.stdin):
             await self.handle_line(engine, line)
         if not await settle(engine, wait):
             self.say(f"Some jobs are still running after {wait:g} s; they go on next start.")
         return 0
+
+
+async def stdin_lines(source: TextIO) -> AsyncIterator[str]:
+    """The lines of ``source`` as they come, read in a thread, not with add_reader: that works
+    the same on a terminal, a pipe and a file."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def pump() -> None:
+        for line in source:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=pump, name="console-stdin", daemon=True).start()
+    while (line := await queue.get()) is not None:
+        yield line
 
 
 async def settle(engine: Engine, wait: float) -> bool:

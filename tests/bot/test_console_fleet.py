@@ -57,3 +57,24 @@ def test_fleet_without_demo_or_out_of_range_is_refused_in_one_line(tmp_path: Pat
     assert without_demo.returncode == too_many.returncode == 2
     assert without_demo.stderr == "steward: --fleet needs --demo: it shows demo servers only.\n"
     assert too_many.stderr == "steward: --fleet takes 2 to 9 servers, not 12.\n"
+
+
+def test_a_change_nobody_kept_on_one_server_is_rolled_back_before_the_fleet_stops(
+    tmp_path: Path,
+) -> None:
+    """As on one server (`settle`): the end of input waits for the Keep offer to lapse."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "console", "--demo", "--fleet", "3"],
+        input="!bravo enable pleroma\npress 1\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**_env(tmp_path, "0.05"), "STEWARD_KEEP_MINUTES": "0.02"},
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.index("Generation 44 → 45.") < out.index("Generation 45 → 44.")
+    assert "The desired state was put back as it was" in out
