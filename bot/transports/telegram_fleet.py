@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from telegram import Message
-from telegram.error import TelegramError
+from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.transports.fleet_bus import FleetBus
 from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
@@ -65,6 +65,7 @@ class TelegramFleet(FleetBus):
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -77,7 +78,9 @@ class TelegramFleet(FleetBus):
 
     async def stop(self) -> None:
         """A beat in flight may finish (at most STOP_WAIT): stopped between its send and its
-        save, it would stay in the group with no run knowing of it."""
+        save, it would stay in the group with no run knowing of it. No beat starts after this:
+        updates still handled while the transport stops (a newcomer's beat) send nothing."""
+        self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
         working = [task for task in self._tasks if task is not self._ticker]
@@ -128,6 +131,8 @@ class TelegramFleet(FleetBus):
         """Post a beat in the group, then delete the ones before (normally one; more when a
         run ended between a beat and that deletion)."""
         async with self._locks.setdefault(chat_id, asyncio.Lock()):
+            if self._stopping:
+                return
             reply = Reply(esc(self.fleet.me.as_line()), silent=True)
             try:
                 sent = await self.outbox.send(ChatRef(TRANSPORT, chat_id), reply)
@@ -142,17 +147,26 @@ class TelegramFleet(FleetBus):
     async def _retire(self, chat_id: str) -> None:
         """Alone in the group: its beats go, and it beats there no more for now."""
         async with self._locks.setdefault(chat_id, asyncio.Lock()):
-            await self._clear(chat_id, self._beats.get(chat_id, []))
+            if not self._stopping:
+                await self._clear(chat_id, self._beats.get(chat_id, []))
 
     async def _clear(self, chat_id: str, old: list[str]) -> None:
+        """Delete old beats. One that is gone already, or that a bot may no longer delete (a
+        refusal), leaves the record; one that met a passing error (network, flood wait) stays
+        on it, for the next beat to try again."""
         if not old:
             return
+        done: set[str] = set()
         for message_id in old:
             try:
                 await self._delete(int(chat_id), int(message_id))
-            except TelegramError as exc:  # gone already, or older than a bot may delete
+            except (BadRequest, Forbidden) as exc:  # gone already, or too old to delete
                 log.info("Telegram: could not delete an old heartbeat in %s: %s", chat_id, exc)
-        self._beats[chat_id] = [m for m in self._beats.get(chat_id, []) if m not in old]
+            except TelegramError as exc:
+                log.warning("Telegram: an old heartbeat in %s stays for now: %s", chat_id, exc)
+                continue
+            done.add(message_id)
+        self._beats[chat_id] = [m for m in self._beats.get(chat_id, []) if m not in done]
         await self._save()
 
     async def _beat_forever(self) -> None:

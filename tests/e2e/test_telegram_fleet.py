@@ -287,3 +287,21 @@ def test_a_restarted_steward_greets_the_group_it_met_and_clears_its_old_beat(fle
     (newest,) = fleet.fakes["bravo"].wait_for(fresh_beat, timeout=WAIT)
     assert (old.text or "").startswith("💓 Steward bravo ")
     assert (fleet.fakes["bravo"].message(GROUP, newest).text or "").startswith("💓 Steward bravo ")
+
+
+def test_an_old_beat_that_could_not_be_deleted_goes_at_a_later_beat(fleet: Fleet) -> None:
+    fleet.start()
+    fleet.meet()
+    bravo = fleet.fakes["bravo"]
+    before = [m.message_id for m in bravo.messages(GROUP) if not m.deleted]
+    # Flood wait on every try the outbox makes: the deletion fails for a reason that passes.
+    bravo.fail("deleteMessage", status=429, retry_after=1, times=6)
+
+    def tidy(fake: FakeBotAPI) -> list[int]:
+        now = [m.message_id for m in fake.messages(GROUP) if not m.deleted]
+        gone = all(fake.message(GROUP, m).deleted for m in before)
+        return now if gone and len(now) == 1 else []
+
+    (newest,) = bravo.wait_for(tidy, timeout=WAIT + 10)
+    assert newest > max(before)
+    assert (bravo.message(GROUP, newest).text or "").startswith("💓 Steward bravo ")
