@@ -8,6 +8,7 @@ schema is behind ``SCHEMA_HEAD``. On NixOS the unit runs that command before the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_HEAD = "0003"
+CHECKPOINT_EVERY = 200  # inline commits between two checkpoints of the WAL by the worker
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -41,6 +43,9 @@ class Database:
         workers = 1 if self.engine.dialect.name == "sqlite" else 4
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="steward-db")
         self._held: Connection | None = None
+        self._inline: Connection | None = None  # write_inline's, on the event loop's thread
+        self._inline_commits = 0
+        self._disposed = False
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -64,6 +69,55 @@ class Database:
             self._held = None
             conn.close()
             raise
+
+    def write_inline(self, fn: Callable[[Connection], object]) -> bool:
+        """SQLite only: a short write on the calling thread (the event loop's), when it cannot
+        wait. Its connection never waits for a lock (busy timeout 0) and never checkpoints the
+        WAL, which writes and syncs the database file. The worker thread does, every
+        CHECKPOINT_EVERY of these commits, in RESTART mode: it holds the write lock meanwhile
+        (writes here then go to the worker, behind it), and the WAL starts over even under a
+        steady stream of rows, which a PASSIVE checkpoint never catches up with. Returns False,
+        having written nothing, when the write cannot be made at once: another transaction
+        holds the write lock, PostgreSQL, or any error. The caller then goes to the worker
+        thread, which waits and reports as usual. A commit here is as durable as one there:
+        both are WAL commits with synchronous=NORMAL."""
+        if self.engine.dialect.name != "sqlite" or self._disposed:
+            return False
+        try:
+            conn = self._inline
+            if conn is None:
+                conn = self.engine.connect()
+                raw = conn.connection.dbapi_connection
+                assert raw is not None  # noqa: S101 - a live connection has one
+                raw.execute("PRAGMA busy_timeout=0")
+                raw.execute("PRAGMA wal_autocheckpoint=0")
+                self._inline = conn
+            with conn.begin():
+                fn(conn)
+        except DBAPIError as exc:
+            if not _busy(exc):  # busy leaves the connection fit for the next write
+                self._drop_inline()
+            return False
+        except Exception:  # noqa: BLE001 - anything else: the worker thread's turn
+            self._drop_inline()
+            return False
+        self._inline_commits += 1
+        if self._inline_commits % CHECKPOINT_EVERY == 0:
+            self._executor.submit(self._checkpoint)
+        return True
+
+    def _checkpoint(self) -> None:
+        with contextlib.suppress(DBAPIError), self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")
+
+    def _drop_inline(self) -> None:
+        """Close the inline connection for good: with its busy timeout of 0, it must never go
+        back to the pool for others to use."""
+        conn, self._inline = self._inline, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+                conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -113,11 +167,19 @@ class Database:
         log.info("database schema is at %s", self.revision())
 
     def dispose(self) -> None:
+        self._disposed = True
+        self._drop_inline()
         self._executor.shutdown(wait=True)
         if self._held is not None:
             self._held.close()
             self._held = None
         self.engine.dispose()
+
+
+def _busy(exc: DBAPIError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, extended codes included: another writer has the lock."""
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (5, 6)
 
 
 @contextmanager

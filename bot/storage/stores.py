@@ -1,7 +1,8 @@
 """The SQLAlchemy Core implementations of the core's store Protocols.
 
 Queries are synchronous, each in a transaction on one connection; every call runs in a worker
-thread so the event loop never waits on the database.
+thread so the event loop never waits on the database. The one exception is the audit log's
+commit on SQLite, made on the loop's thread only when it cannot wait (see SqlAuditLog).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Executable, Select, Table, delete, insert, select, update
+from sqlalchemy import Connection, Executable, Select, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.storage.database import Database
@@ -289,8 +290,10 @@ class SqlAuditLog(_Store):
     A row that finds the writer idle is committed on the loop's next turn (rows queued in this
     turn join it). Rows that arrive while a commit is in flight wait for it to end and then
     share the next transaction, so under a burst one INSERT carries many rows, and a lone
-    command never waits for another's interval. The commits run in the database's worker
-    thread on a connection kept open for them; the loop hears of each with one callback.
+    command never waits for another's interval. On SQLite the commit is made on the loop's
+    own thread when the write lock is free (``Database.write_inline``: it never waits for
+    the lock, nor checkpoints); otherwise, and on PostgreSQL, in the database's worker thread
+    on a connection kept open for it, and the loop hears of it with one callback.
 
     ``record`` returns once the row has committed: the engine awaits it before an action runs,
     and before a chat's next message is handled. ``submit`` queues the row at once and returns
@@ -322,6 +325,11 @@ class SqlAuditLog(_Store):
     def _commit_next(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._queue = self._queue, []
         rows = [values for values, _ in batch]
+        # SQLite: on this thread when the write lock is free (no hand-over to the worker and
+        # back, which cost more than the INSERT); the worker thread when it is not.
+        if self.db.write_inline(functools.partial(_insert_rows, audit_log, rows)):
+            self._committed(loop, batch, None)
+            return
         try:
             work = self.db.submit(functools.partial(_insert_held, self.db, audit_log, rows))
         except Exception as exc:  # noqa: BLE001 - the executor is shut down: the rows fail
@@ -378,10 +386,14 @@ def _audit_values(entry: AuditEntry) -> dict[str, object]:
     }
 
 
-def _insert_held(db: Database, table: Table, rows: list[dict[str, object]]) -> None:
+def _insert_rows(table: Table, rows: list[dict[str, object]], conn: Connection) -> None:
     # A list of parameter sets makes one executemany: a single INSERT for the whole batch.
+    conn.execute(insert(table), rows)
+
+
+def _insert_held(db: Database, table: Table, rows: list[dict[str, object]]) -> None:
     with db.held_transaction() as conn:
-        conn.execute(insert(table), rows)
+        _insert_rows(table, rows, conn)
 
 
 def _audit(row: _Row) -> AuditEntry:

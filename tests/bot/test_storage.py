@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import StatementError
 
-from bot.storage.database import Database
+from bot.storage.database import CHECKPOINT_EVERY, Database
 from bot.storage.models import confirmations
 from bot.storage.stores import SqlAuditLog, SqlConfirmationStore, SqlJobStore, SqlKeyValue
 from handlers.core.messages import Actor
@@ -517,3 +519,66 @@ async def test_flush_waits_for_rows_whose_callers_stopped_waiting(db: Database) 
     await log.flush()
 
     assert len(await log.recent(50)) == 20
+
+
+# -- the audit log's commit on the loop's thread (SQLite) -------------------------------------
+
+
+def _wal_bytes(db: Database) -> int:
+    path = db.engine.url.database
+    assert path is not None
+    wal = Path(path + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_a_locked_database_never_stalls_the_loop_and_the_row_still_commits(
+    sqlite_db: Database,
+) -> None:
+    """Another writer holds SQLite's write lock. The commit on the loop's thread gives up at
+    once (it must not wait out the busy timeout there), the worker thread waits for the lock,
+    and the row lands when the lock is released, in order with the rows before and after."""
+    log = SqlAuditLog(sqlite_db)
+    await log.record(_entry(NOW, "before"))
+    path = sqlite_db.engine.url.database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as a long write of the worker holds it
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    blocked = asyncio.create_task(log.record(_entry(NOW, "during")))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the loop turns: the commit was tried on it
+    # The busy timeout is 30 s: a loop that waited for the lock would take that long here.
+    assert loop.time() - started < 5
+    assert not blocked.done()
+
+    holder.execute("COMMIT")
+    holder.close()
+    await blocked
+    await log.record(_entry(NOW, "after"))
+
+    assert [e.command for e in reversed(await log.recent(10))] == ["before", "during", "after"]
+
+
+async def test_commits_on_the_loop_leave_the_wal_checkpointed_by_the_worker(
+    sqlite_db: Database,
+) -> None:
+    """The loop's connection never checkpoints (a checkpoint writes the database file and may
+    sync it); the worker does, every CHECKPOINT_EVERY commits, so the WAL does not grow
+    without bound under a steady stream of rows."""
+    log = SqlAuditLog(sqlite_db)
+    await log.record(_entry(NOW, "first"))
+    start = _wal_bytes(sqlite_db)
+    for index in range(10):
+        await log.record(_entry(NOW, f"warm{index}"))
+    per_commit = (_wal_bytes(sqlite_db) - start) / 10
+    rounds = CHECKPOINT_EVERY * 5
+    for index in range(rounds):
+        await log.record(_entry(NOW, f"cmd{index}"))
+    await sqlite_db.run(lambda: None)  # the worker has run every checkpoint asked of it
+
+    assert len(await log.recent(rounds + 20)) == rounds + 11
+    # Without the checkpoints the WAL would hold every one of the rounds' commits.
+    assert per_commit > 0
+    assert _wal_bytes(sqlite_db) < start + per_commit * CHECKPOINT_EVERY * 2
