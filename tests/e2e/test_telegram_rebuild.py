@@ -46,7 +46,7 @@ def test_a_bot_killed_mid_rebuild_reports_the_switch_in_the_same_message(
 ) -> None:
     system, extra, catalogue = real_system(tmp_path)
     before = system.current_generation()
-    system.rebuild_delay(1.0)
+    system.hold_rebuild()  # in its build phase until the bot was killed, however slow the machine
     first = start(steward, extra, catalogue)
     fake.send_text(ALICE, "/enable forgejo")
     prompt = wait_prompt(fake, uid(ALICE))
@@ -57,6 +57,7 @@ def test_a_bot_killed_mid_rebuild_reports_the_switch_in_the_same_message(
     fake.wait_for(lambda f: not f.pending_updates)
     steward.kill(first)
     assert system.unit("steward-rebuild.service")["ActiveState"] == "activating"
+    system.release_rebuild()
 
     start(steward, extra, catalogue)
     outcome = wait_message(fake, uid(ALICE), "Generation", timeout=30)

@@ -115,19 +115,24 @@ async def test_enable_end_to_end_with_keep(fake: FakeSystem, bots: Bots, tmp_pat
     bot = bots.start()
     before = fake.current_generation()
     fake.stage_next(new_units=["forgejo.service"])
-    fake.rebuild_delay(0.15)
+    fake.hold_rebuild()  # in its build phase until the chat has shown it, however slow the machine
 
     await bot.say("/enable forgejo")
     assert "services.forgejo.enable" in bot.outbox.last.current.text
     await bot.press(1)
+    for _ in range(2000):
+        building = [s for s in bot.outbox.messages if "Building" in s.current.text]
+        if building:
+            break
+        await asyncio.sleep(0.01)
+    (job_message,) = building
+    fake.release_rebuild()
     assert await bot.engine.wait_for_jobs(20)
 
     on_disk = json.loads((tmp_path / "desired-state.json").read_text())
     assert on_disk["services"]["forgejo"] == {"enable": True}
     assert ["systemctl", "start", "--no-block", "--", REBUILD_UNIT] in fake.calls("systemctl")
-    job_message = bot.outbox.last
-    shown = [job_message.reply.text, *(e.text for e in job_message.edits)]
-    assert any("Building" in text for text in shown)
+    assert job_message is bot.outbox.last
     assert f"Generation {before} → <b>{before + 1}</b>" in job_message.current.text
     assert fake.current_generation() == before + 1
     assert fake.unit("forgejo.service")["ActiveState"] == "active"
@@ -175,18 +180,20 @@ async def test_a_bot_killed_mid_rebuild_reports_the_outcome_in_the_same_message(
 ) -> None:
     first = bots.start()
     before = fake.current_generation()
-    fake.rebuild_delay(0.4)
+    fake.hold_rebuild()
     await first.say("/rebuild")
     await first.press(1)
     # Wait until the job's message shows the build running, then kill the bot's tasks.
-    for _ in range(200):
+    for _ in range(2000):
         if "Building" in first.outbox.last.current.text:
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
     job_message = first.outbox.last
+    assert "Building" in job_message.current.text
     bots.kill(first)
     await asyncio.sleep(0.05)
     assert fake.unit(REBUILD_UNIT)["ActiveState"] == "activating"  # the unit runs on
+    fake.release_rebuild()
 
     second = bots.start()
     assert await second.engine.jobs.reattach() == 1

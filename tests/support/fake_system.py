@@ -166,6 +166,16 @@ class FakeSystem:
         with self.edit() as state:
             state["failures"]["rebuild_delay"] = seconds
 
+    def hold_rebuild(self) -> None:
+        """Every rebuild stays in its build phase (having printed "building the system
+        configuration...") until release_rebuild()."""
+        with self.edit() as state:
+            state["failures"]["rebuild_held"] = True
+
+    def release_rebuild(self) -> None:
+        with self.edit() as state:
+            state["failures"]["rebuild_held"] = False
+
     # --- calls and journal ------------------------------------------------------------------
 
     def calls(self, tool: str | None = None) -> list[list[str]]:

@@ -857,6 +857,17 @@ def rebuild_unit(path: Path, name: str) -> bool:
     return ok
 
 
+def _wait_while_held(path: Path, limit: float = 60.0) -> None:
+    """A test holds the build phase (FakeSystem.hold_rebuild) to see it from the bot's side
+    however slow the machine; a forgotten hold ends after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with locked(path) as state:
+            if not state["failures"].get("rebuild_held"):
+                return
+        time.sleep(0.02)
+
+
 def run_rebuild(
     path: Path,
     action: str,
@@ -879,6 +890,7 @@ def run_rebuild(
         emit("unpacking channels...")
     emit("building the system configuration...")
     time.sleep(delay)
+    _wait_while_held(path)
     with locked(path) as state:
         previous = current_generation(state)
         number = max(g["generation"] for g in state["generations"]) + 1
