@@ -47,6 +47,11 @@ class Database:
         self._inline_commits = 0
         self._disposed = False
 
+    @property
+    def inline(self) -> bool:
+        """Whether write_inline may write (SQLite)."""
+        return self.engine.dialect.name == "sqlite" and not self._disposed
+
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
@@ -81,7 +86,7 @@ class Database:
         holds the write lock, PostgreSQL, or any error. The caller then goes to the worker
         thread, which waits and reports as usual. A commit here is as durable as one there:
         both are WAL commits with synchronous=NORMAL."""
-        if self.engine.dialect.name != "sqlite" or self._disposed:
+        if not self.inline:
             return False
         try:
             conn = self._inline

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, TypeVar
@@ -297,8 +297,11 @@ class SqlAuditLog(_Store):
 
     ``record`` returns once the row has committed: the engine awaits it before an action runs,
     and before a chat's next message is handled. ``submit`` queues the row at once and returns
-    what to await, so a read-only command's commit runs while its reply is on its way.
-    ``flush`` waits for every queued row; a clean stop calls it."""
+    what to await, so that a read-only command's reply does not wait for its row: on
+    PostgreSQL the commit runs in the worker thread while the reply is on its way; on SQLite
+    it runs on the loop's thread once the reply went out (when the row is awaited), unless
+    another commit takes it along first. ``flush`` commits and waits for every queued row; a
+    clean stop calls it."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
@@ -308,17 +311,28 @@ class SqlAuditLog(_Store):
     async def record(self, entry: AuditEntry) -> None:
         await self.submit(entry)
 
-    def submit(self, entry: AuditEntry) -> asyncio.Future[None]:
+    def submit(self, entry: AuditEntry) -> Awaitable[None]:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._queue.append((_audit_values(entry), done))
-        if self._drained is None:
+        if self.db.inline:
+            # The commit runs on this thread: it starts when the row is awaited (after the
+            # reply went out), not at the loop's next turn, which may come before the reply
+            # has been written to the socket. A commit in flight, the next row's, or a flush
+            # takes it along before that.
+            return _Deferred(self, done)
+        self._kick(loop)
+        return done
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a commit if rows wait and none is in flight."""
+        if self._queue and self._drained is None:
             self._drained = loop.create_future()
             loop.call_soon(self._commit_next, loop)
-        return done
 
     async def flush(self) -> None:
         """Wait until every row queued so far has been written (or has failed)."""
+        self._kick(asyncio.get_running_loop())
         while self._drained is not None:
             await asyncio.shield(self._drained)
 
@@ -365,6 +379,19 @@ class SqlAuditLog(_Store):
     async def recent(self, limit: int) -> list[AuditEntry]:
         query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
         return await self._run(lambda: [_audit(row) for row in _all(self.db, query)])
+
+
+class _Deferred:
+    """A queued row whose commit starts when it is awaited."""
+
+    __slots__ = ("_done", "_log")
+
+    def __init__(self, log: SqlAuditLog, done: asyncio.Future[None]) -> None:
+        self._log, self._done = log, done
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self._log._kick(asyncio.get_running_loop())
+        return self._done.__await__()
 
 
 def _audit_values(entry: AuditEntry) -> dict[str, object]:

@@ -582,3 +582,22 @@ async def test_commits_on_the_loop_leave_the_wal_checkpointed_by_the_worker(
     # Without the checkpoints the WAL would hold every one of the rounds' commits.
     assert per_commit > 0
     assert _wal_bytes(sqlite_db) < start + per_commit * CHECKPOINT_EVERY * 2
+
+
+async def test_on_sqlite_a_submitted_row_commits_once_awaited_or_flushed(
+    sqlite_db: Database,
+) -> None:
+    """The commit runs on the loop's thread: not before the caller has sent its reply and
+    awaits the row, or a flush (a clean stop) asks for it."""
+    log = SqlAuditLog(sqlite_db)
+    pending = log.submit(_entry(NOW, "awaited"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert await log.recent(5) == []
+
+    await pending
+    assert [e.command for e in await log.recent(5)] == ["awaited"]
+
+    log.submit(_entry(NOW, "flushed"))  # never awaited: the caller was cancelled
+    await log.flush()
+    assert [e.command for e in await log.recent(5)] == ["flushed", "awaited"]
