@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram import BotCommand, BotCommandScopeChat, Message, Update, User
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
@@ -32,12 +32,14 @@ from telegram.ext import (
 
 from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
-from bot.transports.telegram_fleet import TelegramFleet
 from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
-from handlers.core.engine import Engine
 from handlers.core.messages import CONFIRM, Actor, ChatRef, Command, Press, Reply, esc
 from handlers.core.records import AuditEvent
 from handlers.core.spec import CommandSpec, split_command_line
+
+if TYPE_CHECKING:
+    from bot.transports.telegram_fleet import TelegramFleet
+    from handlers.core.engine import Engine
 
 log = logging.getLogger(__name__)
 POOL_SIZE = 4
@@ -130,6 +132,10 @@ class TelegramTransport:
 
     def attach(self, engine: Engine) -> None:
         if engine.deps.fleet is not None:
+            # Imported here: it brings the alert handlers and the providers' types, which the
+            # connection to Telegram does not need and would otherwise wait for at start.
+            from bot.transports.telegram_fleet import TelegramFleet  # noqa: PLC0415
+
             self.fleet = TelegramFleet(engine, engine.deps.fleet, self.outbox, self._watch,
                                        introduce=self._introduce)  # fmt: skip
         self._engine = engine
