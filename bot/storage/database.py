@@ -91,12 +91,11 @@ class Database:
         try:
             conn = self._inline
             if conn is None:
-                conn = self.engine.connect()
+                conn = self._inline = self.engine.connect()  # dropped, not pooled, on failure
                 raw = conn.connection.dbapi_connection
                 assert raw is not None  # noqa: S101 - a live connection has one
                 raw.execute("PRAGMA busy_timeout=0")
                 raw.execute("PRAGMA wal_autocheckpoint=0")
-                self._inline = conn
             with conn.begin():
                 fn(conn)
         except DBAPIError as exc:
@@ -108,7 +107,8 @@ class Database:
             return False
         self._inline_commits += 1
         if self._inline_commits % CHECKPOINT_EVERY == 0:
-            self._executor.submit(self._checkpoint)
+            with contextlib.suppress(RuntimeError):  # shut down: the next start checkpoints
+                self._executor.submit(self._checkpoint)
         return True
 
     def _checkpoint(self) -> None:
