@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.errors import DatabaseError
 
@@ -86,8 +86,27 @@ class Database:
         holds the write lock, PostgreSQL, or any error. The caller then goes to the worker
         thread, which waits and reports as usual. A commit here is as durable as one there:
         both are WAL commits with synchronous=NORMAL."""
+        return self._inline_write(fn)[0]
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """A short write transaction: on the event loop's thread when SQLite's write lock is
+        free (see write_inline), in the worker thread otherwise, where errors are raised."""
+        done, result = self._inline_write(fn)
+        if done:
+            # Still a turn of the loop, as the worker's round trip was: other tasks run, and a
+            # caller that writes in a loop cannot hold the loop.
+            await asyncio.sleep(0)
+            return cast("T", result)
+
+        def in_worker() -> T:
+            with self.transaction() as conn:
+                return fn(conn)
+
+        return await self.run(in_worker)
+
+    def _inline_write(self, fn: Callable[[Connection], T]) -> tuple[bool, T | None]:
         if not self.inline:
-            return False
+            return False, None
         try:
             conn = self._inline
             if conn is None:
@@ -97,19 +116,21 @@ class Database:
                 raw.execute("PRAGMA busy_timeout=0")
                 raw.execute("PRAGMA wal_autocheckpoint=0")
             with conn.begin():
-                fn(conn)
+                result = fn(conn)
         except DBAPIError as exc:
-            if not _busy(exc):  # busy leaves the connection fit for the next write
+            # Busy, or a constraint (a key that exists): the connection is fit for the next
+            # write, and the worker repeats this one to wait or to raise.
+            if not (_busy(exc) or isinstance(exc, IntegrityError)):
                 self._drop_inline()
-            return False
+            return False, None
         except Exception:  # noqa: BLE001 - anything else: the worker thread's turn
             self._drop_inline()
-            return False
+            return False, None
         self._inline_commits += 1
         if self._inline_commits % CHECKPOINT_EVERY == 0:
             with contextlib.suppress(RuntimeError):  # shut down: the next start checkpoints
                 self._executor.submit(self._checkpoint)
-        return True
+        return True, result
 
     def _checkpoint(self) -> None:
         with contextlib.suppress(DBAPIError), self.engine.connect() as conn:

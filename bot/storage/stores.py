@@ -453,35 +453,33 @@ class SqlKeyValue(_Store):
         return await self._run(load)
 
     async def set(self, key: str, value: str, now: datetime) -> None:
-        def store() -> None:
+        def store(conn: Connection) -> None:
             # Update, or insert when there is no row yet: what the ORM's merge() did, minus
             # its SELECT.
-            with self.db.transaction() as conn:
-                changed = conn.execute(
-                    update(kv).where(kv.c.key == key).values(value=value, updated_at=now)
-                )
-                if changed.rowcount == 0:
-                    conn.execute(insert(kv).values(key=key, value=value, updated_at=now))
+            changed = conn.execute(
+                update(kv).where(kv.c.key == key).values(value=value, updated_at=now)
+            )
+            if changed.rowcount == 0:
+                conn.execute(insert(kv).values(key=key, value=value, updated_at=now))
 
-        await self._run(store)
+        await self.db.write(store)
 
     async def add(self, key: str, value: str, now: datetime) -> bool:
         """Insert unless the key exists; True when this call inserted it. Atomic: of two
         callers racing for one key, exactly one gets True."""
 
-        def store() -> bool:
-            try:
-                with self.db.transaction() as conn:
-                    conn.execute(insert(kv).values(key=key, value=value, updated_at=now))
-            except IntegrityError:
-                return False
-            return True
+        def store(conn: Connection) -> None:
+            conn.execute(insert(kv).values(key=key, value=value, updated_at=now))
 
-        return await self._run(store)
+        try:
+            await self.db.write(store)
+        except IntegrityError:
+            return False
+        return True
 
     async def delete(self, key: str) -> None:
         statement = delete(kv).where(kv.c.key == key)
-        await self._run(lambda: _execute(self.db, statement))
+        await self.db.write(lambda conn: conn.execute(statement))
 
     async def purge(self, prefix: str, before: datetime) -> int:
         """Delete the keys under ``prefix`` last written before ``before``."""

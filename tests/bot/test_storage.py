@@ -601,3 +601,29 @@ async def test_on_sqlite_a_submitted_row_commits_once_awaited_or_flushed(
     log.submit(_entry(NOW, "flushed"))  # never awaited: the caller was cancelled
     await log.flush()
     assert [e.command for e in await log.recent(5)] == ["flushed", "awaited"]
+
+
+async def test_a_key_value_write_goes_to_the_worker_while_the_database_is_locked(
+    sqlite_db: Database,
+) -> None:
+    """Short writes are made on the loop's thread when SQLite's write lock is free; while
+    another writer holds it, they wait in the worker thread instead, and the loop runs on."""
+    kv = SqlKeyValue(sqlite_db)
+    await kv.set("matrix.since", "s1", NOW)  # on the loop's thread
+    path = sqlite_db.engine.url.database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    waiting = asyncio.create_task(kv.set("matrix.since", "s2", NOW))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+
+    holder.execute("COMMIT")
+    holder.close()
+    await waiting
+    assert await kv.get("matrix.since") == "s2"
+    assert await kv.add("matrix.since", "s3", NOW) is False  # exists: refused, not lost
+    assert await kv.add("seen:$event", "", NOW) is True
+    assert await kv.get("matrix.since") == "s2"
