@@ -299,9 +299,9 @@ class SqlAuditLog(_Store):
     and before a chat's next message is handled. ``submit`` queues the row at once and returns
     what to await, so that a read-only command's reply does not wait for its row: on
     PostgreSQL the commit runs in the worker thread while the reply is on its way; on SQLite
-    it runs on the loop's thread once the reply went out (when the row is awaited), unless
-    another commit takes it along first. ``flush`` commits and waits for every queued row; a
-    clean stop calls it."""
+    a lone row commits on the loop's thread once the reply went out (when it is awaited), and
+    rows queued together commit at the loop's next turn. ``flush`` commits and waits for
+    every queued row; a clean stop calls it."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
@@ -315,12 +315,14 @@ class SqlAuditLog(_Store):
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._queue.append((_audit_values(entry), done))
-        if self.db.inline:
-            # The commit runs on this thread: it starts when the row is awaited (after the
-            # reply went out), not at the loop's next turn, which may come before the reply
-            # has been written to the socket. A commit in flight, the next row's, or a flush
-            # takes it along before that.
+        if self.db.inline and len(self._queue) == 1:
+            # A lone row on SQLite: the commit runs on this thread, so it starts when the row
+            # is awaited (after the reply went out), not at the loop's next turn, which may
+            # come before the reply has been written to the socket. A commit in flight, the
+            # next row's, or a flush takes it along before that.
             return _Deferred(self, done)
+        # Rows from several chats at once (a burst), or PostgreSQL: commit at the next turn,
+        # while the replies are on their way; in the worker thread on PostgreSQL.
         self._kick(loop)
         return done
 

@@ -602,6 +602,13 @@ async def test_on_sqlite_a_submitted_row_commits_once_awaited_or_flushed(
     await log.flush()
     assert [e.command for e in await log.recent(5)] == ["flushed", "awaited"]
 
+    # Rows from several chats at once (a burst) commit together at the loop's next turn.
+    together = [log.submit(_entry(NOW, f"burst{i}")) for i in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(await log.recent(10)) == 5
+    await asyncio.gather(*together)
+
 
 async def test_a_key_value_write_goes_to_the_worker_while_the_database_is_locked(
     sqlite_db: Database,
