@@ -33,9 +33,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class Database:
-    """The engine, plus the worker threads every query runs in, so the event loop never waits
-    on the database. SQLite gets one worker: it has one writer anyway, and fewer threads mean
-    less memory and no lock contention; PostgreSQL gets a few."""
+    """The engine, plus the worker threads queries run in, so the event loop never waits on
+    the database. SQLite gets one worker: it has one writer anyway, and fewer threads mean less
+    memory and no lock contention; PostgreSQL gets a few. The one exception is ``write``: on
+    SQLite a short write is made on the loop's thread when it cannot wait (see write_inline)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -49,8 +50,14 @@ class Database:
 
     @property
     def inline(self) -> bool:
-        """Whether write_inline may write (SQLite)."""
-        return self.engine.dialect.name == "sqlite" and not self._disposed
+        """Whether write_inline may write: SQLite in a file (an in-memory database is one per
+        thread's connection)."""
+        url = self.engine.url
+        return (
+            url.get_backend_name() == "sqlite"
+            and url.database not in (None, "", ":memory:")
+            and not self._disposed
+        )
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
