@@ -1,8 +1,9 @@
 """The SQLAlchemy Core implementations of the core's store Protocols.
 
 Queries are synchronous, each in a transaction on one connection; every call runs in a worker
-thread so the event loop never waits on the database. The one exception is the audit log's
-commit on SQLite, made on the loop's thread only when it cannot wait (see SqlAuditLog).
+thread so the event loop never waits on the database. The exceptions are short writes on
+SQLite (the audit log's rows, the key-value store), made on the loop's thread only when they
+cannot wait (see Database.write_inline).
 """
 
 from __future__ import annotations
@@ -287,10 +288,11 @@ def _job(row: _Row) -> Job:
 class SqlAuditLog(_Store):
     """Audit rows are written with group commit, and nothing waits for a timer.
 
-    A row that finds the writer idle is committed on the loop's next turn (rows queued in this
-    turn join it). Rows that arrive while a commit is in flight wait for it to end and then
-    share the next transaction, so under a burst one INSERT carries many rows, and a lone
-    command never waits for another's interval. On SQLite the commit is made on the loop's
+    A row that finds the writer idle is committed at once: at the loop's next turn (rows
+    queued in this turn join it), or, a lone row on SQLite, when it is awaited. Rows that
+    arrive while a commit is in flight wait for it to end and then share the next
+    transaction, so under a burst one INSERT carries many rows, and a lone command never
+    waits for another's interval. On SQLite the commit is made on the loop's
     own thread when the write lock is free (``Database.write_inline``: it never waits for
     the lock, nor checkpoints); otherwise, and on PostgreSQL, in the database's worker thread
     on a connection kept open for it, and the loop hears of it with one callback.
