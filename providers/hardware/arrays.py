@@ -13,8 +13,8 @@ import re
 import shutil
 from pathlib import Path
 
-from providers.hardware.base import ArrayHealth, State, run_with_status
-from providers.host.base import systemd_escape_path
+from providers.hardware.base import ArrayHealth, State
+from providers.host.base import run_with_status, systemd_escape_path
 
 _MD_HEAD = re.compile(r"^(md\w+)\s*:\s*(\w+)(.*)$", re.MULTILINE)
 _MD_LEVEL = re.compile(r"\b(raid\d+|linear|multipath)\b")
@@ -150,7 +150,7 @@ class HostArrays:
             return parse_zpool_x(path.read_text()) if path.exists() else None
         if shutil.which("zpool") is None:
             return None
-        status, out = await run_with_status("zpool", ["status", "-x"], self._timeout)
+        status, out, _ = await run_with_status("zpool", ["status", "-x"], self._timeout)
         if status != 0:
             raise OSError(f"zpool exited {status}")
         return parse_zpool_x(out)
@@ -165,7 +165,7 @@ class HostArrays:
             return None
         found = []
         for mount in mounts:
-            status, out = await run_with_status("btrfs", ["device", "stats", "--", mount],
+            status, out, _ = await run_with_status("btrfs", ["device", "stats", "--", mount],
                                                 self._timeout)  # fmt: skip
             if status != 0:
                 raise OSError(f"btrfs device stats {mount} exited {status}")

@@ -6,8 +6,6 @@ are in ``memory``.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -108,23 +106,3 @@ class UpsProbe(Protocol):
     async def status(self) -> UpsStatus:
         """OSError with a short reason when NUT does not answer."""
         ...
-
-
-# --- running a tool -----------------------------------------------------------------------------
-
-
-async def run_with_status(tool: str, args: list[str], limit: float) -> tuple[int, str]:
-    """Run a tool from PATH (argument list, minimal environment, time limit) and return its
-    exit status and output: smartctl's status is a bit mask, and it prints JSON either way.
-    OSError when it cannot run or does not finish in time."""
-    env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
-    proc = await asyncio.create_subprocess_exec(
-        tool, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), limit)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise OSError(f"{tool} timed out after {limit:g} s") from None
-    return proc.returncode or 0, out.decode(errors="replace")

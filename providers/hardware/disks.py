@@ -20,8 +20,8 @@ from providers.hardware.base import (
     BIT_OPEN_FAILED,
     BIT_SMART_FAILED,
     DiskHealth,
-    run_with_status,
 )
+from providers.host.base import run_with_status
 
 UNREADABLE = BIT_COMMAND_LINE | BIT_OPEN_FAILED | BIT_SMART_FAILED
 # ATA attribute ids: reallocated, current pending, offline uncorrectable, temperature.
@@ -123,7 +123,7 @@ class SmartctlDisks:
     async def disks(self) -> list[DiskHealth]:
         if self._recorded is not None:
             return await asyncio.to_thread(self._read_recorded, self._recorded)
-        _, out = await run_with_status("smartctl", ["--json", "--scan"], self._timeout)
+        _, out, _ = await run_with_status("smartctl", ["--json", "--scan"], self._timeout)
         found = []
         for device, kind in scanned_devices(_json(out, "smartctl --scan")):
             found.append(await self._read(device, kind))
@@ -133,7 +133,7 @@ class SmartctlDisks:
         # -n standby: a sleeping disk is not spun up every few minutes just to be read.
         args = ["--json", "-a", "-n", "standby", *(["-d", kind] if kind else []), device]
         try:
-            _, out = await run_with_status("smartctl", args, self._timeout)
+            _, out, _ = await run_with_status("smartctl", args, self._timeout)
             return parse_smart(device, _json(out, f"smartctl {device}"))
         except OSError as exc:
             return DiskHealth(device, problem=str(exc), exit_status=BIT_OPEN_FAILED)

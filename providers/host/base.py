@@ -83,30 +83,43 @@ class ServiceManager(Protocol):
         ...
 
 
-async def run_tool(tool: str, args: list[str], limit: float, cwd: str | None = None) -> str:
+async def run_with_status(
+    tool: str, args: list[str], limit: float, cwd: str | None = None
+) -> tuple[int, str, str]:
     """Run a system tool from PATH: an argument list, a minimal environment, a time limit.
-    Its failure becomes a ``UnitError`` with the line that says why."""
+    Returns its exit status, output and error output, for tools whose status is not a plain
+    failure (smartctl's is a bit mask). OSError when it cannot run; TimeoutError (an OSError)
+    when it does not finish in time, and it is killed."""
     env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/run/current-system/sw/bin")}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            tool,
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-        )
-    except OSError as exc:
-        raise UnitError(f"cannot run {tool}: {exc.strerror}") from None
+    proc = await asyncio.create_subprocess_exec(
+        tool,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), limit)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise UnitError(f"{tool} {args[0]} timed out after {limit:g} s") from None
-    if proc.returncode != 0:
-        raise UnitError(_reason(err.decode(errors="replace")) or f"{tool} exited {proc.returncode}")
-    return out.decode(errors="replace")
+        raise TimeoutError(f"{tool} {args[0]} timed out after {limit:g} s") from None
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def run_tool(tool: str, args: list[str], limit: float, cwd: str | None = None) -> str:
+    """``run_with_status`` for a tool whose failure is a failure: it becomes a ``UnitError``
+    with the line that says why."""
+    try:
+        status, out, err = await run_with_status(tool, args, limit, cwd)
+    except TimeoutError as exc:
+        raise UnitError(str(exc)) from None
+    except OSError as exc:
+        raise UnitError(f"cannot run {tool}: {exc.strerror}") from None
+    if status != 0:
+        raise UnitError(_reason(err) or f"{tool} exited {status}")
+    return out
 
 
 def _reason(stderr: str) -> str:
