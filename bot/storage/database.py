@@ -46,18 +46,19 @@ class Database:
         self._held: Connection | None = None
         self._inline: Connection | None = None  # write_inline's, on the event loop's thread
         self._inline_commits = 0
+        # SQLite in a file: an in-memory database is a different one on each thread.
+        where = self.engine.url
+        self._inline_capable = where.get_backend_name() == "sqlite" and where.database not in {
+            None,
+            "",
+            ":memory:",
+        }
         self._disposed = False
 
     @property
     def inline(self) -> bool:
-        """Whether write_inline may write: SQLite in a file (an in-memory database is one per
-        thread's connection)."""
-        url = self.engine.url
-        return (
-            url.get_backend_name() == "sqlite"
-            and url.database not in (None, "", ":memory:")
-            and not self._disposed
-        )
+        """Whether write_inline may write (asked for every audit row: no work here)."""
+        return self._inline_capable and not self._disposed
 
     async def run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -44,6 +44,7 @@ from providers.backup.base import (
     Step,
     Units,
 )
+from providers.host.base import fsync_dir
 from providers.host.catalogue import ServiceInfo
 
 log = logging.getLogger(__name__)
@@ -332,15 +333,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _os_sentence(exc: BaseException) -> str:

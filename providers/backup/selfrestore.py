@@ -20,7 +20,6 @@ from typing import Any
 
 from providers.backup.base import SELF, BackupEngine, BackupError, Snapshot
 from providers.backup.pgdump import restore_database
-from providers.backup.restore import fsync_dir
 from providers.backup.selfsnapshot import (
     BUNDLE,
     MANIFEST,
@@ -29,6 +28,7 @@ from providers.backup.selfsnapshot import (
     parse_database,
     password_file_for,
 )
+from providers.host.base import fsync_dir
 
 STAGING = ".steward-recover"
 ASIDE = ".before-recover"

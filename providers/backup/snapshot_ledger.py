@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from providers.host.base import fsync_dir
+
 _ID = re.compile(r"[0-9a-f]{64}")
 
 
@@ -63,11 +65,7 @@ class SnapshotLedger:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             raise
-        folder = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        fsync_dir(self._folder)
 
     @contextlib.contextmanager
     def _locked(self, service_id: str) -> Iterator[None]:

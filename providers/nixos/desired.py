@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from providers.host.base import fsync_dir
 from providers.nixos.base import (
     DesiredState,
     DesiredStateError,
@@ -166,8 +167,4 @@ class DesiredStateFile:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        fsync_dir(path.parent)
