@@ -622,9 +622,12 @@ async def test_a_key_value_write_goes_to_the_worker_while_the_database_is_locked
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
 
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     waiting = asyncio.create_task(kv.set("matrix.since", "s2", NOW))
     for _ in range(5):
         await asyncio.sleep(0)
+    assert loop.time() - started < 5  # the busy timeout is 30 s: the loop did not wait it out
     assert not waiting.done()
 
     holder.execute("COMMIT")
