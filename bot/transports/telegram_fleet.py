@@ -66,12 +66,17 @@ class TelegramFleet(FleetBus):
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
+        # Set once the record of standing beats is loaded (or the fleet stops): updates flow
+        # before that, and a beat sent then would be saved over the record, which the load
+        # then overwrote in turn; an old beat was left standing with no run knowing of it.
+        self._ready = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Hello in the groups met before, then a beat every two thirds of the interval."""
         self._beats = await self._load()
+        self._ready.set()
         for chat_id in list(self._beats):
             self._greet(chat_id)
         self._ticker = self._spawn(self._beat_forever())
@@ -81,6 +86,7 @@ class TelegramFleet(FleetBus):
         save, it would stay in the group with no run knowing of it. No beat starts after this:
         updates still handled while the transport stops (a newcomer's beat) send nothing."""
         self._stopping = True
+        self._ready.set()  # a beat still waiting for the record sees the stop and sends nothing
         if self._ticker is not None:
             self._ticker.cancel()
         working = [task for task in self._tasks if task is not self._ticker]
@@ -130,6 +136,7 @@ class TelegramFleet(FleetBus):
     async def beat(self, chat_id: str) -> None:
         """Post a beat in the group, then delete the ones before (normally one; more when a
         run ended between a beat and that deletion)."""
+        await self._ready.wait()
         async with self._locks.setdefault(chat_id, asyncio.Lock()):
             if self._stopping:
                 return
@@ -146,6 +153,7 @@ class TelegramFleet(FleetBus):
 
     async def _retire(self, chat_id: str) -> None:
         """Alone in the group: its beats go, and it beats there no more for now."""
+        await self._ready.wait()
         async with self._locks.setdefault(chat_id, asyncio.Lock()):
             if not self._stopping:
                 await self._clear(chat_id, self._beats.get(chat_id, []))

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from bot.storage.models import confirmations
 from handlers.core.engine import Engine, Incident
-from handlers.core.records import AuditEntry, AuditEvent, Confirmation
+from handlers.core.records import AuditEntry, AuditEvent, Confirmation, Notes
 from handlers.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -66,4 +66,18 @@ def engine_with(
         settings=old.settings,
         clock=harness.clock,
         on_incident=on_incident,
+    )
+
+
+def engine_with_notes(harness: Harness, notes: Notes) -> Engine:
+    """A second engine on the harness's stores, but with other notes (a key-value table)."""
+    old = harness.engine
+    return Engine(
+        deps=dataclasses.replace(old.deps, notes=notes),
+        access=old.access,
+        confirmations=old.confirmations,
+        jobs=old.jobs.store,
+        outbox=harness.outbox,
+        settings=old.settings,
+        clock=harness.clock,
     )
