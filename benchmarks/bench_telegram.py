@@ -10,7 +10,10 @@ Measured as users meet it:
 - /ping back to back: the next ping leaves as soon as the reply has arrived, no pause;
 - /ping and /status at a human pace: 0.15 s between a reply and the next command;
 - a burst of 1,000 commands from 50 chats;
-- idle RSS after a first start on a fresh state folder, and after a restart;
+- idle RSS after a first start on a fresh state folder, and after a restart; beside it, for
+  information, the idle RSS of the design's floor (floor_bot.py: the bare bot plus SQLAlchemy on
+  SQLite and APScheduler, nothing of Steward), to tell what those parts cost from what Steward
+  costs;
 - the time from exec to the first getUpdates, on a restart.
 Prints every ratio with its target and exits 1 when one is missed.
 """
@@ -94,9 +97,10 @@ class Bot:
         self.process = None
 
     def fresh_state(self, work: Path) -> None:
-        """A new, empty state folder for the next start (Steward's first start)."""
-        if "STEWARD_STATE_DIR" in self.env:
-            self.env["STEWARD_STATE_DIR"] = tempfile.mkdtemp(prefix="state-", dir=work)
+        """A new, empty state folder for the next start (a first start)."""
+        for key in ("STEWARD_STATE_DIR", "STATE_DIR"):
+            if key in self.env:
+                self.env[key] = tempfile.mkdtemp(prefix="state-", dir=work)
 
     def idle_rss(self, user: int) -> float:
         """Start, answer one /ping, stay quiet for IDLE seconds, read RSS, stop."""
@@ -162,12 +166,21 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return {**keep, "PTB_TIMEDELTA": "true", **extra}
 
 
-def make_bots(work: Path) -> tuple[Bot, Bot]:
+def make_bots(work: Path) -> tuple[Bot, Bot, Bot]:
+    """The baseline, Steward, and the design's floor (measured for memory only)."""
     steward_python = venvs.steward()  # Telegram only: no extras
     baseline_python = venvs.ptb(steward_python)
+    floor_python = venvs.floor(steward_python)
     venvs.compile_steward(steward_python)
     base_fake = FakeBotAPI(token="111:BASELINE").start()
     steward_fake = FakeBotAPI(token="222:STEWARD").start()
+    floor_fake = FakeBotAPI(token="333:FLOOR").start()
+    floor = Bot(
+        "floor", floor_fake,
+        [str(floor_python), str(ROOT / "benchmarks" / "floor_bot.py"), floor_fake.token,
+         floor_fake.base_url],
+        _env({"STATE_DIR": tempfile.mkdtemp(prefix="state-", dir=work)}), work,
+    )  # fmt: skip
     baseline = Bot(
         "baseline", base_fake,
         [str(baseline_python), str(ROOT / "benchmarks" / "echo_bot.py"), base_fake.token,
@@ -189,11 +202,11 @@ def make_bots(work: Path) -> tuple[Bot, Bot]:
         }),
         work,
     )  # fmt: skip
-    return baseline, steward
+    return baseline, steward, floor
 
 
 def alternate(
-    bots: tuple[Bot, Bot], measure: Callable[[Bot], list[float]], rounds: int
+    bots: tuple[Bot, ...], measure: Callable[[Bot], list[float]], rounds: int
 ) -> list[float]:
     """Median of each bot's measurements, taken in rounds that alternate the order."""
     results: dict[str, list[float]] = {bot.name: [] for bot in bots}
@@ -228,8 +241,9 @@ def _row(name: str, unit: str, base: float, stew: float, target: float, *, more:
     return (name, f"{base * scale:{fmt}} {unit}", f"{stew * scale:{fmt}} {unit}", ratio, bound, ok)
 
 
-def measure_all(bots: tuple[Bot, Bot], work: Path) -> tuple[list[Row], str]:
+def measure_all(trio: tuple[Bot, Bot, Bot], work: Path) -> tuple[list[Row], str]:
     user = FIRST_USER
+    bots = trio[:2]
 
     def first_start(bot: Bot) -> list[float]:
         bot.fresh_state(work)
@@ -240,8 +254,8 @@ def measure_all(bots: tuple[Bot, Bot], work: Path) -> tuple[list[Row], str]:
 
     # The first RSS reading of each pair is Steward's first start on an empty state folder:
     # its schema is migrated then (in a child process), and read again after a restart.
-    first_rss = alternate(bots, first_start, 3)
-    restart_rss = alternate(bots, restart, 3)
+    first_rss = alternate(trio, first_start, 3)
+    restart_rss = alternate(trio, restart, 3)
 
     def start_and_stop(bot: Bot) -> list[float]:
         seconds = bot.start()
@@ -276,6 +290,9 @@ def measure_all(bots: tuple[Bot, Bot], work: Path) -> tuple[list[Row], str]:
              fmt=".0f"),
         _row("idle RSS, first start", "MB", first_rss[0], first_rss[1], 1.5),
         _row("idle RSS, restart", "MB", restart_rss[0], restart_rss[1], 1.5),
+        _row("(the design's floor: PTB + SQLAlchemy + APScheduler, restart)", "MB",
+             restart_rss[0], restart_rss[2], 0.0),
+        _row("(Steward over that floor, restart)", "MB", restart_rss[2], restart_rss[1], 0.0),
         _row("start to first getUpdates", "ms", starts[0], starts[1], 1.5, scale=ms, fmt=".0f"),
         _row("start to first answer", "ms", first_answer[0], first_answer[1], 0.0, scale=ms,
              fmt=".0f"),

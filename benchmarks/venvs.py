@@ -3,6 +3,7 @@
 - Steward: this checkout's dependencies with only the extras its configuration needs
   (pyproject.toml), as the NixOS module builds it. Steward's own code runs from the checkout
   (PYTHONPATH), compiled to bytecode first, as an installed package has it.
+- The design's floor: python-telegram-bot, SQLAlchemy and APScheduler, nothing else.
 - The baselines: python-telegram-bot alone, and matrix-nio alone, at the versions Steward's
   venv resolved. Not the developer venv: there PTB finds APScheduler and builds a JobQueue, and
   finds cryptography and loads it, which a plain PTB user's bot does not carry.
@@ -64,6 +65,16 @@ def ptb(like: Path) -> Path:
     """python-telegram-bot alone, at the version ``like`` (Steward's venv) has."""
     version = version_in(like, "python-telegram-bot")
     return _ensure("ptb", [f"python-telegram-bot=={version}"], version)
+
+
+def floor(like: Path) -> Path:
+    """python-telegram-bot, SQLAlchemy and APScheduler alone, at the versions ``like`` has: the
+    parts the design names for chat, state and schedules, without Steward (floor_bot.py)."""
+    pins = [
+        f"{name}=={version_in(like, name)}"
+        for name in ("python-telegram-bot", "SQLAlchemy", "APScheduler")
+    ]
+    return _ensure("floor", pins, " ".join(pins))
 
 
 def nio(like: Path) -> Path:
