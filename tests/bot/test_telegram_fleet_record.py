@@ -19,7 +19,7 @@ from handlers.core.fleet import Fleet, Signature
 from handlers.core.messages import ChatRef, Reply
 from handlers.core.records import Notes
 from tests.conftest import Harness
-from tests.support.engine_probe import engine_with_notes
+from tests.support.engine_probe import engine_with
 from tests.support.fake_telegram import FakeBotAPI
 
 GROUP = -1001234567890
@@ -74,7 +74,7 @@ async def test_a_beat_that_comes_before_the_record_is_read_does_not_lose_an_old_
                 KEY, json.dumps({str(GROUP): [old.message_id]}), datetime.now(UTC)
             )
             notes = HeldRead(harness.engine.deps.notes)
-            fleet = TelegramFleet(engine_with_notes(harness, notes), Fleet(me), outbox)
+            fleet = TelegramFleet(engine_with(harness, notes=notes), Fleet(me), outbox)
 
             fleet.observe(newcomer_beat())  # before start: the record is not read yet
             starting = asyncio.create_task(fleet.start())

@@ -53,12 +53,22 @@ def prompts(harness: Harness) -> list[Sent]:
 
 
 def engine_with(
-    harness: Harness, registry: Registry, on_incident: Incident | None = None
+    harness: Harness,
+    registry: Registry | None = None,
+    on_incident: Incident | None = None,
+    *,
+    notes: Notes | None = None,
 ) -> Engine:
-    """A second engine on the harness's stores, chat and clock, but with other commands."""
+    """A second engine on the harness's stores, chat and clock, but with other commands or
+    other notes (the key-value table)."""
     old = harness.engine
+    deps = dataclasses.replace(
+        old.deps,
+        registry=old.deps.registry if registry is None else registry,
+        notes=old.deps.notes if notes is None else notes,
+    )
     return Engine(
-        deps=dataclasses.replace(old.deps, registry=registry),
+        deps=deps,
         access=old.access,
         confirmations=old.confirmations,
         jobs=old.jobs.store,
@@ -66,18 +76,4 @@ def engine_with(
         settings=old.settings,
         clock=harness.clock,
         on_incident=on_incident,
-    )
-
-
-def engine_with_notes(harness: Harness, notes: Notes) -> Engine:
-    """A second engine on the harness's stores, but with other notes (a key-value table)."""
-    old = harness.engine
-    return Engine(
-        deps=dataclasses.replace(old.deps, notes=notes),
-        access=old.access,
-        confirmations=old.confirmations,
-        jobs=old.jobs.store,
-        outbox=harness.outbox,
-        settings=old.settings,
-        clock=harness.clock,
     )
