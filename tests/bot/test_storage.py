@@ -471,6 +471,17 @@ async def test_a_value_is_stored_overwritten_and_deleted(db: Database) -> None:
     assert await kv.get("other") == "keep me"
 
 
+async def test_an_overwrite_moves_the_time_of_the_key_and_touches_no_other(db: Database) -> None:
+    kv = SqlKeyValue(db)
+    await kv.set("matrix:seen:a", "1", NOW - timedelta(days=3))
+    await kv.set("matrix:seen:b", "1", NOW - timedelta(days=3))
+    await kv.set("matrix:seen:a", "2", NOW)  # written again: young now
+
+    assert await kv.purge("matrix:seen:", NOW - timedelta(days=2)) == 1
+    assert await kv.get("matrix:seen:a") == "2"
+    assert await kv.get("matrix:seen:b") is None
+
+
 async def test_rows_that_arrive_during_a_commit_share_the_next_one(db: Database) -> None:
     """Group commit: the first row commits at once; the rows that arrive while its commit is
     in flight (held here for 0.2 s) wait for it and then go together in one transaction."""
