@@ -174,7 +174,12 @@ class TelegramTransport:
         except ApplicationHandlerStop:
             return  # stopped before the engine came
         if self.fleet is not None:
-            await self.fleet.start()
+            try:
+                await self.fleet.start()
+            except Exception:
+                # Its record unread (the database is down): this run neither beats nor
+                # deletes, so no beat is sent that a later run could not find.
+                log.exception("Telegram: the fleet did not start; no heartbeats in this run")
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -11,8 +11,10 @@ import contextlib
 import json
 from datetime import UTC, datetime
 
+import pytest
 from telegram import Bot, Chat, Message, User
 
+from bot.errors import DatabaseError
 from bot.transports.telegram_fleet import KEY, TelegramFleet
 from bot.transports.telegram_outbox import TelegramOutbox
 from handlers.core.fleet import Fleet, Signature
@@ -97,3 +99,33 @@ async def test_a_beat_that_comes_before_the_record_is_read_does_not_lose_an_old_
     assert newest > int(old.message_id)
     record = json.loads(await harness.engine.deps.notes.get(KEY) or "{}")
     assert old.message_id not in record[str(GROUP)]
+
+
+class BrokenRead(HeldRead):
+    """The real store, whose reads fail as a database that is down does."""
+
+    async def get(self, key: str) -> str | None:
+        raise DatabaseError("the database is down")
+
+
+async def test_a_record_that_cannot_be_read_sends_no_beat_in_this_run(harness: Harness) -> None:
+    """A beat sent without the record would be saved over it: the old beats would stand for
+    good. So a run that cannot read it sends none, and says so once."""
+    with FakeBotAPI(TOKEN, username="bravo_steward_bot") as fake:
+        fake.add_chat(GROUP, "supergroup", "Servers")
+        async with Bot(fake.token, base_url=fake.base_url) as bot:
+            notes = BrokenRead(harness.engine.deps.notes)
+            fleet = TelegramFleet(
+                engine_with(harness, notes=notes), Fleet(Signature("bravo", "1.0.0", 3)),
+                TelegramOutbox(bot), introduce=True,
+            )  # fmt: skip
+            fleet.observe(newcomer_beat())
+            fleet.in_group(str(GROUP))
+            with pytest.raises(DatabaseError):
+                await fleet.start()
+            # Time for a beat that does not wait for the record to go out.
+            with contextlib.suppress(AssertionError):
+                await fake.wait_for_async(lambda f: f.calls_to("sendMessage"), timeout=1.0)
+            await fleet.stop()  # the waiting beats wake, see the stop, and send nothing
+    assert fake.calls_to("sendMessage") == []
+    assert not notes.written.is_set()
