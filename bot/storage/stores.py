@@ -445,6 +445,10 @@ def _insert_rows(statement: Insert, rows: list[dict[str, object]], conn: Connect
     conn.execute(statement, rows)
 
 
+def _kv_row(key: str, value: str, now: datetime) -> dict[str, object]:
+    return {"key": key, "value": value, "updated_at": now}
+
+
 def _insert_held(db: Database, statement: Insert, rows: list[dict[str, object]]) -> None:
     with db.held_transaction() as conn:
         _insert_rows(statement, rows, conn)
@@ -486,7 +490,7 @@ class SqlKeyValue(_Store):
             # Update, or insert when there is no row yet: what the ORM's merge() did, minus
             # its SELECT.
             if conn.execute(KV_UPDATE, row).rowcount == 0:
-                conn.execute(KV_INSERT, {"key": key, "value": value, "updated_at": now})
+                conn.execute(KV_INSERT, _kv_row(key, value, now))
 
         await self.db.write(store)
 
@@ -495,7 +499,7 @@ class SqlKeyValue(_Store):
         callers racing for one key, exactly one gets True."""
 
         def store(conn: Connection) -> None:
-            conn.execute(KV_INSERT, {"key": key, "value": value, "updated_at": now})
+            conn.execute(KV_INSERT, _kv_row(key, value, now))
 
         try:
             await self.db.write(store)
