@@ -225,7 +225,7 @@ async def run(synapse: Synapse, work: Path) -> dict[str, Any]:
         (work / name).mkdir()
 
     steward = Proc(
-        "steward", [str(steward_python), "-m", "bot", "run"],
+        "steward", [str(steward_python.with_name("steward")), "run"],
         steward_env(work / "steward", synapse, steward_bot, bench_user.user_id), work / "steward",
     )  # fmt: skip
     echo = Proc(
@@ -267,7 +267,7 @@ async def run(synapse: Synapse, work: Path) -> dict[str, Any]:
             "STEWARD_TELEGRAM_RATE_LIMIT": "0",
             "PTB_TIMEDELTA": "true",
         }  # fmt: skip
-        both = Proc("steward-both", [str(steward_python), "-m", "bot", "run"], both_env,
+        both = Proc("steward-both", [str(steward_python.with_name("steward")), "run"], both_env,
                     work / "steward-both")  # fmt: skip
         procs.append(both)
         both.start()

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from telegram import BotCommand, BotCommandScopeChat, Message, Update, User
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
@@ -29,6 +30,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
@@ -100,7 +102,12 @@ class TelegramTransport:
             # outbox (max_in_flight), so many updates can be in progress cheaply: an update
             # holds its place until its audit row is committed, which may take 20 ms.
             .concurrent_updates(PerChatUpdateProcessor(64))
-            .connection_pool_size(POOL_SIZE)
+            .request(
+                HTTPXRequest(
+                    connection_pool_size=POOL_SIZE,
+                    httpx_kwargs={"event_hooks": {"request": [self._on_request]}},
+                )
+            )
             # Steward schedules with its own APScheduler (bot/scheduler.py): PTB's JobQueue
             # would be a second scheduler that nothing uses.
             .job_queue(None)
@@ -114,6 +121,9 @@ class TelegramTransport:
         )
         self._engine: Engine | None = None
         self._attached = asyncio.Event()
+        # Set as the first request to the Bot API leaves (getMe, or its retry while Telegram is
+        # unreachable): the app's build waits for it (bot/cli.py).
+        self.dialed = asyncio.Event()
         self._watch = watch
         self._introduce = introduce
         self.fleet: TelegramFleet | None = None
@@ -185,6 +195,9 @@ class TelegramTransport:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _on_request(self, _request: httpx.Request) -> None:
+        self.dialed.set()
 
     async def _initialize(self) -> None:
         delay = 1.0

@@ -3,9 +3,11 @@ the Bot API, a bot killed in the middle of a job, a refused token, and the error
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -14,12 +16,14 @@ from telegram.ext import AIORateLimiter
 
 from bot.app import build_app
 from bot.config import load_settings
+from bot.storage.database import SCHEMA_HEAD
 from bot.transports.telegram import TelegramTransport
 from handlers.core.messages import ChatRef, Reply
 from tests.e2e.harness import (
     ADMINS,
     ALICE,
     OLGA,
+    START_TIMEOUT,
     TOKEN,
     Steward,
     button_data,
@@ -105,6 +109,38 @@ def test_the_bot_recovers_after_the_bot_api_is_down_for_10_s(
     wait_message(fake, uid(ALICE), "pong", timeout=40)
     polls = [c for c in fake.calls_to("getUpdates") if c.time >= back_at]
     assert polls  # the polling loop survived the outage
+
+
+def schema_of(path: Path) -> str | None:
+    """The schema revision of Steward's SQLite database, None while it has none."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError:  # no such table yet, or the migration holds a lock
+            return None
+    return None if row is None else str(row[0])
+
+
+def test_the_database_opens_while_the_bot_api_cannot_be_reached(
+    fake: FakeBotAPI, steward: Steward
+) -> None:
+    """The app builds beside the connection to Telegram, not after it: once the first request
+    has left, whether or not an answer comes. A /ping that waited is answered when it is back."""
+    fake.down()
+    fake.send_text(ALICE, "/ping")
+    process = steward.start(ready=False)
+
+    def migrated(_: FakeBotAPI) -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"steward exited early; stderr:\n{process.stderr}")
+        return schema_of(steward.db_path) == SCHEMA_HEAD
+
+    fake.wait_for(migrated, timeout=START_TIMEOUT)
+    assert not fake.calls_to("getMe")  # Telegram has not answered anything yet
+    fake.up()
+    wait_message(fake, uid(ALICE), "pong", timeout=40)
 
 
 def test_a_job_cut_off_by_a_restart_is_reported_in_the_same_message(
