@@ -183,13 +183,17 @@ async def test_a_bot_killed_mid_rebuild_reports_the_outcome_in_the_same_message(
     fake.hold_rebuild()
     await first.say("/rebuild")
     await first.press(1)
-    # Wait until the job's message shows the build running, then kill the bot's tasks.
+    # Wait until the job's message shows the build running and the job's record holds that
+    # message, then kill the bot's tasks. (Killed between the two, a bot cannot know the
+    # message again: the next run reports in a new one.)
     for _ in range(2000):
-        if "Building" in first.outbox.last.current.text:
+        (job,) = await first.engine.jobs.store.unfinished()
+        if "Building" in first.outbox.last.current.text and job.message_id is not None:
             break
         await asyncio.sleep(0.01)
     job_message = first.outbox.last
     assert "Building" in job_message.current.text
+    assert job.message_id == job_message.message_id
     bots.kill(first)
     await asyncio.sleep(0.05)
     assert fake.unit(REBUILD_UNIT)["ActiveState"] == "activating"  # the unit runs on
