@@ -28,16 +28,14 @@ GROUP = -1001234567890
 TOKEN = "7312045102:AAHx9fE2e-TestOnly_Q3zLmNp7rStUvWxYzB"
 
 
-class HeldRead:
-    """The real key-value store, whose reads wait until the test lets them go."""
+class WatchedNotes:
+    """The real key-value store, telling the test when it was written."""
 
     def __init__(self, inner: Notes) -> None:
         self.inner = inner
-        self.release = asyncio.Event()
         self.written = asyncio.Event()
 
     async def get(self, key: str) -> str | None:
-        await self.release.wait()
         return await self.inner.get(key)
 
     async def set(self, key: str, value: str, when: datetime) -> None:
@@ -46,6 +44,18 @@ class HeldRead:
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
+
+
+class HeldRead(WatchedNotes):
+    """The real store, whose reads wait until the test lets them go."""
+
+    def __init__(self, inner: Notes) -> None:
+        super().__init__(inner)
+        self.release = asyncio.Event()
+
+    async def get(self, key: str) -> str | None:
+        await self.release.wait()
+        return await self.inner.get(key)
 
 
 def newcomer_beat() -> Message:
@@ -101,7 +111,7 @@ async def test_a_beat_that_comes_before_the_record_is_read_does_not_lose_an_old_
     assert old.message_id not in record[str(GROUP)]
 
 
-class BrokenRead(HeldRead):
+class BrokenRead(WatchedNotes):
     """The real store, whose reads fail as a database that is down does."""
 
     async def get(self, key: str) -> str | None:

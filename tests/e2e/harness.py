@@ -164,6 +164,19 @@ class BotRunner:
         with contextlib.closing(sqlite3.connect(self.db_path, timeout=10)) as db:
             return db.execute(sql, params).fetchall()
 
+    def revision(self) -> str | None:
+        """The schema revision of the bot's database, None until the bot has made it. Read
+        only, so that reading never creates the file the bot is about to make."""
+        if not self.db_path.exists():
+            return None
+        ro = f"file:{self.db_path}?mode=ro"
+        with contextlib.closing(sqlite3.connect(ro, uri=True, timeout=10)) as db:
+            try:
+                row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+            except sqlite3.OperationalError:  # no such table yet
+                return None
+        return None if row is None else str(row[0])
+
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> int:
         with contextlib.closing(sqlite3.connect(self.db_path, timeout=10)) as db, db:
             return db.execute(sql, params).rowcount

@@ -3,11 +3,9 @@ the Bot API, a bot killed in the middle of a job, a refused token, and the error
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -111,18 +109,6 @@ def test_the_bot_recovers_after_the_bot_api_is_down_for_10_s(
     assert polls  # the polling loop survived the outage
 
 
-def schema_of(path: Path) -> str | None:
-    """The schema revision of Steward's SQLite database, None while it has none."""
-    if not path.exists():
-        return None
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        try:
-            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.OperationalError:  # no such table yet, or the migration holds a lock
-            return None
-    return None if row is None else str(row[0])
-
-
 def test_the_database_opens_while_the_bot_api_cannot_be_reached(
     fake: FakeBotAPI, steward: Steward
 ) -> None:
@@ -135,7 +121,7 @@ def test_the_database_opens_while_the_bot_api_cannot_be_reached(
     def migrated(_: FakeBotAPI) -> bool:
         if process.popen.poll() is not None:
             raise AssertionError(f"steward exited early; stderr:\n{process.stderr}")
-        return schema_of(steward.db_path) == SCHEMA_HEAD
+        return steward.revision() == SCHEMA_HEAD
 
     fake.wait_for(migrated, timeout=START_TIMEOUT)
     assert not fake.calls_to("getMe")  # Telegram has not answered anything yet
