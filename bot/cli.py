@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -18,6 +17,8 @@ from bot.errors import DatabaseError
 from bot.transports.matrix_login import MatrixLogin
 
 if TYPE_CHECKING:
+    import argparse
+
     from bot.app import App
     from bot.routine import Routine
     from bot.transports.matrix import MatrixTransport
@@ -33,7 +34,12 @@ NO_ADMIN_WARNING = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["run"]:
+        # The bot itself, as its unit starts it, takes no options: no parser. argparse and
+        # the gettext under it would hold 0.5 MB for the bot's life (docs/performance.md).
+        return _with_settings(_run)
+    args = _parser().parse_args(words)
     if args.command == "admit":
         # Root, before a rebuild: nothing of the bot's settings, only what the unit passes.
         from bot.admit import admit  # noqa: PLC0415
@@ -47,10 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.doctor import doctor  # noqa: PLC0415
 
         return doctor()
+    return _with_settings(
+        lambda settings: _command(settings, args), quiet=args.command == "console"
+    )
+
+
+def _with_settings(command: Callable[[Settings], int], *, quiet: bool = False) -> int:
+    """Load the settings, set up logging, and run ``command``; a bad setting or a database
+    that cannot be used is one line on stderr and exit status 2."""
     try:
         settings = load_settings()
-        _logging(settings, quiet=args.command == "console")
-        return _command(settings, args)
+        _logging(settings, quiet=quiet)
+        return command(settings)
     except (ConfigError, DatabaseError) as exc:
         print(f"steward: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +114,8 @@ def _shell(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse  # noqa: PLC0415 - not in `steward run`, which takes no options
+
     parser = argparse.ArgumentParser(prog="steward", description=__doc__)
     parser.add_argument("--version", action="version", version=f"steward {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

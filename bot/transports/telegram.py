@@ -93,6 +93,7 @@ class TelegramTransport:
         watch: str | None = None,
         introduce: bool = False,
     ) -> None:
+        tls = httpx.create_ssl_context()  # the CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR
         builder = (
             Application.builder()
             .token(token)
@@ -102,12 +103,15 @@ class TelegramTransport:
             # outbox (max_in_flight), so many updates can be in progress cheaply: an update
             # holds its place until its audit row is committed, which may take 20 ms.
             .concurrent_updates(PerChatUpdateProcessor(64))
+            # One TLS context for both of PTB's clients (commands, and getUpdates): each would
+            # load the CA bundle on its own, 0.8 MB apiece. The same settings PTB gives them.
             .request(
                 HTTPXRequest(
                     connection_pool_size=POOL_SIZE,
-                    httpx_kwargs={"event_hooks": {"request": [self._on_request]}},
+                    httpx_kwargs={"verify": tls, "event_hooks": {"request": [self._on_request]}},
                 )
             )
+            .get_updates_request(HTTPXRequest(connection_pool_size=1, httpx_kwargs={"verify": tls}))
             # Steward schedules with its own APScheduler (bot/scheduler.py): PTB's JobQueue
             # would be a second scheduler that nothing uses.
             .job_queue(None)

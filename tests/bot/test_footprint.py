@@ -96,3 +96,36 @@ def test_matrix_alone_loads_no_telegram_library(tmp_path: Path) -> None:
     assert names == ["MatrixTransport"]
     assert "nio" in modules
     assert "telegram" not in modules
+
+
+RUN_PROBE = """
+import json, sys
+from bot.cli import main
+status = main(sys.argv[1:])
+print(json.dumps([status, sorted(sys.modules)]))
+"""
+
+
+def _main(state: Path, *argv: str) -> tuple[int, set[str], str]:
+    # STEWARD_ADMINS that is not a list of ids: the command stops at its settings, before any
+    # transport or database, so what it loaded is the command line's own doing.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEWARD_")}
+    variables = {**clean, "STEWARD_STATE_DIR": str(state), "STEWARD_ADMINS": "everyone"}
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_PROBE, *argv],
+        capture_output=True, text=True, env=variables, cwd=state, timeout=60, check=True,
+    )  # fmt: skip
+    status, modules = json.loads(result.stdout.strip().splitlines()[-1])
+    return status, set(modules), result.stderr
+
+
+def test_steward_run_loads_no_argument_parser(tmp_path: Path) -> None:
+    # argparse and gettext would stay for the bot's life (0.5 MB); `run` takes no options.
+    status, modules, stderr = _main(tmp_path, "run")
+    assert status == 2
+    assert "STEWARD_ADMINS" in stderr  # the bad setting, named, in one line
+    assert not modules & {"argparse", "gettext"}
+    # Any other command line is parsed.
+    status, modules, _ = _main(tmp_path, "db", "current")
+    assert status == 2
+    assert "argparse" in modules

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -127,6 +129,49 @@ def test_the_database_opens_while_the_bot_api_cannot_be_reached(
     assert not fake.calls_to("getMe")  # Telegram has not answered anything yet
     fake.up()
     wait_message(fake, uid(ALICE), "pong", timeout=40)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key: a Bot API that only a bot told to
+    trust it (SSL_CERT_FILE, as NixOS sets it) can reach."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_the_bot_api_is_reached_over_tls_only_with_a_trusted_certificate(
+    certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Both of the bot's clients (commands, and getUpdates) verify Telegram's certificate
+    against the system's trust (SSL_CERT_FILE): trusted, /ping is answered; not, the bot
+    sends nothing and says why."""
+    cert, key = certificate
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    with FakeBotAPI(TOKEN, tls=served) as api:
+        untrusting = Steward(api, tmp_path / "untrusting")
+        try:
+            process = untrusting.start(ready=False)
+            api.send_text(ALICE, "/ping")
+            api.wait_for(lambda _: "CERTIFICATE_VERIFY_FAILED" in process.stderr)
+            assert not api.calls_to("getMe")  # the handshake failed: no request was read
+        finally:
+            untrusting.close()
+
+        trusting = Steward(api, tmp_path / "trusting")
+        try:
+            trusting.start(extra={"SSL_CERT_FILE": str(cert)})
+            wait_message(api, uid(ALICE), "pong")
+            assert api.calls_to("getUpdates")
+            assert api.calls_to("sendMessage")
+        finally:
+            trusting.close()
 
 
 def test_a_job_cut_off_by_a_restart_is_reported_in_the_same_message(

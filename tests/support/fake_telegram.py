@@ -27,6 +27,7 @@ import copy
 import itertools
 import json
 import re
+import ssl
 import struct
 import threading
 import time
@@ -836,6 +837,8 @@ class FakeBotAPI:
     on by default; Bot-to-Bot Communication Mode, off by default). They matter only in a
     group shared with other bots (``join``); getMe reports privacy mode as the Bot API does,
     as ``can_read_all_group_messages``.
+
+    ``tls``: serve HTTPS with this context (its certificate chain loaded), as Telegram does.
     """
 
     def __init__(
@@ -849,8 +852,10 @@ class FakeBotAPI:
         first_update_id: int = 1000,
         privacy_mode: bool = True,
         bot_to_bot: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         bot_id, _, _ = token.partition(":")
+        self.tls = tls
         self.token = token
         self.bot_id = int(bot_id) if bot_id.isdigit() else 1
         self.username = username
@@ -901,7 +906,8 @@ class FakeBotAPI:
         """What python-telegram-bot takes as base_url; it appends the token."""
         if not self.port:
             raise RuntimeError("the fake Bot API is not started")
-        return f"http://127.0.0.1:{self.port}/bot"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/bot"
 
     @property
     def api_url(self) -> str:
@@ -981,7 +987,7 @@ class FakeBotAPI:
         await runner.setup()
         self._runner = runner
         self._closed_event = asyncio.Event()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self._site = site
         self.port = int(runner.addresses[0][1])
@@ -1011,7 +1017,9 @@ class FakeBotAPI:
 
     async def _async_up(self) -> None:
         if self._site is None and self._runner is not None:
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+            site = web.TCPSite(
+                self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.tls
+            )
             await site.start()
             self._site = site
         with self._lock:
