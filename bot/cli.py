@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     if words == ["run"]:
         # The bot itself, as its unit starts it, takes no options: no parser. argparse and
-        # the gettext under it would hold 0.5 MB for the bot's life (docs/performance.md).
+        # the gettext under it would stay for the bot's life, 0.26 MB (docs/performance.md).
         return _with_settings(_run)
     args = _parser().parse_args(words)
     if args.command == "admit":

@@ -120,7 +120,7 @@ def _main(state: Path, *argv: str) -> tuple[int, set[str], str]:
 
 
 def test_steward_run_loads_no_argument_parser(tmp_path: Path) -> None:
-    # argparse and gettext would stay for the bot's life (0.5 MB); `run` takes no options.
+    # argparse and gettext would stay for the bot's life (0.26 MB); `run` takes no options.
     status, modules, stderr = _main(tmp_path, "run")
     assert status == 2
     assert "STEWARD_ADMINS" in stderr  # the bad setting, named, in one line

@@ -148,9 +148,9 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 def test_the_bot_api_is_reached_over_tls_only_with_a_trusted_certificate(
     certificate: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """Both of the bot's clients (commands, and getUpdates) verify Telegram's certificate
-    against the system's trust (SSL_CERT_FILE): trusted, /ping is answered; not, the bot
-    sends nothing and says why."""
+    """The bot verifies Telegram's certificate against the system's trust (SSL_CERT_FILE, as
+    NixOS sets it): not trusted, it sends nothing and says why; trusted, both of its clients
+    (commands, and getUpdates) reach the Bot API and /ping is answered."""
     cert, key = certificate
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(cert, key)
