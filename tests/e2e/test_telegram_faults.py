@@ -134,7 +134,7 @@ def test_the_database_opens_while_the_bot_api_cannot_be_reached(
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key: a Bot API that only a bot told to
-    trust it (SSL_CERT_FILE, as NixOS sets it) can reach."""
+    trust it (SSL_CERT_FILE) can reach."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -148,9 +148,9 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 def test_the_bot_api_is_reached_over_tls_only_with_a_trusted_certificate(
     certificate: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """The bot verifies Telegram's certificate against the system's trust (SSL_CERT_FILE, as
-    NixOS sets it): not trusted, it sends nothing and says why; trusted, both of its clients
-    (commands, and getUpdates) reach the Bot API and /ping is answered."""
+    """The bot verifies the Bot API's certificate: against certifi's bundle by default, and
+    against SSL_CERT_FILE when it is set. Not trusted, the bot sends nothing and says why;
+    trusted, both of its clients (commands, and getUpdates) reach the Bot API."""
     cert, key = certificate
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(cert, key)
