@@ -28,9 +28,11 @@ def _python(venv: Path) -> Path:
 
 
 def _ensure(name: str, requirements: list[str], key: str) -> Path:
-    """A venv holding ``requirements``, remade when ``key`` changes."""
+    """A venv holding ``requirements``, remade when ``key`` or the interpreter changes (the
+    benchmarks may be run with another Python: each venv is made with the one running them)."""
     venv = BENCH / name
     stamp = venv / ".stamp"
+    key = f"{sys.version} {key}"
     if stamp.is_file() and stamp.read_text() == key:
         return _python(venv)
     print(f"(making the {name} venv: {' '.join(requirements)})", file=sys.stderr)
