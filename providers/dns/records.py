@@ -44,7 +44,7 @@ def canonical(record: DnsRecord) -> DnsRecord:
     elif record.type == "CNAME":
         content = canonical_name(content)
     elif record.type == "TXT":
-        content = parse_txt(record.content)
+        content = txt_content(parse_txt(record.content))
     elif record.type == "CAA":
         content = canonical_caa(content)
     if record.type != "MX":
@@ -68,6 +68,13 @@ def parse_txt(content: str) -> str:
     if not text.startswith('"'):
         return content
     return "".join(_quoted_strings(text))
+
+
+def txt_content(text: str) -> str:
+    """A TXT record's text as canonical content: the text itself, unless it would read as
+    quoted strings (it begins with a quote): then its quoted spelling, which reads back as the
+    same text. So the canonical form of a canonical record is itself."""
+    return quote_txt(text) if text.lstrip().startswith('"') else text
 
 
 def _quoted_strings(text: str) -> list[str]:

@@ -24,6 +24,7 @@ from providers.dns.records import (
     diff,
     is_managed,
     managed_slots,
+    parse_txt,
     quote_txt,
     required_records,
 )
@@ -252,9 +253,12 @@ async def test_a_long_dkim_key_and_odd_text_come_back_unchanged(world: World) ->
     dkim = next(r for r in REQUIRED if r.name.startswith("selector."))
     assert len(dkim.content.encode()) > 255
     odd = rec(f"odd.{ZONE}", "TXT", 'say "hi" \\ to ünïcode; and ; semicolons')
-    await world.provider.apply(ZONE, DnsChanges(create=(dkim, odd)))
+    # A text that itself begins with a quote is not read as quoted strings on the way back.
+    quoted = rec(f"quoted.{ZONE}", "TXT", quote_txt('"hi" she said'))
+    assert parse_txt(quoted.content) == '"hi" she said'
+    await world.provider.apply(ZONE, DnsChanges(create=(dkim, odd, quoted)))
     listed = data(await world.provider.list_records(ZONE))
-    assert {dkim.data, odd.data} <= listed
+    assert {dkim.data, odd.data, quoted.data} <= listed
 
 
 async def test_a_change_to_a_record_that_is_gone_is_a_conflict_and_changes_nothing(

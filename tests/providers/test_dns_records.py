@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from providers.dns.base import (
@@ -365,6 +365,9 @@ def test_the_diff_of_the_required_records_with_themselves_is_empty(
 
 @settings(max_examples=200, deadline=None)
 @given(any_record())
+# Found by CI: the text '"', quoted. Its canonical content, read again, was an unterminated quote.
+@example(DnsRecord(DOMAIN, "TXT", '"\\""', 1))
+@example(DnsRecord(DOMAIN, "TXT", quote_txt(' "a" '), 1))
 def test_canonical_is_idempotent(record: DnsRecord) -> None:
     try:
         once = canonical(record)
