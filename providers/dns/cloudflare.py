@@ -18,14 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from providers.dns.base import RECORD_TYPES, DnsChanges, DnsError, DnsErrorKind, DnsRecord
-from providers.dns.records import (
-    caa_parts,
-    canonical,
-    canonical_name,
-    check_applicable,
-    parse_txt,
-    quote_txt,
-)
+from providers.dns.records import caa_parts, canonical, canonical_name, check_applicable, zone_txt
 
 if TYPE_CHECKING:
     from cloudflare import Cloudflare
@@ -206,7 +199,7 @@ def _to_sdk(record: DnsRecord) -> dict[str, Any]:
         flags, tag, value = caa_parts(record.content)
         body["data"] = {"flags": flags, "tag": tag, "value": value}
     elif record.type == "TXT":
-        body["content"] = quote_txt(parse_txt(record.content))
+        body["content"] = zone_txt(record.content)
     else:
         body["content"] = record.content
     if record.type == "MX":

@@ -64,17 +64,25 @@ def _mx(content: str, priority: int | None) -> tuple[str, int]:
 def parse_txt(content: str) -> str:
     """The text of a TXT record: quoted character strings (``"a" "b"``) are unquoted and
     joined; anything that does not start with a quote is the text itself."""
-    text = content.strip()
-    if not text.startswith('"'):
+    if not _reads_quoted(content):
         return content
-    return "".join(_quoted_strings(text))
+    return "".join(_quoted_strings(content.strip()))
 
 
 def txt_content(text: str) -> str:
     """A TXT record's text as canonical content: the text itself, unless it would read as
     quoted strings (it begins with a quote): then its quoted spelling, which reads back as the
     same text. So the canonical form of a canonical record is itself."""
-    return quote_txt(text) if text.lstrip().startswith('"') else text
+    return quote_txt(text) if _reads_quoted(text) else text
+
+
+def zone_txt(content: str) -> str:
+    """The zone-file spelling of a canonical TXT record's content, as providers write it."""
+    return quote_txt(parse_txt(content))
+
+
+def _reads_quoted(content: str) -> bool:
+    return content.lstrip().startswith('"')
 
 
 def _quoted_strings(text: str) -> list[str]:

@@ -31,13 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from providers.dns.base import RECORD_TYPES, DnsChanges, DnsError, DnsErrorKind, DnsRecord
-from providers.dns.records import (
-    canonical,
-    canonical_name,
-    check_applicable,
-    parse_txt,
-    quote_txt,
-)
+from providers.dns.records import canonical, canonical_name, check_applicable, txt_content, zone_txt
 
 if TYPE_CHECKING:
     import dns.rdata
@@ -276,7 +270,7 @@ def _rdata(record: DnsRecord) -> dns.rdata.Rdata:
     text = {
         "MX": f"{record.priority} {record.content}.",
         "CNAME": f"{record.content}.",
-        "TXT": quote_txt(parse_txt(record.content)),
+        "TXT": zone_txt(record.content),
     }.get(record.type, record.content)
     return dns.rdata.from_text("IN", record.type, text)
 
@@ -307,7 +301,6 @@ def _content(rdata: Any, origin: Any) -> tuple[str, int | None]:
     if kind == "CNAME":
         return rdata.target.derelativize(origin).to_text(omit_final_dot=True), None
     if kind == "TXT":
-        # Quoted, as the zone spells it: a text that itself begins with a quote stays text.
-        return quote_txt(b"".join(rdata.strings).decode("utf-8", errors="replace")), None
+        return txt_content(b"".join(rdata.strings).decode("utf-8", errors="replace")), None
     value = rdata.value.decode("utf-8", errors="replace").replace('"', '\\"')
     return f'{rdata.flags} {rdata.tag.decode()} "{value}"', None

@@ -7,7 +7,6 @@ import itertools
 import os
 import re
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tests.e2e.harness import (
     wait_prompt,
 )
 from tests.support.fake_telegram import QUERY_TOO_OLD, Call, FakeBotAPI
+from tests.support.tls import self_signed
 
 
 def statuses(fake: FakeBotAPI, method: str, since: float = 0.0) -> list[int]:
@@ -135,14 +135,7 @@ def test_the_database_opens_while_the_bot_api_cannot_be_reached(
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key: a Bot API that only a bot told to
     trust it (SSL_CERT_FILE) can reach."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(tmp_path, "127.0.0.1", days=1, ip="127.0.0.1")
 
 
 def test_the_bot_api_is_reached_over_tls_only_with_a_trusted_certificate(

@@ -3,7 +3,6 @@ against the machine's real ``du``."""
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from providers.host.base import Health, UnitError
 from providers.host.metrics import PsutilHost
 from providers.host.systemd import SystemctlServiceManager
 from tests.support.fake_system import FakeSystem
+from tests.support.tls import self_signed
 
 
 @pytest.fixture
@@ -121,12 +121,7 @@ def acme(tmp_path: Path) -> Path:
     """An ACME folder as NixOS keeps it, with one real certificate valid for 10 days."""
     site = tmp_path / "acme" / "example.org"
     site.mkdir(parents=True)
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "10", "-subj", "/CN=example.org",
-         "-keyout", str(site / "key.pem"), "-out", str(site / "cert.pem")],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+    self_signed(site, "example.org", days=10)
     return tmp_path / "acme"
 
 
