@@ -90,6 +90,6 @@ def compile_steward(python: Path) -> None:
     as the baselines' libraries have it: with PYTHONDONTWRITEBYTECODE set, as on this machine,
     each start would otherwise compile Steward's changed modules from source."""
     subprocess.run(
-        [str(python), "-m", "compileall", "-q", "bot", "handlers", "providers"],
+        [str(python), "-m", "compileall", "-q", "bot", "handlers", "providers", "values"],
         cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=300,
     )  # fmt: skip

@@ -13,13 +13,14 @@ import importlib.util
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from bot import config_shapes
+from values import value
 
 PREFIX = "STEWARD_"
 DOTENV = Path(".env")
@@ -223,7 +224,7 @@ CommandNames = Annotated[frozenset[str], _command_names]
 _BY_TYPE: dict[object, Parser] = {str: str, Path: Path, bool: _boolean, Secret: Secret}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value(kw_only=True)
 class Settings:
     state_dir: Path = Path("state")
     database_url: str | None = None

@@ -14,10 +14,10 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from bot.config import Secret, Settings
+from values import value
 
 TIMEOUT = 10.0
 HCLOUD_API = "https://api.hetzner.cloud/v1"
@@ -25,7 +25,7 @@ DIGITALOCEAN_API = "https://api.digitalocean.com"
 CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Check:
     name: str
     ok: bool
@@ -38,7 +38,7 @@ class Check:
         return f"✘ {self.name}: {self.detail}" + (f" Fix: {self.fix}" if self.fix else "")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Answer:
     status: int  # 0: no answer at all
     body: Any  # parsed JSON, or None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
 from apscheduler.jobstores.base import JobLookupError
@@ -23,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from bot.config import parse_when
+from values import value
 
 log = logging.getLogger(__name__)
 Task = Callable[[], Awaitable[None]]
@@ -42,7 +42,7 @@ async def run_task(name: str) -> None:
         log.exception("scheduled task %s failed", name)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Planned:
     name: str
     when: str

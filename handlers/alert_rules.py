@@ -16,8 +16,10 @@ snoozed: a snoozed warning that turns critical is announced, and the snooze ends
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
+
+from values import value
 
 
 class Level(enum.IntEnum):
@@ -30,7 +32,7 @@ class Level(enum.IntEnum):
         return {0: "ok", 1: "warning", 2: "critical"}[self.value]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Thresholds:
     """``value >= warn`` warns, ``value >= critical`` is critical; to come down a level the
     value must fall ``margin`` below that level's threshold."""
@@ -63,7 +65,7 @@ class Kind(enum.StrEnum):
     RECOVERED = "recovered"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AlertState:
     key: str
     level: Level = Level.OK
@@ -82,7 +84,7 @@ class AlertState:
         return self.quiet(now) and level <= max(snoozed, Level.WARN)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Transition:
     key: str
     kind: Kind

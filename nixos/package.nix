@@ -43,6 +43,7 @@ python3Packages.buildPythonApplication {
       ../bot
       ../handlers
       ../providers
+      ../values
     ];
   };
 
@@ -76,6 +77,7 @@ python3Packages.buildPythonApplication {
     "bot.cli"
     "handlers"
     "providers"
+    "values"
   ];
 
   meta = {

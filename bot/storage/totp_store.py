@@ -4,16 +4,16 @@ Kept apart from ``stores.py``: only ``bot.totp`` uses it, and only when TOTP is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Executable, delete, func, insert, select, update
 
 from bot.storage.database import Database
 from bot.storage.models import totp_failures, totp_secrets
+from values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TotpRow:
     user_key: str
     secret: str  # sealed: see bot.totp.SecretBox

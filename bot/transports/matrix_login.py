@@ -3,11 +3,13 @@ does not import matrix-nio."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
+from values import value
 
-@dataclass(frozen=True)
+
+@value
 class MatrixLogin:
     homeserver: str
     user: str

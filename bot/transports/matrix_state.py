@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+from values import value
 
 PREFIX = "matrix:"
 SESSION = f"{PREFIX}session"
@@ -39,7 +41,7 @@ class KeyValue(Protocol):
     async def purge(self, prefix: str, before: datetime) -> int: ...
 
 
-@dataclass(frozen=True)
+@value
 class Session:
     homeserver: str
     user_id: str
@@ -47,7 +49,7 @@ class Session:
     access_token: str
 
 
-@dataclass(frozen=True)
+@value
 class Prompt:
     """A confirmation prompt: the room, its code, what ✅ and ❌ stand for, and the bot's own
     reactions (redacted when the prompt is closed)."""

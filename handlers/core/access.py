@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from handlers.core.messages import Actor
 from handlers.core.spec import Role
+from values import value
 
 
 def actor_key(user_id: str) -> str:
@@ -15,7 +16,7 @@ def actor_key(user_id: str) -> str:
     return f"matrix:{user_id}" if user_id.startswith("@") else f"telegram:{user_id}"
 
 
-@dataclass(frozen=True)
+@value
 class AccessPolicy:
     roles: dict[str, Role] = field(default_factory=dict)
     console_role: Role | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +19,7 @@ from providers.host.catalogue import ServiceCatalogue
 from providers.nixos.base import DesiredStateStore, NixosSystem, Rebuilds
 from providers.server.base import ServerProvider
 from providers.storage.base import BackupStorage
+from values import value
 
 if TYPE_CHECKING:
     from handlers.core.fleet import Fleet
@@ -29,7 +30,7 @@ class CommandError(Exception):
     """A domain failure with a short, safe answer (already escaped HTML)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SystemPolicy:
     """How rebuilds behave. ``keep_minutes`` None turns the Keep offer off."""
 
@@ -45,7 +46,7 @@ class SystemPolicy:
     root_keys: Literal["off", "code", "open"] = "off"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Site:
     """What the DNS records are made of. Addresses left unset come from the cloud provider."""
 
@@ -61,7 +62,7 @@ class Site:
     follow_ip: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Deps:
     """The providers and stores handlers may use. Only ``bot`` builds one."""
 
@@ -100,7 +101,7 @@ class Deps:
     fleet: Fleet | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Context:
     command: Command
     role: Role

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from handlers.core.messages import ChatRef
+from values import value
 
 # A name people type after ``!`` or ``@``: short, lower case, no spaces.
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -26,7 +27,7 @@ _LINE = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Signature:
     """What a Steward says about itself in everything it sends."""
 
@@ -78,7 +79,7 @@ class Signature:
         return cls(name, version[:40], beat, max(0, alerts))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Peer:
     """Another Steward, as last heard in one chat."""
 

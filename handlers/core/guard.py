@@ -10,13 +10,13 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from handlers.core.messages import Actor, esc
 from handlers.core.records import Notes
 from handlers.core.spec import CommandSpec
+from values import value
 
 LOCKDOWN_KEY = "security:lockdown"
 CONSOLE = "console"
@@ -60,7 +60,7 @@ class SecondFactor(Protocol):
     async def lock(self, user: str, until: datetime) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Verdict:
     """``toast`` is the short answer ("" when the code was good); ``result`` goes in the audit
     row; ``locked`` is set when this failure locked the user out."""
@@ -74,7 +74,7 @@ class Verdict:
         return not self.toast
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Lockdown:
     by: str
     at: str

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -13,9 +13,10 @@ from handlers.core.context import Deps
 from handlers.core.messages import Actor, ChatRef, Command, Reply
 from handlers.core.progress import Outbox
 from handlers.core.records import AuditEvent, ConfirmationStore
+from values import value
 
 
-@dataclass(frozen=True)
+@value
 class EngineSettings:
     confirm_ttl: timedelta = timedelta(minutes=5)
     two_person: frozenset[str] = field(default_factory=frozenset)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 
+from values import value
 
-@dataclass(frozen=True, slots=True)
+
+@value
 class Actor:
     """A person on one transport. ``user_id`` is the numeric Telegram id or the Matrix id."""
 
@@ -24,19 +26,19 @@ class Actor:
         return self.display_name or self.user_id
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChatRef:
     transport: str
     chat_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MessageRef:
     chat: ChatRef
     message_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Command:
     """One chat message that asks for a command: ``/restart nextcloud``."""
 
@@ -52,7 +54,7 @@ class Command:
             raise ValueError("Command.received_at must be timezone-aware")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Press:
     """A press of an inline button (or a reaction or ``!confirm CODE`` on Matrix)."""
 
@@ -70,7 +72,7 @@ CONFIRM, CANCEL, RUN = "cf", "cx", "run"
 MAX_ACTION_BYTES = 64  # Telegram's limit for callback_data
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Button:
     """``action`` is opaque to transports: ``cf:<nonce>`` confirms, ``cx:<nonce>`` cancels,
     ``run:<command line>`` runs a command marked ``button`` as if the presser had sent it."""
@@ -92,14 +94,14 @@ class Button:
         return rest if kind == RUN else None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Attachment:
     name: str
     data: bytes
     mime: str = "text/plain"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Offer:
     """Buttons on a job's final message that decide what happens next, with a deadline.
 
@@ -115,7 +117,7 @@ class Offer:
     decline: str = "Roll back now"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Reply:
     """An answer in a small HTML subset (b, i, code, pre, a) that every transport renders.
 

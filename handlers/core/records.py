@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from handlers.core.messages import Actor, ChatRef
+from values import value
 
 
 class ConfirmationState(enum.StrEnum):
@@ -18,7 +18,7 @@ class ConfirmationState(enum.StrEnum):
     EXPIRED = "expired"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Confirmation:
     id: int
     command: str
@@ -76,7 +76,7 @@ class JobState(enum.StrEnum):
     INTERRUPTED = "interrupted"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Job:
     id: int
     kind: str
@@ -134,7 +134,7 @@ class AuditEvent(enum.StrEnum):
     SECURITY = "security"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AuditEntry:
     at: datetime
     event: AuditEvent

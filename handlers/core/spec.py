@@ -9,9 +9,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import timedelta
 from typing import Protocol
+
+from values import value
 
 DEFAULT_FRESHNESS = timedelta(minutes=5)
 # A command, or a command and its subcommand: "sshkey add".
@@ -60,7 +62,7 @@ class ArgType(Protocol):
     def convert(self, token: str) -> object: ...
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Word:
     """A name-like token: letters, digits, ``-``, ``_`` and ``.``; never free text."""
 
@@ -73,7 +75,7 @@ class Word:
         return token
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Integer:
     metavar: str = "N"
     minimum: int | None = None
@@ -90,7 +92,7 @@ class Integer:
         return value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Choice:
     options: tuple[str, ...]
 
@@ -107,7 +109,7 @@ class Choice:
 SERVICE = Word(metavar="service", pattern=r"[a-z0-9][a-z0-9_\-]{0,63}")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Arg:
     name: str
     type: ArgType = field(default_factory=Word)
@@ -119,7 +121,7 @@ class Arg:
         return f"<{shown}>" if self.required else f"[{shown}]"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CommandSpec:
     """What a command is, who may run it, and whether it changes the server.
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from values import value
 
 if TYPE_CHECKING:
     from providers.host.catalogue import ServiceInfo
@@ -77,7 +78,7 @@ def reason_of(tags: Sequence[str]) -> BackupReason | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Snapshot:
     id: str
     short_id: str
@@ -98,7 +99,7 @@ class Snapshot:
         return reason_of(self.tags)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BackupProgress:
     percent: float
     files_done: int
@@ -112,7 +113,7 @@ class BackupProgress:
 ProgressCallback = Callable[[BackupProgress], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BackupResult:
     snapshot_id: str
     files_new: int
@@ -125,7 +126,7 @@ class BackupResult:
     unreadable: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RestoreResult:
     snapshot_id: str
     target_dir: Path
@@ -134,7 +135,7 @@ class RestoreResult:
     verified: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RetentionPolicy:
     keep_last: int = 0
     keep_daily: int = 0
@@ -149,20 +150,20 @@ class RetentionPolicy:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RetentionResult:
     kept: tuple[str, ...]
     removed: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class CheckResult:
     ok: bool
     read_data_subset: str
     problems: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DrillResult:
     """A restore drill: sampled files restored and their sha256 compared with the repository's
     own copy of the same files."""
@@ -177,7 +178,7 @@ class DrillResult:
         return self.files_compared > 0 and not self.mismatches
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RepoStats:
     stored_bytes: int
     snapshot_count: int
@@ -281,7 +282,7 @@ class DatabaseDumps(Protocol):
     async def clean(self, service_id: str) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RestorePlan:
     service_id: str
     snapshot_id: str
@@ -290,7 +291,7 @@ class RestorePlan:
     databases: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RestoreReport:
     snapshot_id: str
     safety_snapshot: str | None

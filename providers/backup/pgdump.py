@@ -21,10 +21,11 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from providers.backup.base import BackupError
+from values import value
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 
@@ -33,7 +34,7 @@ class DatabaseDumpError(BackupError):
     """pg_dump or pg_restore failed; the message is one short sentence, safe to show."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PostgresSettings:
     host: str = "/run/postgresql"  # a socket folder or a host name
     port: int = 5432

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from providers.backup.base import (
     service_tag,
     tags_for,
 )
+from values import value
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ _EXPLANATIONS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ResticSettings:
     """From the configuration: STEWARD_RESTIC_REPOSITORY (a path, ``s3:``, ``sftp:`` or
     ``rest:`` URL), STEWARD_RESTIC_PASSWORD_FILE, and the usual AWS_* variables for S3."""
@@ -125,7 +126,7 @@ class ResticSettings:
     binary: str = "restic"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Outcome:
     returncode: int
     stdout: str

@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,6 +38,7 @@ from providers.backup.base import (
     ProgressCallback,
 )
 from providers.backup.pgdump import PostgresSettings, dump_database
+from values import value
 
 BUNDLE = "steward-self"
 MANIFEST = "manifest.json"
@@ -46,7 +47,7 @@ POSTGRES_DUMP = "database/steward.pgdump"
 FORMAT = 1
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SelfSources:
     """Where the parts live on this server; from the configuration, never from chat."""
 
@@ -58,7 +59,7 @@ class SelfSources:
     postgres_user: str = "postgres"  # when the URL names none (the root unit's peer map)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Database:
     """The bot's database, from its SQLAlchemy URL."""
 

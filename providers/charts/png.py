@@ -16,11 +16,12 @@ import math
 import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
+
+from values import value
 
 WIDTH, HEIGHT = 800, 400
 SCALE = 2  # drawn at twice the size and scaled down: Pillow's lines are not anti-aliased
@@ -42,7 +43,7 @@ class InputError(Exception):
     """The input is not a chart document; the message is the one sentence for stderr."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Chart:
     title: str
     since: datetime
@@ -106,7 +107,7 @@ def _points(name: str, points: Any) -> list[Point]:
 # --- drawing ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Frame:
     """Where the plot area is, and how a moment and a percent map into it (scaled pixels)."""
 

@@ -15,8 +15,9 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+
+from values import value
 
 log = logging.getLogger(__name__)
 RENDERER = (sys.executable, "-m", "providers.charts.png")
@@ -28,7 +29,7 @@ class ChartError(Exception):
     """The chart could not be drawn; the message is one short sentence, safe to show."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ChartData:
     """Percent values over a period; every time is timezone-aware. Day labels follow the
     offset of ``since``."""

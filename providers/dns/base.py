@@ -8,14 +8,15 @@ each type's content has one spelling, so records compare equal when the DNS data
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from values import value
 
 RecordType = Literal["A", "AAAA", "MX", "TXT", "CAA", "CNAME"]
 RECORD_TYPES: tuple[RecordType, ...] = ("A", "AAAA", "MX", "TXT", "CAA", "CNAME")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DnsRecord:
     """One resource record.
 
@@ -44,7 +45,7 @@ class DnsRecord:
         return f"{self.name} {self.type} {prefix}{self.content}"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DnsChanges:
     """Changes to a zone. Adapters delete first, then update, then create, so that a
     conflicting record (a CNAME where an A must go) is gone before its replacement comes."""

@@ -16,10 +16,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
 
 from providers.dns.base import DnsChanges, DnsError, DnsErrorKind, DnsRecord
+from values import value
 
 TXT_CHUNK_BYTES = 255
 _CAA = re.compile(r"\s*(\d{1,3})\s+([A-Za-z0-9]+)\s+(.*?)\s*", re.DOTALL)
@@ -292,7 +293,7 @@ def _dkim_name(domain: str, name: str) -> str:
 # -- slots: the parts of a zone Steward owns --------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Slot:
     """Which records at (name, type) belong to one required record's place in the zone.
 
@@ -355,7 +356,7 @@ def is_managed(record: DnsRecord, slots: Sequence[Slot]) -> bool:
 CheckState = Literal["present", "missing", "different"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RecordCheck:
     """One required record: there as required, missing from its slot, or its slot holds
     ``found`` instead."""
@@ -365,7 +366,7 @@ class RecordCheck:
     found: tuple[DnsRecord, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DnsDiff:
     checks: tuple[RecordCheck, ...]
     changes: DnsChanges

@@ -26,12 +26,13 @@ import binascii
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from providers.dns.base import RECORD_TYPES, DnsChanges, DnsError, DnsErrorKind, DnsRecord
 from providers.dns.records import canonical, canonical_name, check_applicable, txt_content, zone_txt
+from values import value
 
 if TYPE_CHECKING:
     import dns.rdata
@@ -58,7 +59,7 @@ _KNOT = {
 _READ, _CHANGE = "read", "change"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TsigKey:
     name: str
     algorithm: str

@@ -6,8 +6,9 @@ are in ``memory``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from values import value
 
 # smartctl's exit status is a bit mask (smartctl(8), RETURN VALUES).
 BIT_COMMAND_LINE = 1 << 0
@@ -20,7 +21,7 @@ BIT_PREFAIL = 1 << 4  # prefail attributes at or below their threshold
 # --- disks --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DiskHealth:
     device: str
     model: str = ""
@@ -64,7 +65,7 @@ class DiskProbe(Protocol):
 State = Literal["ok", "rebuilding", "degraded", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ArrayHealth:
     name: str  # md0, the ZFS pool, the btrfs mount point
     kind: Literal["mdadm", "zfs", "btrfs"]
@@ -82,7 +83,7 @@ class ArrayProbe(Protocol):
 # --- UPS ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UpsStatus:
     name: str
     flags: frozenset[str]  # OL on line, OB on battery, LB low battery, RB replace battery …

@@ -11,10 +11,11 @@ import asyncio
 import enum
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
+
+from values import value
 
 
 class Health(enum.IntEnum):
@@ -30,7 +31,7 @@ class Health(enum.IntEnum):
         return {0: "active", 1: "changing", 2: "off", 3: "failed"}[self.value]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UnitStatus:
     name: str
     load_state: str
@@ -133,7 +134,7 @@ def _reason(stderr: str) -> str:
     return (errors or useful or lines or [""])[0]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DiskUsage:
     mount: str
     total_bytes: int
@@ -144,7 +145,7 @@ class DiskUsage:
         return 100.0 * self.used_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class HostMetrics:
     hostname: str
     uptime_seconds: float

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from values import value
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _UNIT = re.compile(r"^[A-Za-z0-9:_.@\\-]{1,200}\.(service|timer|socket|target|mount|path)$")
@@ -24,7 +25,7 @@ class CatalogueError(Exception):
     """The catalogue file is missing or malformed; the message says where."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ServiceInfo:
     id: str
     name: str

@@ -38,6 +38,7 @@ import pyotp
 from providers.nixos.base import DesiredState, DesiredStateError
 from providers.nixos.sshkeys import fingerprint
 from providers.nixos.validation import check
+from values import value
 
 APPLIED = "desired-state.json"
 LEDGER = "root-key-codes.json"
@@ -52,7 +53,7 @@ class RefusedError(DesiredStateError):
     """The file is not applied; the message is the journal line the bot shows."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Admitted:
     state: DesiredState
     approved: tuple[str, ...]  # fingerprints of root keys a code let in on this run
@@ -64,7 +65,7 @@ class _Ledger:
     failures: list[float] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Admission:
     state_dir: Path  # root's own folder: the ledger of codes
     services: Collection[str]

@@ -12,10 +12,11 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from typing import Any, Protocol
 
 from providers.nixos.validation import validate
+from values import value
 
 VERSION = 1
 CODES_PATH = "system.ssh.rootKeyCodes"
@@ -29,14 +30,14 @@ class DesiredStateError(Exception):
 # --- the desired state --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ServiceState:
     enable: bool
     subdomain: str | None = None
     location: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SystemState:
     """None means "not chosen from chat": the NixOS configuration decides."""
 
@@ -50,7 +51,7 @@ class SystemState:
     root_key_codes: tuple[tuple[str, str, int], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DesiredState:
     services: Mapping[str, ServiceState] = field(default_factory=dict)
     system: SystemState = field(default_factory=SystemState)
@@ -133,7 +134,7 @@ class DesiredState:
         return (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Change:
     """One leaf of the JSON that differs: ``services.nextcloud.enable: false → true``."""
 
@@ -161,7 +162,7 @@ def _flatten(value: object, prefix: str = "") -> dict[str, object]:
     return {prefix: value}
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Written:
     """A change that was written: what it replaced, and the digest of what is on disk now."""
 
@@ -208,7 +209,7 @@ def is_steward_unit(unit: str) -> bool:
     return unit in STEWARD_UNITS or _ROLLBACK.fullmatch(unit) is not None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RebuildRun:
     unit: str
     before_id: str  # the unit's invocation before our start ("" when it never ran)
@@ -225,7 +226,7 @@ class RebuildRun:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RebuildPoll:
     run: RebuildRun
     lines: tuple[str, ...]
@@ -254,7 +255,7 @@ class Rebuilds(Protocol):
 # --- the system ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Generation:
     number: int
     date: str

@@ -9,10 +9,11 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol, TypeVar, get_args
+
+from values import value
 
 PowerAction = Literal["reset", "poweroff", "poweron"]
 POWER_ACTIONS: tuple[str, ...] = get_args(PowerAction)
@@ -57,7 +58,7 @@ def server_error(code: str) -> ServerError:
     return ServerError(sentence, code)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Price:
     """A gross monthly amount, exactly as published (``Decimal``, never float)."""
 
@@ -72,7 +73,7 @@ class Price:
         return Price(self.gross * quantity, self.currency)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ServerInfo:
     id: str  # as the provider writes it: digits at Hetzner, UUIDs at Scaleway and OVHcloud
     name: str
@@ -93,7 +94,7 @@ class ServerInfo:
     rebuild_protection: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Volume:
     id: str
     name: str
@@ -103,7 +104,7 @@ class Volume:
     price_monthly: Price
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Snapshot:
     id: str
     description: str
@@ -112,7 +113,7 @@ class Snapshot:
     monthly_cost: Price | None  # size_gb x the price per GB-month
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotCostEstimate:
     """What snapshots cost: the provider charges per GB-month of stored snapshot."""
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from decimal import Decimal
 from typing import Protocol
+
+from values import value
 
 # B2's published storage price, USD per GB (10^9 bytes) and month: $6/TB since 2023-10-03.
 B2_PRICE_PER_GB_MONTH = Decimal("0.006")
@@ -29,7 +31,7 @@ class StorageError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BucketInfo:
     name: str
     file_count: int  # files present now (the newest version is not hidden)
@@ -39,7 +41,7 @@ class BucketInfo:
     currency: str = "USD"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class KeyCheck:
     key_id: str
     capabilities: tuple[str, ...]
@@ -52,7 +54,7 @@ class KeyCheck:
         return not self.warnings
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class NewBucketKey:
     """The result of ``setup_bucket``: the key is shown once and never stored by the bot."""
 

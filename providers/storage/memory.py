@@ -24,6 +24,7 @@ from providers.storage.base import (
     key_warnings,
     monthly_cost,
 )
+from values import value
 
 ALL_CAPABILITIES = (
     "listKeys", "writeKeys", "deleteKeys", "listBuckets", "listAllBucketNames", "readBuckets",
@@ -40,7 +41,7 @@ class MemoryBucket:
     versions: list[tuple[str, int, bool]] = field(default_factory=list)  # name, size, hidden
 
 
-@dataclass(frozen=True)
+@value
 class MemoryKey:
     key_id: str
     secret: str = field(repr=False)
