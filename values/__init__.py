@@ -17,8 +17,9 @@ Mutable dataclasses stay ``@dataclass``: they are few, and they are services, no
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, FrozenInstanceError, dataclass, field, fields
+from operator import attrgetter
 from reprlib import recursive_repr
 from typing import Any, TypeVar, dataclass_transform, overload
 
@@ -30,14 +31,25 @@ T = TypeVar("T")
 #   _value_init:    (name, default, factory, positional, init) for every field, in order
 #   _value_max:     how many positional arguments __init__ takes
 #   _value_repr:    the names __repr__ shows
-#   _value_compare: the names __eq__ compares
-#   _value_hash:    the names __hash__ hashes
+#   _value_compare: the fields __eq__ compares, as a tuple
+#   _value_hash:    the fields __hash__ hashes, as a tuple
+#   _value_post:    whether the class has __post_init__
 #   _value_all:     every field's name (pickling and copying)
 _set = object.__setattr__
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
     cls = type(self)
+    if not kwargs and len(args) == cls._value_max == len(cls._value_all):  # every field given
+        for name, item in zip(cls._value_all, args, strict=True):
+            _set(self, name, item)
+    else:
+        _bind(self, cls, args, kwargs)
+    if cls._value_post:
+        self.__post_init__()
+
+
+def _bind(self: object, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if len(args) > cls._value_max:
         raise TypeError(
             f"{cls.__qualname__}() takes {cls._value_max} positional arguments "
@@ -65,9 +77,6 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
             f"{cls.__qualname__}() got an unexpected keyword argument {next(iter(kwargs))!r}"
         )
-    post_init = getattr(self, "__post_init__", None)
-    if post_init is not None:
-        post_init()
 
 
 @recursive_repr()
@@ -79,12 +88,12 @@ def _repr(self: Any) -> str:
 def _eq(self: Any, other: Any) -> object:
     if other.__class__ is not self.__class__:
         return NotImplemented
-    names = self._value_compare
-    return tuple([getattr(self, n) for n in names]) == tuple([getattr(other, n) for n in names])
+    key = self._value_compare
+    return key(self) == key(other)
 
 
 def _hash(self: Any) -> int:
-    return hash(tuple([getattr(self, name) for name in self._value_hash]))
+    return hash(self._value_hash(self))
 
 
 def _setattr(self: Any, name: str, _: object) -> None:
@@ -113,6 +122,15 @@ _SHARED: dict[str, Callable[..., Any]] = {
 }
 
 
+def _key(names: Iterable[str]) -> Callable[[object], tuple[object, ...]]:
+    """A tuple of the named fields, as dataclass compares and hashes them."""
+    names = tuple(names)
+    if not names:
+        return lambda _: ()
+    # attrgetter gives a tuple for two names or more; a name twice keeps one name a tuple
+    return attrgetter(*names) if len(names) > 1 else attrgetter(names[0], names[0])
+
+
 def _make(cls: Any, kw_only: bool) -> Any:
     own = cls.__dict__
     for name in ("__setattr__", "__delattr__"):
@@ -137,8 +155,9 @@ def _make(cls: Any, kw_only: bool) -> Any:
     )
     made._value_max = sum(1 for f in every if f.init and not f.kw_only)
     made._value_repr = tuple(f.name for f in every if f.repr)
-    made._value_compare = tuple(f.name for f in every if f.compare)
-    made._value_hash = tuple(f.name for f in every if (f.compare if f.hash is None else f.hash))
+    made._value_compare = _key(f.name for f in every if f.compare)
+    made._value_hash = _key(f.name for f in every if (f.compare if f.hash is None else f.hash))
+    made._value_post = hasattr(made, "__post_init__")
     made._value_all = tuple(f.name for f in every)
     return made
 

@@ -222,3 +222,17 @@ def test_every_frozen_dataclass_of_steward_is_a_value() -> None:
             ):
                 long_way.append(f"{name}.{item.__qualname__}")
     assert long_way == []
+
+
+def test_post_init_runs_once_however_the_fields_are_given() -> None:
+    @value
+    class Counted:
+        name: str
+        calls: list[str] = field(default_factory=list)
+
+        def __post_init__(self) -> None:
+            self.calls.append(self.name)
+
+    assert Counted("a").calls == ["a"]
+    assert Counted("b", []).calls == ["b"]
+    assert Counted(name="c").calls == ["c"]
