@@ -36,14 +36,10 @@ from providers.backup.base import BackupEngine, DatabaseDumps, DataJobs, SelfSna
 from providers.backup.datajobs import LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
 from providers.backup.restore import Restorer
 from providers.dns.base import DnsProvider
-from providers.hardware.arrays import HostArrays
 from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
-from providers.hardware.disks import SmartctlDisks
-from providers.hardware.ups import NutUps
 from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
 from providers.host.catalogue import CatalogueError, ServiceCatalogue
 from providers.host.metrics import PsutilHost, public_address
-from providers.host.public_ip import HttpPublicAddress
 from providers.host.systemd import SystemctlServiceManager
 from providers.nixos.base import DesiredStateError
 from providers.nixos.desired import DesiredStateFile, first_start
@@ -294,15 +290,23 @@ class Hardware(NamedTuple):
 
 def _hardware(settings: Settings) -> Hardware:
     """Disks and arrays on one's own hardware (a cloud VM has neither SMART nor RAID to see);
-    the UPS and the public-address check wherever they are configured."""
+    the UPS and the public-address check wherever they are configured. Each probe is imported
+    only when it is configured, as the cloud SDKs are."""
     found: dict[str, Any] = {}
     if settings.server_provider == "none" and settings.watch_hardware:
+        from providers.hardware.arrays import HostArrays  # noqa: PLC0415
+        from providers.hardware.disks import SmartctlDisks  # noqa: PLC0415
+
         if settings.health_dir is not None or shutil.which("smartctl"):
             found["disks"] = SmartctlDisks(recorded=settings.health_dir)
         found["arrays"] = HostArrays(settings.mdstat_path, recorded=settings.health_dir)
     if settings.ups:
+        from providers.hardware.ups import NutUps  # noqa: PLC0415
+
         found["ups"] = NutUps(settings.ups)
     if settings.public_ip_url:
+        from providers.host.public_ip import HttpPublicAddress  # noqa: PLC0415
+
         try:
             found["public_ip"] = HttpPublicAddress(settings.public_ip_url)
         except ValueError as exc:

@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from providers.backup.memory import MemoryBackupEngine
-from providers.demo.home import home_hardware
 from providers.dns.base import DnsRecord
 from providers.dns.memory import MemoryDns
-from providers.hardware.memory import MemoryArrays, MemoryDisks, MemoryUps
 from providers.host.base import DiskUsage, HostMetrics, UnitError, UnitStatus, missing
 from providers.host.catalogue import ServiceCatalogue, ServiceInfo
 from providers.host.memory import MemoryPublicAddress
@@ -28,6 +27,9 @@ from providers.nixos.base import (
 from providers.nixos.memory import MemoryDesiredState
 from providers.server.memory import MemoryServerProvider, demo_server_provider
 from providers.storage.memory import MemoryBackupStorage, demo_storage
+
+if TYPE_CHECKING:
+    from providers.hardware.memory import MemoryArrays, MemoryDisks, MemoryUps
 
 DEMO_DOMAIN = "example.org"
 GiB = 1024**3
@@ -463,5 +465,7 @@ class DemoServer:
         )  # fmt: skip
         if not home:
             return server
+        from providers.demo.home import home_hardware  # noqa: PLC0415 - the home demo only
+
         disks, arrays, ups, public_ip = home_hardware()
         return replace(server, home=True, disks=disks, arrays=arrays, ups=ups, public_ip=public_ip)

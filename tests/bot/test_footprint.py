@@ -129,3 +129,21 @@ def test_steward_run_loads_no_argument_parser(tmp_path: Path) -> None:
     status, modules, _ = _main(tmp_path, "db", "current")
     assert status == 2
     assert "argparse" in modules
+
+
+HARDWARE_PROBES = {
+    "providers.hardware.disks",
+    "providers.hardware.arrays",
+    "providers.hardware.ups",
+    "providers.hardware.memory",
+    "providers.demo.home",
+}
+
+
+def test_a_cloud_server_loads_no_hardware_probe(tmp_path: Path) -> None:
+    """SMART disks, RAID arrays and a UPS belong to one's own hardware; a VM has none to see."""
+    _, modules = _built_transports(tmp_path)  # the demo's cloud server
+    assert not modules & HARDWARE_PROBES
+    (tmp_path / "home").mkdir()
+    _, modules = _built_transports(tmp_path / "home", STEWARD_DEMO="home")
+    assert {"providers.hardware.memory", "providers.demo.home"} <= modules
