@@ -132,16 +132,17 @@ def _key(names: Iterable[str]) -> Callable[[object], tuple[object, ...]]:
 
 
 def _make(cls: Any, kw_only: bool) -> Any:
-    own = cls.__dict__
+    own = cls.__dict__  # a live view: read what the class wrote before adding to it
+    # dataclass makes __hash__ for a frozen class unless the class wrote its own; a class that
+    # wrote __eq__ alone has __hash__ = None from Python, which is not its own.
+    hashes = "__hash__" not in own or (own["__hash__"] is None and "__eq__" in own)
     for name in ("__setattr__", "__delattr__"):
         if name in own:
             raise TypeError(f"{cls.__qualname__} is a value: it may not define {name}")
     for name, method in _SHARED.items():
         if name not in own:  # a method the class writes itself wins, as with dataclass
             setattr(cls, name, method)
-    # dataclass makes __hash__ for a frozen class unless the class wrote its own; a class that
-    # wrote __eq__ alone has __hash__ = None from Python, which is not its own.
-    if own.get("__hash__") is None:
+    if hashes:
         cls.__hash__ = _hash
     cls.__setattr__ = _setattr
     cls.__delattr__ = _delattr

@@ -172,6 +172,25 @@ def test_a_method_the_class_writes_itself_is_kept() -> None:
             def __setattr__(self, name: str, item: object) -> None: ...
 
 
+def test_a_class_that_writes_eq_still_hashes_and_one_that_refuses_hashing_is_kept() -> None:
+    @value
+    class Folded:  # noqa: PLW1641 - @value gives it __hash__, as dataclass would
+        word: str
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Folded) and self.word.lower() == other.word.lower()
+
+    @value
+    class Unhashable:
+        word: str
+        __hash__ = None  # type: ignore[assignment]
+
+    assert Folded("A") == Folded("a")
+    assert hash(Folded("a")) == hash(Folded("a"))
+    with pytest.raises(TypeError):
+        hash(Unhashable("a"))
+
+
 def test_a_value_class_costs_a_fraction_of_a_dataclass() -> None:
     """The reason for the module: measured with tracemalloc, not timed."""
     source = "class C:\n    a: int\n    b: str\n    c: int = 0\n"
