@@ -13,6 +13,10 @@ methods serves every class, reading the class's fields from tuples made once whe
 made (docs/performance.md has the measurements).
 
 Mutable dataclasses stay ``@dataclass``: they are few, and they are services, not values.
+
+One difference shows to introspection only: ``__dataclass_params__`` says ``frozen=False`` and
+``eq=False``, as dataclass was asked to make no methods; the class is frozen and compares all
+the same. Nothing in Steward reads those flags.
 """
 
 from __future__ import annotations

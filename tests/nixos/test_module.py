@@ -571,6 +571,23 @@ def test_the_package_brings_every_runtime_dependency_and_extra_of_pyproject() ->
     assert set(optional["all"][0].split("[")[1].rstrip("]").split(",")) == set(mapped)
 
 
+def test_the_package_is_built_from_every_package_of_the_wheel() -> None:
+    """The wheel's packages are named in pyproject.toml; package.nix names them again, in the
+    source it copies and in the import check. A package missing from the copy is a bot that
+    fails to import on the server, and only there."""
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    packages = set(wheel["targets"]["wheel"]["packages"])
+    text = (ROOT / "nixos" / "package.nix").read_text()
+    fileset = text[text.index("fileset.unions [") :]
+    fileset = fileset[: fileset.index("];")]
+    copied = set(re.findall(r"^\s+\.\./([a-z_]+)$", fileset, re.M))
+    checks = text[text.index("pythonImportsCheck = [") :]
+    checked = {
+        name.split(".")[0] for name in re.findall(r'"([a-z_.]+)"', checks[: checks.index("];")])
+    }
+    assert packages == copied == checked
+
+
 @pytest.mark.parametrize(
     ("settings", "extra_secrets", "extras"),
     [

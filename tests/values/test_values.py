@@ -79,20 +79,33 @@ def test_it_is_built_as_dataclass_builds_it() -> None:
     assert Checked(5).half == 2
 
 
+WRONG_CALLS = [
+    ((), {}),  # x is missing
+    ((1, 2, (), 4), {}),  # too many
+    ((1,), {"x": 1}),  # x twice
+    ((1,), {"colour": "red"}),  # no such field
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), WRONG_CALLS)
+@pytest.mark.parametrize("cls", [Point, DataPoint])
+def test_a_wrong_call_raises_type_error_as_dataclass_does(
+    cls: type, args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    with pytest.raises(TypeError):
+        cls(*args, **kwargs)
+
+
 @pytest.mark.parametrize(
     "build",
     [
         # Mypy refuses each of them too: it reads a value class as a dataclass.
-        Point,  # called with nothing: x is missing
-        lambda: Point(1, 2, (), 4),  # type: ignore[call-arg]  # too many
-        lambda: Point(1, x=1),  # type: ignore[misc]  # x twice
-        lambda: Point(1, colour="red"),  # type: ignore[call-arg]  # no such field
         lambda: Options(retries=1, level="INFO", extra=1),  # type: ignore[call-arg]
         lambda: Options("INFO", retries=1),  # type: ignore[call-arg]  # keyword-only
         lambda: Checked(4, 2),  # type: ignore[call-arg]  # half is not an argument
     ],
 )
-def test_a_wrong_call_raises_type_error_as_dataclass_does(build: object) -> None:
+def test_a_wrong_call_of_kw_only_and_init_false_fields_raises_type_error(build: object) -> None:
     with pytest.raises(TypeError):
         build()  # type: ignore[operator]
 
