@@ -366,7 +366,6 @@ async def _serve(settings: Settings) -> int:
 
         routine = Routine(app)
         await routine.start()
-        _give_back_heap()
         await stop.wait()
         log.info("stopping")
     finally:
@@ -380,20 +379,6 @@ async def _serve(settings: Settings) -> int:
             await app.flush()
             app.close()
     return 0
-
-
-def _give_back_heap() -> None:
-    """Hand the heap that start-up freed (imports, the schema check, building the app) back to
-    the system: glibc keeps it until asked. About 0.7 MB of an idle Telegram-only bot."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes  # noqa: PLC0415 - only here, once
-
-    try:
-        trim = ctypes.CDLL(None).malloc_trim  # glibc; musl has none
-    except (OSError, AttributeError):
-        return
-    trim(0)
 
 
 async def _build_after(
