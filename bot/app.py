@@ -39,12 +39,8 @@ from providers.dns.base import DnsProvider
 from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
 from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
 from providers.host.catalogue import CatalogueError, ServiceCatalogue
-from providers.host.metrics import PsutilHost, public_address
-from providers.host.systemd import SystemctlServiceManager
-from providers.nixos.base import DesiredStateError
+from providers.nixos.base import DesiredStateError, NixosSystem, Rebuilds
 from providers.nixos.desired import DesiredStateFile, first_start
-from providers.nixos.rebuild import SystemdRebuilds
-from providers.nixos.system import NixosRebuildSystem
 from providers.server.base import ServerProvider
 from providers.storage.base import BackupStorage
 
@@ -111,8 +107,8 @@ def build_app(
         if unknown:
             raise ConfigError(f"STEWARD_{variable}: unknown commands: {', '.join(unknown)}")
     server = _demo_server(settings) if demo else None
-    host: HostProbe = server.host if server else PsutilHost()
-    services: ServiceManager = server.services if server else SystemctlServiceManager()
+    machine = _machine(server)
+    host, services = machine.host, machine.services
     catalogue = server.catalogue if server else _catalogue(settings)
     db = Database(settings.database)
     db.ensure_schema_apart()
@@ -141,9 +137,9 @@ def build_app(
         audit=audit,
         registry=registry,
         timezone=_timezone(settings),
-        nixos=server.nixos if server else NixosRebuildSystem(),
+        nixos=machine.nixos,
         desired=server.desired if server else _desired(desired_path, catalogue),
-        rebuilds=server.rebuilds if server else SystemdRebuilds(),
+        rebuilds=machine.rebuilds,
         notes=kv,
         policy=SystemPolicy(
             keep_minutes=settings.keep_minutes or None,
@@ -212,6 +208,34 @@ def build_app(
     engine.on_incident = tell_admins
     engine.on_alert = alert_admins
     return App(settings, db, engine, router, kv, server, notifier, audit)
+
+
+class _Machine(NamedTuple):
+    host: HostProbe
+    services: ServiceManager
+    nixos: NixosSystem
+    rebuilds: Rebuilds
+
+
+def _machine(server: DemoServer | None) -> _Machine:
+    """The machine Steward looks after: the demo's, or this one. This one's providers are imported
+    only here, so the demo does not hold them beside its fakes."""
+    if server is not None:
+        return _Machine(server.host, server.services, server.nixos, server.rebuilds)
+    from providers.host.metrics import PsutilHost  # noqa: PLC0415
+    from providers.host.systemd import SystemctlServiceManager  # noqa: PLC0415
+    from providers.nixos.rebuild import SystemdRebuilds  # noqa: PLC0415
+    from providers.nixos.system import NixosRebuildSystem  # noqa: PLC0415
+
+    return _Machine(
+        PsutilHost(), SystemctlServiceManager(), NixosRebuildSystem(), SystemdRebuilds()
+    )
+
+
+def _public_address() -> str | None:
+    from providers.host.metrics import public_address  # noqa: PLC0415
+
+    return public_address()
 
 
 def _desired(path: Path, catalogue: ServiceCatalogue) -> DesiredStateFile:
@@ -331,7 +355,7 @@ def _cloud(settings: Settings) -> ServerProvider | None:
     return HetznerServerProvider(
         settings.hcloud_token.get_secret_value(),
         server=settings.hcloud_server,
-        public_ip=None if settings.hcloud_server else public_address(),
+        public_ip=None if settings.hcloud_server else _public_address(),
         api_url=settings.hcloud_api_url or DEFAULT_API_URL,
     )
 
@@ -349,7 +373,7 @@ def _digitalocean(settings: Settings) -> ServerProvider:
     return DigitalOceanServerProvider(
         settings.digitalocean_token.get_secret_value(),
         droplet=settings.digitalocean_droplet,
-        public_ip=None if settings.digitalocean_droplet else public_address(),
+        public_ip=None if settings.digitalocean_droplet else _public_address(),
         api_url=settings.digitalocean_api_url or DEFAULT_API_URL,
     )
 
@@ -370,7 +394,7 @@ def _scaleway(settings: Settings) -> ServerProvider:
             project_id=settings.scaleway_project_id,
             zone=settings.scaleway_zone or "fr-par-1",
             server=settings.scaleway_server,
-            public_ip=None if settings.scaleway_server else public_address(),
+            public_ip=None if settings.scaleway_server else _public_address(),
             api_url=settings.scaleway_api_url or DEFAULT_API_URL,
         )
     except ValueError as exc:  # names the setting, never its value
@@ -399,7 +423,7 @@ def _ovh(settings: Settings) -> ServerProvider:
         project_id=settings.ovh_project_id,
         endpoint=settings.ovh_endpoint,
         instance=settings.ovh_instance,
-        public_ip=None if settings.ovh_instance else public_address(),
+        public_ip=None if settings.ovh_instance else _public_address(),
     )
 
 

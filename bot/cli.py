@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Protocol
 from bot import __version__, logs
 from bot.config import SECRETS, ConfigError, Secret, Settings, check_extras, load_settings
 from bot.errors import DatabaseError
-from bot.transports.matrix_login import MatrixLogin
 
 if TYPE_CHECKING:
     import argparse
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from bot.app import App
     from bot.routine import Routine
     from bot.transports.matrix import MatrixTransport
+    from bot.transports.matrix_login import MatrixLogin
     from bot.transports.router import OutboxRouter
     from bot.transports.telegram import TelegramTransport
     from providers.storage.base import BackupStorage
@@ -468,6 +468,8 @@ def _matrix_login(settings: Settings) -> MatrixLogin:
             "or STEWARD_MATRIX_ACCESS_TOKEN"
         )
     assert homeserver is not None  # noqa: S101 - the caller checked it
+    from bot.transports.matrix_login import MatrixLogin  # noqa: PLC0415 - Matrix only
+
     return MatrixLogin(
         homeserver=homeserver.rstrip("/"),
         user=settings.matrix_user,

@@ -80,6 +80,7 @@ def test_telegram_alone_loads_no_matrix_library_and_no_heavy_stack(tmp_path: Pat
     names, modules = _built_transports(tmp_path, STEWARD_TELEGRAM_TOKEN="1:" + "x" * 35)
     assert names == ["TelegramTransport"]
     assert "nio" not in modules
+    assert "bot.transports.matrix_login" not in modules
     assert "telegram" in modules
     # Measured costs that bought nothing here: the ORM (6 MB) and pydantic (9 MB).
     assert "sqlalchemy.orm" not in modules
@@ -147,3 +148,17 @@ def test_a_cloud_server_loads_no_hardware_probe(tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
     _, modules = _built_transports(tmp_path / "home", STEWARD_DEMO="home")
     assert {"providers.hardware.memory", "providers.demo.home"} <= modules
+
+
+THIS_MACHINE = {
+    "providers.host.metrics",
+    "providers.host.systemd",
+    "providers.nixos.rebuild",
+    "providers.nixos.system",
+}
+
+
+def test_the_demo_does_not_hold_this_machines_providers_beside_its_fakes(tmp_path: Path) -> None:
+    _, modules = _built_transports(tmp_path)
+    assert "providers.demo" in modules
+    assert not modules & THIS_MACHINE
