@@ -40,13 +40,13 @@ from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
 from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
 from providers.host.catalogue import CatalogueError, ServiceCatalogue
 from providers.nixos.base import DesiredStateError, NixosSystem, Rebuilds
-from providers.nixos.desired import DesiredStateFile, first_start
 from providers.server.base import ServerProvider
 from providers.storage.base import BackupStorage
 
 if TYPE_CHECKING:
     from providers.backup.selfsnapshot import SelfSources
     from providers.demo import DemoServer
+    from providers.nixos.desired import DesiredStateFile
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 15.0
@@ -241,6 +241,8 @@ def _public_address() -> str | None:
 def _desired(path: Path, catalogue: ServiceCatalogue) -> DesiredStateFile:
     """The real desired state; on the first start, the services already running are recorded
     as enabled (nixos/desired-state.nix assumes the same while the file is missing)."""
+    from providers.nixos.desired import DesiredStateFile, first_start  # noqa: PLC0415
+
     store = DesiredStateFile(path)
     running = [sid for sid in catalogue if catalogue[sid].already_running]
     try:

@@ -153,6 +153,7 @@ def test_a_cloud_server_loads_no_hardware_probe(tmp_path: Path) -> None:
 THIS_MACHINE = {
     "providers.host.metrics",
     "providers.host.systemd",
+    "providers.nixos.desired",
     "providers.nixos.rebuild",
     "providers.nixos.system",
 }
