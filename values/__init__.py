@@ -8,7 +8,7 @@ with ``default``, ``default_factory``, ``init``, ``repr``, ``compare``, ``hash``
 The difference is where the methods come from. For each class, ``dataclass`` writes
 ``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, ``__setattr__`` and ``__delattr__`` out as
 source and compiles them, at every start: Python 3.11 to 3.13 keep none of it in the bytecode
-cache. That is 13 KB and 0.45 ms per class, and the bot defines about a hundred. Here one set of
+cache. That is 13 KB and 0.46 ms per class, and Steward defines about ninety. Here one set of
 methods serves every class, reading the class's fields from tuples made once when the class is
 made (docs/performance.md has the measurements).
 

@@ -159,7 +159,27 @@ THIS_MACHINE = {
 }
 
 
+REAL_PROBE = """
+import json, sys
+from bot.app import build_app
+from bot.config import load_settings
+build_app(load_settings()).close()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
 def test_the_demo_does_not_hold_this_machines_providers_beside_its_fakes(tmp_path: Path) -> None:
     _, modules = _built_transports(tmp_path)
     assert "providers.demo" in modules
     assert not modules & THIS_MACHINE
+    # A bot on this machine loads every one of them: the names above are the real modules.
+    (tmp_path / "real").mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STEWARD_")}
+    result = subprocess.run(
+        [sys.executable, "-c", REAL_PROBE],
+        capture_output=True, text=True, cwd=tmp_path / "real", timeout=60, check=True,
+        env={**clean, "STEWARD_STATE_DIR": str(tmp_path / "real")},
+    )  # fmt: skip
+    real = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert "providers.demo" not in real
+    assert real >= THIS_MACHINE
