@@ -32,21 +32,22 @@ from handlers.core.job_host import EngineSettings
 from handlers.core.messages import ChatRef, Reply, esc
 from handlers.core.spec import Role
 from handlers.system import welcome_back
-from providers.backup.base import BackupEngine, DatabaseDumps, DataJobs, SelfSnapshot
 from providers.backup.datajobs import LocalDataJobs, UnitDataJobs, UnitSelfSnapshot
 from providers.backup.restore import Restorer
-from providers.dns.base import DnsProvider
-from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
-from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
 from providers.host.catalogue import CatalogueError, ServiceCatalogue
-from providers.nixos.base import DesiredStateError, NixosSystem, Rebuilds
-from providers.server.base import ServerProvider
-from providers.storage.base import BackupStorage
+from providers.nixos.base import DesiredStateError
 
 if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine, DatabaseDumps, DataJobs, SelfSnapshot
     from providers.backup.selfsnapshot import SelfSources
     from providers.demo import DemoServer
+    from providers.dns.base import DnsProvider
+    from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
+    from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
+    from providers.nixos.base import NixosSystem, Rebuilds
     from providers.nixos.desired import DesiredStateFile
+    from providers.server.base import ServerProvider
+    from providers.storage.base import BackupStorage
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 15.0

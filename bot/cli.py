@@ -414,10 +414,14 @@ async def _until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
     return False
 
 
-class _Transport(Protocol):
-    async def start(self) -> None: ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def stop(self) -> None: ...
+    class _Transport(Protocol):
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
 
 
 # Each transport is imported only when configured: each library costs memory.

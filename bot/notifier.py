@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from handlers.core.messages import ChatRef, Reply, esc
-from handlers.core.progress import Outbox
+
+if TYPE_CHECKING:
+    from handlers.core.progress import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.app import _backups, _catalogue, _dumps
 from bot.config import ConfigError, Settings
@@ -35,13 +35,16 @@ from bot.storage.database import Database
 from bot.storage.stores import SqlAuditLog
 from handlers.core.messages import Actor
 from handlers.core.records import AuditEntry, AuditEvent
-from providers.backup.base import SELF, BackupEngine, BackupError, BackupReason, DataJobs, Snapshot
+from providers.backup.base import SELF, BackupError, BackupReason, Snapshot
 from providers.backup.datajobs import LocalDataJobs, UnitDataJobs
 from providers.backup.restore import Restorer, plan_restore
 from providers.backup.selfrestore import OwnRestore
 from providers.backup.selfsnapshot import parse_database
 from providers.host.catalogue import ServiceCatalogue, ServiceInfo
 from providers.host.systemd import SystemctlServiceManager
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine, DataJobs
 
 WINDOW = timedelta(hours=1)
 RECOVERED_CATALOGUE = "recovered-catalogue.json"

@@ -24,17 +24,11 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.app import _backups, _catalogue, _dumps, self_sources
 from bot.config import Settings
-from providers.backup.base import (
-    SELF,
-    BackupEngine,
-    BackupError,
-    BackupProgress,
-    BackupReason,
-    RestoreError,
-)
+from providers.backup.base import SELF, BackupError, BackupProgress, BackupReason, RestoreError
 from providers.backup.datajobs import (
     FOREIGN_RESTORE,
     INSTANCE,
@@ -49,6 +43,9 @@ from providers.backup.restore import Restorer, plan_restore
 from providers.backup.selfsnapshot import LocalSelfSnapshot
 from providers.backup.snapshot_ledger import SnapshotLedger
 from providers.host.systemd import SystemctlServiceManager
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine
 
 log = logging.getLogger("steward.worker")
 REASONS = (BackupReason.MANUAL, BackupReason.SCHEDULED)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import Reply, esc
@@ -17,15 +18,16 @@ from handlers.core.registry import Registry
 from handlers.core.spec import SERVICE, Arg, AskFirst, Role, Word
 from handlers.repository import create, missing, offer_init, what_init_does
 from providers.backup.base import (
-    BackupEngine,
     BackupError,
     BackupProgress,
     BackupReason,
-    DataJobs,
     RetentionPolicy,
     Snapshot,
 )
 from providers.host.catalogue import ServiceInfo
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine, DataJobs
 
 commands = Registry()
 NO_BACKUPS = (

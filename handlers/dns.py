@@ -7,15 +7,19 @@ import asyncio
 import hashlib
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from handlers.core.context import CommandError, Context, Deps
 from handlers.core.messages import Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Role
 from handlers.rebuild import read_desired
-from providers.dns.base import DnsChanges, DnsError, DnsProvider, DnsRecord
+from providers.dns.base import DnsChanges, DnsError, DnsRecord
 from providers.dns.records import DnsDiff, diff, parse_dkim_file, required_records
 from providers.server.base import ServerError
+
+if TYPE_CHECKING:
+    from providers.dns.base import DnsProvider
 
 commands = Registry()
 NO_DNS = (

@@ -8,11 +8,16 @@ only after a confirmation that says where it goes and that the file is the only 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Button, Reply, esc
 from handlers.core.registry import Registry
 from handlers.core.spec import Role
-from providers.backup.base import BackupEngine, BackupError
+from providers.backup.base import BackupError
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine
 
 commands = Registry()
 INIT = "backup init"

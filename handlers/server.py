@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from handlers.core.context import CommandError, Context
 from handlers.core.messages import Reply, esc
@@ -13,12 +14,15 @@ from providers.server.base import (
     POWER_ACTIONS,
     ServerError,
     ServerInfo,
-    ServerProvider,
     Snapshot,
     Volume,
     check_new_volume_size,
 )
-from providers.storage.base import BackupStorage, StorageError
+from providers.storage.base import StorageError
+
+if TYPE_CHECKING:
+    from providers.server.base import ServerProvider
+    from providers.storage.base import BackupStorage
 
 commands = Registry()
 GB = 1000**3

@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nio import AsyncClient, SyncResponse
 
-from bot.transports.matrix_state import PREFIX, KeyValue
+from bot.transports.matrix_state import PREFIX
 from handlers.core.messages import esc
+
+if TYPE_CHECKING:
+    from bot.transports.matrix_state import KeyValue
 
 log = logging.getLogger(__name__)
 DEVICES = f"{PREFIX}devices:"

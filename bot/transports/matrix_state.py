@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from values import value
 
@@ -27,18 +27,22 @@ PROMPT = f"{PREFIX}prompt:"
 KEEP_FOR = timedelta(days=2)
 
 
-class KeyValue(Protocol):
-    async def get(self, key: str) -> str | None: ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def set(self, key: str, value: str, now: datetime) -> None: ...
+    class KeyValue(Protocol):
+        async def get(self, key: str) -> str | None: ...
 
-    async def add(self, key: str, value: str, now: datetime) -> bool:
-        """Insert unless the key exists; True when this call inserted it."""
-        ...
+        async def set(self, key: str, value: str, now: datetime) -> None: ...
 
-    async def delete(self, key: str) -> None: ...
+        async def add(self, key: str, value: str, now: datetime) -> bool:
+            """Insert unless the key exists; True when this call inserted it."""
+            ...
 
-    async def purge(self, prefix: str, before: datetime) -> int: ...
+        async def delete(self, key: str) -> None: ...
+
+        async def purge(self, prefix: str, before: datetime) -> int: ...
 
 
 @value

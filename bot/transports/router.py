@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from handlers.core.messages import ChatRef, MessageRef, Reply
-from handlers.core.progress import Outbox
+
+if TYPE_CHECKING:
+    from handlers.core.progress import Outbox
 
 log = logging.getLogger(__name__)
 

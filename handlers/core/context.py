@@ -8,22 +8,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from handlers.core.messages import Command
-from handlers.core.progress import Progress
-from handlers.core.records import AuditLog, DemoControls, Notes, Samples, Schedules
 from handlers.core.spec import Role
-from providers.backup.base import BackupEngine, DatabaseDumps, DataJobs, SelfSnapshot
-from providers.dns.base import DnsProvider
-from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
-from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
 from providers.host.catalogue import ServiceCatalogue
-from providers.nixos.base import DesiredStateStore, NixosSystem, Rebuilds
-from providers.server.base import ServerProvider
-from providers.storage.base import BackupStorage
 from values import value
 
 if TYPE_CHECKING:
     from handlers.core.fleet import Fleet
+    from handlers.core.progress import Progress
+    from handlers.core.records import AuditLog, DemoControls, Notes, Samples, Schedules
     from handlers.core.registry import Registry
+    from providers.backup.base import BackupEngine, DatabaseDumps, DataJobs, SelfSnapshot
+    from providers.dns.base import DnsProvider
+    from providers.hardware.base import ArrayProbe, DiskProbe, UpsProbe
+    from providers.host.base import HostProbe, PublicAddressProbe, ServiceManager
+    from providers.nixos.base import DesiredStateStore, NixosSystem, Rebuilds
+    from providers.server.base import ServerProvider
+    from providers.storage.base import BackupStorage
 
 
 class CommandError(Exception):

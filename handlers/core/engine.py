@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from handlers.core.access import AccessPolicy, StrangerLimiter
 from handlers.core.context import CommandError, Context, Deps
@@ -34,17 +35,14 @@ from handlers.core.messages import (
     Reply,
     esc,
 )
-from handlers.core.progress import NoProgress, Outbox
-from handlers.core.records import (
-    AuditEntry,
-    AuditEvent,
-    Confirmation,
-    ConfirmationState,
-    ConfirmationStore,
-    JobStore,
-)
+from handlers.core.progress import NoProgress
+from handlers.core.records import AuditEntry, AuditEvent, Confirmation, ConfirmationState
 from handlers.core.registry import Entry
 from handlers.core.spec import AskFirst, Role, UsageError
+
+if TYPE_CHECKING:
+    from handlers.core.progress import Outbox
+    from handlers.core.records import ConfirmationStore, JobStore
 
 log = logging.getLogger(__name__)
 

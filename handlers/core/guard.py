@@ -11,12 +11,14 @@ import enum
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from handlers.core.messages import Actor, esc
-from handlers.core.records import Notes
 from handlers.core.spec import CommandSpec
 from values import value
+
+if TYPE_CHECKING:
+    from handlers.core.records import Notes
 
 LOCKDOWN_KEY = "security:lockdown"
 CONSOLE = "console"
@@ -38,26 +40,30 @@ class CodeCheck(enum.StrEnum):
     NOT_ENROLLED = "not enrolled"
 
 
-class SecondFactor(Protocol):
-    """TOTP secrets (kept encrypted by ``bot``), the used time steps, failures and lock-outs.
-    Users are ``Actor.key`` values: ``telegram:1001``, ``matrix:@alice:example.org``."""
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def enrolled(self, user: str) -> bool: ...
+    class SecondFactor(Protocol):
+        """TOTP secrets (kept encrypted by ``bot``), the used time steps, failures and lock-outs.
+        Users are ``Actor.key`` values: ``telegram:1001``, ``matrix:@alice:example.org``."""
 
-    async def anyone_enrolled(self) -> bool: ...
+        async def enrolled(self, user: str) -> bool: ...
 
-    async def verify(self, user: str, code: str, now: datetime) -> CodeCheck:
-        """Accept a code of the current time step or one either side, once: a code whose step
-        is not newer than the last accepted one is ``REPLAYED``."""
-        ...
+        async def anyone_enrolled(self) -> bool: ...
 
-    async def add_failure(self, user: str, now: datetime) -> int:
-        """Record a failed code; returns the failures within ``FAILURE_WINDOW`` of ``now``."""
-        ...
+        async def verify(self, user: str, code: str, now: datetime) -> CodeCheck:
+            """Accept a code of the current time step or one either side, once: a code whose step
+            is not newer than the last accepted one is ``REPLAYED``."""
+            ...
 
-    async def locked_until(self, user: str) -> datetime | None: ...
+        async def add_failure(self, user: str, now: datetime) -> int:
+            """Record a failed code; returns the failures within ``FAILURE_WINDOW`` of ``now``."""
+            ...
 
-    async def lock(self, user: str, until: datetime) -> None: ...
+        async def locked_until(self, user: str) -> datetime | None: ...
+
+        async def lock(self, user: str, until: datetime) -> None: ...
 
 
 @value

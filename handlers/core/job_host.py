@@ -6,14 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from handlers.core.access import AccessPolicy
 from handlers.core.context import Deps
 from handlers.core.messages import Actor, ChatRef, Command, Reply
-from handlers.core.progress import Outbox
-from handlers.core.records import AuditEvent, ConfirmationStore
+from handlers.core.records import AuditEvent
 from values import value
+
+if TYPE_CHECKING:
+    from handlers.core.progress import Outbox
+    from handlers.core.records import ConfirmationStore
 
 
 @value
@@ -25,27 +28,31 @@ class EngineSettings:
     progress_interval: float = 2.0
 
 
-class JobHost(Protocol):
-    deps: Deps
-    access: AccessPolicy
-    confirmations: ConfirmationStore
-    outbox: Outbox
-    settings: EngineSettings
-    clock: Callable[[], datetime]
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def incident(self, cmd: Command, exc: BaseException) -> Reply:
-        """Log a failure under a new incident id and return the short answer the user sees."""
-        ...
+    class JobHost(Protocol):
+        deps: Deps
+        access: AccessPolicy
+        confirmations: ConfirmationStore
+        outbox: Outbox
+        settings: EngineSettings
+        clock: Callable[[], datetime]
 
-    async def audit(
-        self,
-        event: AuditEvent,
-        actor: Actor,
-        chat: ChatRef | None,
-        command: str = "",
-        args: tuple[str, ...] = (),
-        *,
-        result: str = "",
-        approver: Actor | None = None,
-        started: float | None = None,
-    ) -> None: ...
+        async def incident(self, cmd: Command, exc: BaseException) -> Reply:
+            """Log a failure under a new incident id and return the short answer the user sees."""
+            ...
+
+        async def audit(
+            self,
+            event: AuditEvent,
+            actor: Actor,
+            chat: ChatRef | None,
+            command: str = "",
+            args: tuple[str, ...] = (),
+            *,
+            result: str = "",
+            approver: Actor | None = None,
+            started: float | None = None,
+        ) -> None: ...

@@ -9,14 +9,17 @@ import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handlers.core.context import CommandError, Context
-from handlers.core.job_host import JobHost
 from handlers.core.messages import CANCEL, CONFIRM, Button, Command, MessageRef, Reply, esc
 from handlers.core.progress import ThrottledMessage
-from handlers.core.records import AuditEvent, Confirmation, Job, JobState, JobStore
+from handlers.core.records import AuditEvent, Confirmation, Job, JobState
 from handlers.core.spec import UsageError
+
+if TYPE_CHECKING:
+    from handlers.core.job_host import JobHost
+    from handlers.core.records import JobStore
 
 log = logging.getLogger(__name__)
 

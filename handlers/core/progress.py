@@ -6,23 +6,25 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from handlers.core.messages import ChatRef, MessageRef, Reply
 
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-class Outbox(Protocol):
-    """What a transport offers the core. ``edit`` treats "not modified" as success."""
+    class Outbox(Protocol):
+        """What a transport offers the core. ``edit`` treats "not modified" as success."""
 
-    async def send(
-        self, chat: ChatRef, reply: Reply, reply_to: str | None = None
-    ) -> MessageRef: ...
+        async def send(
+            self, chat: ChatRef, reply: Reply, reply_to: str | None = None
+        ) -> MessageRef: ...
 
-    async def edit(self, ref: MessageRef, reply: Reply) -> None: ...
+        async def edit(self, ref: MessageRef, reply: Reply) -> None: ...
 
-
-class Progress(Protocol):
-    async def update(self, text: str) -> None: ...
+    class Progress(Protocol):
+        async def update(self, text: str) -> None: ...
 
 
 class NoProgress:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import field
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from values import value
 
@@ -53,13 +53,17 @@ class UsageError(Exception):
         self.usage = usage
 
 
-class ArgType(Protocol):
-    """Turns one token into a typed value, or raises ``ValueError`` with a short reason."""
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    @property
-    def metavar(self) -> str: ...
+    class ArgType(Protocol):
+        """Turns one token into a typed value, or raises ``ValueError`` with a short reason."""
 
-    def convert(self, token: str) -> object: ...
+        @property
+        def metavar(self) -> str: ...
+
+        def convert(self, token: str) -> object: ...
 
 
 @value

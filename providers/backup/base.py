@@ -185,101 +185,113 @@ class RepoStats:
     blob_count: int | None = None
 
 
-class BackupEngine(Protocol):
-    async def init(self) -> None:
-        """Create the repository; a repository that already exists is fine (its password is
-        checked)."""
-        ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def ready(self) -> bool:
-        """True when the repository opens; False when there is none at its location yet.
-        Anything else (a wrong password, no network) raises ``BackupError``."""
-        ...
+    class BackupEngine(Protocol):
+        async def init(self) -> None:
+            """Create the repository; a repository that already exists is fine (its password is
+            checked)."""
+            ...
 
-    def location(self) -> str:
-        """Where the repository is, for people: never with the credentials a URL may hold."""
-        ...
+        async def ready(self) -> bool:
+            """True when the repository opens; False when there is none at its location yet.
+            Anything else (a wrong password, no network) raises ``BackupError``."""
+            ...
 
-    def key_file(self) -> str | None:
-        """The password file: the only key to the repository."""
-        ...
+        def location(self) -> str:
+            """Where the repository is, for people: never with the credentials a URL may hold."""
+            ...
 
-    async def backup(
-        self,
-        service_id: str,
-        paths: Sequence[Path],
-        reason: BackupReason,
-        on_progress: ProgressCallback | None = None,
-    ) -> BackupResult: ...
+        def key_file(self) -> str | None:
+            """The password file: the only key to the repository."""
+            ...
 
-    async def snapshots(self, service_id: str | None = None) -> list[Snapshot]:
-        """Oldest first."""
-        ...
+        async def backup(
+            self,
+            service_id: str,
+            paths: Sequence[Path],
+            reason: BackupReason,
+            on_progress: ProgressCallback | None = None,
+        ) -> BackupResult: ...
 
-    async def restore(
-        self,
-        snapshot_id: str,
-        target_dir: Path,
-        include_paths: Sequence[str] = (),
-        *,
-        verify: bool = True,
-    ) -> RestoreResult:
-        """Restore into ``target_dir``, a new staging folder (what it already holds is
-        overwritten, and counted). ``include_paths`` are absolute paths in the snapshot."""
-        ...
+        async def snapshots(self, service_id: str | None = None) -> list[Snapshot]:
+            """Oldest first."""
+            ...
 
-    async def forget(self, snapshot_id: str) -> None:
-        """Remove one snapshot from the list; its data goes at the next pruning retention."""
-        ...
+        async def restore(
+            self,
+            snapshot_id: str,
+            target_dir: Path,
+            include_paths: Sequence[str] = (),
+            *,
+            verify: bool = True,
+        ) -> RestoreResult:
+            """Restore into ``target_dir``, a new staging folder (what it already holds is
+            overwritten, and counted). ``include_paths`` are absolute paths in the snapshot."""
+            ...
 
-    async def apply_retention(self, policy: RetentionPolicy) -> RetentionResult:
-        """Forget and prune scheduled snapshots beyond the policy, per service."""
-        ...
+        async def forget(self, snapshot_id: str) -> None:
+            """Remove one snapshot from the list; its data goes at the next pruning retention."""
+            ...
 
-    async def check(self, read_data_subset: str = "5%") -> CheckResult: ...
+        async def apply_retention(self, policy: RetentionPolicy) -> RetentionResult:
+            """Forget and prune scheduled snapshots beyond the policy, per service."""
+            ...
 
-    async def drill(
-        self, sample_size: int, tmp_dir: Path, service_id: str | None = None
-    ) -> DrillResult: ...
+        async def check(self, read_data_subset: str = "5%") -> CheckResult: ...
 
-    async def stats(self) -> RepoStats: ...
+        async def drill(
+            self, sample_size: int, tmp_dir: Path, service_id: str | None = None
+        ) -> DrillResult: ...
 
+        async def stats(self) -> RepoStats: ...
 
-class SelfSnapshot(Protocol):
-    """Steward's own snapshot (tag ``service:steward``): its database, the desired state,
-    /etc/nixos, the DKIM keys and the catalogue (providers/backup/selfsnapshot.py)."""
+    class SelfSnapshot(Protocol):
+        """Steward's own snapshot (tag ``service:steward``): its database, the desired state,
+        /etc/nixos, the DKIM keys and the catalogue (providers/backup/selfsnapshot.py)."""
 
-    async def take(
-        self, reason: BackupReason, on_progress: ProgressCallback | None = None
-    ) -> BackupResult: ...
+        async def take(
+            self, reason: BackupReason, on_progress: ProgressCallback | None = None
+        ) -> BackupResult: ...
+
+    class Units(Protocol):
+        """What the restore needs of systemd (``ServiceManager`` has it)."""
+
+        async def start(self, unit: str) -> None: ...
+
+        async def stop(self, unit: str) -> None: ...
+
+    class DatabaseDumps(Protocol):
+        """Database dumps that travel in a service's snapshot, in ``folder(service)``."""
+
+        def folder(self, service_id: str) -> Path: ...
+
+        async def dump(self, service_id: str, databases: Sequence[str]) -> Path:
+            """Dump each database into ``folder(service_id)``; returns that folder."""
+            ...
+
+        async def load(self, dumps: Path, databases: Sequence[str]) -> None:
+            """Load each database from ``<dumps>/<name>.pgdump``, each in one transaction."""
+            ...
+
+        async def clean(self, service_id: str) -> None: ...
+
+    class DataJobs(Protocol):
+        async def backup(
+            self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
+        ) -> BackupResult:
+            """Dump the service's databases, back up its folders and the dumps, remove them."""
+            ...
+
+        async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport: ...
+
+        async def recover(self, service_id: str, step: Step) -> tuple[bool, str]: ...
 
 
 # What a restore puts back and what it reports, and what it needs of the system.
 Step = Callable[[str], Awaitable[None]]
-
-
-class Units(Protocol):
-    """What the restore needs of systemd (``ServiceManager`` has it)."""
-
-    async def start(self, unit: str) -> None: ...
-
-    async def stop(self, unit: str) -> None: ...
-
-
-class DatabaseDumps(Protocol):
-    """Database dumps that travel in a service's snapshot, in ``folder(service)``."""
-
-    def folder(self, service_id: str) -> Path: ...
-
-    async def dump(self, service_id: str, databases: Sequence[str]) -> Path:
-        """Dump each database into ``folder(service_id)``; returns that folder."""
-        ...
-
-    async def load(self, dumps: Path, databases: Sequence[str]) -> None:
-        """Load each database from ``<dumps>/<name>.pgdump``, each in one transaction."""
-        ...
-
-    async def clean(self, service_id: str) -> None: ...
 
 
 @value
@@ -308,15 +320,3 @@ class RestoreError(BackupError):
         super().__init__(message)
         self.kept_old = kept_old
         self.safety_snapshot = safety_snapshot
-
-
-class DataJobs(Protocol):
-    async def backup(
-        self, info: ServiceInfo, reason: BackupReason, on_progress: ProgressCallback
-    ) -> BackupResult:
-        """Dump the service's databases, back up its folders and the dumps, remove them."""
-        ...
-
-    async def restore(self, plan: RestorePlan, step: Step) -> RestoreReport: ...
-
-    async def recover(self, service_id: str, step: Step) -> tuple[bool, str]: ...

@@ -21,16 +21,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.backup.base import (
     SELF,
-    BackupEngine,
     BackupError,
     BackupProgress,
     BackupReason,
     BackupResult,
-    DatabaseDumps,
     ProgressCallback,
     RestoreError,
     RestorePlan,
@@ -40,6 +38,9 @@ from providers.backup.base import (
 from providers.backup.restore import Restorer
 from providers.host.base import UnitError, run_tool
 from providers.host.catalogue import ServiceInfo
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine, DatabaseDumps
 
 # Matched whole (fullmatch: ``$`` would let a final newline through). The argument is a
 # reason, ``recover`` or a snapshot id, and nothing that could read as an option.

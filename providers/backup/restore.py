@@ -31,21 +31,22 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from providers.backup.base import (
-    BackupEngine,
     BackupError,
     BackupReason,
-    DatabaseDumps,
     RestoreError,
     RestorePlan,
     RestoreReport,
     Snapshot,
     Step,
-    Units,
 )
 from providers.host.base import fsync_dir
 from providers.host.catalogue import ServiceInfo
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine, DatabaseDumps, Units
 
 log = logging.getLogger(__name__)
 STAGING, OLD = ".steward-restore", ".steward-old"

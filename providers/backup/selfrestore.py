@@ -16,9 +16,9 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from providers.backup.base import SELF, BackupEngine, BackupError, Snapshot
+from providers.backup.base import SELF, BackupError, Snapshot
 from providers.backup.pgdump import restore_database
 from providers.backup.selfsnapshot import (
     BUNDLE,
@@ -29,6 +29,9 @@ from providers.backup.selfsnapshot import (
     password_file_for,
 )
 from providers.host.base import fsync_dir
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine
 
 STAGING = ".steward-recover"
 ASIDE = ".before-recover"

@@ -27,18 +27,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from providers.backup.base import (
-    SELF,
-    BackupEngine,
-    BackupError,
-    BackupReason,
-    BackupResult,
-    ProgressCallback,
-)
+from providers.backup.base import SELF, BackupError, BackupReason, BackupResult, ProgressCallback
 from providers.backup.pgdump import PostgresSettings, dump_database
 from values import value
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine
 
 BUNDLE = "steward-self"
 MANIFEST = "manifest.json"

@@ -8,7 +8,7 @@ each type's content has one spelling, so records compare equal when the DNS data
 from __future__ import annotations
 
 import enum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from values import value
 
@@ -84,18 +84,22 @@ class DnsError(Exception):
         return self.kind in {DnsErrorKind.UNAVAILABLE, DnsErrorKind.RATE_LIMITED}
 
 
-class DnsProvider(Protocol):
-    """Reads and changes one provider's zones.
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    ``list_records`` returns the zone's A, AAAA, MX, TXT, CAA and CNAME records (other types
-    are left out: Steward never manages them). ``apply`` first checks that every record it
-    updates or deletes is still there (else ``DnsError`` CONFLICT, and nothing changes)."""
+    class DnsProvider(Protocol):
+        """Reads and changes one provider's zones.
 
-    @property
-    def label(self) -> str:
-        """What to call the provider in a reply: "Cloudflare", "ns1.example.org:53"."""
-        ...
+        ``list_records`` returns the zone's A, AAAA, MX, TXT, CAA and CNAME records (other types
+        are left out: Steward never manages them). ``apply`` first checks that every record it
+        updates or deletes is still there (else ``DnsError`` CONFLICT, and nothing changes)."""
 
-    async def list_records(self, zone: str) -> list[DnsRecord]: ...
+        @property
+        def label(self) -> str:
+            """What to call the provider in a reply: "Cloudflare", "ns1.example.org:53"."""
+            ...
 
-    async def apply(self, zone: str, changes: DnsChanges) -> None: ...
+        async def list_records(self, zone: str) -> list[DnsRecord]: ...
+
+        async def apply(self, zone: str, changes: DnsChanges) -> None: ...

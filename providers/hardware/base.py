@@ -6,7 +6,7 @@ are in ``memory``.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from values import value
 
@@ -54,10 +54,25 @@ class DiskHealth:
         return f"{self.device} ({label})" if label else self.device
 
 
-class DiskProbe(Protocol):
-    async def disks(self) -> list[DiskHealth]:
-        """Every disk smartctl finds; OSError when smartctl itself cannot run."""
-        ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
+
+    class DiskProbe(Protocol):
+        async def disks(self) -> list[DiskHealth]:
+            """Every disk smartctl finds; OSError when smartctl itself cannot run."""
+            ...
+
+    class ArrayProbe(Protocol):
+        async def arrays(self) -> tuple[list[ArrayHealth], set[str]]:
+            """The arrays found, and the kinds that answered (so that an array missing from a
+            kind that answered is healthy or gone, while one of a kind that did not is unknown)."""
+            ...
+
+    class UpsProbe(Protocol):
+        async def status(self) -> UpsStatus:
+            """OSError with a short reason when NUT does not answer."""
+            ...
 
 
 # --- arrays -------------------------------------------------------------------------------------
@@ -71,13 +86,6 @@ class ArrayHealth:
     kind: Literal["mdadm", "zfs", "btrfs"]
     state: State
     detail: str  # "raid1 [U_]", "recovery 8.5%, ~101 min left", "DEGRADED"
-
-
-class ArrayProbe(Protocol):
-    async def arrays(self) -> tuple[list[ArrayHealth], set[str]]:
-        """The arrays found, and the kinds that answered (so that an array missing from a
-        kind that answered is healthy or gone, while one of a kind that did not is unknown)."""
-        ...
 
 
 # --- UPS ----------------------------------------------------------------------------------------
@@ -101,9 +109,3 @@ class UpsStatus:
     @property
     def runtime_minutes(self) -> float | None:
         return self.runtime_seconds / 60 if self.runtime_seconds is not None else None
-
-
-class UpsProbe(Protocol):
-    async def status(self) -> UpsStatus:
-        """OSError with a short reason when NUT does not answer."""
-        ...

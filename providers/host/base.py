@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from values import value
 
@@ -63,26 +63,57 @@ class UnitError(Exception):
     """systemctl failed; the message is short and safe to show."""
 
 
-class ServiceManager(Protocol):
-    async def status(self, units: Sequence[str]) -> dict[str, UnitStatus]:
-        """Every asked unit is in the answer; one that systemd does not know is ``missing``."""
-        ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def failed_units(self) -> list[str]: ...
+    class ServiceManager(Protocol):
+        async def status(self, units: Sequence[str]) -> dict[str, UnitStatus]:
+            """Every asked unit is in the answer; one that systemd does not know is ``missing``."""
+            ...
 
-    async def start(self, unit: str) -> None: ...
+        async def failed_units(self) -> list[str]: ...
 
-    async def stop(self, unit: str) -> None: ...
+        async def start(self, unit: str) -> None: ...
 
-    async def restart(self, unit: str) -> None: ...
+        async def stop(self, unit: str) -> None: ...
 
-    async def logs(self, units: Sequence[str], lines: int) -> list[str]:
-        """The newest ``lines`` journal lines of ``units`` together, oldest first."""
-        ...
+        async def restart(self, unit: str) -> None: ...
 
-    async def reboot(self) -> None:
-        """Ask systemd to reboot the machine; it returns before the machine goes down."""
-        ...
+        async def logs(self, units: Sequence[str], lines: int) -> list[str]:
+            """The newest ``lines`` journal lines of ``units`` together, oldest first."""
+            ...
+
+        async def reboot(self) -> None:
+            """Ask systemd to reboot the machine; it returns before the machine goes down."""
+            ...
+
+    class HostProbe(Protocol):
+        async def metrics(self) -> HostMetrics: ...
+
+        async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
+            """Bytes used under each folder; None where it could not be measured in time."""
+            ...
+
+        async def device_usage(self, device: str) -> DiskUsage | None:
+            """Where a block device (a cloud volume) is mounted and how full it is; None when it
+            is not mounted."""
+            ...
+
+        async def grow_filesystem(self, device: str) -> None:
+            """Grow the filesystem on ``device`` to the size of the device (after a volume resize).
+            Raises OSError with a short reason."""
+            ...
+
+        async def certificates(self, folder: str) -> dict[str, datetime | None]:
+            """The ``cert.pem`` of each subfolder of ``folder`` (NixOS's /var/lib/acme) and when
+            it expires; None where it cannot be read."""
+            ...
+
+    class PublicAddressProbe(Protocol):
+        async def address(self) -> str:
+            """The address in its canonical spelling; OSError with a short reason otherwise."""
+            ...
 
 
 async def run_with_status(
@@ -173,35 +204,6 @@ def systemd_escape_path(path: str) -> str:
         else:
             out.extend(f"\\x{byte:02x}" for byte in char.encode())
     return "".join(out) or "-"
-
-
-class HostProbe(Protocol):
-    async def metrics(self) -> HostMetrics: ...
-
-    async def folder_sizes(self, folders: Sequence[str]) -> dict[str, int | None]:
-        """Bytes used under each folder; None where it could not be measured in time."""
-        ...
-
-    async def device_usage(self, device: str) -> DiskUsage | None:
-        """Where a block device (a cloud volume) is mounted and how full it is; None when it
-        is not mounted."""
-        ...
-
-    async def grow_filesystem(self, device: str) -> None:
-        """Grow the filesystem on ``device`` to the size of the device (after a volume resize).
-        Raises OSError with a short reason."""
-        ...
-
-    async def certificates(self, folder: str) -> dict[str, datetime | None]:
-        """The ``cert.pem`` of each subfolder of ``folder`` (NixOS's /var/lib/acme) and when
-        it expires; None where it cannot be read."""
-        ...
-
-
-class PublicAddressProbe(Protocol):
-    async def address(self) -> str:
-        """The address in its canonical spelling; OSError with a short reason otherwise."""
-        ...
 
 
 def fsync_dir(folder: Path) -> None:

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from providers.nixos.validation import validate
 from values import value
@@ -175,18 +175,53 @@ class Written:
         return diff(self.before, self.after)
 
 
-class DesiredStateStore(Protocol):
-    async def read(self) -> DesiredState: ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def update(self, change: Callable[[DesiredState], DesiredState]) -> Written:
-        """Apply ``change`` to the current state and write the result, atomically."""
-        ...
+    class DesiredStateStore(Protocol):
+        async def read(self) -> DesiredState: ...
 
-    async def restore(self, digest: str) -> bool:
-        """Put the previous version back, if the file still holds the one with ``digest``.
+        async def update(self, change: Callable[[DesiredState], DesiredState]) -> Written:
+            """Apply ``change`` to the current state and write the result, atomically."""
+            ...
 
-        False when someone changed the file since: their change is kept."""
-        ...
+        async def restore(self, digest: str) -> bool:
+            """Put the previous version back, if the file still holds the one with ``digest``.
+
+            False when someone changed the file since: their change is kept."""
+            ...
+
+    class Rebuilds(Protocol):
+        async def busy(self) -> str | None:
+            """The steward unit that runs now, if any."""
+            ...
+
+        async def prepare(self, unit: str) -> RebuildRun:
+            """Note where the unit and its journal stand; join the run when it already runs."""
+            ...
+
+        async def start(self, run: RebuildRun) -> RebuildRun:
+            """Start the unit without waiting for it; a joined run is not started again."""
+            ...
+
+        async def poll(self, run: RebuildRun) -> RebuildPoll:
+            """New journal lines since the last poll, and whether the run has ended."""
+            ...
+
+    class NixosSystem(Protocol):
+        async def generations(self) -> list[Generation]:
+            """Newest first."""
+            ...
+
+        async def reboot_needed(self) -> bool | None:
+            """None when it cannot be told (not NixOS, or the links are missing)."""
+            ...
+
+        async def preview_upgrade(self, flake: str) -> list[str]:
+            """Build what an upgrade of ``flake`` would switch to, without switching or writing
+            the lock file, and list how its closure differs from the running system's."""
+            ...
 
 
 def digest_of(data: bytes) -> str:
@@ -234,24 +269,6 @@ class RebuildPoll:
     succeeded: bool
 
 
-class Rebuilds(Protocol):
-    async def busy(self) -> str | None:
-        """The steward unit that runs now, if any."""
-        ...
-
-    async def prepare(self, unit: str) -> RebuildRun:
-        """Note where the unit and its journal stand; join the run when it already runs."""
-        ...
-
-    async def start(self, run: RebuildRun) -> RebuildRun:
-        """Start the unit without waiting for it; a joined run is not started again."""
-        ...
-
-    async def poll(self, run: RebuildRun) -> RebuildPoll:
-        """New journal lines since the last poll, and whether the run has ended."""
-        ...
-
-
 # --- the system ---------------------------------------------------------------------------------
 
 
@@ -262,18 +279,3 @@ class Generation:
     nixos_version: str
     kernel: str
     current: bool
-
-
-class NixosSystem(Protocol):
-    async def generations(self) -> list[Generation]:
-        """Newest first."""
-        ...
-
-    async def reboot_needed(self) -> bool | None:
-        """None when it cannot be told (not NixOS, or the links are missing)."""
-        ...
-
-    async def preview_upgrade(self, flake: str) -> list[str]:
-        """Build what an upgrade of ``flake`` would switch to, without switching or writing
-        the lock file, and list how its closure differs from the running system's."""
-        ...

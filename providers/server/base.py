@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol, TypeVar, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, get_args
 
 from values import value
 
@@ -123,36 +123,40 @@ class SnapshotCostEstimate:
     new_snapshot_max_monthly: Price  # one more snapshot of this server, at most its disk size
 
 
-class ServerProvider(Protocol):
-    async def this_server(self) -> ServerInfo:
-        """The server the bot runs on."""
-        ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def server(self, name_or_id: str) -> ServerInfo: ...
+    class ServerProvider(Protocol):
+        async def this_server(self) -> ServerInfo:
+            """The server the bot runs on."""
+            ...
 
-    async def volumes(self) -> list[Volume]: ...
+        async def server(self, name_or_id: str) -> ServerInfo: ...
 
-    async def snapshots(self) -> list[Snapshot]:
-        """Snapshot images of the project, newest first."""
-        ...
+        async def volumes(self) -> list[Volume]: ...
 
-    async def create_snapshot(self, description: str) -> Snapshot:
-        """Snapshot this server's disk; returns when the provider has finished it."""
-        ...
+        async def snapshots(self) -> list[Snapshot]:
+            """Snapshot images of the project, newest first."""
+            ...
 
-    async def delete_snapshot(self, snapshot_id: str) -> None: ...
+        async def create_snapshot(self, description: str) -> Snapshot:
+            """Snapshot this server's disk; returns when the provider has finished it."""
+            ...
 
-    async def snapshot_cost_estimate(self) -> SnapshotCostEstimate: ...
+        async def delete_snapshot(self, snapshot_id: str) -> None: ...
 
-    async def resize_volume(self, id_or_name: str, new_size_gb: int) -> Volume:
-        """Grow a volume; a size below today's is refused before anything is sent."""
-        ...
+        async def snapshot_cost_estimate(self) -> SnapshotCostEstimate: ...
 
-    async def volume_price(self, size_gb: int) -> Price: ...
+        async def resize_volume(self, id_or_name: str, new_size_gb: int) -> Volume:
+            """Grow a volume; a size below today's is refused before anything is sent."""
+            ...
 
-    async def power(self, server: str, action: PowerAction) -> None:
-        """``server`` is a name or id; returns when the provider has finished the action."""
-        ...
+        async def volume_price(self, size_gb: int) -> Price: ...
+
+        async def power(self, server: str, action: PowerAction) -> None:
+            """``server`` is a name or id; returns when the provider has finished the action."""
+            ...
 
 
 def check_new_volume_size(volume: Volume, new_size_gb: int, max_gb: int = 10240) -> None:

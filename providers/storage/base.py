@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import field
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from values import value
 
@@ -65,17 +65,21 @@ class NewBucketKey:
     capabilities: tuple[str, ...] = RESTIC_CAPABILITIES
 
 
-class BackupStorage(Protocol):
-    async def bucket_info(self) -> BucketInfo: ...
+if TYPE_CHECKING:
+    # Contracts for the type checker only: nothing at run time needs them, and each
+    # Protocol costs memory in every running bot (docs/performance.md).
 
-    async def check_key(self) -> KeyCheck:
-        """What the configured key may do, with a warning for each risk."""
-        ...
+    class BackupStorage(Protocol):
+        async def bucket_info(self) -> BucketInfo: ...
 
-    async def setup_bucket(self, name: str, keep_days: int) -> NewBucketKey:
-        """Create a private bucket whose hidden versions are kept ``keep_days`` days, and a key
-        restricted to it that cannot delete files. Needs a key that may create both."""
-        ...
+        async def check_key(self) -> KeyCheck:
+            """What the configured key may do, with a warning for each risk."""
+            ...
+
+        async def setup_bucket(self, name: str, keep_days: int) -> NewBucketKey:
+            """Create a private bucket whose hidden versions are kept ``keep_days`` days, and a key
+            restricted to it that cannot delete files. Needs a key that may create both."""
+            ...
 
 
 def check_setup_arguments(name: str, keep_days: int) -> None:

@@ -183,3 +183,34 @@ def test_the_demo_does_not_hold_this_machines_providers_beside_its_fakes(tmp_pat
     real = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert "providers.demo" not in real
     assert real >= THIS_MACHINE
+
+
+CLASSES_PROBE = """
+import gc, json, sys
+import bot.cli, bot.routine
+from bot.app import build_app
+from bot.config import load_settings
+app = build_app(load_settings(), demo=True)
+own = {"bot", "handlers", "providers", "values"}
+classes = [c for c in gc.get_objects() if isinstance(c, type)
+           and str(c.__dict__.get("__module__")).split(".")[0] in own]
+protocols = sorted(c.__qualname__ for c in classes if getattr(c, "_is_protocol", False))
+app.close()
+print(json.dumps([len(classes), protocols, sorted(sys.modules)]))
+"""
+
+
+def test_the_contracts_are_for_the_type_checker_and_cost_the_bot_nothing(tmp_path: Path) -> None:
+    # A Protocol holds a class, and a function and its code for every method: about 0.2 MB
+    # for Steward's thirty, which nothing needs at run time (mypy checks them).
+    result = subprocess.run(
+        [sys.executable, "-c", CLASSES_PROBE],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60, check=True,
+        env={**os.environ, "STEWARD_STATE_DIR": str(tmp_path)},
+    )  # fmt: skip
+    count, protocols, modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert count > 100  # Steward's own classes are counted
+    assert {"providers.host.base", "handlers.core.records", "handlers.core.progress"} <= set(
+        modules
+    )
+    assert protocols == []

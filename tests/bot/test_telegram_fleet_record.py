@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pytest
 from telegram import Bot, Chat, Message, User
@@ -19,10 +20,12 @@ from bot.transports.telegram_fleet import KEY, TelegramFleet
 from bot.transports.telegram_outbox import TelegramOutbox
 from handlers.core.fleet import Fleet, Signature
 from handlers.core.messages import ChatRef, Reply
-from handlers.core.records import Notes
 from tests.conftest import Harness
 from tests.support.engine_probe import engine_with
 from tests.support.fake_telegram import FakeBotAPI
+
+if TYPE_CHECKING:
+    from handlers.core.records import Notes
 
 GROUP = -1001234567890
 TOKEN = "7312045102:AAHx9fE2e-TestOnly_Q3zLmNp7rStUvWxYzB"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,10 +16,13 @@ from hypothesis import strategies as st
 from bot.storage.database import Database
 from handlers.catalog import build_registry
 from handlers.core.messages import Command
-from handlers.core.spec import ArgType, Choice, CommandSpec, Integer, UsageError, Word
+from handlers.core.spec import Choice, CommandSpec, Integer, UsageError, Word
 from handlers.core.spec import split_command_line as split
 from providers.demo.server import demo_catalogue
 from tests.conftest import ADMIN, CHAT, make_harness
+
+if TYPE_CHECKING:
+    from handlers.core.spec import ArgType
 
 REGISTRY = build_registry()
 SPECS: list[CommandSpec] = [entry.spec for entry in REGISTRY]

@@ -7,6 +7,7 @@ import os
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp import web
@@ -17,11 +18,13 @@ from bot.routine import Routine
 from handlers.alerts import alert_id, check_alerts
 from handlers.backups import weekly_check
 from handlers.core.messages import ChatRef, Command
-from handlers.core.records import Notes
 from handlers.reports import subscribers
 from providers.host.base import DiskUsage, UnitStatus
 from tests.conftest import ADMIN, CHAT, OPERATOR, VIEWER, Harness
 from tests.support.chat import RecordingOutbox
+
+if TYPE_CHECKING:
+    from handlers.core.records import Notes
 
 
 def fill(harness: Harness, mount: str, percent: float) -> None:

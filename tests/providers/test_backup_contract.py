@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from providers.backup.base import (
-    BackupEngine,
     BackupError,
     BackupProgress,
     BackupReason,
@@ -34,6 +34,9 @@ from tests.support.restic_fixtures import (
     s3_settings,
     tree_digests,
 )
+
+if TYPE_CHECKING:
+    from providers.backup.base import BackupEngine
 
 pytest_plugins = ["tests.support.restic_fixtures"]
 pytestmark = pytest.mark.timeout(60)

@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from providers.dns.base import DnsChanges, DnsError, DnsErrorKind, DnsProvider, DnsRecord
+from providers.dns.base import DnsChanges, DnsError, DnsErrorKind, DnsRecord
 from providers.dns.cloudflare import CloudflareDns
 from providers.dns.memory import MemoryDns
 from providers.dns.records import (
@@ -39,6 +39,9 @@ from tests.support.knot import (  # knot_fixture is the session fixture "knot"
     serial,
     zone_records,
 )
+
+if TYPE_CHECKING:
+    from providers.dns.base import DnsProvider
 
 pytestmark = pytest.mark.timeout(60)
 

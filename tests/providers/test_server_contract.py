@@ -19,11 +19,11 @@ from decimal import Decimal
 from functools import partial
 from ipaddress import ip_interface
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from providers.server.base import ServerError, ServerProvider
+from providers.server.base import ServerError
 from providers.server.hetzner import HetznerServerProvider
 from providers.server.memory import MemoryServerProvider, demo_server, demo_server_provider
 from tests.support import fake_digitalocean
@@ -31,6 +31,9 @@ from tests.support.fake_digitalocean import FakeDigitalOcean, digitalocean_adapt
 from tests.support.fake_hetzner import TOKEN, FakeHetzner
 from tests.support.ovh_harness import ovh_contract_parts
 from tests.support.scaleway_harness import scaleway_harness
+
+if TYPE_CHECKING:
+    from providers.server.base import ServerProvider
 
 pytestmark = pytest.mark.timeout(30)
 

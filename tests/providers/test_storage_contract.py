@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from b2sdk.v2 import (  # type: ignore[import-untyped]
@@ -19,18 +19,16 @@ from b2sdk.v2 import (  # type: ignore[import-untyped]
 from b2sdk.v2 import exception as b2_errors
 
 from providers.storage.b2 import B2BackupStorage
-from providers.storage.base import (
-    B2_PRICE_PER_GB_MONTH,
-    RESTIC_CAPABILITIES,
-    BackupStorage,
-    StorageError,
-)
+from providers.storage.base import B2_PRICE_PER_GB_MONTH, RESTIC_CAPABILITIES, StorageError
 from providers.storage.memory import (
     ALL_CAPABILITIES,
     MemoryAccount,
     MemoryBackupStorage,
     MemoryBucket,
 )
+
+if TYPE_CHECKING:
+    from providers.storage.base import BackupStorage
 
 pytestmark = pytest.mark.timeout(30)
 

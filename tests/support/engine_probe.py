@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 
 from bot.storage.models import confirmations
 from handlers.core.engine import Engine, Incident
-from handlers.core.records import AuditEntry, AuditEvent, Confirmation, Notes
+from handlers.core.records import AuditEntry, AuditEvent, Confirmation
 from handlers.core.registry import Registry
 
 if TYPE_CHECKING:
+    from handlers.core.records import Notes
     from tests.conftest import Harness
     from tests.support.chat import Sent
 
