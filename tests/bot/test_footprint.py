@@ -6,7 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from bot import cli
+from bot.config import Settings, load_settings
+from bot.transports.router import OutboxRouter
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 PROBE = """
 import json, sys
@@ -214,3 +225,30 @@ def test_the_contracts_are_for_the_type_checker_and_cost_the_bot_nothing(tmp_pat
         modules
     )
     assert protocols == []
+
+
+async def test_the_build_runs_in_a_thread_of_its_own_that_ends_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The imports of a build run deep: a thread kept for the bot's life (the loop's default
+    # executor) would keep the stack pages they touched, and its allocator cache.
+    for name in [n for n in os.environ if n.startswith("STEWARD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    builders: list[threading.Thread] = []
+    build = cli._build_app
+
+    def recorded(settings: Settings, router: OutboxRouter) -> App:
+        builders.append(threading.current_thread())
+        return build(settings, router)
+
+    monkeypatch.setattr(cli, "_build_app", recorded)
+    settings = load_settings(state_dir=tmp_path, demo=True)
+    app = await cli._build_after(None, settings, OutboxRouter())
+    try:
+        (builder,) = builders
+        assert builder is not threading.current_thread()  # the loop ran on meanwhile
+        builder.join(timeout=10)
+        assert not builder.is_alive()
+    finally:
+        app.close()
