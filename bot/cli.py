@@ -396,12 +396,16 @@ async def _build_after(
     if dialed is not None:
         await dialed.wait()
     builder = ThreadPoolExecutor(1, thread_name_prefix="steward-build")
+    building = asyncio.get_running_loop().run_in_executor(builder, _build_app, settings, router)
+    builder.shutdown(wait=False)  # the thread ends once the build is done
     try:
-        return await asyncio.get_running_loop().run_in_executor(
-            builder, _build_app, settings, router
-        )
-    finally:
-        builder.shutdown(wait=False)
+        return await asyncio.shield(building)
+    except asyncio.CancelledError:
+        # Stopped while building (a signal, or Telegram refused the token): the build runs
+        # on to its end, a migration included, before the bot exits and says why.
+        with contextlib.suppress(Exception):
+            await building
+        raise
 
 
 def _build_app(settings: Settings, router: OutboxRouter) -> App:
