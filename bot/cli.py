@@ -402,9 +402,10 @@ async def _build_after(
         return await asyncio.shield(building)
     except asyncio.CancelledError:
         # Stopped while building (a signal, or Telegram refused the token): the build runs
-        # on to its end, a migration included, before the bot exits and says why.
+        # on to its end, a migration included, and its database is closed, before the bot
+        # exits and says why.
         with contextlib.suppress(Exception):
-            await building
+            (await building).close()
         raise
 
 
@@ -430,8 +431,7 @@ async def _until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class _Transport(Protocol):
         async def start(self) -> None: ...

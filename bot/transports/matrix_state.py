@@ -28,8 +28,7 @@ KEEP_FOR = timedelta(days=2)
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class KeyValue(Protocol):
         async def get(self, key: str) -> str | None: ...

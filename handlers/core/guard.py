@@ -41,8 +41,7 @@ class CodeCheck(enum.StrEnum):
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class SecondFactor(Protocol):
         """TOTP secrets (kept encrypted by ``bot``), the used time steps, failures and lock-outs.

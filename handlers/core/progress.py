@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from handlers.core.messages import ChatRef, MessageRef, Reply
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class Outbox(Protocol):
         """What a transport offers the core. ``edit`` treats "not modified" as success."""

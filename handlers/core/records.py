@@ -36,8 +36,7 @@ class Confirmation:
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class ConfirmationStore(Protocol):
         """Confirmations are looked up by nonce; the store keeps only a hash of it."""

@@ -54,8 +54,7 @@ class UsageError(Exception):
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class ArgType(Protocol):
         """Turns one token into a typed value, or raises ``ValueError`` with a short reason."""

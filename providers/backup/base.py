@@ -186,8 +186,7 @@ class RepoStats:
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class BackupEngine(Protocol):
         async def init(self) -> None:

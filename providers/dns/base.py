@@ -85,8 +85,7 @@ class DnsError(Exception):
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class DnsProvider(Protocol):
         """Reads and changes one provider's zones.

@@ -55,8 +55,7 @@ class DiskHealth:
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class DiskProbe(Protocol):
         async def disks(self) -> list[DiskHealth]:

@@ -64,8 +64,7 @@ class UnitError(Exception):
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class ServiceManager(Protocol):
         async def status(self, units: Sequence[str]) -> dict[str, UnitStatus]:

@@ -176,8 +176,7 @@ class Written:
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class DesiredStateStore(Protocol):
         async def read(self) -> DesiredState: ...

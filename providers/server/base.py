@@ -124,8 +124,7 @@ class SnapshotCostEstimate:
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class ServerProvider(Protocol):
         async def this_server(self) -> ServerInfo:

@@ -66,8 +66,7 @@ class NewBucketKey:
 
 
 if TYPE_CHECKING:
-    # Contracts for the type checker only: nothing at run time needs them, and each
-    # Protocol costs memory in every running bot (docs/performance.md).
+    # For the type checker only (docs/architecture.md, Contracts).
 
     class BackupStorage(Protocol):
         async def bucket_info(self) -> BucketInfo: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -227,28 +228,50 @@ def test_the_contracts_are_for_the_type_checker_and_cost_the_bot_nothing(tmp_pat
     assert protocols == []
 
 
+def _recorded_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Settings, list[tuple[threading.Thread, App]]]:
+    """Demo settings, and a list that each build adds its thread and its app to."""
+    for name in [n for n in os.environ if n.startswith("STEWARD_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    builds: list[tuple[threading.Thread, App]] = []
+    build = cli._build_app
+
+    def recorded(settings: Settings, router: OutboxRouter) -> App:
+        app = build(settings, router)
+        builds.append((threading.current_thread(), app))
+        return app
+
+    monkeypatch.setattr(cli, "_build_app", recorded)
+    return load_settings(state_dir=tmp_path, demo=True), builds
+
+
 async def test_the_build_runs_in_a_thread_of_its_own_that_ends_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The imports of a build run deep: a thread kept for the bot's life (the loop's default
     # executor) would keep the stack pages they touched, and its allocator cache.
-    for name in [n for n in os.environ if n.startswith("STEWARD_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    builders: list[threading.Thread] = []
-    build = cli._build_app
-
-    def recorded(settings: Settings, router: OutboxRouter) -> App:
-        builders.append(threading.current_thread())
-        return build(settings, router)
-
-    monkeypatch.setattr(cli, "_build_app", recorded)
-    settings = load_settings(state_dir=tmp_path, demo=True)
+    settings, builds = _recorded_builds(tmp_path, monkeypatch)
     app = await cli._build_after(None, settings, OutboxRouter())
     try:
-        (builder,) = builders
+        ((builder, built),) = builds
+        assert built is app
         assert builder is not threading.current_thread()  # the loop ran on meanwhile
         builder.join(timeout=10)
         assert not builder.is_alive()
     finally:
         app.close()
+
+
+async def test_a_stop_while_building_waits_for_the_build_and_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, builds = _recorded_builds(tmp_path, monkeypatch)
+    building = asyncio.ensure_future(cli._build_after(None, settings, OutboxRouter()))
+    await asyncio.sleep(0)  # the build has begun in its thread
+    building.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await building
+    ((_, app),) = builds  # it ran to its end before the stop went through
+    assert not app.db.inline  # and its database is closed
