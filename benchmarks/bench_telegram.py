@@ -3,8 +3,10 @@
 Both bots run as separate processes, each against its own instance of the same loopback fake
 Bot API (tests/support/fake_telegram.py), each in a venv of its own (benchmarks/venvs.py):
 Steward with its Telegram-only dependencies, the baseline with python-telegram-bot alone and no
-JobQueue, as a plain PTB user has it. Rounds alternate between the bots so that machine noise
-hits both alike. Times come from the fake's arrival timestamps (time.monotonic).
+JobQueue, as a plain PTB user has it. The bots take turns, round after round, in an order that
+alternates; each ratio is the median over the rounds of the ratio within a round, so a machine
+that slows down or speeds up during the run moves both sides of each ratio alike. Times come
+from the fake's arrival timestamps (time.monotonic).
 
 Measured as users meet it:
 - /ping back to back: the next ping leaves as soon as the reply has arrived, no pause;
@@ -42,10 +44,10 @@ from benchmarks import venvs  # noqa: E402
 from tests.support.fake_telegram import FakeBotAPI  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "60"))
-SERIES = int(os.environ.get("BENCH_SERIES", "6"))  # alternating back-to-back series per bot
+SERIES = int(os.environ.get("BENCH_SERIES", "10"))  # alternating back-to-back series per bot
 SERIES_LENGTH = 25
 STARTS = int(os.environ.get("BENCH_STARTS", "5"))
-BURSTS = int(os.environ.get("BENCH_BURSTS", "7"))
+BURSTS = int(os.environ.get("BENCH_BURSTS", "11"))
 PACE = 0.15  # seconds between a reply and the next command, at a human pace
 IDLE = 3.0  # seconds of quiet before RSS is read
 BURST_CHATS, BURST_EACH = 50, 20
@@ -63,18 +65,18 @@ class Bot:
 
     def start(self) -> float:
         """Start the process; return seconds from exec to its first getUpdates."""
-        seen = len(self.fake.calls_to("getUpdates"))
+        cursor = self.fake.call_count
         began = time.monotonic()
         self.process = subprocess.Popen(
             self.argv, env=self.env, cwd=self.cwd,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        self.fake.wait_for(lambda f: len(f.calls_to("getUpdates")) > seen, timeout=30)
-        return self.fake.calls_to("getUpdates")[seen].time - began
+        first = self.fake.wait_for(lambda f: f.calls_since(cursor, "getUpdates"), timeout=30)
+        return first[0].time - began
 
     def first_answer(self, user: int) -> float:
         """Seconds from exec to the answer to a /ping that was waiting before the start."""
-        before = len(self.fake.calls_to("sendMessage"))
+        cursor = self.fake.call_count
         self.fake.send_text(self.fake.user(user, "Bench"), "/ping")
         began = time.monotonic()
         self.process = subprocess.Popen(
@@ -83,7 +85,7 @@ class Bot:
         )  # fmt: skip
 
         def answered(fake: FakeBotAPI) -> float | None:
-            calls = [c for c in fake.calls_to("sendMessage")[before:] if c.status == 200]
+            calls = [c for c in fake.calls_since(cursor, "sendMessage") if c.status == 200]
             return calls[0].time if calls else None
 
         return self.fake.wait_for(answered, timeout=30, interval=0.001) - began
@@ -126,12 +128,12 @@ class Bot:
 
     def round_trip(self, user: int, text: str) -> float:
         """Seconds from the update being queued to the bot's reply arriving at the fake."""
-        before = len(self.fake.calls_to("sendMessage"))
+        cursor = self.fake.call_count
         queued = time.monotonic()
         self.fake.send_text(self.fake.user(user, "Bench"), text)
 
         def replied(fake: FakeBotAPI) -> float | None:
-            for call in fake.calls_to("sendMessage")[before:]:
+            for call in fake.calls_since(cursor, "sendMessage"):
                 if str(call.params.get("chat_id")) == str(user) and call.status == 200:
                     return call.time
             return None
@@ -140,7 +142,7 @@ class Bot:
 
     def burst(self, text: str) -> tuple[float, bool, bool]:
         """1,000 commands from 50 chats at once: (commands/s, each answered once, in order)."""
-        before = len(self.fake.calls_to("sendMessage"))
+        cursor = self.fake.call_count
         sent: dict[int, list[int]] = {}
         queued = time.monotonic()
         for index in range(BURST_CHATS * BURST_EACH):
@@ -149,10 +151,10 @@ class Bot:
             sent.setdefault(user, []).append(int(message["message_id"]))
         total = BURST_CHATS * BURST_EACH
         self.fake.wait_for(
-            lambda f: len(f.calls_to("sendMessage")) - before >= total, timeout=120, interval=0.01
+            lambda f: len(f.calls_since(cursor, "sendMessage")) >= total, 120, interval=0.01
         )
         time.sleep(0.5)  # anything beyond one answer each would arrive now
-        calls = [c for c in self.fake.calls_to("sendMessage")[before:] if c.status == 200]
+        calls = [c for c in self.fake.calls_since(cursor, "sendMessage") if c.status == 200]
         answered: dict[int, list[int]] = {}
         for call in calls:
             reply = call.params.get("reply_parameters") or {}
@@ -209,15 +211,31 @@ def make_bots(work: Path) -> tuple[Bot, Bot, Bot]:
     return baseline, steward, floor
 
 
-def alternate(
-    bots: tuple[Bot, ...], measure: Callable[[Bot], list[float]], rounds: int
-) -> list[float]:
-    """Median of each bot's measurements, taken in rounds that alternate the order."""
-    results: dict[str, list[float]] = {bot.name: [] for bot in bots}
+@dataclass
+class Rounds:
+    """Each bot's value in each round; the rounds alternate which bot goes first."""
+
+    values: dict[str, list[float]]
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.values[name])
+
+    def ratio(self, name: str, over: str) -> float:
+        """The median, over the rounds, of ``name``'s value over ``over``'s in the same round.
+        The two were measured moments apart, so a machine that slows down or speeds up
+        between rounds moves both alike, which a ratio of two medians does not cancel."""
+        pairs = zip(self.values[name], self.values[over], strict=True)
+        return statistics.median(mine / theirs for mine, theirs in pairs)
+
+
+def alternate(bots: tuple[Bot, ...], measure: Callable[[Bot], list[float]], rounds: int) -> Rounds:
+    """``rounds`` rounds, each bot measured once in each (the median of what ``measure``
+    returns), in an order that alternates."""
+    values: dict[str, list[float]] = {bot.name: [] for bot in bots}
     for index in range(rounds):
         for bot in bots if index % 2 == 0 else bots[::-1]:
-            results[bot.name].extend(measure(bot))
-    return [statistics.median(results[bot.name]) for bot in bots]
+            values[bot.name].append(statistics.median(measure(bot)))
+    return Rounds(values)
 
 
 def paced(user: int, text: str) -> Callable[[Bot], list[float]]:
@@ -228,21 +246,17 @@ def paced(user: int, text: str) -> Callable[[Bot], list[float]]:
     return measure
 
 
-def _summary(runs: list[tuple[float, bool, bool]]) -> tuple[float, bool, bool]:
-    """Median throughput; correctness must hold in every run."""
-    rate = statistics.median(run[0] for run in runs)
-    return rate, all(run[1] for run in runs), all(run[2] for run in runs)
-
-
 Row = tuple[str, str, str, float, str, bool | None]
 
 
-def _row(name: str, unit: str, base: float, stew: float, target: float, *, more: bool = False,
-         scale: float = 1.0, fmt: str = ".1f") -> Row:  # fmt: skip
-    ratio = stew / base
+def _row(name: str, unit: str, rounds: Rounds, target: float, *, base: str = "baseline",
+         stew: str = "steward", more: bool = False, scale: float = 1.0,
+         fmt: str = ".1f") -> Row:  # fmt: skip
+    ratio = rounds.ratio(stew, base)
     ok = None if not target else ratio >= target if more else ratio <= target
     bound = "—" if not target else f"{'≥' if more else '≤'} {target:g}×"
-    return (name, f"{base * scale:{fmt}} {unit}", f"{stew * scale:{fmt}} {unit}", ratio, bound, ok)
+    shown = [f"{rounds.median(name) * scale:{fmt}} {unit}" for name in (base, stew)]
+    return (name, shown[0], shown[1], ratio, bound, ok)
 
 
 def measure_all(trio: tuple[Bot, Bot, Bot], work: Path) -> tuple[list[Row], str]:
@@ -281,29 +295,33 @@ def measure_all(trio: tuple[Bot, Bot, Bot], work: Path) -> tuple[list[Row], str]
     b2b = alternate(bots, lambda b: b.series(user, "/ping", SERIES_LENGTH), SERIES)
     ping = alternate(bots, paced(user, "/ping"), ROUNDS)
     status = alternate(bots, paced(user, "/status"), ROUNDS)
-    bursts: dict[str, list[tuple[float, bool, bool]]] = {bot.name: [] for bot in bots}
-    for index in range(BURSTS):
-        for bot in bots if index % 2 == 0 else bots[::-1]:
-            bursts[bot.name].append(bot.burst("/ping"))
-    base_burst, base_once, base_order = _summary(bursts["baseline"])
-    stew_burst, stew_once, stew_order = _summary(bursts["steward"])
+    checks: dict[str, list[tuple[bool, bool]]] = {bot.name: [] for bot in bots}
+
+    def burst(bot: Bot) -> list[float]:
+        rate, once, ordered = bot.burst("/ping")
+        checks[bot.name].append((once, ordered))
+        return [rate]
+
+    bursts = alternate(bots, burst, BURSTS)
+    # Correctness must hold in every burst.
+    (base_once, base_order), (stew_once, stew_order) = (
+        (all(c[0] for c in checks[bot.name]), all(c[1] for c in checks[bot.name])) for bot in bots
+    )
     ms = 1000.0
     rows = [
-        _row("/ping back to back, median", "ms", b2b[0], b2b[1], 1.25, scale=ms),
-        _row("/ping at a human pace, median", "ms", ping[0], ping[1], 1.25, scale=ms),
-        _row("/status at a human pace, median", "ms", status[0], status[1], 2.0, scale=ms),
-        _row("burst: 1,000 commands, 50 chats", "/s", base_burst, stew_burst, 1.0, more=True,
-             fmt=".0f"),
-        _row("idle RSS, first start", "MB", first_rss[0], first_rss[1], 1.5),
-        _row("idle RSS, restart", "MB", restart_rss[0], restart_rss[1], 1.5),
+        _row("/ping back to back, median", "ms", b2b, 1.25, scale=ms),
+        _row("/ping at a human pace, median", "ms", ping, 1.25, scale=ms),
+        _row("/status at a human pace, median", "ms", status, 2.0, scale=ms),
+        _row("burst: 1,000 commands, 50 chats", "/s", bursts, 1.0, more=True, fmt=".0f"),
+        _row("idle RSS, first start", "MB", first_rss, 1.5),
+        _row("idle RSS, restart", "MB", restart_rss, 1.5),
         _row("(the design's floor: PTB + SQLAlchemy + APScheduler, restart)", "MB",
-             restart_rss[0], restart_rss[2], 0.0),
-        _row("(Steward over that floor, restart)", "MB", restart_rss[2], restart_rss[1], 0.0),
-        _row("start to first getUpdates", "ms", starts[0], starts[1], 1.5, scale=ms, fmt=".0f"),
-        _row("(the design's floor: start to first getUpdates)", "ms", starts[0], starts[2], 0.0,
-             scale=ms, fmt=".0f"),
-        _row("start to first answer", "ms", first_answer[0], first_answer[1], 0.0, scale=ms,
-             fmt=".0f"),
+             restart_rss, 0.0, stew="floor"),
+        _row("(Steward over that floor, restart)", "MB", restart_rss, 0.0, base="floor"),
+        _row("start to first getUpdates", "ms", starts, 1.5, scale=ms, fmt=".0f"),
+        _row("(the design's floor: start to first getUpdates)", "ms", starts, 0.0,
+             stew="floor", scale=ms, fmt=".0f"),
+        _row("start to first answer", "ms", first_answer, 0.0, scale=ms, fmt=".0f"),
     ]  # fmt: skip
     if not (stew_once and stew_order):  # a fast burst that lost or reordered replies fails
         rows[3] = (*rows[3][:5], False)
@@ -337,9 +355,9 @@ def print_table(rows: list[Row], note: str) -> None:
     )  # fmt: skip
     print(f"Telegram benchmark: {os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}")
     print(
-        f"baseline: python-telegram-bot alone in its own venv, no JobQueue; medians of "
-        f"{SERIES}x{SERIES_LENGTH} back-to-back and {ROUNDS} paced rounds, {STARTS} starts, "
-        f"{BURSTS} bursts and 3 RSS readings per bot"
+        f"baseline: python-telegram-bot alone in its own venv, no JobQueue; medians, and "
+        f"ratios within a round, of {SERIES} back-to-back series of {SERIES_LENGTH}, "
+        f"{ROUNDS} paced rounds, {STARTS} starts, {BURSTS} bursts and 3 RSS readings per bot"
     )
     print()
     print("| measure | baseline (bare PTB) | Steward | ratio | target | |")

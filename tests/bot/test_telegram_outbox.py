@@ -56,3 +56,23 @@ async def test_an_image_goes_as_a_photo_and_other_files_as_documents() -> None:
     assert photo.params["disable_notification"] in (True, "true", "True")
     kinds = [m.document.kind for m in fake.messages(1001) if m.document is not None]
     assert kinds == ["photo", "document"]
+
+
+async def test_a_flag_that_is_off_is_left_out_of_the_request_and_one_that_is_on_is_sent() -> None:
+    with FakeBotAPI() as fake:
+        async with Bot(fake.token, base_url=fake.base_url) as bot:
+            outbox = TelegramOutbox(bot)
+            chat = ChatRef("telegram", "1001")
+            fake.user(1001, "Alice")
+            await outbox.send(chat, Reply("plain"))
+            await outbox.send(chat, Reply("quiet, kept", silent=True, sensitive=True))
+    plain, flagged = fake.calls_to("sendMessage")
+    assert "disable_notification" not in plain.params
+    assert "protect_content" not in plain.params
+    assert flagged.params["disable_notification"] in (True, "true", "True")
+    assert flagged.params["protect_content"] in (True, "true", "True")
+    stored = fake.messages(1001)
+    assert [(m.disable_notification, m.protect_content) for m in stored] == [
+        (False, False),
+        (True, True),
+    ]

@@ -1223,8 +1223,24 @@ class FakeBotAPI:
             return list(self._calls)
 
     def calls_to(self, method: str) -> list[Call]:
+        return self.calls_since(0, method)
+
+    @property
+    def call_count(self) -> int:
+        """How many calls have arrived: a cursor for ``calls_since``."""
+        with self._lock:
+            return len(self._calls)
+
+    def calls_since(self, cursor: int, method: str | None = None) -> list[Call]:
+        """The calls after the first ``cursor`` (all of them, or those to ``method``). A poll
+        that keeps a cursor costs what arrived since, not the whole history: the benchmarks
+        poll every half millisecond, on the thread that shares the GIL with this server."""
+        with self._lock:
+            recent = self._calls[cursor:]
+        if method is None:
+            return recent
         wanted = method.lower()
-        return [call for call in self.calls if call.method.lower() == wanted]
+        return [call for call in recent if call.method.lower() == wanted]
 
     @property
     def callback_answers(self) -> list[CallbackAnswer]:
@@ -1265,7 +1281,7 @@ class FakeBotAPI:
 
     def wait_for(
         self,
-        predicate: Callable[[FakeBotAPI], _T],
+        predicate: Callable[[FakeBotAPI], _T | None],
         timeout: float = 10.0,
         interval: float = 0.01,
     ) -> _T:
@@ -1283,7 +1299,7 @@ class FakeBotAPI:
 
     async def wait_for_async(
         self,
-        predicate: Callable[[FakeBotAPI], _T],
+        predicate: Callable[[FakeBotAPI], _T | None],
         timeout: float = 10.0,  # noqa: ASYNC109 - the same signature as wait_for
         interval: float = 0.01,
     ) -> _T:
