@@ -7,7 +7,8 @@ a venv of its own (benchmarks/venvs.py): Steward with its `matrix` extra, the ec
 matrix-nio alone. A round trip is the reply's ``origin_server_ts`` minus the command's:
 Synapse's clock, so the bench client's own sync latency does not count. Rounds alternate
 between the bots: paced (a pause before each command) and back to back (the next command as
-soon as the reply has been seen).
+soon as the reply has been seen). Each ratio is the median over the rounds of the ratio within
+a round, so a machine (or a Synapse) that slows down during the run moves both sides alike.
 
 Idle RSS: Steward with both transports (Matrix on this Synapse and Telegram on the loopback
 fake Bot API) against the bare nio bot, each read 3 s after it answered its first commands.
@@ -45,7 +46,7 @@ from tests.support.fake_telegram import FakeBotAPI  # noqa: E402
 from tests.support.synapse import RegisteredUser, Synapse, unique  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "40"))
-SERIES = int(os.environ.get("BENCH_SERIES", "4"))  # alternating back-to-back series per bot
+SERIES = int(os.environ.get("BENCH_SERIES", "8"))  # alternating back-to-back series per bot
 SERIES_LENGTH = 10
 PACE = 0.25  # seconds between a reply and the next command, at a human pace
 IDLE = 3.0
@@ -109,8 +110,9 @@ class Room:
     room_id: str
     bot: RegisteredUser
     proc: Proc
-    trips: list[int] = field(default_factory=list)  # back to back
-    paced: list[int] = field(default_factory=list)
+    # Milliseconds, one list per round.
+    trips: list[list[int]] = field(default_factory=list)  # back to back
+    paced: list[list[int]] = field(default_factory=list)
 
 
 class Bench:
@@ -208,10 +210,11 @@ async def alternate(bench: Bench, rooms: list[Room], count: int, pause: float) -
     """``count`` commands per room in one go, the rooms alternating from round to round."""
     for index in range(ROUNDS if pause else SERIES):
         for room in rooms if index % 2 == 0 else rooms[::-1]:
+            trips = []
             for _ in range(count):
                 await asyncio.sleep(pause)
-                trip = await bench.round_trip(room)
-                (room.paced if pause else room.trips).append(trip)
+                trips.append(await bench.round_trip(room))
+            (room.paced if pause else room.trips).append(trips)
 
 
 async def run(synapse: Synapse, work: Path) -> dict[str, Any]:
@@ -286,8 +289,11 @@ async def run(synapse: Synapse, work: Path) -> dict[str, Any]:
     return result
 
 
-def _ratio_row(name: str, stew: float, base: float, unit: str, target: float) -> tuple[Any, ...]:
-    ratio = stew / base if base else float("inf")
+def _ratio_row(
+    name: str, stew: float, base: float, unit: str, target: float, *, ratio: float | None = None
+) -> tuple[Any, ...]:
+    if ratio is None:
+        ratio = stew / base if base else float("inf")
     return (name, f"{stew:.1f} {unit}", f"{base:.1f} {unit} (bare nio)", f"{ratio:.2f}×",
             f"≤ {target:g}×" if target else "—", ratio <= target if target else None)  # fmt: skip
 
@@ -303,14 +309,21 @@ def main() -> int:
     elapsed = time.monotonic() - began
 
     def median(key: str, name: str) -> float:
-        return float(statistics.median(result[key][name]))
+        return float(statistics.median(trip for trips in result[key][name] for trip in trips))
+
+    def ratio(key: str) -> float:
+        """The median over the rounds of Steward's median over the bare bot's, in one round."""
+        rounds = zip(result[key]["steward"], result[key]["echo"], strict=True)
+        return float(
+            statistics.median(statistics.median(s) / statistics.median(e) for s, e in rounds)
+        )
 
     matrix = result["matrix_rss"]
     rows = [
         _ratio_row("`!ping` back to back, median", median("trips", "steward"),
-                   median("trips", "echo"), "ms", PING_TARGET),
+                   median("trips", "echo"), "ms", PING_TARGET, ratio=ratio("trips")),
         _ratio_row("`!ping` at a human pace, median", median("paced", "steward"),
-                   median("paced", "echo"), "ms", PING_TARGET),
+                   median("paced", "echo"), "ms", PING_TARGET, ratio=ratio("paced")),
         _ratio_row("idle RSS, Matrix + Telegram", result["both_rss"], result["nio_rss"], "MB",
                    RSS_TARGET),
         _ratio_row("idle RSS, Matrix only", matrix["steward"], matrix["echo"], "MB", 0.0),
@@ -324,8 +337,9 @@ def main() -> int:
         f"Synapse {version}"
     )
     print(
-        f"baseline: matrix-nio alone in its own venv; medians of {ROUNDS} paced rounds and "
-        f"{SERIES}x{SERIES_LENGTH} back to back per bot, on Synapse's clock; "
+        f"baseline: matrix-nio alone in its own venv; medians, and ratios within a round, of "
+        f"{ROUNDS} paced rounds and {SERIES}x{SERIES_LENGTH} back to back per bot, on Synapse's "
+        f"clock; "
         f"{elapsed:.0f} s in all"
     )
     print()
@@ -335,7 +349,8 @@ def main() -> int:
         verdict = "info" if ok is None else "ok" if ok else "MISS"
         print(f"| {name} | {stew} | {base} | {ratio} | {target} | {verdict} |")
     print()
-    for name, trips in result["trips"].items():
+    for name, rounds in result["trips"].items():
+        trips = [trip for round_trips in rounds for trip in round_trips]
         quartiles = statistics.quantiles(trips, n=4) if len(trips) > 1 else trips * 3
         print(
             f"{name}, back to back: min {min(trips)} / p25 {quartiles[0]:g} / "
