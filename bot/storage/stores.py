@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from bot import wire
 from bot.storage.database import Database
 from bot.storage.models import audit_log, confirmations, jobs, kv, samples
 from handlers.core.messages import Actor, ChatRef
@@ -324,9 +325,10 @@ class SqlAuditLog(_Store):
     and before a chat's next message is handled. ``submit`` queues the row at once and returns
     what to await, so that a read-only command's reply does not wait for its row: on
     PostgreSQL the commit runs in the worker thread while the reply is on its way; on SQLite
-    a lone row commits on the loop's thread once the reply went out (when it is awaited), and
-    rows queued together commit at the loop's next turn. ``flush`` commits and waits for
-    every queued row; a clean stop calls it."""
+    a lone row commits on the loop's thread once the reply's request has been written, while
+    the answer is awaited (or when the row is awaited, where the transport does not say when
+    its request was written), and rows queued together commit at the loop's next turn.
+    ``flush`` commits and waits for every queued row; a clean stop calls it."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
@@ -341,10 +343,12 @@ class SqlAuditLog(_Store):
         done = loop.create_future()
         self._queue.append((_audit_values(entry), done))
         if self.db.inline and len(self._queue) == 1:
-            # A lone row on SQLite: the commit runs on this thread, so it starts when the row
-            # is awaited (after the reply went out), not at the loop's next turn, which may
-            # come before the reply has been written to the socket. A commit in flight, the
-            # next row's, or a flush takes it along before that.
+            # A lone row on SQLite: the commit runs on this thread, so it starts once the reply
+            # has been written to the socket (bot.wire), while Telegram answers it; or when
+            # the row is awaited, if that comes first. Not at the loop's next turn, which may
+            # come before the reply has been written. A commit in flight, the next row's, or a
+            # flush takes it along before that.
+            wire.once_written(functools.partial(self._kick, loop))
             return _Deferred(self, done)
         # Rows from several chats at once (a burst), or PostgreSQL: commit at the next turn,
         # while the replies are on their way; in the worker thread on PostgreSQL.

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from telegram.ext import (
 )
 from telegram.request import HTTPXRequest
 
+from bot import wire
 from bot.config import ConfigError
 from bot.transports.lanes import ChatLanes
 from bot.transports.telegram_outbox import TRANSPORT, TelegramOutbox
@@ -200,8 +201,13 @@ class TelegramTransport:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _on_request(self, _request: httpx.Request) -> None:
+    async def _on_request(self, request: httpx.Request) -> None:
         self.dialed.set()
+        work = wire.take()
+        if work is not None:
+            # httpcore reports each step of a request to a "trace" callback: the work runs
+            # once the request's body has been written, while the answer is awaited.
+            request.extensions["trace"] = _once_sent(work)
 
     async def _initialize(self) -> None:
         delay = 1.0
@@ -392,6 +398,16 @@ class TelegramTransport:
         summary = type(context.error).__name__ if context.error else "unknown error"
         engine = await self.engine()
         await engine.report_incident(incident, f"Telegram update failed: {esc(summary)}")
+
+
+def _once_sent(
+    work: Callable[[], None],
+) -> Callable[[str, dict[str, object]], Coroutine[Any, Any, None]]:
+    async def trace(event: str, _info: dict[str, object]) -> None:
+        if event.endswith("send_request_body.complete"):  # http11., or http2.
+            work()
+
+    return trace
 
 
 def _command_mention(message: Message) -> str | None:
