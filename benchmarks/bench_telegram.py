@@ -319,8 +319,9 @@ def measure_all(trio: tuple[Bot, Bot, Bot], work: Path) -> tuple[list[Row], str]
         return [rate]
 
     bursts = alternate(bots, burst, BURSTS)
-    # For information: the same bots after everything above (about 11,400 commands each), at
-    # rest again. A day's use can leave more behind than one /ping after a start does.
+    # For information: the same bots after everything since their last start, at rest again.
+    # A day's use can leave more behind than one /ping after a start does.
+    handled = SERIES * SERIES_LENGTH + 2 * ROUNDS + BURSTS * BURST_CHATS * BURST_EACH
     time.sleep(IDLE)
     worked = Rounds({bot.name: [bot.rss_mb()] for bot in bots})
     # Correctness must hold in every burst.
@@ -335,7 +336,8 @@ def measure_all(trio: tuple[Bot, Bot, Bot], work: Path) -> tuple[list[Row], str]
         _row("burst: 1,000 commands, 50 chats", "/s", bursts, 1.0, more=True, fmt=".0f"),
         _row("idle RSS, first start", "MB", first_rss, 1.5),
         _row("idle RSS, restart", "MB", restart_rss, 1.5),
-        _row("(idle RSS at the end of the run, after about 11,400 commands)", "MB", worked, 0.0),
+        _row(f"(idle RSS at the end of the run, after {handled:,} commands)", "MB", worked,
+             0.0),
         _row("(the design's floor: PTB + SQLAlchemy + APScheduler, restart)", "MB",
              restart_rss, 0.0, stew="floor"),
         _row("(Steward over that floor, restart)", "MB", restart_rss, 0.0, base="floor"),

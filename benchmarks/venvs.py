@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
+# Resolved: a venv writes its own path into its scripts' first line, so one made through a
+# symlink (a git worktree sharing this .bench) would break when the worktree goes.
+BENCH = (ROOT / ".bench").resolve()
 PIP_TIMEOUT = 900
 
 
@@ -28,11 +30,12 @@ def _python(venv: Path) -> Path:
 
 
 def _ensure(name: str, requirements: list[str], key: str) -> Path:
-    """A venv holding ``requirements``, remade when ``key`` or the interpreter changes (the
-    benchmarks may be run with another Python: each venv is made with the one running them)."""
+    """A venv holding ``requirements``, remade when ``key``, the interpreter or the venv's path
+    changes (the benchmarks may be run with another Python: each venv is made with the one
+    running them; and its scripts name the path it was made at)."""
     venv = BENCH / name
     stamp = venv / ".stamp"
-    key = f"{sys.version} {key}"
+    key = f"{sys.version} {venv} {key}"
     if stamp.is_file() and stamp.read_text() == key:
         return _python(venv)
     print(f"(making the {name} venv: {' '.join(requirements)})", file=sys.stderr)
