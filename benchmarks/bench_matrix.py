@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import venvs  # noqa: E402
+from benchmarks.bench_telegram import Rounds  # noqa: E402
 from tests.support.fake_telegram import FakeBotAPI  # noqa: E402
 from tests.support.synapse import RegisteredUser, Synapse, unique  # noqa: E402
 
@@ -295,18 +296,16 @@ async def run(synapse: Synapse, work: Path) -> dict[str, Any]:
 
 def _ratio_row(
     name: str, stew: float, base: float, unit: str, target: float, *,
-    ratios: list[float] | None = None,
+    rounds: Rounds | None = None,
 ) -> tuple[Any, ...]:  # fmt: skip
-    """``ratios``: the within-round ratios, whose median is the row's ratio; without them, the
-    ratio of the two values."""
+    """``rounds``: each bot's median in each round; the row's ratio is then the median of the
+    within-round ratios. Without them, the ratio of the two values."""
     spread = "—"
-    if ratios is None:
+    if rounds is None:
         ratio = stew / base if base else float("inf")
     else:
-        ratio = float(statistics.median(ratios))
-        if len(ratios) >= 4:
-            low, _, high = statistics.quantiles(ratios, n=4)
-            spread = f"{low:.2f}–{high:.2f}×"
+        ratio = rounds.ratio("steward", "echo")
+        spread = rounds.spread("steward", "echo")
     return (name, f"{stew:.1f} {unit}", f"{base:.1f} {unit} (bare nio)", f"{ratio:.2f}×",
             spread, f"≤ {target:g}×" if target else "—",
             ratio <= target if target else None)  # fmt: skip
@@ -325,17 +324,17 @@ def main() -> int:
     def median(key: str, name: str) -> float:
         return float(statistics.median(trip for trips in result[key][name] for trip in trips))
 
-    def ratios(key: str) -> list[float]:
-        """Steward's median over the bare bot's, in each round."""
-        rounds = zip(result[key]["steward"], result[key]["echo"], strict=True)
-        return [statistics.median(s) / statistics.median(e) for s, e in rounds]
+    def paired(key: str) -> Rounds:
+        """Each bot's median in each round."""
+        return Rounds({name: [statistics.median(trips) for trips in result[key][name]]
+                       for name in ("steward", "echo")})  # fmt: skip
 
     matrix = result["matrix_rss"]
     rows = [
         _ratio_row("`!ping` back to back, median", median("trips", "steward"),
-                   median("trips", "echo"), "ms", PING_TARGET, ratios=ratios("trips")),
+                   median("trips", "echo"), "ms", PING_TARGET, rounds=paired("trips")),
         _ratio_row("`!ping` at a human pace, median", median("paced", "steward"),
-                   median("paced", "echo"), "ms", PING_TARGET, ratios=ratios("paced")),
+                   median("paced", "echo"), "ms", PING_TARGET, rounds=paired("paced")),
         _ratio_row("idle RSS, Matrix + Telegram", result["both_rss"], result["nio_rss"], "MB",
                    RSS_TARGET),
         _ratio_row("idle RSS, Matrix only", matrix["steward"], matrix["echo"], "MB", 0.0),
